@@ -1,0 +1,86 @@
+// livesplice: rebootless updates generated from a source patch.
+//
+// main() only parses the command line and hands a Context to one pipeline; every
+// subcommand returns an ls::Exit. Errors thrown by offline stages stop here.
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <unistd.h>
+
+#include "core/diag.h"
+#include "create/create.h"
+#include "differ/report.h"
+#include "update/update.h"
+
+namespace {
+
+std::string self_dir() {
+  std::error_code ec;
+  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string(".") : p.parent_path().string();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ls::Context ctx;
+  CLI::App app{
+      "livesplice: turn a source patch into a live update of a running program.\n\n"
+      "  livesplice create --source DIR --patch FIX.patch -o fix.lsu   build pre and post, diff, write the update\n"
+      "  livesplice info fix.lsu                                      what an update contains\n"
+      "  livesplice diff pre.o post.o                                 compare one object built twice\n\n"
+      "Exit codes: 0 ok, 1 tool error, 2 cannot be patched safely, 3 no change.",
+      "livesplice"};
+  app.require_subcommand(1);
+  app.add_flag("-v,--verbose", ctx.verbose, "More detail on stderr");
+  app.add_flag("-q,--quiet", ctx.quiet, "No progress lines");
+
+  std::string pre, post;
+  auto* diff = app.add_subcommand(
+      "diff", "Compare PRE.o and POST.o (one source file built before and after a patch):\n"
+              "which functions and data are same, changed, new or removed, and why.");
+  diff->add_option("pre", pre, "Object built before the patch")->required()->check(CLI::ExistingFile);
+  diff->add_option("post", post, "Object built after the patch")->required()->check(CLI::ExistingFile);
+  diff->add_flag("--json", ctx.json, "Print JSON on stdout");
+
+  ls::create::CreateOptions copt;
+  copt.wrapper_path = self_dir() + "/livesplice-cc";
+  auto* create = app.add_subcommand(
+      "create", "Build the source tree before and after PATCH, diff every rebuilt object and\n"
+                "write an update file. The tree is restored to how it was found.");
+  create->add_option("--source", copt.source_dir, "Source tree the running program was built from")
+      ->required()->check(CLI::ExistingDirectory);
+  create->add_option("--patch", copt.patch_file, "Unified diff, applied with patch -p1 in --source")
+      ->required()->check(CLI::ExistingFile);
+  create->add_option("--build-cmd", copt.build_cmd,
+                     "Shell command that builds the tree (run in --source; default: make, or cmake for CMake projects)");
+  create->add_option("--build-dir", copt.build_dir, "Out-of-tree build directory (CMake/autotools)");
+  create->add_option("-o,--output", copt.output, "Update file to write")->required();
+  create->add_flag("--keep-work", copt.keep_work, "Keep the work directory (pre objects, build logs)");
+  create->add_flag("--json", ctx.json, "Print the summary as JSON on stdout");
+
+  std::string update_path;
+  auto* info = app.add_subcommand("info", "Print what an update file contains");
+  info->add_option("update", update_path, "Update file")->required()->check(CLI::ExistingFile);
+  info->add_flag("--json", ctx.json, "Print JSON on stdout");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : static_cast<int>(ls::Exit::ToolError);
+  }
+
+  try {
+    ls::Exit rc = ls::Exit::Ok;
+    if (*diff) rc = ls::diff::run_diff(ctx, pre, post);
+    else if (*create) rc = ls::create::run_create(ctx, copt);
+    else if (*info) rc = ls::update::run_info(ctx, update_path);
+    return static_cast<int>(rc);
+  } catch (const ls::Error& e) {
+    fmt::print(stderr, "livesplice: error: {}\n", e.what());
+    return static_cast<int>(e.code());
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "livesplice: internal error: {}\n", e.what());
+    return static_cast<int>(ls::Exit::ToolError);
+  }
+}

@@ -1,0 +1,2 @@
+#include "core/process.h"
+// placeholder: written by the create work

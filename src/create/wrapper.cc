@@ -1,0 +1,2 @@
+// placeholder: written by the create work
+int main() { return 0; }

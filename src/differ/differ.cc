@@ -1,0 +1,1 @@
+#include "differ/differ.h"
