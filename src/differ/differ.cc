@@ -76,6 +76,14 @@ std::vector<uint32_t> literal_sections_of(const Units& side, const Unit& u) {
   return out;
 }
 
+// Read-only data private to this object (jump tables, switch-conversion tables such as
+// `CSWTCH.12`, `static const` arrays): nobody can write it, so an update can carry a new
+// copy for the new code while the old code keeps the old one. Changes to it make its
+// users changed instead of making the patch unsafe.
+bool travels_with_users(const Unit& u) {
+  return u.kind != Kind::Func && u.local && !u.writable;
+}
+
 void mark_changed(Unit& u, std::string reason) {
   if (u.status != Status::Same) return;
   u.status = Status::Changed;
@@ -95,8 +103,8 @@ void propagate(Units& post) {
       if (f.status == Status::Same) {
         for (int t : targets_of(post, f)) {
           const Unit& d = post[t];
-          if (d.kind == Kind::Anon && d.status != Status::Same) {
-            mark_changed(f, fmt::format("its private data {} changed: {}", d.name, d.reason));
+          if (travels_with_users(d) && d.status != Status::Same && d.status != Status::New) {
+            mark_changed(f, fmt::format("its constant data {} changed: {}", d.name, d.reason));
             moved = true;
             break;
           }
@@ -121,7 +129,7 @@ void propagate(Units& post) {
 void check_data_safety(const Units& pre, const Units& post, ObjectDiff& out) {
   for (const auto& d : post.all()) {
     if (d.kind == Kind::Func || d.status != Status::Changed) continue;
-    if (d.kind == Kind::Anon && !d.writable) continue;   // travels with its owners
+    if (travels_with_users(d)) continue;
     const Unit& old = pre[d.twin];
     std::string what = d.kind == Kind::Anon ? "anonymous data " + d.name : d.name;
     std::string reason;
@@ -154,7 +162,10 @@ void decide_inclusion(Units& post, ObjectDiff& out) {
     work.pop_front();
     for (int t : targets_of(post, u)) {
       Unit& d = post[t];
-      if (d.kind == Kind::Anon || d.status == Status::New) include(d);
+      // Jump tables point into the body they belong to: the new body needs its own.
+      bool private_table = d.kind == Kind::Anon && !d.writable;
+      if (private_table || d.status == Status::New || (travels_with_users(d) && d.status == Status::Changed))
+        include(d);
     }
     for (uint32_t s : literal_sections_of(post, u)) anon_sections.insert(s);
     if (u.kind == Kind::Anon) anon_sections.insert(u.section);
