@@ -128,6 +128,10 @@ void propagate(Units& post) {
 
 void check_data_safety(const Units& pre, const Units& post, ObjectDiff& out) {
   for (const auto& d : post.all()) {
+    if (d.status == Status::New && post.obj().section(d.section).tls())
+      out.unsafe.push_back({d.name, post.obj().path(),
+                            "new thread-local variable: a running program's threads cannot be given "
+                            "new thread-local storage"});
     if (d.kind == Kind::Func || d.status != Status::Changed) continue;
     if (travels_with_users(d)) continue;
     const Unit& old = pre[d.twin];
