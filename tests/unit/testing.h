@@ -1,0 +1,81 @@
+// Helpers for tests that compile real C with gcc and compare what the ELF layer reads
+// with what binutils says about the same object.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace ls::testing {
+
+// A fresh directory under $TMPDIR, removed with everything in it on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Runs `cmd` with /bin/sh and returns its stdout. Throws std::runtime_error (with the
+// command and its stderr) when it exits non-zero.
+std::string run(const std::string& cmd);
+
+// Writes `source` to DIR/NAME.c and compiles it with `gcc -c FLAGS`; returns the path of
+// DIR/NAME.o. Throws like run() if gcc fails.
+std::string compile(const TempDir& dir, const std::string& name, const std::string& source,
+                    const std::string& flags);
+
+std::vector<uint8_t> read_bytes(const std::string& path);
+void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes);
+std::string shell_quote(const std::string& s);
+
+// `readelf -SW`, one row per section header.
+struct ReadelfSection {
+  uint32_t index = 0;
+  std::string name;
+  std::string type;       // PROGBITS, NOBITS, RELA, ...
+  uint64_t offset = 0;
+  uint64_t size = 0;
+  uint64_t entsize = 0;
+  std::string flags;      // readelf's letters, sorted
+  uint32_t link = 0;
+  uint32_t info = 0;
+  uint64_t align = 0;
+};
+std::vector<ReadelfSection> readelf_sections(const std::string& path);
+
+// `readelf -sW`, the .symtab rows.
+struct ReadelfSymbol {
+  uint32_t index = 0;
+  uint64_t value = 0;
+  uint64_t size = 0;
+  std::string type;       // NOTYPE, OBJECT, FUNC, SECTION, FILE, TLS, ...
+  std::string bind;       // LOCAL, GLOBAL, WEAK
+  std::string visibility; // DEFAULT, HIDDEN, ...
+  std::string ndx;        // UND, ABS, COM or a number
+  std::string name;
+};
+std::vector<ReadelfSymbol> readelf_symbols(const std::string& path);
+
+// `readelf -rW`: relocations, grouped by the file offset of their SHT_RELA section.
+struct ReadelfReloc {
+  uint64_t offset = 0;
+  uint32_t symbol = 0;
+  uint32_t type = 0;
+  std::string type_name;  // R_X86_64_PLT32, ...
+  int64_t addend = 0;
+};
+std::map<uint64_t, std::vector<ReadelfReloc>> readelf_relocs(const std::string& path);
+
+// Readelf's flag letters for SHF_* bits, sorted, so they compare with ReadelfSection::flags.
+std::string flag_letters(uint64_t flags);
+
+}  // namespace ls::testing
