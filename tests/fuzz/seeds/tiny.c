@@ -1,0 +1,2 @@
+/* Seed for the fuzzer: the smallest useful object. */
+int answer(void) { return 42; }
