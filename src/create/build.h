@@ -1,0 +1,184 @@
+// Running the user's build through livesplice-cc, reading what it recorded, and putting
+// the tree back afterwards.
+//
+// What is hard: create runs the user's own build twice inside the user's own tree, and
+// must leave that tree byte for byte and mtime for mtime as it found it — whether the
+// tree was clean or already built, in-tree or out-of-tree, and on every exit path.
+// Three mechanisms share one directory of saved copies (`<work>/saved/files/<abs path>`,
+// first copy wins, mtime and mode preserved):
+//   - the wrapper saves every object, dependency file, linked binary and archive it is
+//     about to overwrite (the compiler writes its output in place, so nothing else
+//     could keep the old bytes);
+//   - TreeGuard::save() saves what create changes itself (the patched sources), and
+//     save_metadata() everything in an out-of-tree build directory that is not an ELF
+//     file (CMakeCache.txt, generated makefiles, .ninja_log, stamps, static archives
+//     written by an `ar` we do not intercept);
+//   - a stat snapshot of every entry under the roots, taken first: on restore, entries
+//     that did not exist are removed, entries that differ are copied back from the saved
+//     copies, directory mtimes are reset, and whatever still differs is reported by name.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <sys/stat.h>
+#include <vector>
+
+#include "core/diag.h"
+
+namespace ls::create {
+
+enum class Phase { Pre, Post };
+std::string_view to_string(Phase p);
+
+// One line of the wrapper's record file (see src/create/wrapper.cc). Paths are absolute.
+struct CompileRecord {
+  Phase phase = Phase::Pre;
+  std::string cwd;
+  std::string tool;                 // the real compiler that ran
+  std::vector<std::string> argv;    // as the build invoked it
+  std::vector<std::string> exec;    // as it was run (with the flags the wrapper added)
+  std::string output;               // the object
+  std::string source;
+  std::vector<std::string> deps;    // dependency files it wrote
+  bool lto = false;
+};
+
+struct LinkRecord {
+  Phase phase = Phase::Pre;
+  std::string cwd;
+  std::string output;
+  std::vector<std::string> objects, archives, shared_libs, libs, libdirs, sources;
+  bool shared = false;
+  bool relocatable = false;         // -r: the output is an object again
+};
+
+struct ArchiveRecord {
+  Phase phase = Phase::Pre;
+  std::string output;
+  std::vector<std::string> objects;
+};
+
+struct Records {
+  std::vector<CompileRecord> compiles;
+  std::vector<LinkRecord> links;
+  std::vector<ArchiveRecord> archives;
+
+  // Appends the records in `path` (absent file: none). Malformed line: Error `path:N`.
+  void load(const std::string& path);
+};
+
+// The private work directory of one create run: the wrapper's PATH directory of
+// symlinks, record files, saved copies, pre objects, logs. Removed by the destructor
+// unless kept.
+class Workspace {
+ public:
+  Workspace(Context& ctx, const std::string& wrapper_path, bool keep);
+  ~Workspace();
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+
+  const std::string& dir() const { return dir_; }
+  const std::string& wrapper() const { return wrapper_; }
+  std::string record_file(Phase p) const;
+  std::string saved_dir() const { return dir_ + "/saved"; }        // wrapper: LIVESPLICE_BACKUP_DIR
+  std::string pre_objects_dir() const { return dir_ + "/pre"; }    // wrapper: LIVESPLICE_PRE_DIR
+  std::string log_file(Phase p) const;
+  // The environment a build runs with in phase p.
+  std::map<std::string, std::string> build_env(Phase p) const;
+
+ private:
+  Context& ctx_;
+  std::string dir_;
+  std::string wrapper_;
+  std::string shim_dir_;
+  bool keep_;
+};
+
+struct EntryState {
+  enum Type { File, Dir, Symlink, Other } type = File;
+  uint64_t size = 0;
+  struct timespec mtime {};
+  struct timespec atime {};
+  mode_t mode = 0;
+  std::string link_target;
+};
+
+class TreeGuard {
+ public:
+  // Takes the snapshot of every entry under `roots` (a root that does not exist yet is
+  // removed entirely on restore). `saved_dir` is where copies live (layout above).
+  TreeGuard(Context& ctx, std::vector<std::string> roots, std::string saved_dir);
+  ~TreeGuard();   // restore() unless done; never throws
+  TreeGuard(const TreeGuard&) = delete;
+  TreeGuard& operator=(const TreeGuard&) = delete;
+
+  // Never removed nor restored (the update being written, the work directory).
+  void exclude(const std::string& path);
+  // Saves a copy of `path` before create changes it (absent file: nothing to save).
+  void save(const std::string& path);
+  // Saves every regular file under `dir` that is not an ELF file.
+  void save_metadata(const std::string& dir);
+  bool existed(const std::string& path) const { return snapshot_.count(path) != 0; }
+  // The saved copy of `path` if there is one.
+  std::optional<std::string> saved_copy(const std::string& path) const;
+
+  // Puts back only `paths` (the patched sources): copies restored, new files removed.
+  void restore_files(const std::vector<std::string>& paths);
+  // Puts back everything. Returns the paths that could not be restored (each also
+  // reported with ctx.warn). Idempotent.
+  std::vector<std::string> restore();
+
+ private:
+  bool same(const std::string& path, const EntryState& want) const;
+  bool restore_entry(const std::string& path, const EntryState& want);
+  bool is_excluded(const std::string& path) const;
+  bool is_excluded_ancestor(const std::string& path) const;
+
+  Context& ctx_;
+  std::vector<std::string> roots_;
+  std::set<std::string> missing_roots_;
+  std::string saved_dir_;
+  std::map<std::string, EntryState> snapshot_;
+  std::vector<std::string> excluded_;
+  bool restored_ = false;
+};
+
+// How to run the build: configure steps (once, before the pre build) and the build.
+struct BuildPlan {
+  std::string system;              // "make", "cmake", "configure+make", "custom"
+  std::string source_dir;
+  std::string build_dir;           // == source_dir for in-tree builds
+  std::vector<std::vector<std::string>> configure;   // run in build_dir
+  std::string build_shell;         // `sh -c` command, run in build_cwd
+  std::string build_cwd;
+  bool out_of_tree() const { return build_dir != source_dir; }
+};
+BuildPlan plan_build(Context& ctx, const std::string& source_dir, const std::string& build_dir,
+                     const std::string& build_cmd, const std::string& wrapper_path);
+
+struct BuildStats {
+  size_t compiled = 0;
+  size_t linked = 0;
+  double seconds = 0;
+};
+
+// Runs the plan's configure steps (pre only) and build for phase p, output into the
+// phase's log. Throws Error when a step fails, quoting the log's last lines.
+BuildStats run_build(Context& ctx, const BuildPlan& plan, const Workspace& ws, Phase p);
+
+// The GNU build-id of a linked ELF file as hex, or "" when it has none / is not ELF.
+std::string read_build_id(const std::string& path);
+bool is_elf_file(const std::string& path);
+
+// Which final binaries (executables, shared libraries) each object ends up in, following
+// archives and partial (-r) links. Keys and values are absolute paths.
+std::map<std::string, std::vector<std::string>> map_objects_to_binaries(const Records& records);
+
+// Compile command for rebuilding `rec.source` into `output` without touching the tree:
+// the recorded command with -o replaced and dependency-file options removed.
+std::vector<std::string> recompile_command(const CompileRecord& rec, const std::string& output);
+
+}  // namespace ls::create
