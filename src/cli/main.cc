@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
       "Exit codes: 0 ok, 1 tool error, 2 cannot be patched safely, 3 no change.",
       "livesplice"};
   app.require_subcommand(1);
+  app.fallthrough();  // -v/-q may follow the subcommand
   app.add_flag("-v,--verbose", ctx.verbose, "More detail on stderr");
   app.add_flag("-q,--quiet", ctx.quiet, "No progress lines");
 

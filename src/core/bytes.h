@@ -8,10 +8,23 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include "core/diag.h"
 
 namespace ls {
+
+// A read-only window on bytes owned elsewhere (an object file's image), comparable with
+// another window or with a vector by contents.
+class Bytes : public std::span<const uint8_t> {
+ public:
+  using std::span<const uint8_t>::span;
+  Bytes(std::span<const uint8_t> s) : std::span<const uint8_t>(s) {}
+  bool operator==(const Bytes& o) const {
+    return size() == o.size() && (size() == 0 || std::memcmp(data(), o.data(), size()) == 0);
+  }
+  bool operator==(const std::vector<uint8_t>& v) const { return *this == Bytes(v.data(), v.size()); }
+};
 
 class ByteView {
  public:

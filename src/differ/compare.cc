@@ -9,7 +9,8 @@
 // (SHF_MERGE) are compared by content: `"hello"` is the same string wherever it moved.
 #include <fmt/format.h>
 
-#include <regex>
+#include <algorithm>
+
 
 #include "differ/units.h"
 
@@ -45,12 +46,6 @@ std::string offset_text(int64_t off) {
   return off > 0 ? fmt::format("+{:#x}", off) : fmt::format("-{:#x}", -off);
 }
 
-// Readable form of a key: pair ids dropped.
-std::string display(const std::string& key) {
-  static const std::regex id("#[0-9]+");
-  return std::regex_replace(key, id, "");
-}
-
 std::string describe_code(const Units& side, const Unit& u, uint64_t rel) {
   const auto& sec = side.obj().section(u.section);
   if (!sec.exec() || sec.nobits()) return {};
@@ -61,35 +56,69 @@ std::string describe_code(const Units& side, const Unit& u, uint64_t rel) {
 
 }  // namespace
 
-std::string reference_key(const Units& side, const elf::Section& sec, const elf::Reloc& r) {
+Reference reference(const Units& side, const elf::Section& sec, const elf::Reloc& r) {
+  using To = Reference::To;
   const auto& obj = side.obj();
   const auto& sym = obj.symbol(r.symbol);
-  std::string_view kind = elf::to_string(r.kind);
-  if (!sym.defined()) return fmt::format("{} {}{}", kind, sym.name, offset_text(r.addend));
-  if (!sym.in_section()) return fmt::format("{} abs:{}={:#x}{}", kind, sym.name, sym.value, offset_text(r.addend));
-
-  int64_t bias = pc_bias(side, sec, r);
-  int64_t eff = static_cast<int64_t>(sym.value) + r.addend + bias;
-  int named = side.unit_of_symbol(r.symbol);
-  if (named >= 0) {
-    const Unit& u = side[named];
-    return fmt::format("{} {}{}", kind, u.pair_key, offset_text(eff - static_cast<int64_t>(u.start)));
+  Reference ref;
+  ref.kind = r.kind;
+  if (!sym.defined()) {
+    ref.to = To::External;
+    ref.text = sym.name;
+    ref.offset = r.addend;
+    return ref;
   }
+  if (!sym.in_section()) {
+    ref.to = To::Absolute;
+    ref.text = sym.name;
+    ref.offset = static_cast<int64_t>(sym.value) + r.addend;
+    return ref;
+  }
+  int64_t eff = static_cast<int64_t>(sym.value) + r.addend + pc_bias(side, sec, r);
+  int unit = side.unit_of_symbol(r.symbol);
   const auto& target = obj.section(sym.section);
-  if (target.merge_strings() && eff >= 0 && static_cast<uint64_t>(eff) < target.bytes.size()) {
-    auto text = target.view(obj.path()).cstring(eff);
-    return fmt::format("{} \"{}\"", kind, escape(text));
+  if (unit < 0 && target.merge_strings() && eff >= 0 && static_cast<uint64_t>(eff) < target.bytes.size()) {
+    ref.to = To::String;
+    ref.text = target.view(obj.path()).cstring(eff);
+    return ref;
   }
-  if (target.merge_constants() && target.entsize > 0 && eff >= 0 &&
+  if (unit < 0 && target.merge_constants() && target.entsize > 0 && eff >= 0 &&
       static_cast<uint64_t>(eff) + target.entsize <= target.bytes.size()) {
-    std::string hex;
-    for (uint64_t k = 0; k < target.entsize; ++k) hex += fmt::format("{:02x}", target.bytes[eff + k]);
-    return fmt::format("{} const:{}", kind, hex);
+    ref.to = To::Constant;
+    ref.text = std::string_view(reinterpret_cast<const char*>(target.bytes.data()) + eff, target.entsize);
+    return ref;
   }
-  int u = eff >= 0 ? side.unit_at(sym.section, eff) : -1;
-  if (u >= 0)
-    return fmt::format("{} {}{}", kind, side[u].pair_key, offset_text(eff - static_cast<int64_t>(side[u].start)));
-  return fmt::format("{} section:{}{}", kind, normalize_name(target.name), offset_text(eff));
+  if (unit < 0 && eff >= 0) unit = side.unit_at(sym.section, eff);
+  if (unit >= 0) {
+    ref.to = To::Unit;
+    ref.id = side[unit].pair_id;
+    ref.offset = eff - static_cast<int64_t>(side[unit].start);
+    return ref;
+  }
+  ref.to = To::Section;
+  ref.text = target.name;
+  ref.offset = eff;
+  return ref;
+}
+
+std::string describe(const Units& side, const Reference& ref) {
+  using To = Reference::To;
+  switch (ref.to) {
+    case To::External:
+    case To::Absolute: return fmt::format("{}{}", ref.text, offset_text(ref.offset));
+    case To::String: return fmt::format("\"{}\"", escape(ref.text));
+    case To::Constant: {
+      std::string hex;
+      for (char c : ref.text) hex += fmt::format("{:02x}", static_cast<unsigned char>(c));
+      return "constant 0x" + hex;
+    }
+    case To::Section: return fmt::format("{}{}", ref.text, offset_text(ref.offset));
+    case To::Unit:
+      for (const auto& u : side.all())
+        if (u.pair_id == ref.id) return u.name + offset_text(ref.offset);
+      return "?";
+  }
+  return "?";
 }
 
 std::optional<std::string> compare_units(const Units& pre, const Unit& a, const Units& post, const Unit& b) {
@@ -116,10 +145,10 @@ std::optional<std::string> compare_units(const Units& pre, const Unit& a, const 
       reloc_why = "a reference moved";
       continue;
     }
-    std::string ka = reference_key(pre, sa, ra), kb = reference_key(post, sb, rb);
-    if (ka != kb) {
+    Reference ka = reference(pre, sa, ra), kb = reference(post, sb, rb);
+    if (!(ka == kb)) {
       reloc_at = oa;
-      reloc_why = fmt::format("now refers to {} (was {})", display(kb), display(ka));
+      reloc_why = fmt::format("now refers to {} (was {})", describe(post, kb), describe(pre, ka));
     }
   }
   if (!reloc_at && a.relocs.size() != b.relocs.size()) {

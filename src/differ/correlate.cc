@@ -100,7 +100,14 @@ Units::Units(const elf::Object& obj) : obj_(&obj) {
     for (uint32_t m : members) by_symbol_[m] = u.id;
     units_.push_back(std::move(u));
   }
-  for (auto& u : units_) by_section_[u.section].push_back(u.id);
+  // Symbols from a malformed object may claim bytes past their section: clamp, so that
+  // every later read of a unit stays inside its section.
+  for (auto& u : units_) {
+    uint64_t limit = secs[u.section].size;
+    u.start = std::min(u.start, limit);
+    u.size = std::min(u.size, limit - u.start);
+    by_section_[u.section].push_back(u.id);
+  }
   for (auto& ids : by_section_)
     std::sort(ids.begin(), ids.end(), [&](int a, int b) { return units_[a].start < units_[b].start; });
   // Zero-sized symbols (hand-written assembly) extend to the next unit or the section end.
@@ -182,7 +189,7 @@ void record_owners(Units& side) {
 void pair(Unit& a, Unit& b) {
   a.twin = b.id;
   b.twin = a.id;
-  a.pair_key = b.pair_key = b.name + "#" + std::to_string(b.id);
+  a.pair_id = b.pair_id = b.id;
 }
 
 }  // namespace
@@ -241,10 +248,11 @@ void correlate(Units& pre, Units& post) {
     if (it != post_by_norm.end() && post[it->second].twin < 0) pair(u, post[it->second]);
   }
 
+  // Unpaired units get ids no unit of the other side can have.
   for (auto& u : pre.all())
-    if (u.twin < 0) u.pair_key = "pre-only:" + u.name + "#" + std::to_string(u.id);
+    if (u.twin < 0) u.pair_id = -1 - u.id;
   for (auto& u : post.all())
-    if (u.twin < 0) u.pair_key = "post-only:" + u.name + "#" + std::to_string(u.id);
+    if (u.twin < 0) u.pair_id = (int64_t{1} << 40) + u.id;
 }
 
 }  // namespace ls::diff

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <deque>
 #include <set>
 
@@ -214,6 +215,8 @@ ObjectDiff diff_objects(Context& ctx, const elf::Object& pre, const elf::Object&
   out.post_path = post.path();
   out.source_file = post.source_file();
 
+  auto t0 = std::chrono::steady_clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
   Units P(pre), Q(post);
   correlate(P, Q);
 
@@ -237,12 +240,14 @@ ObjectDiff diff_objects(Context& ctx, const elf::Object& pre, const elf::Object&
   for (const auto& u : P.all())
     if (u.kind != Kind::Anon && u.twin < 0) out.symbols.push_back(describe(P, Q, u, true));
 
+  ctx.note(fmt::format("{}: {} + {} units compared in {:.3f} s", post.path(), P.all().size(), Q.all().size(), elapsed()));
   if (options.check_layouts && out.has_changes()) {
     for (auto& line : changed_layouts(ctx, pre, post))
       out.unsafe.push_back({line.substr(0, line.find(':')), post.path(),
                             "layout of a type used by the patched code changed: " + line.substr(line.find(':') + 2) +
                                 "; data of this type in the running program keeps the old layout"});
   }
+  ctx.note(fmt::format("{}: struct layouts checked, {:.3f} s in all", post.path(), elapsed()));
   return out;
 }
 

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <future>
 #include <map>
 
 #include "differ/units.h"
@@ -177,8 +178,10 @@ std::string explain(const Layout& a, const Layout& b) {
 }  // namespace
 
 std::vector<std::string> changed_layouts(Context& ctx, const elf::Object& pre, const elf::Object& post) {
-  auto a = layouts_of(ctx, pre.path());
+  // The two reads are independent and dominated by libdwfl relocating DWARF: overlap them.
+  auto pending = std::async(std::launch::async, [&] { return layouts_of(ctx, pre.path()); });
   auto b = layouts_of(ctx, post.path());
+  auto a = pending.get();
   std::vector<std::string> out;
   for (const auto& [name, la] : a) {
     auto it = b.find(name);

@@ -34,7 +34,7 @@ struct Unit {
   bool nobits = false;
   std::vector<std::string> owners;   // data: normalized names of functions referring to it
   int twin = -1;                     // the paired unit on the other side
-  std::string pair_key;              // equal on both sides of a pair; unique otherwise
+  int64_t pair_id = 0;               // equal on both sides of a pair; unique otherwise
   std::vector<size_t> relocs;        // indices into the section's relocs inside the range
   Status status = Status::Same;
   std::string reason;
@@ -71,13 +71,25 @@ std::string normalize_name(std::string_view name);
 // The function a `.cold` piece belongs to (`foo.cold`, `foo.cold.3` -> `foo`), or "".
 std::string cold_parent(std::string_view name);
 
-// Pairs the units of pre and post (twin, pair_key) and records data owners.
+// Pairs the units of pre and post (twin, pair_id) and records data owners.
 void correlate(Units& pre, Units& post);
 
 // What a relocation points at, in terms that are equal across pre and post when the
 // target is "the same thing": a paired unit and offset, a literal's content, an external
-// name. Human-readable; used in reasons too.
-std::string reference_key(const Units& side, const elf::Section& sec, const elf::Reloc& r);
+// name. Compared field by field; rendered to text only for reasons.
+struct Reference {
+  enum class To { Unit, External, Absolute, String, Constant, Section };
+  elf::RelocKind kind = elf::RelocKind::None;
+  To to = To::Unit;
+  int64_t id = 0;             // Unit: pair id
+  int64_t offset = 0;         // from the unit / symbol / section start
+  std::string_view text;      // External/Absolute: name; String/Constant: the bytes; Section: name
+  bool operator==(const Reference& o) const {
+    return kind == o.kind && to == o.to && id == o.id && offset == o.offset && text == o.text;
+  }
+};
+Reference reference(const Units& side, const elf::Section& sec, const elf::Reloc& r);
+std::string describe(const Units& side, const Reference& ref);
 
 // nullopt when the units are equal (bytes outside relocation fields + symbolic
 // relocations); otherwise why they differ.

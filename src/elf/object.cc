@@ -11,9 +11,12 @@
 #include <libelf.h>
 
 #include <algorithm>
-#include <fstream>
-#include <iterator>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
 #include <memory>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "arch/arch.h"
 
@@ -98,17 +101,30 @@ Binding symbol_binding(unsigned b) {
 }  // namespace
 
 Object Object::load(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open", path);
-  std::vector<uint8_t> image((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) fail("{}: read error", path);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("{}: cannot open: {}", path, std::strerror(errno));
+  std::vector<uint8_t> image;
+  struct stat st;
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) image.resize(st.st_size);
+  size_t done = 0;
+  while (done < image.size()) {
+    ssize_t n = ::read(fd, image.data() + done, image.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int err = errno;
+      ::close(fd);
+      fail("{}: read error: {}", path, n < 0 ? std::strerror(err) : "file shrank while reading");
+    }
+    done += n;
+  }
+  ::close(fd);
   return from_memory(std::move(image), path);
 }
 
 Object Object::from_memory(std::vector<uint8_t> image, std::string name) {
   Object o;
   o.path_ = std::move(name);
-  o.image_ = std::move(image);
+  o.image_ = std::make_shared<const std::vector<uint8_t>>(std::move(image));
   o.parse();
   return o;
 }
@@ -131,6 +147,7 @@ const Symbol* Object::find_symbol(std::string_view name) const {
 
 void Object::parse() {
   const std::string& file = path_;
+  const std::vector<uint8_t>& image_ = *this->image_;
   if (elf_version(EV_CURRENT) == EV_NONE) fail("libelf: {}", elf_errmsg(-1));
   if (image_.size() < EI_NIDENT || std::memcmp(image_.data(), ELFMAG, SELFMAG) != 0)
     fail("{}: not an ELF file", file);
@@ -138,7 +155,8 @@ void Object::parse() {
   if (image_[EI_DATA] != ELFDATA2LSB) fail("{}: not a little-endian ELF object", file);
   if (image_.size() < sizeof(Elf64_Ehdr)) fail("{}: truncated ELF header", file);
 
-  ElfHandle elf(elf_memory(reinterpret_cast<char*>(image_.data()), image_.size()));
+  // libelf wants a mutable pointer but only reads (ELF_C_READ_MMAP semantics).
+  ElfHandle elf(elf_memory(const_cast<char*>(reinterpret_cast<const char*>(image_.data())), image_.size()));
   if (!elf) fail("{}: {}", file, elf_errmsg(-1));
   GElf_Ehdr eh;
   if (!gelf_getehdr(elf.get(), &eh)) fail("{}: bad ELF header: {}", file, elf_errmsg(-1));
@@ -179,7 +197,7 @@ void Object::parse() {
     if (sh.sh_offset > image_.size() || sh.sh_size > image_.size() - sh.sh_offset)
       fail("{}: contents (offset {:#x}, size {:#x}) lie outside the file ({:#x} bytes)",
            ls::where(file, s.name), sh.sh_offset, sh.sh_size, image_.size());
-    s.bytes.assign(image_.begin() + sh.sh_offset, image_.begin() + sh.sh_offset + sh.sh_size);
+    s.bytes = Bytes(image_.data() + sh.sh_offset, sh.sh_size);
   }
 
   // Symbols. An object without a symbol table is legal (and useless); keep going.

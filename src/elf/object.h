@@ -87,7 +87,7 @@ struct Section {
   uint64_t entsize = 0;
   uint32_t link = 0;
   uint32_t info = 0;
-  std::vector<uint8_t> bytes;     // empty for SHT_NOBITS
+  Bytes bytes;                    // empty for SHT_NOBITS; points into the Object's image
   std::vector<Reloc> relocs;      // sorted by offset
   uint32_t rela_section = 0;      // index of the SHT_RELA section applying here, or 0
 
@@ -115,7 +115,7 @@ class Object {
   const Symbol& symbol(uint32_t i) const { return symbols_.at(i); }
   // The first STT_FILE symbol's name: the source file the object was compiled from.
   const std::string& source_file() const { return source_file_; }
-  const std::vector<uint8_t>& image() const { return image_; }
+  const std::vector<uint8_t>& image() const { return *image_; }
 
   // `file.o:(.text.foo)+0x12`
   std::string where(const Section& s, int64_t offset = -1) const;
@@ -128,7 +128,8 @@ class Object {
 
   std::string path_;
   Machine machine_ = Machine::X86_64;
-  std::vector<uint8_t> image_;
+  // Shared so that copies of an Object keep their sections' byte windows valid.
+  std::shared_ptr<const std::vector<uint8_t>> image_;
   std::vector<Section> sections_;
   std::vector<Symbol> symbols_;
   std::string source_file_;
