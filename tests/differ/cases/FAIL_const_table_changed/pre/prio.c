@@ -1,4 +1,4 @@
-static const int prio_weight[8] = {88761, 71755, 56483, 46273, 36291, 29154, 23254, 18705};
+const int prio_weight[8] = {88761, 71755, 56483, 46273, 36291, 29154, 23254, 18705};
 
 int weight_of(unsigned prio) {
   return prio_weight[prio & 7];
