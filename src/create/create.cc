@@ -1,6 +1,456 @@
-// placeholder until the create pipeline lands: written by the create work
+// `livesplice create`: source tree + patch -> update file.
+//
+//   check the patch applies (dry run)       nothing touched yet
+//   build pre                               the wrapper records every compile and link
+//   apply the patch                         sources saved first
+//   build post                              the wrapper keeps the pre copy of each object
+//   put the sources back                    the pre recompiles below need them
+//   pair each rebuilt object with its pre   from this run's pre build, or recompiled into
+//                                           the work directory when the tree was built
+//                                           before create (those objects lack function
+//                                           sections, so they cannot be diffed)
+//   diff every pair                         unsafe -> exit 2, nothing changed -> exit 3
+//   write the update                        targets and build-ids from the link records
+//   restore the tree                        and verify it against the snapshot
+//
+// What is hard is that every step after the snapshot may fail or be interrupted, and
+// the tree must come back regardless: the TreeGuard (build.h) restores in its
+// destructor, a SignalGuard turns SIGINT/SIGTERM/SIGHUP into an exception so that
+// destructor runs, and only then does the process die of the signal.
 #include "create/create.h"
 
+#include <chrono>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include "core/process.h"
+#include "create/build.h"
+#include "differ/differ.h"
+#include "elf/object.h"
+#include "update/update.h"
+
+namespace fs = std::filesystem;
+
 namespace ls::create {
-Exit run_create(Context&, const CreateOptions&) { fail("create: not implemented yet"); }
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+bool under(const std::string& path, const std::string& dir) {
+  return path == dir || (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/');
+}
+
+std::string relative_to(const std::string& path, const std::string& root) {
+  if (path == root) return ".";
+  if (under(path, root)) return path.substr(root.size() + 1);
+  return path;
+}
+
+std::string human_size(uint64_t n) {
+  if (n < 10 * 1024) return fmt::format("{} bytes", n);
+  if (n < 10 * 1024 * 1024) return fmt::format("{:.1f} KiB", n / 1024.0);
+  return fmt::format("{:.1f} MiB", n / (1024.0 * 1024.0));
+}
+
+// ---- the patch ----------------------------------------------------------------------
+
+struct Patch {
+  std::string path;
+  std::string name;
+  std::string text;
+  std::vector<std::string> files;   // relative to the source directory (-p1 applied)
+};
+
+std::string strip_component(std::string p) {
+  if (p.size() >= 2 && p.front() == '"' && p.back() == '"') p = p.substr(1, p.size() - 2);
+  auto slash = p.find('/');
+  return slash == std::string::npos ? p : p.substr(slash + 1);
+}
+
+Patch read_patch(const std::string& path) {
+  Patch p;
+  p.path = path;
+  p.name = fs::path(path).filename().string();
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot read the patch", path);
+  p.text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  std::istringstream lines(p.text);
+  std::string line;
+  auto add = [&](const std::string& f) {
+    if (f.empty() || f == "dev/null" || f == "/dev/null") return;
+    if (std::find(p.files.begin(), p.files.end(), f) == p.files.end()) p.files.push_back(f);
+  };
+  while (std::getline(lines, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.rfind("--- ", 0) == 0 || line.rfind("+++ ", 0) == 0) {
+      std::string name = line.substr(4, line.find('\t') == std::string::npos ? std::string::npos : line.find('\t') - 4);
+      if (name == "/dev/null") continue;
+      add(strip_component(name));
+    } else if (line.rfind("rename from ", 0) == 0) {
+      add(line.substr(12));
+    } else if (line.rfind("rename to ", 0) == 0) {
+      add(line.substr(10));
+    }
+  }
+  if (p.files.empty()) fail("{}: no file to patch found (is it a unified diff?)", path);
+  for (const auto& f : p.files)
+    if (f.rfind("../", 0) == 0 || f.find("/../") != std::string::npos || f.front() == '/')
+      fail("{}: patches {}, outside the source tree", path, f);
+  return p;
+}
+
+// Why GNU patch refused, one line per file and hunk, from its own output.
+std::string explain_patch_failure(const std::string& output) {
+  std::istringstream in(output);
+  std::string line, file;
+  std::vector<std::string> reasons;
+  static const std::regex kFile(R"(^(checking|patching) file '?([^']*)'?$)");
+  static const std::regex kHunk(R"(^Hunk #(\d+) FAILED at (\d+)\.?)");
+  std::smatch m;
+  while (std::getline(in, line)) {
+    if (std::regex_search(line, m, kFile)) file = m[2];
+    else if (std::regex_search(line, m, kHunk))
+      reasons.push_back(fmt::format("{}: hunk #{} FAILED at line {}", file, m[1].str(), m[2].str()));
+    else if (line.find("Reversed (or previously applied) patch detected") != std::string::npos)
+      reasons.push_back(fmt::format("{}: already applied (patch detected a reversed patch)", file));
+    else if (line.find("can't find file to patch") != std::string::npos)
+      reasons.push_back("a file to patch does not exist (" + line + ")");
+    else if (line.find("No such file") != std::string::npos || line.find("not found") != std::string::npos)
+      reasons.push_back(file.empty() ? line : file + ": " + line);
+  }
+  std::string out;
+  for (const auto& r : reasons) out += "  " + r + "\n";
+  return out;
+}
+
+void check_patch(Context& ctx, const std::string& source, const Patch& patch) {
+  RunOptions opts;
+  opts.cwd = source;
+  RunResult r = run({"patch", "-p1", "--dry-run", "--batch", "--forward", "-i", patch.path}, opts);
+  if (r.status != 0) {
+    std::string quoted;
+    std::istringstream in(r.output);
+    for (std::string line; std::getline(in, line);) quoted += "    | " + line + "\n";
+    fail("{}: does not apply to {}:\n{}  patch --dry-run said:\n{}", patch.path, source,
+         explain_patch_failure(r.output), quoted);
+  }
+  if (r.output.find("with fuzz") != std::string::npos)
+    ctx.warn(fmt::format("{} applies only with fuzz; check the result:\n{}", patch.name, r.output));
+}
+
+void apply_patch(const std::string& source, const Patch& patch) {
+  RunOptions opts;
+  opts.cwd = source;
+  RunResult r = run({"patch", "-p1", "--batch", "--forward", "--no-backup-if-mismatch", "--reject-file=-",
+                     "-i", patch.path}, opts);
+  if (r.status != 0) fail("{}: applying to {} failed after a clean dry run:\n{}", patch.path, source, r.output);
+}
+
+// ---- the pipeline -------------------------------------------------------------------
+
+struct Pair {
+  std::string object;             // absolute, in the tree
+  const CompileRecord* post = nullptr;
+  std::string pre_path;           // the pre object to diff against
+  std::string pre_origin;         // "pre-build", "recompiled", "none"
+};
+
+class Pipeline {
+ public:
+  Pipeline(Context& ctx, const CreateOptions& opt) : ctx_(ctx), opt_(opt) {}
+  Exit run();
+
+ private:
+  std::vector<Pair> pair_objects(const Workspace& ws, const Records& pre, const Records& post);
+  std::string recompile_pre(const Workspace& ws, const CompileRecord& rec, size_t n);
+  std::string empty_object(const Workspace& ws, const CompileRecord& rec, size_t n);
+
+  Context& ctx_;
+  const CreateOptions& opt_;
+};
+
+std::string Pipeline::recompile_pre(const Workspace& ws, const CompileRecord& rec, size_t n) {
+  std::string out = fmt::format("{}/recompiled/{}/{}", ws.dir(), n, fs::path(rec.output).filename().string());
+  fs::create_directories(fs::path(out).parent_path());
+  RunOptions opts;
+  opts.cwd = rec.cwd;
+  opts.env = {{"LIVESPLICE_ACTIVE", "1"}};
+  auto cmd = recompile_command(rec, out);
+  ctx_.note(fmt::format("recompile: {}", fmt::join(cmd, " ")));
+  RunResult r = ls::run(cmd, opts);
+  if (r.status != 0)
+    fail("{}: recompiling its pre version failed (exit {}): {}\n{}", rec.output, r.status, fmt::join(cmd, " "),
+         r.output);
+  return out;
+}
+
+// A source file the patch adds has no pre object: everything in it is new, which is
+// what diffing against an empty object of the same compiler says.
+std::string Pipeline::empty_object(const Workspace& ws, const CompileRecord& rec, size_t n) {
+  std::string out = fmt::format("{}/recompiled/{}/empty.o", ws.dir(), n);
+  fs::create_directories(fs::path(out).parent_path());
+  RunOptions opts;
+  opts.cwd = ws.dir();
+  opts.env = {{"LIVESPLICE_ACTIVE", "1"}};
+  RunResult r = ls::run({rec.tool, "-x", "c", "-c", "/dev/null", "-o", out}, opts);
+  if (r.status != 0) fail("{}: cannot compile an empty object with {}:\n{}", rec.output, rec.tool, r.output);
+  return out;
+}
+
+std::vector<Pair> Pipeline::pair_objects(const Workspace& ws, const Records& pre, const Records& post) {
+  std::map<std::string, const CompileRecord*> rebuilt, pre_compiled;
+  for (const auto& c : post.compiles) rebuilt[c.output] = &c;
+  for (const auto& c : pre.compiles) pre_compiled[c.output] = &c;
+
+  std::vector<Pair> pairs;
+  size_t recompiles = 0;
+  for (const auto& [obj, rec] : rebuilt) {
+    if (!is_elf_file(obj)) {
+      ctx_.note(fmt::format("{}: not an ELF object; skipped", obj));
+      continue;
+    }
+    if (rec->lto)
+      fail("{}: compiled with -flto: LTO objects hold compiler IR, not machine code; build without LTO", obj);
+    Pair p;
+    p.object = obj;
+    p.post = rec;
+    std::string kept = ws.pre_objects_dir() + obj;
+    if (pre_compiled.count(obj) && fs::exists(kept)) {
+      p.pre_path = kept;
+      p.pre_origin = "pre-build";
+    } else if (!fs::exists(rec->source)) {
+      p.pre_origin = "none";
+    } else {
+      p.pre_origin = "recompiled";
+      ++recompiles;
+    }
+    pairs.push_back(p);
+  }
+  if (recompiles)
+    ctx_.progress(fmt::format("recompiling {} pre object{} (the tree was built before create, without "
+                              "function sections)", recompiles, recompiles == 1 ? "" : "s"));
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    if (pairs[i].pre_origin == "recompiled") pairs[i].pre_path = recompile_pre(ws, *pairs[i].post, i);
+    else if (pairs[i].pre_origin == "none") pairs[i].pre_path = empty_object(ws, *pairs[i].post, i);
+  }
+  return pairs;
+}
+
+Exit Pipeline::run() {
+  auto t0 = Clock::now();
+  std::error_code ec;
+  std::string source = fs::canonical(opt_.source_dir, ec).string();
+  if (ec) fail("{}: {}", opt_.source_dir, ec.message());
+  std::string build_dir;
+  if (!opt_.build_dir.empty()) build_dir = fs::weakly_canonical(fs::absolute(opt_.build_dir)).string();
+  std::string output = fs::absolute(opt_.output).lexically_normal().string();
+  Patch patch = read_patch(fs::canonical(opt_.patch_file).string());
+
+  // Declaration order is destruction order in reverse: the guard restores the tree from
+  // copies inside the workspace, so it must go first.
+  Workspace ws(ctx_, opt_.wrapper_path, opt_.keep_work);
+  BuildPlan plan = plan_build(ctx_, source, build_dir, opt_.build_cmd, ws.wrapper());
+  std::string build_root = plan.build_dir;
+  std::vector<std::string> roots = {source};
+  if (plan.out_of_tree() && !under(plan.build_dir, source)) roots.push_back(plan.build_dir);
+  TreeGuard guard(ctx_, roots, ws.saved_dir());
+  guard.exclude(output);
+  guard.exclude(output + ".tmp");
+  guard.exclude(ws.dir());
+
+  check_patch(ctx_, source, patch);
+  if (plan.out_of_tree() && fs::exists(plan.build_dir)) guard.save_metadata(plan.build_dir);
+
+  // Pre.
+  ctx_.progress(fmt::format("building pre ({})…", plan.system));
+  BuildStats pre_stats = run_build(ctx_, plan, ws, Phase::Pre);
+  ctx_.progress(fmt::format("pre build: {} objects compiled, {} linked ({:.1f} s)", pre_stats.compiled,
+                            pre_stats.linked, pre_stats.seconds));
+  Records pre;
+  pre.load(ws.record_file(Phase::Pre));
+  std::map<std::string, std::string> pre_build_ids;
+  for (const auto& l : pre.links) pre_build_ids[l.output] = read_build_id(l.output);
+
+  // Patch.
+  ctx_.progress(fmt::format("applying {} ({})", patch.name, fmt::join(patch.files, ", ")));
+  std::vector<std::string> patched;
+  for (const auto& f : patch.files) {
+    patched.push_back(source + "/" + f);
+    guard.save(patched.back());
+  }
+  apply_patch(source, patch);
+
+  // Post.
+  ctx_.progress(fmt::format("building post ({})…", plan.system));
+  BuildStats post_stats = run_build(ctx_, plan, ws, Phase::Post);
+  ctx_.progress(fmt::format("post build: {} objects rebuilt, {} linked ({:.1f} s)", post_stats.compiled,
+                            post_stats.linked, post_stats.seconds));
+  Records post;
+  post.load(ws.record_file(Phase::Post));
+  guard.restore_files(patched);
+
+  if (post.compiles.empty()) {
+    bool touches_code = std::any_of(patch.files.begin(), patch.files.end(), [](const std::string& f) {
+      static const std::regex kCode(R"(\.(c|cc|cpp|cxx|C|S|s)$)");
+      return std::regex_search(f, kCode);
+    });
+    if (touches_code)
+      fail("the post build compiled nothing although {} changes {}: does the build run the compiler by a "
+           "name on PATH (cc, gcc) or through CMake? see {} (with --keep-work)",
+           patch.name, fmt::join(patch.files, ", "), ws.log_file(Phase::Post));
+    fmt::print(stderr, "livesplice: no change: the patch rebuilt no object\n");
+    if (ctx_.json) fmt::print("{}\n", nlohmann::json{{"result", "no-change"}, {"objects_rebuilt", 0}}.dump());
+    guard.restore();
+    return Exit::NoChange;
+  }
+
+  std::vector<Pair> pairs = pair_objects(ws, pre, post);
+
+  // Diff.
+  ctx_.progress(fmt::format("diffing {} object{}", pairs.size(), pairs.size() == 1 ? "" : "s"));
+  std::deque<elf::Object> objects;   // stable addresses for the update units
+  std::vector<diff::ObjectDiff> diffs;
+  std::vector<const elf::Object*> pre_objs, post_objs;
+  for (const auto& p : pairs) {
+    objects.push_back(elf::Object::load(p.pre_path));
+    pre_objs.push_back(&objects.back());
+    objects.push_back(elf::Object::load(p.object));
+    post_objs.push_back(&objects.back());
+    diffs.push_back(diff::diff_objects(ctx_, *pre_objs.back(), *post_objs.back()));
+  }
+  std::vector<std::string> unsafe;
+  for (size_t i = 0; i < diffs.size(); ++i)
+    for (const auto& u : diffs[i].unsafe)
+      unsafe.push_back(fmt::format("  {}: {}: {}", relative_to(pairs[i].object, build_root), u.symbol, u.reason));
+  if (!unsafe.empty())
+    throw Error(fmt::format("{} cannot be applied to a running program safely:\n{}", patch.name,
+                            fmt::join(unsafe, "\n")),
+                Exit::Unsafe);
+  bool changed = std::any_of(diffs.begin(), diffs.end(), [](const auto& d) { return d.has_changes(); });
+  if (!changed) {
+    fmt::print(stderr, "livesplice: no change: {} object{} rebuilt, no function changed\n", pairs.size(),
+               pairs.size() == 1 ? "" : "s");
+    for (const auto& d : diffs)
+      for (const auto& n : d.notes) fmt::print(stderr, "  note: {}\n", n);
+    if (ctx_.json)
+      fmt::print("{}\n", nlohmann::json{{"result", "no-change"}, {"objects_rebuilt", pairs.size()}}.dump());
+    guard.restore();
+    return Exit::NoChange;
+  }
+
+  // Which binaries the objects end up in.
+  Records all = pre;
+  all.compiles.insert(all.compiles.end(), post.compiles.begin(), post.compiles.end());
+  all.links.insert(all.links.end(), post.links.begin(), post.links.end());
+  all.archives.insert(all.archives.end(), post.archives.begin(), post.archives.end());
+  auto bins = map_objects_to_binaries(all);
+  std::map<std::string, const LinkRecord*> link_of;
+  for (const auto& l : all.links) link_of[l.output] = &l;
+
+  update::UpdateInput in;
+  in.patch_name = patch.name;
+  in.patch_text = patch.text;
+  in.patch_files = patch.files;
+  in.build_system = plan.system;
+  std::map<std::string, size_t> target_index;
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    update::Unit u;
+    u.pre = pre_objs[i];
+    u.post = post_objs[i];
+    u.diff = &diffs[i];
+    u.path = relative_to(pairs[i].object, build_root);
+    u.source = relative_to(pairs[i].post->source, source);
+    u.pre_origin = pairs[i].pre_origin;
+    for (const auto& bin : bins[pairs[i].object]) {
+      auto [it, fresh] = target_index.emplace(bin, in.targets.size());
+      if (fresh) {
+        update::Target t;
+        t.name = fs::path(bin).filename().string();
+        t.path = relative_to(bin, build_root);
+        const LinkRecord* l = link_of.count(bin) ? link_of[bin] : nullptr;
+        t.kind = !l ? "executable" : l->relocatable ? "relocatable" : l->shared ? "shared-library" : "executable";
+        if (guard.existed(bin)) {
+          auto saved = guard.saved_copy(bin);
+          t.original_build_id = read_build_id(saved ? *saved : bin);
+        }
+        auto pb = pre_build_ids.find(bin);
+        t.pre_build_id = pb != pre_build_ids.end() ? pb->second : t.original_build_id;
+        t.build_id = !t.original_build_id.empty() ? t.original_build_id : t.pre_build_id;
+        in.targets.push_back(t);
+      }
+      u.targets.push_back(it->second);
+    }
+    if (u.targets.empty())
+      ctx_.warn(fmt::format("{}: no link of this object was seen; the update does not name its binary", u.path));
+    in.units.push_back(std::move(u));
+  }
+
+  ctx_.progress(fmt::format("writing {}", output));
+  update::WriteSummary ws_sum = update::write_update(ctx_, in, output);
+
+  auto left = guard.restore();
+  if (!left.empty())
+    fail("the update was written to {}, but {} path{} in the tree could not be restored (listed above)", output,
+         left.size(), left.size() == 1 ? "" : "s");
+
+  double total = seconds_since(t0);
+  if (ctx_.json) {
+    nlohmann::ordered_json j;
+    j["result"] = "ok";
+    j["update"] = output;
+    j["update_bytes"] = ws_sum.bytes;
+    j["objects_rebuilt"] = pairs.size();
+    j["functions_changed"] = ws_sum.functions_changed;
+    j["functions_new"] = ws_sum.functions_new;
+    j["data_new"] = ws_sum.data_new;
+    j["targets"] = nlohmann::ordered_json::array();
+    for (const auto& t : in.targets)
+      j["targets"].push_back({{"name", t.name}, {"path", t.path}, {"build_id", t.build_id}});
+    j["functions"] = nlohmann::ordered_json::array();
+    for (size_t i = 0; i < diffs.size(); ++i)
+      for (const auto& s : diffs[i].symbols)
+        if (s.kind == diff::UnitKind::Func && s.status != diff::Status::Same)
+          j["functions"].push_back({{"name", s.name}, {"status", diff::to_string(s.status)},
+                                    {"object", in.units[i].path}});
+    j["seconds"] = {{"pre_build", pre_stats.seconds}, {"post_build", post_stats.seconds}, {"total", total}};
+    j["tree_restored"] = true;
+    fmt::print("{}\n", j.dump(2));
+  } else {
+    fmt::print("{}: {} object{} rebuilt, {} function{} changed, {} new, {} new data; {} ({:.1f} s)\n", output,
+               pairs.size(), pairs.size() == 1 ? "" : "s", ws_sum.functions_changed,
+               ws_sum.functions_changed == 1 ? "" : "s", ws_sum.functions_new, ws_sum.data_new,
+               human_size(ws_sum.bytes), total);
+    for (const auto& t : in.targets)
+      fmt::print("  for {} ({}), build-id {}\n", t.path, t.kind, t.build_id.empty() ? "(none)" : t.build_id);
+  }
+  return Exit::Ok;
+}
+
+}  // namespace
+
+Exit run_create(Context& ctx, const CreateOptions& options) {
+  SignalGuard signals;
+  try {
+    return Pipeline(ctx, options).run();
+  } catch (const Interrupted& e) {
+    // Unwinding has run the pipeline's guards: the tree is back (anything that could
+    // not be restored was reported by name). Now die of the signal, as a shell expects.
+    fmt::print(stderr, "livesplice: {}; the tree was restored\n", e.what());
+    signals.reraise();
+    throw;
+  }
+}
+
 }  // namespace ls::create

@@ -1,13 +1,90 @@
 // The update file: one ELF relocatable object holding the post code of changed and new
 // functions, the pre code of every replaced function (for run-pre matching), their
 // relocations, and a JSON manifest in section `.livesplice.manifest`.
+//
+// Layout (section names say what each is, so `readelf -S` reads as a table of contents):
+//   [1]  .livesplice.manifest             JSON, see write_update() in writer.cc
+//   per rebuilt object, in manifest order:
+//        .livesplice.pre.<section>        pre code of a replaced function (not SHF_ALLOC:
+//                                         read by the matcher, never loaded)
+//        .rela.livesplice.pre.<section>   its relocations, all against run symbols
+//        .livesplice.post.<section>       post code, new data, literals, jump tables
+//        .rela.livesplice.post.<section>  against post sections when the target travels
+//                                         in the update, run symbols otherwise
+//   .symtab .strtab .shstrtab
+// A run symbol is an undefined symbol naming something the running program already
+// has. ELF has no undefined local symbols, so every run symbol is global in the symbol
+// table; the manifest's "run_symbols" says which are really file-local and in which
+// object, since static names repeat across files.
 #pragma once
 
 #include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "core/diag.h"
+#include "differ/differ.h"
+#include "elf/object.h"
 
 namespace ls::update {
+
+inline constexpr int kFormatVersion = 1;
+inline constexpr std::string_view kFormatName = "livesplice-update";
+inline constexpr std::string_view kManifestSection = ".livesplice.manifest";
+inline constexpr std::string_view kToolVersion = "0.1.0";
+
+// An executable or shared library that rebuilt objects are linked into.
+struct Target {
+  std::string name;                 // basename
+  std::string path;                 // relative to the build directory
+  std::string kind;                 // "executable", "shared-library", "relocatable"
+  std::string build_id;             // the one to match: the binary before create ran when
+                                    // there was one (what users run), else the pre build's
+  std::string original_build_id;    // "" when the binary did not exist before create
+  std::string pre_build_id;         // as the pre build produced it
+};
+
+// One rebuilt object and its diff. The objects must outlive write_update().
+struct Unit {
+  const elf::Object* pre = nullptr;
+  const elf::Object* post = nullptr;
+  const diff::ObjectDiff* diff = nullptr;
+  std::string path;                 // the object, relative to the build directory
+  std::string source;               // its source file, relative to the source directory
+  std::vector<size_t> targets;      // indices into UpdateInput::targets
+  std::string pre_origin;           // "pre-build", "recompiled" or "none" (object is new)
+};
+
+struct UpdateInput {
+  std::vector<Target> targets;
+  std::vector<Unit> units;
+  std::string patch_name;           // file name of the patch
+  std::string patch_text;
+  std::vector<std::string> patch_files;
+  std::string build_system;
+};
+
+struct WriteSummary {
+  size_t bytes = 0;
+  size_t functions_changed = 0;     // replaced functions (not counting .cold pieces)
+  size_t functions_new = 0;
+  size_t data_new = 0;
+  size_t pre_sections = 0;
+  size_t post_sections = 0;
+  size_t run_symbols = 0;
+  size_t relocations = 0;
+};
+
+// Builds the update and writes it to `path` (through a temporary file renamed into
+// place, so a failure leaves no half-written update). Throws ls::Error.
+WriteSummary write_update(Context& ctx, const UpdateInput& input, const std::string& path);
+
+// Loads an update through the ELF layer and returns its validated manifest. Throws
+// ls::Error (exit 1) for a file that is not an update, a format version this build does
+// not read, a truncated file, or a manifest whose section references are out of range.
+nlohmann::ordered_json read_manifest(const std::string& path);
 
 // `livesplice info UPDATE [--json]`; returns the exit code.
 Exit run_info(Context& ctx, const std::string& path);

@@ -1,1 +1,585 @@
-// placeholder: written by the create work
+// Writing the update file (layout in update.h).
+//
+// What is hard is the symbol table. Each carried section comes from one of two worlds:
+// pre code describes the running program, so every reference it makes — even to a
+// function this update also replaces, even to a string literal — must resolve to the
+// running program's copy: those become run symbols. Post code refers to the update's
+// own copy when the target travels with it (the post section of a changed callee, a new
+// function, the new literal pool) and to the running program otherwise. References
+// through section symbols (`.rodata.str1.1+0x10`, or `.bss.counter`, which is how gas
+// refers to static data) are turned into the named symbol at that place when there is
+// one, since a running program has no section symbols to match against; an anonymous
+// section that stays behind keeps its section name, flagged "kind": "section".
+//
+// The ELF image is assembled by hand, not through libelf: the layout is fixed and small,
+// and writing it directly keeps the output deterministic byte for byte.
+#include <elf.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <unistd.h>
+
+#include "update/update.h"
+
+namespace ls::update {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+struct SymRef {
+  bool global = false;
+  uint32_t index = 0;   // into Builder::locals_ or Builder::globals_
+};
+
+struct OutSymbol {
+  std::string name;
+  unsigned char bind = STB_LOCAL;
+  unsigned char type = STT_NOTYPE;
+  unsigned char other = 0;
+  uint16_t shndx = SHN_UNDEF;
+  uint64_t value = 0;
+  uint64_t size = 0;
+};
+
+struct OutReloc {
+  uint64_t offset;
+  uint32_t type;
+  SymRef sym;
+  int64_t addend;
+};
+
+struct OutSection {
+  std::string name;
+  uint32_t type = SHT_PROGBITS;
+  uint64_t flags = 0;
+  uint64_t align = 1;
+  uint64_t entsize = 0;
+  uint64_t size = 0;
+  uint32_t link = 0;
+  uint32_t info = 0;
+  std::vector<uint8_t> data;
+  std::vector<OutReloc> relocs;   // for SHT_RELA sections, encoded once indices are final
+};
+
+unsigned char stt(elf::SymbolType t) {
+  switch (t) {
+    case elf::SymbolType::Func: return STT_FUNC;
+    case elf::SymbolType::Object: return STT_OBJECT;
+    case elf::SymbolType::Tls: return STT_TLS;
+    case elf::SymbolType::Section: return STT_SECTION;
+    case elf::SymbolType::File: return STT_FILE;
+    default: return STT_NOTYPE;
+  }
+}
+
+bool named_definition(const elf::Symbol& s) {
+  return !s.name.empty() && s.type != elf::SymbolType::Section && s.type != elf::SymbolType::File;
+}
+
+std::string iso_time() {
+  std::time_t now = std::time(nullptr);
+  // Reproducible builds: honour SOURCE_DATE_EPOCH like compilers and packagers do.
+  if (const char* epoch = getenv("SOURCE_DATE_EPOCH")) now = static_cast<std::time_t>(std::strtoll(epoch, nullptr, 10));
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+Json optional_index(bool present, uint32_t v) { return present ? Json(v) : Json(nullptr); }
+
+class Builder {
+ public:
+  Builder(Context& ctx, const UpdateInput& in) : ctx_(ctx), in_(in) {
+    sections_.emplace_back();   // SHN_UNDEF
+    OutSection manifest;
+    manifest.name = std::string(kManifestSection);
+    manifest.type = SHT_PROGBITS;
+    sections_.push_back(manifest);
+    locals_.emplace_back();     // the null symbol
+  }
+
+  void add_unit(size_t k);
+  std::vector<uint8_t> finish(WriteSummary& summary);
+
+ private:
+  struct UnitMap {
+    std::map<uint32_t, uint32_t> pre_out, post_out;       // original section -> out section
+    std::map<uint32_t, SymRef> pre_def, post_def;         // original symbol -> out symbol
+    std::map<uint32_t, SymRef> post_section_symbol;       // original section -> its STT_SECTION
+  };
+  struct RunSymbol {
+    SymRef ref;
+    std::string name;
+    bool local = false;
+    bool section = false;
+    size_t unit = 0;
+  };
+
+  uint32_t copy_section(const elf::Section& s, std::string_view prefix, bool pre);
+  SymRef add_symbol(OutSymbol s);
+  SymRef run_symbol(size_t k, const elf::Object& obj, const elf::Section& from, const elf::Reloc& r,
+                    int64_t& addend);
+  uint32_t final_index(SymRef r) const {
+    return r.global ? static_cast<uint32_t>(locals_.size()) + r.index : r.index;
+  }
+  Json manifest(const WriteSummary& summary) const;
+
+  Context& ctx_;
+  const UpdateInput& in_;
+  std::vector<OutSection> sections_;
+  std::vector<OutSymbol> locals_, globals_;
+  std::map<std::string, size_t> run_by_key_;
+  std::vector<RunSymbol> run_symbols_;
+  std::vector<UnitMap> maps_;
+  std::vector<Json> section_notes_;
+};
+
+SymRef Builder::add_symbol(OutSymbol s) {
+  if (s.bind == STB_LOCAL) {
+    locals_.push_back(std::move(s));
+    return {false, static_cast<uint32_t>(locals_.size() - 1)};
+  }
+  globals_.push_back(std::move(s));
+  return {true, static_cast<uint32_t>(globals_.size() - 1)};
+}
+
+uint32_t Builder::copy_section(const elf::Section& s, std::string_view prefix, bool pre) {
+  OutSection o;
+  o.name = std::string(prefix) + s.name;
+  o.type = s.type;
+  // Groups and link-order refer to sections that do not travel. Pre code is data for
+  // the matcher: it is never loaded, so it is not SHF_ALLOC.
+  o.flags = s.flags & ~static_cast<uint64_t>(SHF_GROUP | SHF_LINK_ORDER | SHF_INFO_LINK);
+  if (pre) o.flags &= ~static_cast<uint64_t>(SHF_ALLOC);
+  o.align = s.align ? s.align : 1;
+  o.entsize = s.entsize;
+  o.size = s.size;
+  if (!s.nobits()) o.data.assign(s.bytes.begin(), s.bytes.end());
+  sections_.push_back(std::move(o));
+  return static_cast<uint32_t>(sections_.size() - 1);
+}
+
+// The running program's copy of what relocation `r` (in section `from` of `obj`) names.
+SymRef Builder::run_symbol(size_t k, const elf::Object& obj, const elf::Section& from,
+                           const elf::Reloc& r, int64_t& addend) {
+  const elf::Symbol& t = obj.symbol(r.symbol);
+  std::string name = t.name;
+  bool local = t.local() && t.defined();
+  bool section = false;
+  unsigned char type = stt(t.type);
+  unsigned char bind = t.binding == elf::Binding::Weak && !t.defined() ? STB_WEAK : STB_GLOBAL;
+  if (t.type == elf::SymbolType::Section && t.in_section()) {
+    // As the differ does: a PC-relative field's addend is biased by the distance to the
+    // end of the instruction, approximated by the field's width.
+    int64_t bias = elf::is_pc_relative(r.kind) && from.exec() ? static_cast<int64_t>(r.width) : 0;
+    int64_t eff = static_cast<int64_t>(t.value) + addend + bias;
+    // The symbol covering that place; failing that, the section's first symbol (with
+    // -fdata-sections a section holds one datum, so the two agree but for odd addends).
+    const elf::Symbol* covering = nullptr;
+    const elf::Symbol* lowest = nullptr;
+    for (const auto& c : obj.symbols()) {
+      if (c.section != t.section || !named_definition(c)) continue;
+      auto v = static_cast<int64_t>(c.value);
+      if (v <= eff && eff < v + static_cast<int64_t>(std::max<uint64_t>(c.size, 1)) &&
+          (!covering || (covering->local() && !c.local())))
+        covering = &c;
+      if (!lowest || c.value < lowest->value || (c.value == lowest->value && lowest->local() && !c.local()))
+        lowest = &c;
+    }
+    const elf::Symbol* best = covering ? covering : lowest;
+    if (best) {
+      name = best->name;
+      local = best->local();
+      type = stt(best->type);
+      addend = static_cast<int64_t>(t.value) + addend - static_cast<int64_t>(best->value);
+    } else {
+      name = obj.section(t.section).name;
+      local = true;
+      section = true;
+      type = STT_NOTYPE;
+      addend += static_cast<int64_t>(t.value);
+    }
+  }
+  std::string key = local ? fmt::format("{}\n{}\n{}", k, section ? "section" : "symbol", name) : name;
+  if (auto it = run_by_key_.find(key); it != run_by_key_.end()) return run_symbols_[it->second].ref;
+  OutSymbol s;
+  s.name = name;
+  s.bind = bind;
+  s.type = type;
+  SymRef ref = add_symbol(std::move(s));
+  run_by_key_[key] = run_symbols_.size();
+  run_symbols_.push_back({ref, name, local, section, k});
+  return ref;
+}
+
+void Builder::add_unit(size_t k) {
+  const Unit& u = in_.units[k];
+  const elf::Object& pre = *u.pre;
+  const elf::Object& post = *u.post;
+  const diff::ObjectDiff& d = *u.diff;
+  maps_.emplace_back();
+  UnitMap& m = maps_.back();
+
+  std::set<uint32_t> pre_secs, post_secs;
+  for (const auto& s : d.symbols) {
+    if (s.included && s.post_symbol >= 0) {
+      const auto& sym = post.symbol(static_cast<uint32_t>(s.post_symbol));
+      if (sym.in_section()) post_secs.insert(sym.section);
+      else ctx_.warn(fmt::format("{}: {}: included but not in a section (common symbol?); not carried",
+                                 u.path, s.name));
+    }
+    if (s.kind == diff::UnitKind::Func && s.status == diff::Status::Changed && s.pre_symbol >= 0) {
+      const auto& sym = pre.symbol(static_cast<uint32_t>(s.pre_symbol));
+      if (sym.in_section()) pre_secs.insert(sym.section);
+    }
+  }
+  for (uint32_t a : d.included_anonymous_sections) post_secs.insert(a);
+
+  // Sections, each followed by its relocation section.
+  std::map<uint32_t, uint32_t> pre_rela, post_rela;
+  auto lay_out = [&](const elf::Object& obj, const std::set<uint32_t>& secs, bool is_pre) {
+    for (uint32_t s : secs) {
+      const auto& sec = obj.section(s);
+      uint32_t out = copy_section(sec, is_pre ? ".livesplice.pre" : ".livesplice.post", is_pre);
+      (is_pre ? m.pre_out : m.post_out)[s] = out;
+      section_notes_.push_back(Json{{"index", out},
+                                    {"name", sections_[out].name},
+                                    {"role", is_pre ? "pre" : "post"},
+                                    {"object", k},
+                                    {"original", sec.name}});
+      if (!sec.relocs.empty()) {
+        OutSection rela;
+        rela.name = ".rela" + sections_[out].name;
+        rela.type = SHT_RELA;
+        rela.flags = SHF_INFO_LINK;
+        rela.align = 8;
+        rela.entsize = sizeof(Elf64_Rela);
+        rela.info = out;
+        sections_.push_back(std::move(rela));
+        (is_pre ? pre_rela : post_rela)[s] = static_cast<uint32_t>(sections_.size() - 1);
+      }
+    }
+  };
+  lay_out(pre, pre_secs, true);
+  lay_out(post, post_secs, false);
+
+  // Local symbols of this object: its file, its section symbols, pre definitions (local:
+  // they name code being matched, not code to link against), then post definitions.
+  OutSymbol file;
+  file.name = fmt::format("{}", u.source.empty() ? post.source_file() : u.source);
+  file.type = STT_FILE;
+  file.shndx = SHN_ABS;
+  add_symbol(file);
+  auto section_symbol = [&](uint32_t out) {
+    OutSymbol s;
+    s.type = STT_SECTION;
+    s.shndx = static_cast<uint16_t>(out);
+    return add_symbol(s);
+  };
+  for (auto [orig, out] : m.pre_out) section_symbol(out);
+  for (auto [orig, out] : m.post_out) m.post_section_symbol[orig] = section_symbol(out);
+  auto define = [&](const elf::Object& obj, const std::map<uint32_t, uint32_t>& outs,
+                    std::map<uint32_t, SymRef>& defs, bool is_pre) {
+    for (const auto& sym : obj.symbols()) {
+      if (!sym.in_section() || !named_definition(sym)) continue;
+      auto it = outs.find(sym.section);
+      if (it == outs.end()) continue;
+      OutSymbol s;
+      s.name = sym.name;
+      s.type = stt(sym.type);
+      s.bind = is_pre || sym.local() ? STB_LOCAL : sym.binding == elf::Binding::Weak ? STB_WEAK : STB_GLOBAL;
+      s.other = sym.visibility;
+      s.shndx = static_cast<uint16_t>(it->second);
+      s.value = sym.value;
+      s.size = sym.size;
+      defs[sym.index] = add_symbol(std::move(s));
+    }
+  };
+  define(pre, m.pre_out, m.pre_def, true);
+  define(post, m.post_out, m.post_def, false);
+
+  // Relocations.
+  for (auto [orig, rela] : pre_rela) {
+    const auto& sec = pre.section(orig);
+    for (const auto& r : sec.relocs) {
+      int64_t addend = r.addend;
+      SymRef ref = r.symbol == 0 ? SymRef{} : run_symbol(k, pre, sec, r, addend);
+      sections_[rela].relocs.push_back({r.offset, r.type, ref, addend});
+    }
+  }
+  for (auto [orig, rela] : post_rela) {
+    const auto& sec = post.section(orig);
+    for (const auto& r : sec.relocs) {
+      int64_t addend = r.addend;
+      SymRef ref;
+      const auto& t = post.symbol(r.symbol);
+      if (r.symbol == 0) {
+      } else if (t.in_section() && m.post_out.count(t.section)) {
+        ref = t.type == elf::SymbolType::Section ? m.post_section_symbol.at(t.section) : m.post_def.at(r.symbol);
+      } else {
+        ref = run_symbol(k, post, sec, r, addend);
+      }
+      sections_[rela].relocs.push_back({r.offset, r.type, ref, addend});
+    }
+  }
+}
+
+Json Builder::manifest(const WriteSummary& summary) const {
+  Json j;
+  j["format"] = kFormatName;
+  j["version"] = kFormatVersion;
+  j["livesplice_version"] = kToolVersion;
+  j["created"] = iso_time();
+  j["arch"] = "x86_64";
+  j["build_system"] = in_.build_system;
+  Json targets = Json::array();
+  for (const auto& t : in_.targets) {
+    auto id = [](const std::string& s) { return s.empty() ? Json(nullptr) : Json(s); };
+    targets.push_back(Json{{"name", t.name},
+                           {"path", t.path},
+                           {"kind", t.kind},
+                           {"build_id", id(t.build_id)},
+                           {"original_build_id", id(t.original_build_id)},
+                           {"pre_build_id", id(t.pre_build_id)}});
+  }
+  j["targets"] = targets;
+  j["patch"] = Json{{"name", in_.patch_name}, {"files", in_.patch_files}, {"text", in_.patch_text}};
+  std::set<std::string> sources;
+  for (const auto& u : in_.units) sources.insert(u.source);
+  j["sources"] = sources;
+
+  Json objects = Json::array(), functions = Json::array(), data = Json::array();
+  for (size_t k = 0; k < in_.units.size(); ++k) {
+    const Unit& u = in_.units[k];
+    const UnitMap& m = maps_[k];
+    objects.push_back(Json{{"path", u.path},
+                           {"source", u.source},
+                           {"targets", u.targets},
+                           {"pre", u.pre_origin},
+                           {"notes", u.diff->notes}});
+    for (const auto& s : u.diff->symbols) {
+      if (s.status == diff::Status::Same) continue;
+      auto pre_sec = s.pre_symbol >= 0 ? m.pre_out.find(u.pre->symbol(s.pre_symbol).section) : m.pre_out.end();
+      auto post_sec = s.post_symbol >= 0 ? m.post_out.find(u.post->symbol(s.post_symbol).section) : m.post_out.end();
+      auto pre_sym = s.pre_symbol >= 0 ? m.pre_def.find(s.pre_symbol) : m.pre_def.end();
+      auto post_sym = s.post_symbol >= 0 ? m.post_def.find(s.post_symbol) : m.post_def.end();
+      Json e{{"name", s.name}, {"object", k}, {"status", diff::to_string(s.status)}, {"reason", s.reason},
+             {"local", s.local}};
+      if (s.kind == diff::UnitKind::Func) {
+        e["parent"] = s.parent.empty() ? Json(nullptr) : Json(s.parent);
+        // Pieces (.cold) are reached from their parent's new code; only whole functions
+        // get a trampoline.
+        e["replace"] = s.status == diff::Status::Changed && s.parent.empty();
+        e["pre_size"] = s.pre_symbol >= 0 ? Json(s.pre_size) : Json(nullptr);
+        e["post_size"] = s.post_symbol >= 0 ? Json(s.post_size) : Json(nullptr);
+        e["pre_section"] = optional_index(pre_sec != m.pre_out.end(), pre_sec != m.pre_out.end() ? pre_sec->second : 0);
+        e["post_section"] = optional_index(post_sec != m.post_out.end(), post_sec != m.post_out.end() ? post_sec->second : 0);
+        e["pre_symbol"] = optional_index(pre_sym != m.pre_def.end(), pre_sym != m.pre_def.end() ? final_index(pre_sym->second) : 0);
+        e["post_symbol"] = optional_index(post_sym != m.post_def.end(), post_sym != m.post_def.end() ? final_index(post_sym->second) : 0);
+        functions.push_back(std::move(e));
+      } else {
+        e["size"] = s.post_symbol >= 0 ? s.post_size : s.pre_size;
+        e["carried"] = s.included;
+        e["post_section"] = optional_index(post_sec != m.post_out.end(), post_sec != m.post_out.end() ? post_sec->second : 0);
+        e["post_symbol"] = optional_index(post_sym != m.post_def.end(), post_sym != m.post_def.end() ? final_index(post_sym->second) : 0);
+        data.push_back(std::move(e));
+      }
+    }
+  }
+  j["objects"] = objects;
+  j["functions"] = functions;
+  j["data"] = data;
+  j["sections"] = section_notes_;
+  Json run = Json::array();
+  for (const auto& r : run_symbols_) {
+    Json e{{"index", final_index(r.ref)}, {"name", r.name}, {"local", r.local},
+           {"kind", r.section ? "section" : "symbol"}};
+    if (r.local) {
+      e["object"] = r.unit;
+      e["source"] = in_.units[r.unit].source;
+    }
+    run.push_back(std::move(e));
+  }
+  j["run_symbols"] = run;
+  j["summary"] = Json{{"functions_changed", summary.functions_changed},
+                      {"functions_new", summary.functions_new},
+                      {"data_new", summary.data_new}};
+  return j;
+}
+
+void put(std::vector<uint8_t>& out, const void* p, size_t n) {
+  auto* b = static_cast<const uint8_t*>(p);
+  out.insert(out.end(), b, b + n);
+}
+
+void align_to(std::vector<uint8_t>& out, uint64_t a) {
+  if (a > 1) out.resize((out.size() + a - 1) / a * a, 0);
+}
+
+std::vector<uint8_t> Builder::finish(WriteSummary& summary) {
+  for (const auto& u : in_.units)
+    for (const auto& s : u.diff->symbols) {
+      if (!s.parent.empty()) continue;
+      if (s.kind == diff::UnitKind::Func && s.status == diff::Status::Changed) ++summary.functions_changed;
+      if (s.kind == diff::UnitKind::Func && s.status == diff::Status::New && s.included) ++summary.functions_new;
+      if (s.kind == diff::UnitKind::Object && s.status == diff::Status::New && s.included) ++summary.data_new;
+    }
+  for (const auto& n : section_notes_) (n["role"] == "pre" ? summary.pre_sections : summary.post_sections)++;
+  summary.run_symbols = run_symbols_.size();
+
+  // The symbol and string tables come last, so every index is known.
+  auto symtab_index = static_cast<uint32_t>(sections_.size());
+  if (symtab_index + 3 >= SHN_LORESERVE)
+    fail("update needs {} sections; more than ELF's {} without extended numbering", symtab_index + 3,
+         SHN_LORESERVE);
+  std::string strtab(1, '\0');
+  std::vector<uint8_t> symdata;
+  auto emit_symbol = [&](const OutSymbol& s) {
+    Elf64_Sym e{};
+    if (!s.name.empty()) {
+      e.st_name = static_cast<uint32_t>(strtab.size());
+      strtab += s.name;
+      strtab += '\0';
+    }
+    e.st_info = ELF64_ST_INFO(s.bind, s.type);
+    e.st_other = s.other;
+    e.st_shndx = s.shndx;
+    e.st_value = s.value;
+    e.st_size = s.size;
+    put(symdata, &e, sizeof e);
+  };
+  for (const auto& s : locals_) emit_symbol(s);
+  for (const auto& s : globals_) emit_symbol(s);
+
+  for (auto& sec : sections_) {
+    if (sec.type != SHT_RELA) continue;
+    sec.link = symtab_index;
+    for (const auto& r : sec.relocs) {
+      Elf64_Rela e{};
+      e.r_offset = r.offset;
+      e.r_info = ELF64_R_INFO(final_index(r.sym), r.type);
+      e.r_addend = r.addend;
+      put(sec.data, &e, sizeof e);
+      ++summary.relocations;
+    }
+    sec.size = sec.data.size();
+  }
+
+  std::string manifest_text = manifest(summary).dump(2) + "\n";
+  sections_[1].data.assign(manifest_text.begin(), manifest_text.end());
+  sections_[1].size = sections_[1].data.size();
+
+  OutSection symtab;
+  symtab.name = ".symtab";
+  symtab.type = SHT_SYMTAB;
+  symtab.align = 8;
+  symtab.entsize = sizeof(Elf64_Sym);
+  symtab.link = symtab_index + 1;
+  symtab.info = static_cast<uint32_t>(locals_.size());
+  symtab.data = std::move(symdata);
+  symtab.size = symtab.data.size();
+  sections_.push_back(std::move(symtab));
+  OutSection str;
+  str.name = ".strtab";
+  str.type = SHT_STRTAB;
+  str.data.assign(strtab.begin(), strtab.end());
+  str.size = str.data.size();
+  sections_.push_back(std::move(str));
+  OutSection shstr;
+  shstr.name = ".shstrtab";
+  shstr.type = SHT_STRTAB;
+  sections_.push_back(std::move(shstr));
+
+  std::string names(1, '\0');
+  std::vector<uint32_t> name_off(sections_.size(), 0);
+  for (size_t i = 1; i < sections_.size(); ++i) {
+    name_off[i] = static_cast<uint32_t>(names.size());
+    names += sections_[i].name;
+    names += '\0';
+  }
+  sections_.back().data.assign(names.begin(), names.end());
+  sections_.back().size = names.size();
+
+  std::vector<uint8_t> out(sizeof(Elf64_Ehdr), 0);
+  std::vector<uint64_t> offsets(sections_.size(), 0);
+  for (size_t i = 1; i < sections_.size(); ++i) {
+    auto& s = sections_[i];
+    align_to(out, s.align);
+    offsets[i] = out.size();
+    if (s.type != SHT_NOBITS) put(out, s.data.data(), s.data.size());
+  }
+  align_to(out, 8);
+  uint64_t shoff = out.size();
+  for (size_t i = 0; i < sections_.size(); ++i) {
+    const auto& s = sections_[i];
+    Elf64_Shdr h{};
+    if (i > 0) {
+      h.sh_name = name_off[i];
+      h.sh_type = s.type;
+      h.sh_flags = s.flags;
+      h.sh_offset = offsets[i];
+      h.sh_size = s.size;
+      h.sh_link = s.link;
+      h.sh_info = s.info;
+      h.sh_addralign = s.align;
+      h.sh_entsize = s.entsize;
+    }
+    put(out, &h, sizeof h);
+  }
+  Elf64_Ehdr eh{};
+  std::memcpy(eh.e_ident, ELFMAG, SELFMAG);
+  eh.e_ident[EI_CLASS] = ELFCLASS64;
+  eh.e_ident[EI_DATA] = ELFDATA2LSB;
+  eh.e_ident[EI_VERSION] = EV_CURRENT;
+  eh.e_ident[EI_OSABI] = ELFOSABI_SYSV;
+  eh.e_type = ET_REL;
+  eh.e_machine = EM_X86_64;
+  eh.e_version = EV_CURRENT;
+  eh.e_shoff = shoff;
+  eh.e_ehsize = sizeof(Elf64_Ehdr);
+  eh.e_shentsize = sizeof(Elf64_Shdr);
+  eh.e_shnum = static_cast<uint16_t>(sections_.size());
+  eh.e_shstrndx = static_cast<uint16_t>(sections_.size() - 1);
+  std::memcpy(out.data(), &eh, sizeof eh);
+  summary.bytes = out.size();
+  return out;
+}
+
+}  // namespace
+
+WriteSummary write_update(Context& ctx, const UpdateInput& input, const std::string& path) {
+  for (const auto& u : input.units) {
+    if (!u.pre || !u.post || !u.diff) fail("internal: update unit {} lacks its objects or diff", u.path);
+    if (u.post->machine() != elf::Machine::X86_64) fail("{}: only x86-64 updates are written so far", u.path);
+  }
+  Builder b(ctx, input);
+  for (size_t k = 0; k < input.units.size(); ++k) b.add_unit(k);
+  WriteSummary summary;
+  std::vector<uint8_t> image = b.finish(summary);
+
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) fail("cannot write {}: {}", tmp, strerror(errno));
+    out.write(reinterpret_cast<const char*>(image.data()), static_cast<std::streamsize>(image.size()));
+    if (!out) fail("writing {}: {}", tmp, strerror(errno));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::filesystem::remove(tmp, ec);
+    fail("cannot write {}: {}", path, ec.message());
+  }
+  return summary;
+}
+
+}  // namespace ls::update
