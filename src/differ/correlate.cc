@@ -12,6 +12,8 @@
 #include <elf.h>
 #include <set>
 
+#include <fmt/format.h>
+
 #include "differ/units.h"
 
 namespace ls::diff {
@@ -121,18 +123,30 @@ Units::Units(const elf::Object& obj) : obj_(&obj) {
 
   for (const auto& sec : secs) {
     if (!by_section_[sec.index].empty() || !is_anonymous_candidate(sec)) continue;
-    Unit u;
-    u.id = static_cast<int>(units_.size());
-    u.kind = Kind::Anon;
-    u.name = sec.name;
-    u.norm = normalize_name(sec.name);
-    u.section = sec.index;
-    u.size = sec.size;
-    u.local = true;
-    u.writable = sec.write();
-    u.nobits = sec.nobits();
-    by_section_[sec.index].push_back(u.id);
-    units_.push_back(std::move(u));
+    // Read-only anonymous data referenced at several offsets is a pool of unnamed items
+    // (at -O0 string literals live in plain `.rodata`): one unit per referenced item,
+    // paired later by contents, so that an item moving is not a change.
+    std::vector<uint64_t> cuts;
+    if (!sec.write() && !sec.nobits()) cuts = referenced_offsets(sec.index);
+    bool split = !cuts.empty() && !(cuts.size() == 1 && cuts[0] == 0);
+    if (!split) cuts = {0};
+    else if (cuts.front() != 0) cuts.insert(cuts.begin(), 0);
+    for (size_t k = 0; k < cuts.size(); ++k) {
+      Unit u;
+      u.id = static_cast<int>(units_.size());
+      u.kind = Kind::Anon;
+      u.chunk = split;
+      u.name = split ? fmt::format("{}+{:#x}", sec.name, cuts[k]) : sec.name;
+      u.norm = normalize_name(sec.name);
+      u.section = sec.index;
+      u.start = cuts[k];
+      u.size = (k + 1 < cuts.size() ? cuts[k + 1] : sec.size) - cuts[k];
+      u.local = true;
+      u.writable = sec.write();
+      u.nobits = sec.nobits();
+      by_section_[sec.index].push_back(u.id);
+      units_.push_back(std::move(u));
+    }
   }
 
   for (auto& u : units_) {
@@ -140,6 +154,30 @@ Units::Units(const elf::Object& obj) : obj_(&obj) {
     for (size_t i = 0; i < sec.relocs.size(); ++i)
       if (sec.relocs[i].offset >= u.start && sec.relocs[i].offset < u.start + u.size) u.relocs.push_back(i);
   }
+}
+
+std::vector<uint64_t> Units::referenced_offsets(uint32_t target) const {
+  const auto& obj = *obj_;
+  std::set<uint64_t> offs;
+  for (const auto& sec : obj.sections()) {
+    if (!sec.alloc()) continue;
+    for (const auto& r : sec.relocs) {
+      const auto& sym = obj.symbol(r.symbol);
+      if (sym.section != target) continue;
+      if (sym.type != elf::SymbolType::Section && sym.type != elf::SymbolType::NoType) continue;
+      int64_t bias = 0;
+      if (elf::is_pc_relative(r.kind) && sec.exec()) {
+        bias = r.width;
+        const auto& fields = operand_fields(sec.index);
+        auto it = std::lower_bound(fields.begin(), fields.end(), r.offset,
+                                   [](const arch::OperandField& f, uint64_t off) { return f.offset < off; });
+        if (it != fields.end() && it->offset == r.offset) bias = it->bias;
+      }
+      int64_t eff = static_cast<int64_t>(sym.value) + r.addend + bias;
+      if (eff >= 0 && static_cast<uint64_t>(eff) < obj.section(target).size) offs.insert(eff);
+    }
+  }
+  return {offs.begin(), offs.end()};
 }
 
 int Units::unit_at(uint32_t sec, uint64_t offset) const {
@@ -192,6 +230,34 @@ void pair(Unit& a, Unit& b) {
   a.pair_id = b.pair_id = b.id;
 }
 
+// Contents of a chunk as a string: bytes outside relocation fields, then what each
+// relocation points at. Run after named units are paired (their pair ids are final).
+std::string chunk_signature(const Units& side, const Unit& u) {
+  const auto& sec = side.obj().section(u.section);
+  std::string sig(reinterpret_cast<const char*>(sec.bytes.data()) + u.start, u.size);
+  for (size_t ri : u.relocs) {
+    const auto& r = sec.relocs[ri];
+    for (unsigned w = 0; w < r.width && r.offset - u.start + w < sig.size(); ++w) sig[r.offset - u.start + w] = 0;
+    Reference ref = reference(side, sec, r);
+    sig += fmt::format("|{}:{}:{}:{}:{}:{}", r.offset - u.start, static_cast<int>(ref.kind), static_cast<int>(ref.to),
+                       ref.id, ref.offset, ref.text);
+  }
+  return sig;
+}
+
+void pair_chunks(Units& pre, Units& post) {
+  std::map<std::pair<std::string, std::string>, std::vector<int>> post_by_sig;
+  for (const auto& u : post.all())
+    if (u.chunk) post_by_sig[{u.norm, chunk_signature(post, u)}].push_back(u.id);
+  for (auto& u : pre.all()) {
+    if (!u.chunk) continue;
+    auto it = post_by_sig.find({u.norm, chunk_signature(pre, u)});
+    if (it == post_by_sig.end() || it->second.empty()) continue;
+    pair(u, post[it->second.front()]);
+    it->second.erase(it->second.begin());
+  }
+}
+
 }  // namespace
 
 void correlate(Units& pre, Units& post) {
@@ -202,8 +268,10 @@ void correlate(Units& pre, Units& post) {
     return std::to_string(static_cast<int>(u.kind)) + (u.local ? "L:" : "G:") + u.norm;
   };
   std::map<std::string, std::vector<int>> pre_groups, post_groups;
-  for (const auto& u : pre.all()) pre_groups[group_key(u)].push_back(u.id);
-  for (const auto& u : post.all()) post_groups[group_key(u)].push_back(u.id);
+  for (const auto& u : pre.all())
+    if (!u.chunk) pre_groups[group_key(u)].push_back(u.id);
+  for (const auto& u : post.all())
+    if (!u.chunk) post_groups[group_key(u)].push_back(u.id);
 
   for (auto& [key, pre_ids] : pre_groups) {
     auto it = post_groups.find(key);
@@ -243,10 +311,12 @@ void correlate(Units& pre, Units& post) {
   for (const auto& u : post.all())
     if (u.twin < 0) post_by_norm.emplace(std::to_string(static_cast<int>(u.kind)) + u.norm, u.id);
   for (auto& u : pre.all()) {
-    if (u.twin >= 0) continue;
+    if (u.twin >= 0 || u.chunk) continue;
     auto it = post_by_norm.find(std::to_string(static_cast<int>(u.kind)) + u.norm);
     if (it != post_by_norm.end() && post[it->second].twin < 0) pair(u, post[it->second]);
   }
+
+  pair_chunks(pre, post);
 
   // Unpaired units get ids no unit of the other side can have.
   for (auto& u : pre.all())

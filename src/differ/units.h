@@ -32,6 +32,7 @@ struct Unit {
   bool local = false;
   bool writable = false;
   bool nobits = false;
+  bool chunk = false;                // one item of a split anonymous pool, paired by contents
   std::vector<std::string> owners;   // data: normalized names of functions referring to it
   int twin = -1;                     // the paired unit on the other side
   int64_t pair_id = 0;               // equal on both sides of a pair; unique otherwise
@@ -55,6 +56,8 @@ class Units {
   int unit_of_symbol(uint32_t sym) const { return sym < by_symbol_.size() ? by_symbol_[sym] : -1; }
   // The unit covering `offset` in section `sec`; with one unit in the section, that unit.
   int unit_at(uint32_t sec, uint64_t offset) const;
+  // Offsets in section `target` that relocations anywhere in the object point at.
+  std::vector<uint64_t> referenced_offsets(uint32_t target) const;
   // Operand fields of a code section, decoded once on first use.
   const std::vector<arch::OperandField>& operand_fields(uint32_t sec) const;
 
