@@ -1,0 +1,5 @@
+static unsigned g_seq;
+
+unsigned next_seq(void) {
+  return ++g_seq;
+}
