@@ -1,0 +1,154 @@
+#include "process/modules.h"
+
+#include <elf.h>
+#include <fcntl.h>
+#include <gelf.h>
+#include <libelf.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+
+namespace ls::proc {
+
+namespace {
+
+std::string basename_of(const std::string& p) {
+  auto slash = p.rfind('/');
+  return slash == std::string::npos ? p : p.substr(slash + 1);
+}
+
+std::string hex(const uint8_t* p, size_t n) {
+  std::string s;
+  for (size_t i = 0; i < n; ++i) s += fmt::format("{:02x}", p[i]);
+  return s;
+}
+
+// Reads symbols, build-id and the link address of the segment mapped at file offset
+// `first_offset`. Returns false when the file is not a usable ELF.
+bool read_elf(const std::string& file, uint64_t first_offset, Module& m, uint64_t& link_addr_of_first) {
+  int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  elf_version(EV_CURRENT);
+  Elf* elf = elf_begin(fd, ELF_C_READ_MMAP, nullptr);
+  bool ok = false;
+  if (elf && elf_kind(elf) == ELF_K_ELF) {
+    size_t phnum = 0;
+    elf_getphdrnum(elf, &phnum);
+    bool found = false;
+    for (size_t i = 0; i < phnum; ++i) {
+      GElf_Phdr ph;
+      if (!gelf_getphdr(elf, i, &ph) || ph.p_type != PT_LOAD) continue;
+      uint64_t page_off = ph.p_offset & ~uint64_t{0xfff};
+      if (!found && page_off == first_offset) {
+        link_addr_of_first = ph.p_vaddr & ~uint64_t{0xfff};
+        found = true;
+      }
+    }
+    ok = found;
+    Elf_Scn* scn = nullptr;
+    while ((scn = elf_nextscn(elf, scn)) != nullptr) {
+      GElf_Shdr sh;
+      if (!gelf_getshdr(scn, &sh)) continue;
+      if (sh.sh_type == SHT_NOTE) {
+        Elf_Data* d = elf_getdata(scn, nullptr);
+        size_t off = 0, name_off, desc_off;
+        GElf_Nhdr nh;
+        while (d && (off = gelf_getnote(d, off, &nh, &name_off, &desc_off)) > 0)
+          if (nh.n_type == NT_GNU_BUILD_ID && nh.n_namesz == 4 &&
+              std::memcmp(static_cast<char*>(d->d_buf) + name_off, "GNU", 4) == 0)
+            m.build_id = hex(static_cast<uint8_t*>(d->d_buf) + desc_off, nh.n_descsz);
+      }
+      if (sh.sh_type != SHT_SYMTAB && sh.sh_type != SHT_DYNSYM) continue;
+      if (sh.sh_type == SHT_SYMTAB) m.has_symtab = true;
+      Elf_Data* d = elf_getdata(scn, nullptr);
+      if (!d || sh.sh_entsize == 0) continue;
+      size_t n = sh.sh_size / sh.sh_entsize;
+      std::string file_group;
+      for (size_t i = 0; i < n; ++i) {
+        GElf_Sym s;
+        if (!gelf_getsym(d, i, &s)) continue;
+        const char* name = elf_strptr(elf, sh.sh_link, s.st_name);
+        if (!name) continue;
+        int type = GELF_ST_TYPE(s.st_info);
+        if (type == STT_FILE) {
+          file_group = name;
+          continue;
+        }
+        if (s.st_shndx == SHN_UNDEF || (type != STT_FUNC && type != STT_OBJECT && type != STT_TLS &&
+                                        type != STT_GNU_IFUNC && type != STT_NOTYPE))
+          continue;
+        if (*name == 0) continue;
+        ModuleSymbol ms;
+        ms.name = name;
+        ms.address = TargetAddr(s.st_value);   // bias applied by the caller
+        ms.size = s.st_size;
+        ms.func = type == STT_FUNC || type == STT_GNU_IFUNC;
+        ms.local = GELF_ST_BIND(s.st_info) == STB_LOCAL;
+        if (ms.local) ms.file = file_group;
+        if (type == STT_TLS) continue;   // a TLS symbol's value is an offset, not an address
+        m.symbols.push_back(std::move(ms));
+      }
+    }
+  }
+  if (elf) elf_end(elf);
+  ::close(fd);
+  return ok;
+}
+
+}  // namespace
+
+std::vector<TargetAddr> Module::lookup(const std::string& name, bool local, const std::string& source_file) const {
+  std::vector<TargetAddr> all, same_file;
+  std::string want = basename_of(source_file);
+  for (const auto& s : symbols) {
+    if (s.name != name || s.local != local) continue;
+    if (std::find(all.begin(), all.end(), s.address) == all.end()) all.push_back(s.address);
+    if (local && !want.empty() && basename_of(s.file) == want) same_file.push_back(s.address);
+  }
+  return !same_file.empty() ? same_file : all;
+}
+
+Result<std::vector<Module>> read_modules(pid_t pid, const std::vector<Mapping>& maps) {
+  std::vector<Module> out;
+  std::map<std::string, size_t> index;
+  for (const auto& m : maps) {
+    if (!m.file_backed()) continue;
+    auto it = index.find(m.path);
+    if (it == index.end()) {
+      Module mod;
+      mod.path = m.path;
+      mod.name = basename_of(m.path);
+      mod.span = m.range;
+      // The first mapping of a file is at its lowest file offset; compute the bias there.
+      std::string via = fmt::format("/proc/{}/map_files/{:x}-{:x}", pid, m.range.start.value(), m.range.end.value());
+      uint64_t link = 0;
+      if (!read_elf(via, m.file_offset, mod, link)) {
+        mod.symbols.clear();
+        mod.has_symtab = false;
+        if (!read_elf(m.path, m.file_offset, mod, link)) continue;
+      }
+      mod.bias = static_cast<int64_t>(m.range.start.value() - link);
+      for (auto& s : mod.symbols) s.address = TargetAddr(s.address.value() + mod.bias);
+      index[m.path] = out.size();
+      out.push_back(std::move(mod));
+      it = index.find(m.path);
+    }
+    Module& mod = out[it->second];
+    mod.span.start = std::min(mod.span.start, m.range.start);
+    mod.span.end = std::max(mod.span.end, m.range.end);
+    if (m.exec) mod.exec.push_back(m.range);
+  }
+  out.erase(std::remove_if(out.begin(), out.end(), [](const Module& m) { return m.exec.empty(); }), out.end());
+  if (out.empty()) return error("process {}: no executable ELF mappings found", pid);
+  return out;
+}
+
+const Module* find_module(const std::vector<Module>& modules, const std::string& name) {
+  for (const auto& m : modules)
+    if (m.name == name) return &m;
+  return nullptr;
+}
+
+}  // namespace ls::proc

@@ -1,0 +1,54 @@
+// The ELF files a process has mapped (executable, shared libraries), where they are
+// loaded, and what their symbol tables say — the candidates run-pre matching starts from.
+//
+// What is hard: symbol tables are only hints. A static function's name can repeat across
+// source files (the STT_FILE symbol before a group of locals tells which file they came
+// from, and we keep that), a stripped executable has no .symtab at all (only .dynsym),
+// and a file may have been replaced on disk since it was mapped — so files are read
+// through /proc/PID/map_files, which names the mapped inode itself.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/addr.h"
+#include "core/result.h"
+#include "process/maps.h"
+
+namespace ls::proc {
+
+struct ModuleSymbol {
+  std::string name;
+  TargetAddr address;       // load bias applied
+  uint64_t size = 0;
+  bool func = false;
+  bool local = false;
+  std::string file;         // for locals: the STT_FILE name of their group ("" if none)
+};
+
+struct Module {
+  std::string path;          // as in /proc/PID/maps
+  std::string name;          // basename
+  std::string build_id;      // hex, "" if none
+  int64_t bias = 0;          // run address - link address
+  TargetRange span;          // first to last mapping of the file
+  std::vector<TargetRange> exec;   // executable mappings
+  bool has_symtab = false;   // false: stripped (only .dynsym, if any)
+  std::vector<ModuleSymbol> symbols;
+
+  // Addresses of symbols called `name`; for locals, only those from `source_file` when
+  // that narrows it down (basename comparison).
+  std::vector<TargetAddr> lookup(const std::string& name, bool local, const std::string& source_file) const;
+};
+
+// Every ELF file mapped executable in the process, with symbols loaded.
+Result<std::vector<Module>> read_modules(pid_t pid, const std::vector<Mapping>& maps);
+
+// The module a target name (basename of an executable or library) denotes; nullptr if
+// none is mapped. The main executable is also found as "exe" via /proc/PID/exe.
+const Module* find_module(const std::vector<Module>& modules, const std::string& name);
+
+}  // namespace ls::proc

@@ -1,0 +1,125 @@
+#include "process/safety.h"
+
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace ls::proc {
+
+namespace {
+
+constexpr uint64_t kLead = 16;                 // code bytes kept before each range
+constexpr uint64_t kMaxStack = 8 << 20;        // never read more than this of one stack
+constexpr uint64_t kUnknownStack = 64 << 10;
+
+// Does the code before `ret` (a candidate return address) end with a call instruction?
+bool preceded_by_call(const Guarded& g, TargetAddr ret) {
+  int64_t at = (ret - g.range.start) + static_cast<int64_t>(kLead);   // index in g.code
+  auto byte = [&](int64_t back) -> int {
+    int64_t i = at - back;
+    return i >= 0 && i < static_cast<int64_t>(g.code.size()) ? g.code[i] : -1;
+  };
+  if (byte(5) == 0xe8) return true;                                   // call rel32
+  for (int len : {2, 3, 4, 6, 7}) {                                   // call *r/m (ff /2), maybe REX
+    int b0 = byte(len), b1 = byte(len - 1);
+    if (b0 == 0xff && b1 >= 0 && ((b1 >> 3) & 7) == 2) return true;
+    if (b0 >= 0x40 && b0 <= 0x4f && b1 == 0xff) {
+      int m = byte(len - 2);
+      if (m >= 0 && ((m >> 3) & 7) == 2) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string Blocker::describe() const {
+  return executing ? fmt::format("thread {} is executing {} (pc {})", tid, label, address)
+                   : fmt::format("thread {} will return into {} (return address {} on its stack)", tid, label, address);
+}
+
+Status load_guarded_code(const Memory& mem, std::vector<Guarded>& guarded) {
+  for (auto& g : guarded) {
+    g.code.assign(g.range.size() + kLead, 0);
+    TargetAddr from = g.range.start - static_cast<int64_t>(kLead);
+    if (!mem.read(from, g.code).ok()) {
+      // The lead may cross into an unmapped page; the range itself must be readable.
+      std::fill(g.code.begin(), g.code.end(), 0);
+      LS_TRY(mem.read(g.range.start, std::span(g.code).subspan(kLead)));
+    }
+  }
+  return {};
+}
+
+Result<std::optional<Blocker>> check_threads(pid_t pid, const std::vector<Mapping>& maps,
+                                             const std::vector<Thread>& threads,
+                                             const std::vector<Guarded>& guarded) {
+  if (guarded.empty()) return std::optional<Blocker>();
+  TargetAddr lo = guarded.front().range.start, hi = guarded.front().range.end;
+  for (const auto& g : guarded) {
+    lo = std::min(lo, g.range.start);
+    hi = std::max(hi, g.range.end);
+  }
+  auto find = [&](TargetAddr a) -> const Guarded* {
+    if (a < lo || a > hi) return nullptr;
+    for (const auto& g : guarded)
+      if (a >= g.range.start && a <= g.range.end) return &g;
+    return nullptr;
+  };
+
+  // PCs first: cheapest, and the most common blocker.
+  for (const auto& t : threads) {
+    if (t.gone) continue;
+    TargetAddr pc(t.regs.rip);
+    const Guarded* g = find(pc);
+    // At the entry (or just past endbr64, at the jump site) nothing that matters has
+    // run yet: the thread will take the jump.
+    if (g && pc < g->range.end && pc != g->range.start && pc != g->patched.start)
+      return std::optional<Blocker>(Blocker{t.tid, g->label, pc, true});
+  }
+
+  // Every live stack, in one system call.
+  std::vector<std::vector<uint8_t>> stacks(threads.size());
+  std::vector<iovec> local, remote;
+  for (size_t i = 0; i < threads.size(); ++i) {
+    if (threads[i].gone) continue;
+    TargetAddr sp(threads[i].regs.rsp);
+    const Mapping* m = mapping_at(maps, sp);
+    uint64_t len = m ? std::min<uint64_t>(m->range.end - sp, kMaxStack) : kUnknownStack;
+    stacks[i].resize(len);
+    local.push_back({stacks[i].data(), len});
+    remote.push_back({reinterpret_cast<void*>(sp.value()), len});
+  }
+  ssize_t got = process_vm_readv(pid, local.data(), local.size(), remote.data(), remote.size(), 0);
+  uint64_t expected = 0;
+  for (const auto& v : local) expected += v.iov_len;
+  if (got != static_cast<ssize_t>(expected)) {
+    // Slow path: one read per thread, tolerating stacks that end early.
+    auto mem = Memory::open(pid);
+    if (!mem) return mem.status();
+    for (size_t i = 0; i < threads.size(); ++i) {
+      if (threads[i].gone || stacks[i].empty()) continue;
+      TargetAddr sp(threads[i].regs.rsp);
+      while (!stacks[i].empty() && !mem->read(sp, stacks[i]).ok()) stacks[i].resize(stacks[i].size() / 2);
+    }
+  }
+
+  for (size_t i = 0; i < threads.size(); ++i) {
+    const auto& s = stacks[i];
+    for (size_t off = 0; off + 8 <= s.size(); off += 8) {
+      uint64_t w;
+      std::memcpy(&w, s.data() + off, 8);
+      TargetAddr a(w);
+      if (a <= lo || a > hi) continue;
+      const Guarded* g = find(a);
+      if (!g || a == g->range.start) continue;
+      bool into_patch = g->patched.contains(a) && a != g->patched.start;
+      if (into_patch || preceded_by_call(*g, a))
+        return std::optional<Blocker>(Blocker{threads[i].tid, g->label, a, false});
+    }
+  }
+  return std::optional<Blocker>();
+}
+
+}  // namespace ls::proc

@@ -1,0 +1,51 @@
+// The safety check: with every thread stopped, is any thread executing, or will any
+// return into, code that is about to be replaced (or, for undo, removed)?
+//
+// What is hard is doing it fast enough to sit inside the pause for hundreds of threads.
+// Unwinding each stack precisely (libdwfl) costs milliseconds per thread and fails in
+// code without CFI, such as our own new code. So the check is conservative and cheap:
+// every thread's PC, then every 8-byte word of its live stack (rsp to the top of the
+// mapping holding it), read for all threads with one process_vm_readv. A word counts as
+// a return address into a guarded range when it falls inside it and the bytes before it
+// decode as a call — or, regardless of that, when it points into the bytes a trampoline
+// overwrites (returning there after the jump is written would execute half a jump).
+// Conservative means a stale word can block an apply; the retry loop absorbs that, and
+// the report names the thread and function.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/addr.h"
+#include "core/result.h"
+#include "process/maps.h"
+#include "process/ptrace.h"
+
+namespace ls::proc {
+
+struct Guarded {
+  TargetRange range;              // the code being replaced or removed
+  TargetRange patched;            // the bytes a trampoline overwrites (may be empty)
+  std::string label;              // "server.o:handle_get"
+  std::vector<uint8_t> code;      // 16 bytes before range.start, then the range (for call checks)
+};
+
+// Reads the code of each guarded range (before the stop: code does not change).
+Status load_guarded_code(const Memory& mem, std::vector<Guarded>& guarded);
+
+struct Blocker {
+  pid_t tid = 0;
+  std::string label;
+  TargetAddr address;
+  bool executing = false;         // PC inside, rather than a return address on the stack
+  std::string describe() const;
+};
+
+// nullopt when no thread blocks. `maps` may be stale: stacks not found in it are read
+// up to 64 KiB.
+Result<std::optional<Blocker>> check_threads(pid_t pid, const std::vector<Mapping>& maps,
+                                             const std::vector<Thread>& threads,
+                                             const std::vector<Guarded>& guarded);
+
+}  // namespace ls::proc
