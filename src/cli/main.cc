@@ -9,6 +9,7 @@
 #include "core/diag.h"
 #include "create/create.h"
 #include "differ/report.h"
+#include "process/apply.h"
 #include "update/update.h"
 
 namespace {
@@ -27,7 +28,10 @@ int main(int argc, char** argv) {
       "livesplice: turn a source patch into a live update of a running program.\n\n"
       "  livesplice create --source DIR --patch FIX.patch -o fix.lsu   build pre and post, diff, write the update\n"
       "  livesplice info fix.lsu                                      what an update contains\n"
-      "  livesplice diff pre.o post.o                                 compare one object built twice\n\n"
+      "  livesplice diff pre.o post.o                                 compare one object built twice\n"
+      "  livesplice apply --pid PID fix.lsu                          apply it to a running process\n"
+      "  livesplice view --pid PID                                    what is applied there\n"
+      "  livesplice undo --pid PID [ID | --all]                       take it out again\n\n"
       "Exit codes: 0 ok, 1 tool error, 2 cannot be patched safely, 3 no change.",
       "livesplice"};
   app.require_subcommand(1);
@@ -64,6 +68,37 @@ int main(int argc, char** argv) {
   info->add_option("update", update_path, "Update file")->required()->check(CLI::ExistingFile);
   info->add_flag("--json", ctx.json, "Print JSON on stdout");
 
+  ls::proc::ApplyOptions aopt;
+  auto* apply = app.add_subcommand(
+      "apply", "Apply an update to a running process, without restarting it.\n"
+               "Every replaced function is first matched against the code actually running\n"
+               "(run-pre matching); then all threads are stopped, checked to be outside the\n"
+               "functions being replaced, the functions are redirected, and the threads resume.\n"
+               "If a thread stays in the way after the retries, nothing is changed (exit 2).");
+  apply->add_option("--pid", aopt.pid, "Process to update")->required();
+  apply->add_option("update", aopt.update, "Update file made by livesplice create")->required()->check(CLI::ExistingFile);
+  apply->add_option("--retries", aopt.retries, "Further attempts when a thread is in the way")->capture_default_str();
+  apply->add_option("--retry-delay", aopt.retry_delay_ms, "Milliseconds between attempts")->capture_default_str();
+  apply->add_flag("--json", ctx.json, "Print the result as JSON on stdout");
+
+  ls::proc::UndoOptions uopt;
+  auto* undo = app.add_subcommand(
+      "undo", "Remove an applied update from a running process (the newest one when no ID is given).\n"
+              "Updates stack: undo the newest update of a function first, or use --all.");
+  undo->add_option("--pid", uopt.pid, "Process")->required();
+  undo->add_option("id", uopt.id, "Update id (a prefix is enough), as livesplice view shows");
+  undo->add_flag("--all", uopt.all, "Undo every update, newest first");
+  undo->add_option("--retries", uopt.retries, "Further attempts when a thread is in the way")->capture_default_str();
+  undo->add_option("--retry-delay", uopt.retry_delay_ms, "Milliseconds between attempts")->capture_default_str();
+  undo->add_flag("--json", ctx.json, "Print the result as JSON on stdout");
+
+  pid_t view_pid = 0;
+  bool view_patch = false;
+  auto* view = app.add_subcommand("view", "List the updates applied to a running process (from its own ledger)");
+  view->add_option("--pid", view_pid, "Process")->required();
+  view->add_flag("--patch", view_patch, "Also print each update's patch text");
+  view->add_flag("--json", ctx.json, "Print JSON on stdout");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -76,6 +111,9 @@ int main(int argc, char** argv) {
     if (*diff) rc = ls::diff::run_diff(ctx, pre, post);
     else if (*create) rc = ls::create::run_create(ctx, copt);
     else if (*info) rc = ls::update::run_info(ctx, update_path);
+    else if (*apply) rc = ls::proc::run_apply(ctx, aopt);   // LS_APPLY_WIRED
+    else if (*undo) rc = ls::proc::run_undo(ctx, uopt);
+    else if (*view) rc = ls::proc::run_view(ctx, view_pid, view_patch);
     return static_cast<int>(rc);
   } catch (const ls::Error& e) {
     fmt::print(stderr, "livesplice: error: {}\n", e.what());

@@ -244,8 +244,9 @@ void Object::parse() {
     }
   }
 
-  // Relocations of allocated sections (code and data). Debug-section relocations are left
-  // raw: nothing here interprets them, and sqlite-sized objects have hundreds of thousands.
+  // Relocations of everything but debug sections (update files keep pre code in
+  // non-allocated sections). Debug-section relocations are left raw: nothing here
+  // interprets them, and sqlite-sized objects have hundreds of thousands.
   for (auto& rs : sections_) {
     if (rs.type == SHT_REL) {
       if (rs.info < shnum && sections_[rs.info].alloc())
@@ -257,7 +258,7 @@ void Object::parse() {
       fail("{}: applies to section {}, which does not exist", ls::where(file, rs.name), rs.info);
     Section& target = sections_[rs.info];
     target.rela_section = rs.index;
-    if (!target.alloc()) continue;
+    if (target.name.starts_with(".debug") || target.name.starts_with(".zdebug")) continue;
     if (rs.link != symtab) fail("{}: linked to section {}, not the symbol table", ls::where(file, rs.name), rs.link);
     if (rs.entsize != sizeof(Elf64_Rela)) fail("{}: bad entry size {}", ls::where(file, rs.name), rs.entsize);
     Elf_Data* data = elf_getdata(elf_getscn(elf.get(), rs.index), nullptr);

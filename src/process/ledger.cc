@@ -37,7 +37,7 @@ nlohmann::json entry_json(const LedgerEntry& e, bool with_patch) {
   nlohmann::json r = nlohmann::json::array();
   for (const auto& x : e.regions) r.push_back({{"start", x.range.start.value()}, {"end", x.range.end.value()}, {"name", x.name}});
   nlohmann::json j{{"id", e.id},       {"update", e.update_path}, {"applied_at", e.applied_at},
-                   {"pause_us", e.pause_us}, {"functions", e.functions}, {"new_functions", e.new_functions},
+                   {"pause_us", e.pause_us}, {"pending", e.pending}, {"functions", e.functions}, {"new_functions", e.new_functions},
                    {"trampolines", t}, {"regions", r},         {"patch_name", e.patch_name}};
   if (with_patch) j["patch"] = e.patch_text;
   return j;
@@ -49,6 +49,7 @@ LedgerEntry entry_from_json(const nlohmann::json& j) {
   e.update_path = j.value("update", "");
   e.applied_at = j.value("applied_at", "");
   e.pause_us = j.value("pause_us", 0.0);
+  e.pending = j.value("pending", false);
   e.functions = j.value("functions", std::vector<std::string>{});
   e.new_functions = j.value("new_functions", std::vector<std::string>{});
   e.patch_name = j.value("patch_name", "");

@@ -48,6 +48,7 @@ struct LedgerEntry {
   std::string update_path;       // as given to apply
   std::string applied_at;        // ISO 8601, UTC
   double pause_us = 0;
+  bool pending = false;          // recorded before the stop; cleared once applied
   std::vector<Trampoline> trampolines;
   std::vector<Region> regions;
   std::vector<std::string> functions;   // replaced, "object.o:name"

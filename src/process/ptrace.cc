@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <cstdint>
 #include <set>
 
 #include "process/maps.h"
@@ -87,7 +88,11 @@ Status Memory::write(TargetAddr at, std::span<const uint8_t> bytes) const {
 
 // --- ThreadGroupStop ------------------------------------------------------------------
 
-Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop(pid_t pid) {
+Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop(pid_t pid) { return stop_some(pid, SIZE_MAX); }
+
+Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_one(pid_t pid) { return stop_some(pid, 1); }
+
+Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_some(pid_t pid, size_t limit) {
   std::unique_ptr<ThreadGroupStop> g(new ThreadGroupStop(pid));
   std::set<pid_t> seen;
   bool first = true;
@@ -95,11 +100,12 @@ Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop(pid_t pid) {
     std::vector<pid_t> fresh;
     for (pid_t tid : list_tasks(pid))
       if (seen.insert(tid).second) fresh.push_back(tid);
-    if (fresh.empty()) break;
+    if (fresh.empty() || g->threads_.size() >= limit) break;
     // Seize the whole batch first (no stop yet), then interrupt it in a tight loop, so
     // the pause starts as late and ends as early as possible.
     std::vector<pid_t> seized;
     for (pid_t tid : fresh) {
+      if (g->threads_.size() + seized.size() >= limit) break;
       if (ptrace(PTRACE_SEIZE, tid, nullptr, PTRACE_O_TRACESYSGOOD) == 0) {
         seized.push_back(tid);
       } else if (errno != ESRCH) {

@@ -76,6 +76,9 @@ class ThreadGroupStop {
   // Seizes every thread, interrupts them all, waits until all are stopped. On failure
   // nothing is left seized.
   static Result<std::unique_ptr<ThreadGroupStop>> stop(pid_t pid);
+  // Stops a single thread (the first that can be seized, the leader if alive) and lets
+  // the others run: enough to borrow it for RemoteSyscall.
+  static Result<std::unique_ptr<ThreadGroupStop>> stop_one(pid_t pid);
   ~ThreadGroupStop();
   ThreadGroupStop(const ThreadGroupStop&) = delete;
   ThreadGroupStop& operator=(const ThreadGroupStop&) = delete;
@@ -89,6 +92,7 @@ class ThreadGroupStop {
 
  private:
   explicit ThreadGroupStop(pid_t pid) : pid_(pid) {}
+  static Result<std::unique_ptr<ThreadGroupStop>> stop_some(pid_t pid, size_t limit);
   Status seize_and_interrupt(pid_t tid);
   Status wait_stopped(Thread& t);
 

@@ -1,0 +1,282 @@
+// The apply pipeline for running processes (see apply.h for the order of stages).
+//
+// What is hard is the failure story. Before the stop, failures leave nothing behind:
+// RegionSet unmaps what it mapped unless committed. During the stop there is one
+// rollback point: if any trampoline cannot be written, the ones already written are
+// restored before the threads resume. The ledger entry is written *before* the stop
+// (marked pending) so that even a tool killed inside the pause leaves a record undo can
+// use; it is confirmed after the threads run again. If the tool dies, the kernel
+// detaches its tracees and restarts them (PTRACE_SEIZE/INTERRUPT, never SIGSTOP).
+#include "process/apply.h"
+
+#include <elf.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <ctime>
+#include <fstream>
+#include <thread>
+
+#include "loader/link.h"
+#include "matcher/matcher.h"
+#include "process/ledger.h"
+#include "process/maps.h"
+#include "process/modules.h"
+#include "process/ptrace.h"
+#include "process/regions.h"
+#include "process/safety.h"
+#include "update/contents.h"
+#include "process/trampoline.h"
+
+namespace ls::proc {
+
+namespace {
+
+std::string now_iso() {
+  std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+class ProcessCode : public match::CodeSource {
+ public:
+  explicit ProcessCode(const Memory& mem) : mem_(mem) {}
+  Status read(TargetAddr at, std::span<uint8_t> out) const override { return mem_.read(at, out); }
+
+ private:
+  const Memory& mem_;
+};
+
+// Run symbols → target values: first what run-pre matching learned, then what can be
+// derived from it (an address through a GOT slot), then symbol tables.
+class Resolver : public load::SymbolResolver {
+ public:
+  Resolver(const update::Contents& u, const match::Match& m, const Memory& mem, const std::vector<Module>& modules,
+           const Module& home)
+      : u_(u), m_(m), mem_(mem), modules_(modules), home_(home) {}
+
+  Result<TargetAddr> resolve(uint32_t sym, View view) const override {
+    auto hit = m_.symbols.find({sym, view});
+    if (hit != m_.symbols.end()) return hit->second.value;
+    if (view == View::Address) {
+      auto slot = m_.symbols.find({sym, View::GotSlot});
+      if (slot != m_.symbols.end()) {
+        auto v = mem_.read_value<uint64_t>(slot->second.value);
+        if (v) return TargetAddr(*v);
+      }
+      const update::RunSymbol* rs = u_.run_symbol(sym);
+      if (rs && !rs->section) {
+        // The function's own module first, then every module (globals from libraries).
+        auto found = home_.lookup(rs->name, rs->local, rs->source);
+        if (found.size() == 1) return found.front();
+        if (found.size() > 1)
+          return error("run symbol '{}' ({}): {} candidates in {} and no pre code refers to it to decide",
+                       rs->name, rs->local ? "local to " + rs->source : "global", found.size(), home_.name);
+        if (!rs->local)
+          for (const auto& mod : modules_) {
+            if (&mod == &home_) continue;
+            auto g = mod.lookup(rs->name, false, "");
+            if (!g.empty()) return g.front();
+          }
+      }
+    }
+    const update::RunSymbol* rs = u_.run_symbol(sym);
+    return error("cannot resolve run symbol '{}' ({}): no pre code refers to it that way and no symbol table names it",
+                 rs ? rs->name : std::to_string(sym), to_string(view));
+  }
+
+ private:
+  const update::Contents& u_;
+  const match::Match& m_;
+  const Memory& mem_;
+  const std::vector<Module>& modules_;
+  const Module& home_;
+};
+
+// The newest code currently standing for a function whose original entry is `entry`:
+// follows the chain of trampolines of updates already applied.
+TargetAddr current_version(const Ledger& ledger, TargetAddr entry) {
+  for (int depth = 0; depth < 64; ++depth) {
+    const Trampoline* next = nullptr;
+    for (const auto& e : ledger.entries())
+      for (const auto& t : e.trampolines)
+        if (t.function_at == entry) next = &t;
+    if (!next) return entry;
+    entry = next->new_code;
+  }
+  return entry;
+}
+
+struct Plan {
+  std::vector<Trampoline> trampolines;
+  std::vector<Guarded> guarded;
+};
+
+}  // namespace
+
+Exit run_apply(Context& ctx, const ApplyOptions& opt) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto ms = [&] { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(); };
+  update::Contents u = update::Contents::load(opt.update);   // throws ls::Error: nothing touched yet
+
+  auto fail_with = [&](const Status& s) {
+    fmt::print(stderr, "livesplice: apply {} to process {}: {}\n", u.id.substr(0, 8), opt.pid, s.message());
+    if (ctx.json) fmt::print("{}\n", nlohmann::json{{"applied", false}, {"id", u.id}, {"error", s.message()}}.dump(2));
+    return s.code() == Exit::Ok ? Exit::ToolError : s.code();
+  };
+
+  auto maps = read_maps(opt.pid);
+  if (!maps) return fail_with(maps.status());
+  auto modules = read_modules(opt.pid, *maps);
+  if (!modules) return fail_with(modules.status());
+  auto ledger = Ledger::read(opt.pid, *maps);
+  if (!ledger) return fail_with(ledger.status());
+  if (ledger->find(u.id)) return fail_with(error("update {} is already applied (see livesplice view)", u.id.substr(0, 8)));
+  auto mem = Memory::open(opt.pid);
+  if (!mem) return fail_with(mem.status());
+
+  // 1. Run-pre matching: candidates from symbol tables (or the newest version when an
+  //    earlier update already replaced the function), the match decides.
+  const Module* home = nullptr;
+  std::vector<match::Request> requests;
+  std::vector<const update::FunctionPatch*> replaced;
+  for (const auto& f : u.functions) {
+    if (!f.replace) continue;
+    const Module* mod = find_module(*modules, f.target);
+    if (!mod) mod = &modules->front();   // the main executable comes first in maps
+    if (!home) home = mod;
+    match::Request r;
+    r.label = f.label();
+    r.pre_section = f.pre_section;
+    for (TargetAddr c : mod->lookup(f.name, f.local, f.source)) r.candidates.push_back(current_version(*ledger, c));
+    r.search = mod->exec;
+    requests.push_back(std::move(r));
+    replaced.push_back(&f);
+  }
+  if (!home) home = &modules->front();
+  ctx.progress(fmt::format("matching {} function(s) against process {}", requests.size(), opt.pid));
+  ProcessCode code(*mem);
+  auto matched = match::match(ctx, code, u.file, requests);
+  if (!matched) {
+    Status s = Status::error("run-pre matching failed, nothing changed: " + matched.status().message(), Exit::Unsafe);
+    return fail_with(s);
+  }
+
+  // 2. Place and link the new code near the code it replaces.
+  auto plan = load::plan(ctx, u.file, u.post_sections);
+  if (!plan) return fail_with(plan.status());
+  TargetRange near = home->span;
+  auto base = find_free_near(*maps, near, plan->size + 4096);
+  if (!base) return fail_with(error("no free address range of {} bytes within reach of {}", plan->size, home->name));
+  Resolver resolver(u, *matched, *mem, *modules, *home);
+  auto image = load::link(ctx, u.file, *plan, *base, resolver);
+  if (!image) return fail_with(image.status());
+
+  // 3. Trampolines and what the safety check guards, computed before anything changes.
+  Plan p;
+  for (size_t i = 0; i < replaced.size(); ++i) {
+    const update::FunctionPatch& f = *replaced[i];
+    TargetAddr at = matched->function_at[i];
+    auto to = image->symbol_at.find(f.post_symbol);
+    if (to == image->symbol_at.end())
+      return fail_with(error("{}: new code has no address after linking", f.label()));
+    auto t = make_trampoline(*mem, f.label(), at, f.pre_size, to->second);
+    if (!t) return fail_with(t.status());
+    Guarded g;
+    g.range = {at, at + static_cast<int64_t>(f.pre_size)};
+    g.patched = {t->site, t->site + static_cast<int64_t>(t->jump.size())};
+    g.label = f.label();
+    p.guarded.push_back(std::move(g));
+    p.trampolines.push_back(std::move(*t));
+  }
+  if (Status s = load_guarded_code(*mem, p.guarded); !s.ok()) return fail_with(s);
+
+  // 4. Map the regions (one borrowed thread; the others keep running) and fill them.
+  RegionSet regions(opt.pid);
+  std::vector<RegionRequest> wanted{{"livesplice:" + u.id.substr(0, 8), *base, image->bytes.size(),
+                                     image->code.size(), false}};
+  bool new_ledger = !ledger->exists();
+  if (new_ledger) {
+    auto lat = find_free_near(*maps, near, kLedgerSize);
+    if (!lat) return fail_with(error("no room for the ledger"));
+    // Never overlap the code region just chosen.
+    TargetAddr l = *lat;
+    if (l < *base + static_cast<int64_t>(image->bytes.size() + 4096) && l + static_cast<int64_t>(kLedgerSize) > *base)
+      l = *base + static_cast<int64_t>(((image->bytes.size() + 4095) & ~uint64_t{4095}) + 4096);
+    wanted.push_back({kLedgerName, l, kLedgerSize, 0, true});
+  }
+  if (Status s = regions.map(wanted); !s.ok()) return fail_with(s);
+  if (Status s = regions.write(0, 0, image->bytes); !s.ok()) return fail_with(s);
+  if (new_ledger) ledger->attach_region(regions.regions().back().range);
+
+  LedgerEntry entry;
+  entry.id = u.id;
+  entry.update_path = opt.update;
+  entry.applied_at = now_iso();
+  entry.trampolines = p.trampolines;
+  entry.regions = {regions.regions().front()};
+  for (const auto* f : replaced) entry.functions.push_back(f->label());
+  for (const auto& f : u.functions)
+    if (f.status == "new") entry.new_functions.push_back(f.label());
+  entry.patch_name = u.patch_name;
+  entry.patch_text = u.patch_text;
+  entry.pending = true;
+  ledger->entries().push_back(entry);
+  if (Status s = ledger->write(opt.pid); !s.ok()) return fail_with(s);
+  regions.commit();   // from here the ledger owns the regions; failures below release them explicitly
+  auto abandon = [&](const Status& s) {
+    ledger->entries().pop_back();
+    (void)ledger->write(opt.pid);
+    (void)unmap_regions(opt.pid, entry.regions);
+    return fail_with(s);
+  };
+  ctx.note(fmt::format("prepared in {:.1f} ms: {} bytes at {}", ms(), image->bytes.size(), *base));
+
+  // 5. Stop, check, splice, resume — retried while some thread is in the way.
+  std::optional<Blocker> last_blocker;
+  double pause_us = 0;
+  int attempts = 0;
+  for (; attempts <= opt.retries; ++attempts) {
+    auto stop = ThreadGroupStop::stop(opt.pid);
+    if (!stop) return abandon(stop.status());
+    auto blocker = check_threads(opt.pid, *maps, (*stop)->threads(), p.guarded);
+    if (!blocker) return abandon(blocker.status());
+    if (blocker->has_value()) {
+      (*stop)->resume();
+      last_blocker = **blocker;
+      std::this_thread::sleep_for(std::chrono::milliseconds(opt.retry_delay_ms));
+      continue;
+    }
+    Status written = write_trampolines(*mem, p.trampolines);
+    (*stop)->resume();
+    if (!written.ok()) return abandon(written);
+    pause_us = (*stop)->timing().pause_us();
+    break;
+  }
+  if (attempts > opt.retries) {
+    Status s = Status::error(fmt::format("gave up after {} attempts, nothing changed: {}", attempts,
+                                         last_blocker ? last_blocker->describe() : "unknown"),
+                             Exit::Unsafe);
+    return abandon(s);
+  }
+
+  ledger->entries().back().pending = false;
+  ledger->entries().back().pause_us = pause_us;
+  if (Status s = ledger->write(opt.pid); !s.ok()) ctx.warn(s.message());
+
+  if (ctx.json) {
+    nlohmann::json j{{"applied", true},       {"id", u.id},           {"pid", opt.pid},
+                     {"pause_us", pause_us},  {"attempts", attempts + 1}, {"functions", entry.functions},
+                     {"new_functions", entry.new_functions}, {"code_at", fmt::format("{}", *base)},
+                     {"code_bytes", image->bytes.size()}, {"prepare_ms", ms()}};
+    fmt::print("{}\n", j.dump(2));
+  } else {
+    fmt::print("applied {} to process {}: {} function(s) replaced, pause {:.0f} us{}\n", u.id.substr(0, 8), opt.pid,
+               entry.functions.size(), pause_us, attempts ? fmt::format(" ({} attempts)", attempts + 1) : "");
+    for (const auto& f : entry.functions) fmt::print("  {}\n", f);
+  }
+  return Exit::Ok;
+}
+
+}  // namespace ls::proc

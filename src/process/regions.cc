@@ -1,0 +1,137 @@
+#include "process/regions.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "process/ptrace.h"
+
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+#ifndef MFD_CLOEXEC
+#define MFD_CLOEXEC 1U
+#endif
+
+namespace ls::proc {
+
+namespace {
+
+constexpr uint64_t kPage = 4096;
+uint64_t page_up(uint64_t n) { return (n + kPage - 1) & ~(kPage - 1); }
+
+// One borrowed thread and a syscall gadget, for a short sequence of calls.
+struct Borrowed {
+  std::unique_ptr<ThreadGroupStop> stop;
+  std::optional<Memory> mem;
+  std::unique_ptr<RemoteSyscall> sc;
+
+  static Result<Borrowed> take(pid_t pid) {
+    Borrowed b;
+    auto mem = Memory::open(pid);
+    if (!mem) return mem.status();
+    b.mem.emplace(std::move(mem.value()));
+    auto gadget = find_syscall_gadget(pid, *b.mem);
+    if (!gadget) return gadget.status();
+    auto stop = ThreadGroupStop::stop_one(pid);
+    if (!stop) return stop.status();
+    b.stop = std::move(stop.value());
+    b.sc = std::make_unique<RemoteSyscall>(*b.stop, b.stop->threads().front(), *gadget);
+    return b;
+  }
+  Result<int64_t> call(long nr, uint64_t a1 = 0, uint64_t a2 = 0, uint64_t a3 = 0, uint64_t a4 = 0, uint64_t a5 = 0,
+                       uint64_t a6 = 0) {
+    return sc->call(nr, a1, a2, a3, a4, a5, a6);
+  }
+  // Registers go back before the thread is resumed.
+  ~Borrowed() {
+    sc.reset();
+    stop.reset();
+  }
+  Borrowed() = default;
+  Borrowed(Borrowed&&) = default;
+};
+
+Status unmap_with(Borrowed& b, pid_t pid, const std::vector<Region>& regions) {
+  Status first;
+  for (const auto& r : regions) {
+    auto rc = b.call(SYS_munmap, r.range.start.value(), r.range.size());
+    if (!rc) return rc.status();
+    if (*rc != 0 && first.ok())
+      first = error("process {}: munmap of {} at {} failed: {}", pid, r.name, r.range.start, std::strerror(-*rc));
+  }
+  return first;
+}
+
+}  // namespace
+
+Status RegionSet::map(const std::vector<RegionRequest>& requests) {
+  auto b = Borrowed::take(pid_);
+  if (!b) return b.status();
+  for (const auto& req : requests) {
+    std::string name = req.name;
+    std::vector<uint8_t> bytes(name.begin(), name.end());
+    bytes.push_back(0);
+    auto name_at = b->sc->push_bytes(*b->mem, bytes);
+    if (!name_at) return name_at.status();
+    auto fd = b->call(SYS_memfd_create, name_at->value(), MFD_CLOEXEC);
+    if (!fd) return fd.status();
+    if (*fd < 0) return error("process {}: memfd_create failed: {}", pid_, std::strerror(-*fd));
+    int ours = ::open(fmt::format("/proc/{}/fd/{}", pid_, *fd).c_str(), O_RDWR | O_CLOEXEC);
+    uint64_t size = page_up(req.size);
+    Status s;
+    if (ours < 0) s = error("process {}: cannot open its memfd: {}", pid_, std::strerror(errno));
+    else if (::ftruncate(ours, static_cast<off_t>(size)) != 0)
+      s = error("process {}: cannot size its memfd: {}", pid_, std::strerror(errno));
+    if (s.ok()) {
+      uint64_t exec_size = req.readonly ? 0 : page_up(req.exec_size);
+      int prot = req.readonly ? PROT_READ : (exec_size ? PROT_READ | PROT_EXEC : PROT_READ | PROT_WRITE);
+      auto at = b->call(SYS_mmap, req.at.value(), size, prot, MAP_SHARED | MAP_FIXED_NOREPLACE, *fd, 0);
+      if (!at) s = at.status();
+      else if (*at < 0 || static_cast<uint64_t>(*at) != req.at.value())
+        s = error("process {}: cannot map {} bytes at {}: {}", pid_, size, req.at,
+                  *at < 0 ? std::strerror(-*at) : "placed elsewhere");
+      else {
+        regions_.push_back(Region{{req.at, req.at + static_cast<int64_t>(size)}, "/memfd:" + name});
+        fds_.push_back(ours);
+        ours = -1;
+        if (!req.readonly && exec_size && exec_size < size) {
+          auto rc = b->call(SYS_mprotect, req.at.value() + exec_size, size - exec_size, PROT_READ | PROT_WRITE);
+          if (!rc) s = rc.status();
+          else if (*rc != 0) s = error("process {}: mprotect failed: {}", pid_, std::strerror(-*rc));
+        }
+      }
+    }
+    if (ours >= 0) ::close(ours);
+    auto closed = b->call(SYS_close, *fd);
+    if (!s.ok()) return s;
+    if (!closed) return closed.status();
+  }
+  return {};
+}
+
+Status RegionSet::write(size_t i, uint64_t offset, std::span<const uint8_t> bytes) const {
+  if (i >= fds_.size()) return error("no region {}", i);
+  ssize_t n = ::pwrite(fds_[i], bytes.data(), bytes.size(), static_cast<off_t>(offset));
+  if (n != static_cast<ssize_t>(bytes.size()))
+    return error("process {}: cannot write {} bytes into {}: {}", pid_, bytes.size(), regions_[i].name,
+                 n < 0 ? std::strerror(errno) : "short write");
+  return {};
+}
+
+RegionSet::~RegionSet() {
+  for (int fd : fds_) ::close(fd);
+  if (!committed_ && !regions_.empty()) (void)unmap_regions(pid_, regions_);
+}
+
+Status unmap_regions(pid_t pid, const std::vector<Region>& regions) {
+  if (regions.empty()) return {};
+  auto b = Borrowed::take(pid);
+  if (!b) return b.status();
+  return unmap_with(*b, pid, regions);
+}
+
+}  // namespace ls::proc

@@ -1,0 +1,54 @@
+// Memory livesplice maps into a target: memfd-backed regions, so that each is named in
+// /proc/PID/maps ("/memfd:livesplice:3f2a9c01 (deleted)") and its contents can be
+// written from our side through the file, never through the target's page tables.
+//
+// Mapping needs system calls made by the target: one thread is borrowed (the others keep
+// running) for memfd_create, mmap at a chosen address (MAP_FIXED_NOREPLACE: never over
+// something that appeared meanwhile), mprotect and close. RegionSet unmaps everything it
+// mapped unless commit() is called, so a failed apply leaves no trace.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "core/addr.h"
+#include "core/result.h"
+#include "process/ledger.h"
+
+namespace ls::proc {
+
+struct RegionRequest {
+  std::string name;            // memfd name
+  TargetAddr at;               // page aligned
+  uint64_t size = 0;           // bytes; rounded up to pages
+  uint64_t exec_size = 0;      // leading bytes mapped read+exec; the rest read+write
+  bool readonly = false;       // all read-only (the ledger)
+};
+
+class RegionSet {
+ public:
+  explicit RegionSet(pid_t pid) : pid_(pid) {}
+  ~RegionSet();
+  RegionSet(const RegionSet&) = delete;
+  RegionSet& operator=(const RegionSet&) = delete;
+
+  // Maps every request, with one borrowed thread. On failure nothing stays mapped.
+  Status map(const std::vector<RegionRequest>& requests);
+  const std::vector<Region>& regions() const { return regions_; }
+  // Writes into region `i` at `offset` through the memfd.
+  Status write(size_t i, uint64_t offset, std::span<const uint8_t> bytes) const;
+  void commit() { committed_ = true; }
+
+ private:
+  pid_t pid_;
+  std::vector<Region> regions_;
+  std::vector<int> fds_;
+  bool committed_ = false;
+};
+
+// Unmaps regions of an earlier apply (undo), with one borrowed thread.
+Status unmap_regions(pid_t pid, const std::vector<Region>& regions);
+
+}  // namespace ls::proc

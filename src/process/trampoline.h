@@ -1,0 +1,31 @@
+// Trampolines: the jump written at the entry of a replaced function.
+//
+//   jmp rel32            e9 <rel32>                   5 bytes, when the new code is in reach
+//   jmp *0(%rip); .quad  ff 25 00 00 00 00 <abs64>   14 bytes, otherwise
+// written after an `endbr64` (f3 0f 1e fa) when the function starts with one, so that
+// indirect calls still land on a valid branch target under CET.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/addr.h"
+#include "core/result.h"
+#include "process/ledger.h"
+#include "process/ptrace.h"
+
+namespace ls::proc {
+
+// Builds (without writing) the trampoline from the function at `entry` (of `size`
+// bytes) to `to`, with the bytes it will overwrite.
+Result<Trampoline> make_trampoline(const Memory& mem, const std::string& label, TargetAddr entry, uint64_t size,
+                                   TargetAddr to);
+
+// Writes every trampoline, or none: on a failure the ones written are restored.
+Status write_trampolines(const Memory& mem, const std::vector<Trampoline>& trampolines);
+
+// Puts the original bytes back, after checking that each site still holds its jump;
+// all or none.
+Status remove_trampolines(const Memory& mem, const std::vector<Trampoline>& trampolines);
+
+}  // namespace ls::proc

@@ -1,0 +1,53 @@
+// An update file as the apply side sees it: the ELF object (pre and post sections with
+// their relocations) plus the manifest, digested into the records apply needs. Target
+// independent: the process target uses it now, the kernel target later.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "elf/object.h"
+
+namespace ls::update {
+
+struct FunctionPatch {
+  std::string name;
+  std::string object;          // the object it was compiled into, relative to the build
+  std::string source;
+  std::string target;          // executable / library basename
+  std::string status;          // "changed" / "new" / "removed"
+  bool local = false;
+  bool replace = false;        // gets a trampoline
+  uint32_t pre_section = 0;    // section index in the update file (0: none)
+  uint32_t post_section = 0;
+  uint32_t post_symbol = 0;    // symbol index of the new code in the update file
+  uint64_t pre_size = 0;
+  uint64_t post_size = 0;
+  std::string label() const;   // "server.o:handle_get"
+};
+
+struct RunSymbol {
+  uint32_t index = 0;
+  std::string name;
+  bool local = false;
+  bool section = false;        // an anonymous section left behind, not a named symbol
+  std::string source;
+};
+
+struct Contents {
+  elf::Object file;
+  std::string id;              // FNV-1a of the file's bytes, hex
+  std::vector<FunctionPatch> functions;
+  std::vector<RunSymbol> run_symbols;
+  std::vector<uint32_t> post_sections;   // to load, in file order
+  std::string patch_name;
+  std::string patch_text;
+  std::vector<std::string> targets;      // basenames
+
+  // Throws ls::Error for anything that is not a readable update.
+  static Contents load(const std::string& path);
+  const RunSymbol* run_symbol(uint32_t index) const;
+};
+
+}  // namespace ls::update
