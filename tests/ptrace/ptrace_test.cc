@@ -1,0 +1,172 @@
+// ThreadGroupStop and RemoteSyscall against a real process with spinning, reading and
+// sleeping threads.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "process/ptrace.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+// The target process with a pipe to its stdin and one from its stdout.
+class Target {
+ public:
+  explicit Target(int spinners) {
+    int in[2], out[2];
+    EXPECT_EQ(pipe(in), 0);
+    EXPECT_EQ(pipe(out), 0);
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(in[0], 0);
+      dup2(out[1], 1);
+      close(in[1]);
+      close(out[0]);
+      std::string n = std::to_string(spinners);
+      execl(LS_PTRACE_TARGET, LS_PTRACE_TARGET, n.c_str(), nullptr);
+      _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    to_ = in[1];
+    from_ = out[0];
+    fcntl(from_, F_SETFL, O_NONBLOCK);
+    EXPECT_TRUE(wait_for("ready"));
+  }
+  ~Target() {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    close(to_);
+    close(from_);
+  }
+  pid_t pid() const { return pid_; }
+  void send(const std::string& s) { ASSERT_EQ(write(to_, s.data(), s.size()), static_cast<ssize_t>(s.size())); }
+  // Waits up to 5 s for `needle` in the output read so far.
+  bool wait_for(const std::string& needle) {
+    auto until = std::chrono::steady_clock::now() + 5s;
+    while (std::chrono::steady_clock::now() < until) {
+      char buf[4096];
+      ssize_t n = read(from_, buf, sizeof buf);
+      if (n > 0) seen_.append(buf, n);
+      if (seen_.find(needle) != std::string::npos) return true;
+      std::this_thread::sleep_for(5ms);
+    }
+    return false;
+  }
+  char state() const {
+    std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
+    std::string line;
+    while (std::getline(in, line))
+      if (line.rfind("State:", 0) == 0) return line.size() > 7 ? line[7] : '?';
+    return '?';
+  }
+  std::string seen_;
+
+ private:
+  pid_t pid_ = 0;
+  int to_ = -1, from_ = -1;
+};
+
+TEST(ThreadGroupStop, StopsEveryThreadAndResumes) {
+  Target t(4);
+  auto stop = ls::proc::ThreadGroupStop::stop(t.pid());
+  ASSERT_TRUE(stop.ok()) << stop.status().message();
+  EXPECT_EQ((*stop)->threads().size(), 6u);   // main + 4 spinners + sleeper
+  for (const auto& th : (*stop)->threads()) EXPECT_NE(th.regs.rip, 0u);
+  (*stop)->resume();
+  EXPECT_GT((*stop)->timing().pause_us(), 0);
+  t.send("after resume\n");
+  EXPECT_TRUE(t.wait_for("read: after resume"));
+  EXPECT_TRUE(t.wait_for("tick 3"));
+}
+
+TEST(ThreadGroupStop, DestructorResumes) {
+  Target t(2);
+  {
+    auto stop = ls::proc::ThreadGroupStop::stop(t.pid());
+    ASSERT_TRUE(stop.ok()) << stop.status().message();
+  }
+  t.send("still alive\n");
+  EXPECT_TRUE(t.wait_for("read: still alive"));
+}
+
+TEST(ThreadGroupStop, TracerDeathLeavesTargetRunning) {
+  Target t(2);
+  pid_t tool = fork();
+  if (tool == 0) {
+    auto stop = ls::proc::ThreadGroupStop::stop(t.pid());
+    if (!stop.ok()) _exit(1);
+    _exit(0);   // dies holding every thread stopped, without resuming
+  }
+  int status = 0;
+  waitpid(tool, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  t.send("tracer gone\n");
+  EXPECT_TRUE(t.wait_for("read: tracer gone"));
+  EXPECT_NE(t.state(), 't');
+}
+
+TEST(RemoteSyscall, BorrowedReaderRestartsItsRead) {
+  Target t(1);
+  auto stop = ls::proc::ThreadGroupStop::stop(t.pid());
+  ASSERT_TRUE(stop.ok()) << stop.status().message();
+  auto mem = ls::proc::Memory::open(t.pid());
+  ASSERT_TRUE(mem.ok());
+  auto gadget = ls::proc::find_syscall_gadget(t.pid(), *mem);
+  ASSERT_TRUE(gadget.ok()) << gadget.status().message();
+  // The main thread (tid == pid) is blocked in read(0, ...).
+  ls::proc::Thread* main_thread = nullptr;
+  for (auto& th : (*stop)->threads())
+    if (th.tid == t.pid()) main_thread = &th;
+  ASSERT_NE(main_thread, nullptr);
+  EXPECT_EQ(main_thread->regs.orig_rax, static_cast<unsigned long long>(SYS_read));
+  {
+    ls::proc::RemoteSyscall sc(**stop, *main_thread, *gadget);
+    auto pid = sc.call(SYS_getpid);
+    ASSERT_TRUE(pid.ok()) << pid.status().message();
+    EXPECT_EQ(*pid, t.pid());
+    auto fd = sc.call(SYS_dup, 1);
+    ASSERT_TRUE(fd.ok());
+    EXPECT_GE(*fd, 0);
+    auto closed = sc.call(SYS_close, static_cast<uint64_t>(*fd));
+    ASSERT_TRUE(closed.ok());
+    EXPECT_EQ(*closed, 0);
+  }
+  (*stop)->resume();
+  // The interrupted read() must continue as if nothing happened.
+  t.send("data after borrow\n");
+  EXPECT_TRUE(t.wait_for("read: data after borrow")) << t.seen_;
+}
+
+TEST(RemoteSyscall, BorrowedSleeperKeepsSleeping) {
+  Target t(0);
+  ASSERT_TRUE(t.wait_for("tick 1"));
+  auto stop = ls::proc::ThreadGroupStop::stop(t.pid());
+  ASSERT_TRUE(stop.ok()) << stop.status().message();
+  auto mem = ls::proc::Memory::open(t.pid());
+  ASSERT_TRUE(mem.ok());
+  auto gadget = ls::proc::find_syscall_gadget(t.pid(), *mem);
+  ASSERT_TRUE(gadget.ok());
+  for (auto& th : (*stop)->threads()) {
+    if (th.tid == t.pid()) continue;   // the sleeper
+    ls::proc::RemoteSyscall sc(**stop, th, *gadget);
+    auto tid = sc.call(SYS_gettid);
+    ASSERT_TRUE(tid.ok());
+    EXPECT_EQ(*tid, th.tid);
+  }
+  (*stop)->resume();
+  EXPECT_TRUE(t.wait_for("tick 4")) << t.seen_;
+  t.send("and reads\n");
+  EXPECT_TRUE(t.wait_for("read: and reads"));
+}
+
+}  // namespace
