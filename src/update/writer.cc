@@ -177,7 +177,15 @@ SymRef Builder::run_symbol(size_t k, const elf::Object& obj, const elf::Section&
   bool section = false;
   unsigned char type = stt(t.type);
   unsigned char bind = t.binding == elf::Binding::Weak && !t.defined() ? STB_WEAK : STB_GLOBAL;
-  if (t.type == elf::SymbolType::Section && t.in_section()) {
+  // Assembler labels (`.LC0`, kept in the symbol table for mergeable literal pools)
+  // exist in no running program: refer to the literal by its place in the section.
+  if (t.in_section() && t.local() && t.name.rfind(".L", 0) == 0) {
+    name = obj.section(t.section).name;
+    section = true;
+    local = true;
+    type = STT_NOTYPE;
+    addend += static_cast<int64_t>(t.value);
+  } else if (t.type == elf::SymbolType::Section && t.in_section()) {
     // As the differ does: a PC-relative field's addend is biased by the distance to the
     // end of the instruction, approximated by the field's width.
     int64_t bias = elf::is_pc_relative(r.kind) && from.exec() ? static_cast<int64_t>(r.width) : 0;
