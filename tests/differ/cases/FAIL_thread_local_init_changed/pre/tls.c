@@ -1,0 +1,5 @@
+__thread int t_depth;
+
+int enter(void) {
+  return ++t_depth;
+}
