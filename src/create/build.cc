@@ -285,6 +285,16 @@ std::map<std::string, std::string> Workspace::build_env(Phase p) const {
   };
 }
 
+std::map<std::string, std::string> Workspace::configure_env() const {
+  return {
+      {"LIVESPLICE_RECORD", ""},
+      {"LIVESPLICE_BACKUP_DIR", saved_dir()},
+      {"LIVESPLICE_PRE_DIR", ""},
+      {"LIVESPLICE_PHASE", "configure"},
+      {"LIVESPLICE_ACTIVE", ""},
+  };
+}
+
 // ---- tree guard ---------------------------------------------------------------------
 
 TreeGuard::TreeGuard(Context& ctx, std::vector<std::string> roots, std::string saved_dir)
@@ -571,6 +581,7 @@ BuildStats run_build(Context& ctx, const BuildPlan& plan, const Workspace& ws, P
     if (phase == Phase::Pre) {
       for (const auto& step : plan.configure) {
         opts.cwd = plan.build_dir;
+        opts.env = ws.configure_env();
         ctx.note(fmt::format("configure: {}", fmt::join(step, " ")));
         RunResult r = run(step, opts);
         if (r.status != 0)
@@ -579,6 +590,7 @@ BuildStats run_build(Context& ctx, const BuildPlan& plan, const Workspace& ws, P
       }
     }
     opts.cwd = plan.build_cwd;
+    opts.env = ws.build_env(phase);
     ctx.note(fmt::format("build: {} (in {})", plan.build_shell, plan.build_cwd));
     RunResult r = run_shell(plan.build_shell, opts);
     if (r.status != 0)

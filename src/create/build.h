@@ -88,6 +88,10 @@ class Workspace {
   std::string log_file(Phase p) const;
   // The environment a build runs with in phase p.
   std::map<std::string, std::string> build_env(Phase p) const;
+  // The environment of configure steps: the wrapper is not on PATH and records nothing,
+  // so a configure script or CMake finds and caches the real compiler, and its test
+  // compiles leave no records. (CMake still reaches the wrapper through its launchers.)
+  std::map<std::string, std::string> configure_env() const;
 
  private:
   Context& ctx_;

@@ -169,7 +169,8 @@ struct Pair {
 
 class Pipeline {
  public:
-  Pipeline(Context& ctx, const CreateOptions& opt) : ctx_(ctx), opt_(opt) {}
+  Pipeline(Context& ctx, const CreateOptions& opt, const SignalGuard& signals)
+      : ctx_(ctx), opt_(opt), signals_(signals) {}
   Exit run();
 
  private:
@@ -179,6 +180,8 @@ class Pipeline {
 
   Context& ctx_;
   const CreateOptions& opt_;
+  // Children are stopped by the signal itself; between them, the stages ask.
+  const SignalGuard& signals_;
 };
 
 std::string Pipeline::recompile_pre(const Workspace& ws, const CompileRecord& rec, size_t n) {
@@ -284,6 +287,7 @@ Exit Pipeline::run() {
   for (const auto& l : pre.links) pre_build_ids[l.output] = read_build_id(l.output);
 
   // Patch.
+  signals_.check();
   ctx_.progress(fmt::format("applying {} ({})", patch.name, fmt::join(patch.files, ", ")));
   std::vector<std::string> patched;
   for (const auto& f : patch.files) {
@@ -316,6 +320,7 @@ Exit Pipeline::run() {
     return Exit::NoChange;
   }
 
+  signals_.check();
   std::vector<Pair> pairs = pair_objects(ws, pre, post);
 
   // Diff.
@@ -329,6 +334,7 @@ Exit Pipeline::run() {
     objects.push_back(elf::Object::load(p.object));
     post_objs.push_back(&objects.back());
     diffs.push_back(diff::diff_objects(ctx_, *pre_objs.back(), *post_objs.back()));
+    signals_.check();
   }
   std::vector<std::string> unsafe;
   for (size_t i = 0; i < diffs.size(); ++i)
@@ -397,10 +403,16 @@ Exit Pipeline::run() {
     in.units.push_back(std::move(u));
   }
 
+  signals_.check();
   ctx_.progress(fmt::format("writing {}", output));
   update::WriteSummary ws_sum = update::write_update(ctx_, in, output);
 
   auto left = guard.restore();
+  if (signals_.pending()) {
+    // Interrupted while writing: the update may be whole, but the user asked to stop.
+    fs::remove(output, ec);
+    signals_.check();
+  }
   if (!left.empty())
     fail("the update was written to {}, but {} path{} in the tree could not be restored (listed above)", output,
          left.size(), left.size() == 1 ? "" : "s");
@@ -443,7 +455,7 @@ Exit Pipeline::run() {
 Exit run_create(Context& ctx, const CreateOptions& options) {
   SignalGuard signals;
   try {
-    return Pipeline(ctx, options).run();
+    return Pipeline(ctx, options, signals).run();
   } catch (const Interrupted& e) {
     // Unwinding has run the pipeline's guards: the tree is back (anything that could
     // not be restored was reported by name). Now die of the signal, as a shell expects.
