@@ -297,22 +297,40 @@ std::map<std::string, std::string> Workspace::configure_env() const {
 
 // ---- tree guard ---------------------------------------------------------------------
 
-TreeGuard::TreeGuard(Context& ctx, std::vector<std::string> roots, std::string saved_dir)
-    : ctx_(ctx), roots_(std::move(roots)), saved_dir_(std::move(saved_dir)) {
+TreeGuard::TreeGuard(Context& ctx, std::vector<std::string> roots, std::string saved_dir, std::string links_dir)
+    : ctx_(ctx), roots_(std::move(roots)), saved_dir_(std::move(saved_dir)), links_dir_(std::move(links_dir)) {
+  struct stat links_st {};
+  bool linking = !links_dir_.empty() && mkdir(links_dir_.c_str(), 0700) == 0 &&
+                 stat(links_dir_.c_str(), &links_st) == 0;
+  uint32_t next_link = 1;
+  size_t linked = 0;
+  auto record = [&](const std::string& p) {
+    EntryState e;
+    if (!lstat_entry(p, e)) return;
+    if (linking && e.type == EntryState::File) {
+      struct stat st;
+      if (stat(p.c_str(), &st) == 0 && st.st_dev == links_st.st_dev &&
+          link(p.c_str(), fmt::format("{}/{}", links_dir_, next_link).c_str()) == 0) {
+        e.hard_link = next_link++;
+        ++linked;
+      }
+    }
+    snapshot_[p] = e;
+  };
   for (const auto& root : roots_) {
     EntryState st;
     if (!lstat_entry(root, st)) {
       missing_roots_.insert(root);
       continue;
     }
-    snapshot_[root] = st;
+    record(root);
     walk(root, [&](const std::string& p) {
-      EntryState e;
-      if (lstat_entry(p, e)) snapshot_[p] = e;
+      record(p);
       return true;
     });
   }
-  ctx_.note(fmt::format("snapshot of {} entries under {}", snapshot_.size(), fmt::join(roots_, ", ")));
+  ctx_.note(fmt::format("snapshot of {} entries under {} ({} hard-linked)", snapshot_.size(),
+                        fmt::join(roots_, ", "), linked));
 }
 
 TreeGuard::~TreeGuard() {
@@ -392,15 +410,28 @@ bool TreeGuard::restore_entry(const std::string& path, const EntryState& want) {
       if (!exists || cur.type != EntryState::Dir) mkdir(path.c_str(), want.mode | 0700);
       return true;   // mode and times are set once everything inside is back
     case EntryState::File: {
-      auto copy = saved_copy(path);
-      if (!copy) return false;
-      EntryState saved;
       // A copy whose size or mtime differs from the snapshot was taken after something
-      // we do not intercept had already changed the file: it is not the original.
-      if (!lstat_entry(*copy, saved) || saved.size != want.size || !same_time(saved.mtime, want.mtime))
-        return false;
+      // we do not intercept had already changed the file: it is not the original. The
+      // hard link is the original inode; it too is only good if nothing wrote through it.
+      auto original = [&](const std::string& candidate) {
+        EntryState saved;
+        return lstat_entry(candidate, saved) && saved.type == EntryState::File && saved.size == want.size &&
+               same_time(saved.mtime, want.mtime);
+      };
+      std::optional<std::string> copy = saved_copy(path);
+      if (copy && !original(*copy)) copy.reset();
+      if (!copy && want.hard_link) {
+        std::string link = fmt::format("{}/{}", links_dir_, want.hard_link);
+        if (original(link)) copy = link;
+      }
+      if (!copy) return false;
       if (exists && cur.type != EntryState::File) fs::remove_all(path, ec);
-      copy_preserving(*copy, path);
+      // The file still is the linked inode (only its mode changed): copying it onto
+      // itself would truncate it first.
+      struct stat a, b;
+      bool same_inode = stat(copy->c_str(), &a) == 0 && stat(path.c_str(), &b) == 0 && a.st_dev == b.st_dev &&
+                        a.st_ino == b.st_ino;
+      if (!same_inode) copy_preserving(*copy, path);
       chmod(path.c_str(), want.mode);
       struct timespec times[2] = {want.atime, want.mtime};
       utimensat(AT_FDCWD, path.c_str(), times, 0);

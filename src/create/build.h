@@ -15,7 +15,13 @@
 //     written by an `ar` we do not intercept);
 //   - a stat snapshot of every entry under the roots, taken first: on restore, entries
 //     that did not exist are removed, entries that differ are copied back from the saved
-//     copies, directory mtimes are reset, and whatever still differs is reported by name.
+//     copies, directory mtimes are reset, and whatever still differs is reported by name;
+//   - with the snapshot, a hard link to every file (when the work directory is on the
+//     same filesystem): tools that replace a file by renaming a new one over it (ar,
+//     libtool's .lo/.la, install, generated headers moved into place, CMake's generated
+//     files) leave the old inode alive there, so such files come back even though no
+//     copy was made. A file rewritten in place leaves nothing behind; that is what the
+//     copies are for.
 #pragma once
 
 #include <chrono>
@@ -108,13 +114,16 @@ struct EntryState {
   struct timespec atime {};
   mode_t mode = 0;
   std::string link_target;
+  uint32_t hard_link = 0;   // number of its hard link in the links directory, 0: none
 };
 
 class TreeGuard {
  public:
   // Takes the snapshot of every entry under `roots` (a root that does not exist yet is
-  // removed entirely on restore). `saved_dir` is where copies live (layout above).
-  TreeGuard(Context& ctx, std::vector<std::string> roots, std::string saved_dir);
+  // removed entirely on restore). `saved_dir` is where copies live (layout above);
+  // `links_dir`, if not empty, receives a hard link to every file of the snapshot that
+  // lies on its filesystem.
+  TreeGuard(Context& ctx, std::vector<std::string> roots, std::string saved_dir, std::string links_dir = {});
   ~TreeGuard();   // restore() unless done; never throws
   TreeGuard(const TreeGuard&) = delete;
   TreeGuard& operator=(const TreeGuard&) = delete;
@@ -145,6 +154,7 @@ class TreeGuard {
   std::vector<std::string> roots_;
   std::set<std::string> missing_roots_;
   std::string saved_dir_;
+  std::string links_dir_;
   std::map<std::string, EntryState> snapshot_;
   std::vector<std::string> excluded_;
   bool restored_ = false;

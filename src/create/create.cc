@@ -268,7 +268,7 @@ Exit Pipeline::run() {
   std::string build_root = plan.build_dir;
   std::vector<std::string> roots = {source};
   if (plan.out_of_tree() && !under(plan.build_dir, source)) roots.push_back(plan.build_dir);
-  TreeGuard guard(ctx_, roots, ws.saved_dir());
+  TreeGuard guard(ctx_, roots, ws.saved_dir(), ws.dir() + "/links");
   guard.exclude(output);
   guard.exclude(output + ".tmp");
   guard.exclude(ws.dir());

@@ -263,3 +263,26 @@ TEST_F(Parts, TreeGuardRestoresInItsDestructorAndNamesWhatItCannotRestore) {
   EXPECT_FALSE(after.count("junk"));
   EXPECT_NE(after.at("unsaved.txt"), before.at("unsaved.txt")) << "no copy existed; it cannot come back";
 }
+
+TEST_F(Parts, TreeGuardBringsBackFilesReplacedByRenameThroughItsHardLinks) {
+  TempDir d;
+  std::string root = d / "tree";
+  lstest::write_file(root + "/foo.lo", "# libtool object, old\n");
+  lstest::write_file(root + "/inplace.h", "old\n");
+  set_mtime(root + "/foo.lo", 1000000000);
+  set_mtime(root + "/inplace.h", 1000000000);
+  auto before = lstest::picture(root);
+  std::vector<std::string> left;
+  {
+    ls::create::TreeGuard guard(ctx, {root}, d / "saved", d / "links");
+    // libtool writes foo.loT and moves it over foo.lo: the old inode survives in links/.
+    lstest::write_file(root + "/foo.loT", "# libtool object, new and longer\n");
+    fs::rename(root + "/foo.loT", root + "/foo.lo");
+    // `echo > inplace.h` rewrites the inode itself: nothing survives.
+    lstest::write_file(root + "/inplace.h", "new\n");
+    left = guard.restore();
+  }
+  auto after = lstest::picture(root);
+  EXPECT_EQ(after.at("foo.lo"), before.at("foo.lo"));
+  EXPECT_EQ(left, std::vector<std::string>{root + "/inplace.h"});
+}
