@@ -3,9 +3,12 @@
 // ls::Error that names the file; none may crash or be accepted.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <elf.h>
 #include <functional>
+#include <regex>
 
 #include "core/diag.h"
 #include "elf/object.h"
@@ -77,15 +80,24 @@ class ElfBrokenTest : public ::testing::Test {
     delete dir_;
   }
 
-  // The input must be refused with an ls::Error naming it. Returns the message.
-  static std::string expect_refused(const Bytes& bytes, const std::string& what) {
+  // The input must be refused with an ls::Error naming it and, when `problem` is given,
+  // saying what is wrong (an ECMAScript regex, searched case-insensitively). Returns the
+  // message.
+  static std::string expect_refused(const Bytes& bytes, const std::string& what,
+                                    const std::string& problem = "") {
     try {
       Object::from_memory(bytes, kName);
     } catch (const ls::Error& e) {
       std::string msg = e.what();
+      if (std::getenv("LIVESPLICE_SHOW_ERRORS")) std::fprintf(stderr, "%s -> %s\n", what.c_str(), msg.c_str());
       EXPECT_NE(msg.find(kName), std::string::npos)
           << what << ": the message does not name the file: " << msg;
       EXPECT_GT(msg.size(), std::strlen(kName) + 8) << what << ": the message says nothing: " << msg;
+      if (!problem.empty()) {
+        EXPECT_TRUE(std::regex_search(msg, std::regex(problem, std::regex::icase)))
+            << what << ": the message does not say what is wrong (expected /" << problem
+            << "/): " << msg;
+      }
       return msg;
     } catch (const std::exception& e) {
       ADD_FAILURE() << what << ": threw a non-ls::Error exception: " << e.what();
@@ -149,6 +161,23 @@ TEST_F(ElfBrokenTest, SectionHeadersPastEof) {
                  "e_shoff near 2^64");
 }
 
+// Known problem, reported to the ELF layer's owner: when the section header table lies
+// (partly) outside the file, libelf reports zero sections and the reader says
+// "no sections" instead of naming the problem. Enable once fixed.
+TEST_F(ElfBrokenTest, DISABLED_SectionHeaderTableOutsideFileIsNamed) {
+  const char* problem = "section header|outside the file|truncated|past the end";
+  expect_refused(mutated([](Bytes& b, const Layout&) {
+                   put<uint64_t>(b, offsetof(Elf64_Ehdr, e_shoff), b.size() - 10);
+                 }),
+                 "e_shoff 10 bytes before EOF", problem);
+  expect_refused(mutated([](Bytes& b, const Layout& l) {
+                   put<uint16_t>(b, offsetof(Elf64_Ehdr, e_shnum), l.eh.e_shnum + 1);
+                 }),
+                 "e_shnum one too many", problem);
+  Bytes cut(good_->begin(), good_->end() - 1);
+  expect_refused(cut, "last byte missing", problem);
+}
+
 TEST_F(ElfBrokenTest, TooManySections) {
   expect_refused(mutated([](Bytes& b, const Layout& l) {
                    put<uint16_t>(b, offsetof(Elf64_Ehdr, e_shnum), l.eh.e_shnum + 1);
@@ -164,7 +193,7 @@ TEST_F(ElfBrokenTest, SectionNameTableOutOfRange) {
   expect_refused(mutated([](Bytes& b, const Layout& l) {
                    put<uint16_t>(b, offsetof(Elf64_Ehdr, e_shstrndx), l.eh.e_shnum + 3);
                  }),
-                 "e_shstrndx out of range");
+                 "e_shstrndx out of range", "section.name table|shstrndx");
 }
 
 TEST_F(ElfBrokenTest, SectionNamePastStringTable) {
@@ -172,7 +201,7 @@ TEST_F(ElfBrokenTest, SectionNamePastStringTable) {
                    unsigned i = l.find(b, ".text.f");
                    put<uint32_t>(b, l.shdr_offset(i) + offsetof(Elf64_Shdr, sh_name), 0x7fffff);
                  }),
-                 "sh_name past .shstrtab");
+                 "sh_name past .shstrtab", "name");
 }
 
 TEST_F(ElfBrokenTest, SectionDataPastEof) {
@@ -180,28 +209,28 @@ TEST_F(ElfBrokenTest, SectionDataPastEof) {
                    unsigned i = l.find(b, ".text.f");
                    put<uint64_t>(b, l.shdr_offset(i) + offsetof(Elf64_Shdr, sh_offset), b.size() + 16);
                  }),
-                 "sh_offset past EOF");
+                 "sh_offset past EOF", "outside the file|past the end|truncated");
   expect_refused(mutated([](Bytes& b, const Layout& l) {
                    unsigned i = l.find(b, ".text.f");
                    put<uint64_t>(b, l.shdr_offset(i) + offsetof(Elf64_Shdr, sh_size), b.size());
                  }),
-                 "sh_size past EOF");
+                 "sh_size past EOF", "outside the file|past the end|truncated");
   expect_refused(mutated([](Bytes& b, const Layout& l) {
                    unsigned i = l.find(b, ".text.f");
                    put<uint64_t>(b, l.shdr_offset(i) + offsetof(Elf64_Shdr, sh_size),
                                  ~uint64_t{0} - l.sh[i].sh_offset + 2);
                  }),
-                 "sh_offset + sh_size wraps around");
+                 "sh_offset + sh_size wraps around", "outside the file|past the end|overflow");
   expect_refused(mutated([](Bytes& b, const Layout& l) {
                    unsigned i = l.find_type(SHT_SYMTAB);
                    put<uint64_t>(b, l.shdr_offset(i) + offsetof(Elf64_Shdr, sh_size), b.size() * 24);
                  }),
-                 "symbol table past EOF");
+                 "symbol table past EOF", "outside the file|past the end|truncated");
   expect_refused(mutated([](Bytes& b, const Layout& l) {
                    unsigned i = l.find(b, ".rela.text.f");
                    put<uint64_t>(b, l.shdr_offset(i) + offsetof(Elf64_Shdr, sh_offset), b.size() - 8);
                  }),
-                 "relocation section past EOF");
+                 "relocation section past EOF", "outside the file|past the end|truncated");
 }
 
 TEST_F(ElfBrokenTest, LinkOutOfRange) {
@@ -209,17 +238,17 @@ TEST_F(ElfBrokenTest, LinkOutOfRange) {
                    unsigned i = l.find_type(SHT_SYMTAB);
                    put<uint32_t>(b, l.shdr_offset(i) + offsetof(Elf64_Shdr, sh_link), l.eh.e_shnum + 5);
                  }),
-                 ".symtab sh_link out of range");
+                 ".symtab sh_link out of range", "link");
   expect_refused(mutated([](Bytes& b, const Layout& l) {
                    unsigned i = l.find(b, ".rela.text.f");
                    put<uint32_t>(b, l.shdr_offset(i) + offsetof(Elf64_Shdr, sh_link), 999);
                  }),
-                 ".rela sh_link out of range");
+                 ".rela sh_link out of range", "link");
   expect_refused(mutated([](Bytes& b, const Layout& l) {
                    unsigned i = l.find(b, ".rela.text.f");
                    put<uint32_t>(b, l.shdr_offset(i) + offsetof(Elf64_Shdr, sh_info), 999);
                  }),
-                 ".rela sh_info out of range");
+                 ".rela sh_info out of range", "applies to|sh_info|does not exist");
 }
 
 TEST_F(ElfBrokenTest, SymbolSectionIndexOutOfRange) {
@@ -230,7 +259,7 @@ TEST_F(ElfBrokenTest, SymbolSectionIndexOutOfRange) {
                    uint64_t last = l.sh[s].sh_offset + l.sh[s].sh_size - sizeof(Elf64_Sym);
                    put<uint16_t>(b, last + offsetof(Elf64_Sym, st_shndx), l.eh.e_shnum + 7);
                  }),
-                 "st_shndx out of range");
+                 "st_shndx out of range", "section");
 }
 
 TEST_F(ElfBrokenTest, SymbolNamePastStringTable) {
@@ -240,7 +269,7 @@ TEST_F(ElfBrokenTest, SymbolNamePastStringTable) {
                    put<uint32_t>(b, last + offsetof(Elf64_Sym, st_name),
                                  static_cast<uint32_t>(l.sh[l.sh[s].sh_link].sh_size + 100));
                  }),
-                 "st_name past .strtab");
+                 "st_name past .strtab", "name|string");
 }
 
 TEST_F(ElfBrokenTest, UnterminatedStringTable) {
@@ -254,7 +283,7 @@ TEST_F(ElfBrokenTest, UnterminatedStringTable) {
                    put<uint32_t>(b, last + offsetof(Elf64_Sym, st_name),
                                  static_cast<uint32_t>(str.sh_size - 2));
                  }),
-                 "unterminated .strtab");
+                 "unterminated .strtab", "string|unterminated");
 }
 
 TEST_F(ElfBrokenTest, RelocationSymbolOutOfRange) {
@@ -264,7 +293,7 @@ TEST_F(ElfBrokenTest, RelocationSymbolOutOfRange) {
                    rela.r_info = ELF64_R_INFO(100000, ELF64_R_TYPE(rela.r_info));
                    put(b, l.sh[r].sh_offset, rela);
                  }),
-                 "relocation symbol out of range");
+                 "relocation symbol out of range", "symbol");
 }
 
 TEST_F(ElfBrokenTest, RelocationOffsetPastSection) {
@@ -274,7 +303,7 @@ TEST_F(ElfBrokenTest, RelocationOffsetPastSection) {
                    rela.r_offset = l.sh[l.sh[r].sh_info].sh_size + 0x100;
                    put(b, l.sh[r].sh_offset, rela);
                  }),
-                 "relocation offset past its section");
+                 "relocation offset past its section", "past the end|outside");
   expect_refused(mutated([](Bytes& b, const Layout& l) {
                    unsigned r = l.find(b, ".rela.text.f");
                    auto rela = get<Elf64_Rela>(b, l.sh[r].sh_offset);
@@ -282,15 +311,15 @@ TEST_F(ElfBrokenTest, RelocationOffsetPastSection) {
                    rela.r_offset = l.sh[l.sh[r].sh_info].sh_size - 2;
                    put(b, l.sh[r].sh_offset, rela);
                  }),
-                 "relocation field straddling the end of its section");
+                 "relocation field straddling the end of its section", "past the end|outside");
 }
 
 TEST_F(ElfBrokenTest, NotElf) {
   std::string text = "this is not an object file\n";
-  expect_refused(Bytes(text.begin(), text.end()), "text file");
-  expect_refused(Bytes{}, "empty file");
-  expect_refused(Bytes{0x7f, 'E', 'L'}, "three bytes of magic");
-  expect_refused(mutated([](Bytes& b, const Layout&) { b[1] = 'X'; }), "bad magic");
+  expect_refused(Bytes(text.begin(), text.end()), "text file", "not an ELF");
+  expect_refused(Bytes{}, "empty file", "not an ELF|empty|truncated");
+  expect_refused(Bytes{0x7f, 'E', 'L'}, "three bytes of magic", "not an ELF|truncated");
+  expect_refused(mutated([](Bytes& b, const Layout&) { b[1] = 'X'; }), "bad magic", "not an ELF");
 }
 
 TEST_F(ElfBrokenTest, Elf32) {
@@ -307,22 +336,22 @@ TEST_F(ElfBrokenTest, Elf32) {
   eh.e_ehsize = sizeof(Elf32_Ehdr);
   eh.e_shentsize = sizeof(Elf32_Shdr);
   put(b, 0, eh);
-  expect_refused(b, "ELF32 i386 header");
+  expect_refused(b, "ELF32 i386 header", "64-bit|ELFCLASS|32-bit");
   // And a real ELF64 object relabelled as ELF32.
   expect_refused(mutated([](Bytes& b, const Layout&) { b[EI_CLASS] = ELFCLASS32; }),
-                 "ELF64 object claiming to be ELF32");
+                 "ELF64 object claiming to be ELF32", "64-bit|ELFCLASS|32-bit");
 }
 
 TEST_F(ElfBrokenTest, BigEndian) {
   expect_refused(mutated([](Bytes& b, const Layout&) { b[EI_DATA] = ELFDATA2MSB; }),
-                 "big-endian flag");
+                 "big-endian flag", "endian");
 }
 
 TEST_F(ElfBrokenTest, UnsupportedMachine) {
   expect_refused(mutated([](Bytes& b, const Layout&) {
                    put<uint16_t>(b, offsetof(Elf64_Ehdr, e_machine), EM_SPARCV9);
                  }),
-                 "SPARC v9 machine");
+                 "SPARC v9 machine", "machine");
 }
 
 TEST_F(ElfBrokenTest, ExecutableAndSharedLibrary) {
@@ -338,7 +367,7 @@ TEST_F(ElfBrokenTest, ExecutableAndSharedLibrary) {
                    " && gcc -O2 -static-pie -o static-pie main.c ext.c 2>/dev/null || true");
   for (const char* f : {"prog", "lib.so"}) {
     SCOPED_TRACE(f);
-    expect_refused(ls::testing::read_bytes(dir.file(f)), std::string("linked file ") + f);
+    expect_refused(ls::testing::read_bytes(dir.file(f)), std::string("linked file ") + f, "relocatable");
   }
   // Through load() too: the message names the path.
   try {
@@ -351,7 +380,7 @@ TEST_F(ElfBrokenTest, ExecutableAndSharedLibrary) {
   expect_refused(mutated([](Bytes& b, const Layout&) {
                    put<uint16_t>(b, offsetof(Elf64_Ehdr, e_type), ET_EXEC);
                  }),
-                 "e_type ET_EXEC");
+                 "e_type ET_EXEC", "relocatable");
 }
 
 TEST_F(ElfBrokenTest, MissingFile) {
