@@ -102,12 +102,22 @@ TEST_F(Parts, WrapperAddsSectionFlagsAndDebugInfoAndRecordsTheCompile) {
   EXPECT_EQ(std::vector<std::string>(exec.begin() + 1, exec.begin() + 9),
             std::vector<std::string>(argv.begin() + 1, argv.end()));
 
+  // As CC itself: the real compiler is $LIVESPLICE_REAL_CC (default cc).
+  auto cc_env = env;
+  cc_env["LIVESPLICE_REAL_CC"] = "gcc";
+  r = lstest::run({lstest::livesplice_cc(), "-c", "a.c", "-o", "c.o"}, d.path(), cc_env);
+  ASSERT_EQ(r.status, 0) << r.err;
+  recs = records(d / "rec.jsonl");
+  ASSERT_EQ(recs.size(), 2u);
+  EXPECT_EQ(fs::path(recs[1]["tool"].get<std::string>()).filename(), "gcc");
+  EXPECT_EQ(recs[1]["output"], d / "c.o");
+
   // A command that has -g already gets no second one.
   r = lstest::run({lstest::livesplice_cc(), "gcc", "-g3", "-c", "a.c", "-o", "b.o"}, d.path(), env);
   ASSERT_EQ(r.status, 0) << r.err;
   recs = records(d / "rec.jsonl");
-  ASSERT_EQ(recs.size(), 2u);
-  exec = recs[1]["exec"].get<std::vector<std::string>>();
+  ASSERT_EQ(recs.size(), 3u);
+  exec = recs[2]["exec"].get<std::vector<std::string>>();
   EXPECT_EQ(count(exec, "-g"), 0u);
   EXPECT_EQ(count(exec, "-g3"), 1u);
 }
