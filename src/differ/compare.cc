@@ -61,7 +61,9 @@ Reference reference(const Units& side, const elf::Section& sec, const elf::Reloc
   const auto& obj = side.obj();
   const auto& sym = obj.symbol(r.symbol);
   Reference ref;
-  ref.kind = r.kind;
+  // A call through the PLT and a direct PC-relative call compute the same thing once
+  // linked (a global made static changes one into the other).
+  ref.kind = r.kind == elf::RelocKind::Plt32 ? elf::RelocKind::PcRel32 : r.kind;
   if (!sym.defined()) {
     ref.to = To::External;
     ref.text = sym.name;

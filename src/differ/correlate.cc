@@ -62,6 +62,13 @@ bool is_anonymous_candidate(const elf::Section& s) {
   return true;
 }
 
+// `.data.rel.ro*` is written only by the dynamic linker, before the program runs, and
+// is read-only afterwards (RELRO): to the program it is constant data, whether or not the
+// object was built as PIE.
+bool writable(const elf::Section& s) { return s.write() && !s.name.starts_with(".data.rel.ro"); }
+
+bool read_only_data(const elf::Section& s) { return !writable(s) && !s.nobits() && !s.exec(); }
+
 }  // namespace
 
 Units::Units(const elf::Object& obj) : obj_(&obj) {
@@ -97,7 +104,7 @@ Units::Units(const elf::Object& obj) : obj_(&obj) {
     u.start = c.value;
     for (uint32_t m : members) u.size = std::max(u.size, syms[m].size);
     u.local = std::all_of(members.begin(), members.end(), [&](uint32_t m) { return syms[m].local(); });
-    u.writable = sec.write();
+    u.writable = writable(sec);
     u.nobits = sec.nobits();
     for (uint32_t m : members) by_symbol_[m] = u.id;
     units_.push_back(std::move(u));
@@ -121,16 +128,21 @@ Units::Units(const elf::Object& obj) : obj_(&obj) {
       u.size = end > u.start ? end - u.start : 0;
     }
 
+  std::vector<std::vector<uint64_t>> referenced;
   for (const auto& sec : secs) {
     if (!by_section_[sec.index].empty() || !is_anonymous_candidate(sec)) continue;
     // Read-only anonymous data referenced at several offsets is a pool of unnamed items
     // (at -O0 string literals live in plain `.rodata`): one unit per referenced item,
     // paired later by contents, so that an item moving is not a change.
+    // Both sides are always split the same way, so that a pool referenced at one offset
+    // in pre and several in post still pairs item by item.
     std::vector<uint64_t> cuts;
-    if (!sec.write() && !sec.nobits()) cuts = referenced_offsets(sec.index);
-    bool split = !cuts.empty() && !(cuts.size() == 1 && cuts[0] == 0);
-    if (!split) cuts = {0};
-    else if (cuts.front() != 0) cuts.insert(cuts.begin(), 0);
+    bool split = !read_only_data(sec) ? false : true;
+    if (split) {
+      if (referenced.empty()) referenced = referenced_offsets();
+      cuts = referenced[sec.index];
+    }
+    if (cuts.empty() || cuts.front() != 0) cuts.insert(cuts.begin(), 0);
     for (size_t k = 0; k < cuts.size(); ++k) {
       Unit u;
       u.id = static_cast<int>(units_.size());
@@ -142,7 +154,7 @@ Units::Units(const elf::Object& obj) : obj_(&obj) {
       u.start = cuts[k];
       u.size = (k + 1 < cuts.size() ? cuts[k + 1] : sec.size) - cuts[k];
       u.local = true;
-      u.writable = sec.write();
+      u.writable = writable(sec);
       u.nobits = sec.nobits();
       by_section_[sec.index].push_back(u.id);
       units_.push_back(std::move(u));
@@ -156,15 +168,17 @@ Units::Units(const elf::Object& obj) : obj_(&obj) {
   }
 }
 
-std::vector<uint64_t> Units::referenced_offsets(uint32_t target) const {
+std::vector<std::vector<uint64_t>> Units::referenced_offsets() const {
   const auto& obj = *obj_;
-  std::set<uint64_t> offs;
+  std::vector<std::set<uint64_t>> offs(obj.sections().size());
   for (const auto& sec : obj.sections()) {
     if (!sec.alloc()) continue;
     for (const auto& r : sec.relocs) {
       const auto& sym = obj.symbol(r.symbol);
-      if (sym.section != target) continue;
+      if (!sym.in_section() || sym.section >= offs.size()) continue;
       if (sym.type != elf::SymbolType::Section && sym.type != elf::SymbolType::NoType) continue;
+      const auto& target = obj.section(sym.section);
+      if (target.exec() || target.write()) continue;
       int64_t bias = 0;
       if (elf::is_pc_relative(r.kind) && sec.exec()) {
         bias = r.width;
@@ -174,10 +188,12 @@ std::vector<uint64_t> Units::referenced_offsets(uint32_t target) const {
         if (it != fields.end() && it->offset == r.offset) bias = it->bias;
       }
       int64_t eff = static_cast<int64_t>(sym.value) + r.addend + bias;
-      if (eff >= 0 && static_cast<uint64_t>(eff) < obj.section(target).size) offs.insert(eff);
+      if (eff >= 0 && static_cast<uint64_t>(eff) < target.size) offs[sym.section].insert(eff);
     }
   }
-  return {offs.begin(), offs.end()};
+  std::vector<std::vector<uint64_t>> out(offs.size());
+  for (size_t i = 0; i < offs.size(); ++i) out[i].assign(offs[i].begin(), offs[i].end());
+  return out;
 }
 
 int Units::unit_at(uint32_t sec, uint64_t offset) const {

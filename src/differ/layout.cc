@@ -34,14 +34,25 @@ struct Member {
   int64_t bit_size = -1;
   std::string type;
   uint64_t type_size = 0;
-  bool operator==(const Member&) const = default;
 };
+
+// Member names do not matter to running data: a renamed member at the same offset with
+// the same type reads the same bytes. Only the shape is compared.
+bool same_shape(const Member& a, const Member& b) {
+  return a.offset == b.offset && a.bit_offset == b.bit_offset && a.bit_size == b.bit_size && a.type == b.type &&
+         a.type_size == b.type_size;
+}
 
 struct Layout {
   std::string kind;   // "struct" / "union"
   uint64_t size = 0;
   std::vector<Member> members;
-  bool operator==(const Layout& o) const { return size == o.size && members == o.members; }
+  bool operator==(const Layout& o) const {
+    if (size != o.size || members.size() != o.members.size()) return false;
+    for (size_t i = 0; i < members.size(); ++i)
+      if (!same_shape(members[i], o.members[i])) return false;
+    return true;
+  }
 };
 
 std::string type_name(Dwarf_Die* die) {

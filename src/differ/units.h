@@ -56,8 +56,8 @@ class Units {
   int unit_of_symbol(uint32_t sym) const { return sym < by_symbol_.size() ? by_symbol_[sym] : -1; }
   // The unit covering `offset` in section `sec`; with one unit in the section, that unit.
   int unit_at(uint32_t sec, uint64_t offset) const;
-  // Offsets in section `target` that relocations anywhere in the object point at.
-  std::vector<uint64_t> referenced_offsets(uint32_t target) const;
+  // Per read-only data section: the offsets relocations anywhere in the object point at.
+  std::vector<std::vector<uint64_t>> referenced_offsets() const;
   // Operand fields of a code section, decoded once on first use.
   const std::vector<arch::OperandField>& operand_fields(uint32_t sec) const;
 
