@@ -167,8 +167,9 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   auto plan = load::plan(ctx, u.file, u.post_sections);
   if (!plan) return fail_with(plan.status());
   TargetRange near = home->span;
-  auto base = find_free_near(*maps, near, plan->size + 4096);
+  auto base = find_free_near(*maps, near, plan->size + plan->align);
   if (!base) return fail_with(error("no free address range of {} bytes within reach of {}", plan->size, home->name));
+  if (plan->align > 1) base = TargetAddr((base->value() + plan->align - 1) / plan->align * plan->align);
   Resolver resolver(u, *matched, *mem, *modules, *home);
   auto image = load::link(ctx, u.file, *plan, *base, resolver);
   if (!image) return fail_with(image.status());
@@ -194,8 +195,9 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
 
   // 4. Map the regions (one borrowed thread; the others keep running) and fill them.
   RegionSet regions(opt.pid);
+  // Code, stubs, literals and the GOT are mapped read+exec; new writable data after.
   std::vector<RegionRequest> wanted{{"livesplice:" + u.id.substr(0, 8), *base, image->bytes.size(),
-                                     image->code.size(), false}};
+                                     plan->writable_offset, false}};
   bool new_ledger = !ledger->exists();
   if (new_ledger) {
     auto lat = find_free_near(*maps, near, kLedgerSize);

@@ -73,11 +73,30 @@ Status Memory::read(TargetAddr at, std::span<uint8_t> out) const {
   return {};
 }
 
+// Shared mappings refuse forced writes through /proc/PID/mem (only private ones get a
+// copy-on-write page). Our own regions are shared memfds: write through the mapped file.
+static Status write_through_file(pid_t pid, TargetAddr at, std::span<const uint8_t> bytes) {
+  auto maps = read_maps(pid);
+  if (!maps) return maps.status();
+  const Mapping* m = mapping_at(*maps, at);
+  if (!m || !m->shared || !mapping_at(*maps, at + static_cast<int64_t>(bytes.size() - 1)))
+    return error("process {}: {} is not in a shared mapping", pid, at);
+  std::string path = fmt::format("/proc/{}/map_files/{:x}-{:x}", pid, m->range.start.value(), m->range.end.value());
+  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return error("process {}: cannot open the file mapped at {}: {}", pid, at, std::strerror(errno));
+  off_t off = static_cast<off_t>(m->file_offset + (at - m->range.start));
+  ssize_t n = ::pwrite(fd, bytes.data(), bytes.size(), off);
+  ::close(fd);
+  if (n != static_cast<ssize_t>(bytes.size())) return error("process {}: cannot write the file mapped at {}", pid, at);
+  return {};
+}
+
 Status Memory::write(TargetAddr at, std::span<const uint8_t> bytes) const {
   size_t done = 0;
   while (done < bytes.size()) {
     ssize_t n = ::pwrite(fd_, bytes.data() + done, bytes.size() - done, static_cast<off_t>(at.value() + done));
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EIO && done == 0) return write_through_file(pid_, at, bytes);
     if (n <= 0)
       return error("process {}: cannot write {} bytes at {}: {}", pid_, bytes.size(), at + done,
                    n < 0 ? std::strerror(errno) : "unmapped");

@@ -21,18 +21,12 @@ namespace ls::proc {
 namespace {
 
 // An entry that a later entry stacks on (a later trampoline sits inside its regions).
-const LedgerEntry* stacked_on(const Ledger& ledger, const LedgerEntry& e) {
-  bool after = false;
-  for (const auto& later : ledger.entries()) {
-    if (&later == &e) {
-      after = true;
-      continue;
-    }
-    if (!after) continue;
-    for (const auto& t : later.trampolines)
+const LedgerEntry* stacked_on(const Ledger& ledger, size_t idx) {
+  const LedgerEntry& e = ledger.entries()[idx];
+  for (size_t k = idx + 1; k < ledger.entries().size(); ++k)
+    for (const auto& t : ledger.entries()[k].trampolines)
       for (const auto& r : e.regions)
-        if (r.range.contains(t.site)) return &later;
-  }
+        if (r.range.contains(t.site)) return &ledger.entries()[k];
   return nullptr;
 }
 
@@ -45,7 +39,7 @@ Status undo_one(Context& ctx, pid_t pid, Ledger& ledger, const std::string& id, 
   while (idx < ledger.entries().size() && ledger.entries()[idx].id != id) ++idx;
   if (idx == ledger.entries().size()) return error("update {} is not applied", id.substr(0, 8));
   const LedgerEntry e = ledger.entries()[idx];
-  if (const LedgerEntry* later = stacked_on(ledger, e))
+  if (const LedgerEntry* later = stacked_on(ledger, idx))
     return error("update {} is stacked on by {}: undo that one first (or use --all)", e.id.substr(0, 8),
                  later->id.substr(0, 8));
 
