@@ -1,0 +1,80 @@
+// Run-pre matching: proving that the code running in a target was built from the source
+// an update was made from, and learning the run values of everything that code refers to.
+//
+// For each function the update replaces, its pre code (section `.livesplice.pre.*` of
+// the update, relocations against undefined *run symbols*) is compared with the bytes at
+// a candidate address in the target. Bytes outside relocation sites must be equal; each
+// site's bytes in run reveal a value of its symbol (its address, GOT slot, TLS offset…;
+// see ls::View), and every site naming the same (symbol, view) must agree. Nothing about
+// processes or kernels is known here: the target supplies a CodeSource, candidates from
+// its symbol tables, and ranges to search when those are missing (stripped binaries).
+//
+// Target independent; x86-64 is the only architecture so far (src/arch/x86_64_relax.h
+// lists the linker rewrites of instructions that are recognised: nothing else is
+// tolerated).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/addr.h"
+#include "core/diag.h"
+#include "core/result.h"
+#include "core/view.h"
+#include "elf/object.h"
+
+namespace ls::match {
+
+using ls::View;
+
+// Reads a target's memory. read() fills all of `out` or fails (a partial read is a
+// failure); it is called before the target is stopped, so it must not need it stopped.
+class CodeSource {
+ public:
+  virtual ~CodeSource() = default;
+  virtual Status read(TargetAddr at, std::span<uint8_t> out) const = 0;
+};
+
+// One function to match.
+struct Request {
+  std::string label;                    // for messages, e.g. "server.o:handle_get"
+  uint32_t pre_section = 0;             // section of the update object holding its pre code
+  std::vector<TargetAddr> candidates;   // from the target's symbol tables; may be empty
+  std::vector<TargetRange> search;      // scanned by content when no candidate matches
+};
+
+struct Resolution {
+  TargetAddr value;       // for View::TlsOffset, the offset as two's complement
+  std::string evidence;   // the first site that revealed it: "server.o:handle_get+0x1c"
+};
+
+struct Match {
+  std::vector<TargetAddr> function_at;   // per request, in request order
+  // What pre code revealed, keyed by update symbol index (a run symbol) and view. A
+  // replaced function's own run symbols (the names other code calls it by) also get
+  // its matched address as View::Address, unless a call site already revealed one.
+  // Not included: sites referring to a merged literal pool (`.rodata.str1.1+0x10`):
+  // the linker merges and reorders pools, so such a "symbol" has no single value.
+  std::map<std::pair<uint32_t, View>, Resolution> symbols;
+};
+
+// Matches every request, or fails naming each one that did not match and why: the
+// closest candidate's first difference with both instructions disassembled, an
+// ambiguity with the addresses, a disagreement between two sites with both, or a site
+// that cannot be interpreted. Fails with Exit::Unsafe when the run code differs (the
+// update is not for this target), Exit::ToolError when reading or interpreting fails.
+//
+// Order: candidates first; addresses of other requests' functions revealed by call
+// sites of matched ones become candidates too (repeated until nothing new matches);
+// then content search of `search` for requests still unmatched. Exactly one address
+// may match per request; a candidate whose resolutions contradict ones already
+// established (by matched functions) does not match — that is how two identical
+// static functions in different files are told apart.
+Result<Match> match(Context& ctx, const CodeSource& run, const elf::Object& update,
+                    const std::vector<Request>& requests);
+
+}  // namespace ls::match

@@ -1,0 +1,134 @@
+// Helpers for the matcher tests: C projects written from strings and built with the real
+// gcc and ld, updates made by the real `livesplice create`, running programs, what
+// readelf/objdump say about a linked file, and two CodeSources (a live process's
+// /proc/PID/mem, a linked file's bytes at its link addresses). Nothing is mocked.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "matcher/matcher.h"
+
+namespace mt {
+
+// A fresh directory under $TMPDIR, removed on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
+
+ private:
+  std::string path_;
+};
+
+void write_file(const std::string& path, const std::string& content);
+std::string read_file(const std::string& path);
+
+struct Run {
+  int status = -1;
+  std::string out, err;
+};
+Run sh(const std::string& command, const std::string& cwd = {});
+// sh() that fails the test (with the output) unless the command succeeds.
+std::string must(const std::string& command, const std::string& cwd = {});
+
+// A C project: files written into a temporary tree, built with `make`.
+struct Project {
+  TempDir dir;    // the source tree
+  TempDir work;   // patches and updates, outside the tree
+  mutable int creates = 0;
+  explicit Project(const std::map<std::string, std::string>& files);
+  std::string operator/(const std::string& rel) const { return dir / rel; }
+  void make() const;
+  // A unified diff (a/ b/ prefixes) turning `file` into `patched`.
+  std::string patch(const std::string& file, const std::string& patched) const;
+  // Runs `livesplice create`; returns the update's path (the test fails if create does).
+  std::string create(const std::string& file, const std::string& patched) const;
+};
+
+// A symbol of a linked file as readelf shows it; locals carry the STT_FILE of their group.
+struct Sym {
+  std::string name;
+  uint64_t value = 0;
+  uint64_t size = 0;
+  std::string type, bind;
+  std::string file;
+};
+std::vector<Sym> symbols(const std::string& elf);
+// Link-time address of the one symbol `name` (from `file` when given); fails the test
+// unless there is exactly one.
+uint64_t symbol(const std::vector<Sym>& syms, const std::string& name, const std::string& file = {});
+std::vector<uint64_t> all_named(const std::vector<Sym>& syms, const std::string& name);
+// `puts@plt` and friends, from objdump.
+uint64_t plt_entry(const std::string& elf, const std::string& name);
+// Offset of the dynamic relocation of `type` (R_X86_64_GLOB_DAT, R_X86_64_TPOFF64,
+// R_X86_64_DTPMOD64…) naming `name`: a GOT slot's link address.
+uint64_t got_slot(const std::string& elf, const std::string& type, const std::string& name);
+// The x86-64 thread-pointer offset of a TLS symbol of an executable (variant II).
+int64_t tp_offset(const std::string& elf, const std::vector<Sym>& syms, const std::string& name);
+uint64_t first_load_vaddr(const std::string& elf);
+
+// A program started from the test, ready once it printed its first line. Killed (by its
+// pid) and reaped on destruction.
+class Program {
+ public:
+  Program(const std::string& binary, const std::map<std::string, std::string>& env = {});
+  ~Program();
+  pid_t pid() const { return pid_; }
+  // Start address of the mapping at file offset 0 of `path` (load base).
+  uint64_t base(const std::string& path) const;
+  std::vector<ls::TargetRange> exec_ranges(const std::string& path) const;
+
+ private:
+  pid_t pid_ = -1;
+};
+
+class ProcessMemory : public ls::match::CodeSource {
+ public:
+  explicit ProcessMemory(pid_t pid);
+  ~ProcessMemory() override;
+  ls::Status read(ls::TargetAddr at, std::span<uint8_t> out) const override;
+
+ private:
+  int fd_ = -1;
+};
+
+// A linked (non-PIE) file's bytes at their link addresses, per PT_LOAD.
+class FileImage : public ls::match::CodeSource {
+ public:
+  explicit FileImage(const std::string& path);
+  ls::Status read(ls::TargetAddr at, std::span<uint8_t> out) const override;
+  std::vector<ls::TargetRange> exec_ranges() const;
+
+ private:
+  struct Segment {
+    uint64_t vaddr, filesz, offset;
+    bool exec;
+  };
+  std::vector<uint8_t> bytes_;
+  std::vector<Segment> segments_;
+};
+
+// The update's manifest and the requests for every function with pre code, candidates
+// from `syms` (every symbol of that name, shifted by `bias`: the matcher must decide).
+nlohmann::ordered_json manifest(const std::string& update);
+struct Requests {
+  std::vector<ls::match::Request> list;
+  std::vector<std::string> names;
+};
+Requests requests(const std::string& update, const std::vector<Sym>& syms, int64_t bias,
+                  const std::vector<ls::TargetRange>& search = {}, bool with_candidates = true);
+// The update symbol index of run symbol `name` (and source file, for locals).
+uint32_t run_symbol(const std::string& update, const std::string& name, const std::string& source = {});
+
+}  // namespace mt
