@@ -400,14 +400,17 @@ size_t Linker::tls_gd(const std::vector<elf::Reloc>& relocs, size_t i, const Sit
   const auto& r = s.r;
   bool call_follows = i + 1 < relocs.size() && relocs[i + 1].offset == r.offset + x86::kGdCallFieldDelta &&
                       (relocs[i + 1].kind == RelocKind::Plt32 || relocs[i + 1].kind == RelocKind::PcRel32);
-  auto tpoff = tls_offset(s);
-  if (tpoff && call_follows) {
+  // Why local-exec was not possible, for the message when the pair is missing too.
+  std::string no_le;
+  if (auto tpoff = tls_offset(s)) {
     int64_t v = *tpoff + r.addend + x86::kBranchBias;
-    if (!fits_s32(v)) {
-      fail_at(s, fmt::format("TLS offset {} does not fit in the 32-bit field of local-exec code", signed_hex(v)));
+    if (!fits_s32(v))   // dynamically allocated TLS (a dlopen()ed module): only the pair reaches it
+      no_le = fmt::format("its TLS offset {} is not in static TLS", signed_hex(v));
+    else if (!call_follows || !x86::relax_gd_to_le(s.code, r.offset, static_cast<int32_t>(v)))
+      no_le = "the code is not the general-dynamic sequence 'data16 lea x@tlsgd(%rip),%rdi; data16 data16 "
+              "rex.W call __tls_get_addr@PLT' that can be rewritten";
+    else
       return 2;
-    }
-    if (x86::relax_gd_to_le(s.code, r.offset, static_cast<int32_t>(v))) return 2;
   }
   const Answer& pair = ask(r.symbol, View::TlsGotSlot);
   if (pair.ok) {
@@ -416,18 +419,12 @@ size_t Linker::tls_gd(const std::vector<elf::Reloc>& relocs, size_t i, const Sit
       put32(s, static_cast<uint64_t>(v));
       return 1;
     }
-    if (!tpoff) {
-      fail_at(s, fmt::format("the program's TLS GD pair at {:#x} is {} away, beyond ±2 GiB, and the TLS offset "
-                             "is not known", pair.value, signed_hex(v)));
-      return 1;
-    }
-  }
-  if (tpoff) {
-    fail_at(s, "not the general-dynamic sequence 'data16 lea x@tlsgd(%rip),%rdi; data16 data16 rex.W call "
-               "__tls_get_addr@PLT' that can be rewritten, and the program's GD pair is not known");
+    fail_at(s, fmt::format("the program's TLS GD pair at {:#x} is {} away, beyond ±2 GiB{}", pair.value,
+                           signed_hex(v), no_le.empty() ? "" : ", and " + no_le));
     return 1;
   }
-  missing(s, {View::TlsOffset, View::TlsGotSlot});
+  if (!no_le.empty()) fail_at(s, fmt::format("the program's TLS GD pair is not known, and {}", no_le));
+  else missing(s, {View::TlsOffset, View::TlsGotSlot});
   return 1;
 }
 
@@ -461,9 +458,12 @@ size_t Linker::apply(const std::vector<elf::Reloc>& relocs, size_t i, const Site
       if (r.kind == RelocKind::Abs64) put64(s, v);
       else if (r.kind == RelocKind::Abs32 && fits_u32(v)) put32(s, v);
       else if (r.kind == RelocKind::Abs32S && fits_s32(static_cast<int64_t>(v))) put32(s, v);
+      else if (r.kind == RelocKind::Abs32)
+        fail_at(s, fmt::format("value {:#x} does not fit in a zero-extended 32-bit field (code built without "
+                               "-fPIC/-fPIE addresses only the low 4 GiB)", v));
       else
-        fail_at(s, fmt::format("value {:#x} does not fit in a {} 32-bit field (code built without -fPIC/-fPIE "
-                               "reaches only the low 2 GiB)", v, r.kind == RelocKind::Abs32 ? "zero-extended" : "sign-extended"));
+        fail_at(s, fmt::format("value {:#x} does not fit in a sign-extended 32-bit field (code built without "
+                               "-fPIC/-fPIE addresses only the low 2 GiB)", v));
       break;
     }
     case RelocKind::PcRel64: {
@@ -483,7 +483,11 @@ size_t Linker::apply(const std::vector<elf::Reloc>& relocs, size_t i, const Site
       auto t = tls_offset(s);
       if (!t) missing(s, {View::TlsOffset});
       else if (r.kind == RelocKind::TpOff64 || r.kind == RelocKind::DtpOff64) put64(s, static_cast<uint64_t>(*t) + A);
-      else put_s32(s, static_cast<int64_t>(static_cast<uint64_t>(*t) + A), "TLS offset");
+      else if (auto v = static_cast<int64_t>(static_cast<uint64_t>(*t) + A); fits_s32(v)) put32(s, static_cast<uint64_t>(v));
+      else fail_at(s, fmt::format("TLS offset {} does not fit in a signed 32-bit field: '{}' is not in static TLS "
+                                  "(thread-locals of a dlopen()ed module are not near the thread pointer){}",
+                                  signed_hex(v), symbol_name(u_, r.symbol),
+                                  r.kind == RelocKind::DtpOff32 ? "; local-dynamic code can only be relaxed to local-exec" : ""));
       break;
     }
     case RelocKind::TlsGd: return tls_gd(relocs, i, s);

@@ -31,11 +31,14 @@
 //     Own slots are always in reach, and a PIE's accesses to its own symbols have no
 //     GOT slot at all (the linker relaxed them), so the value is what run-pre matching
 //     most often learns.
-//   - TLS: local-exec fields take View::TlsOffset. A general-dynamic access becomes
-//     local-exec (the code sequence is rewritten, as ld does) when the resolver gives
-//     the variable's TLS offset; otherwise it uses the program's GD pair
-//     (View::TlsGotSlot; post code is compiled with the same flags as the pre code the
-//     matcher learnt from, so the program's slot for this variable is a GD pair).
+//   - TLS: local-exec fields take View::TlsOffset; initial-exec ones an own slot holding
+//     it, else the program's slot (View::TlsGotSlot). A general-dynamic access becomes
+//     local-exec (the code sequence is rewritten, as ld does) when the resolver gives a
+//     TLS offset that fits 32 bits (static TLS); otherwise it uses the program's GD pair,
+//     asked for as View::TlsGotSlot. That view is shared by IE slots and GD pairs, so
+//     the resolver must keep them apart: a resolver that knows an IE slot for a
+//     variable must answer View::TlsOffset for it (the slot's contents), and answer
+//     View::TlsGotSlot for a GD relocation only with a GD pair.
 //     Local-dynamic accesses are always relaxed to local-exec and need every variable's
 //     TLS offset: variables in dynamically allocated TLS (a dlopen()ed library) are not
 //     supported and give an error naming them.
@@ -65,7 +68,10 @@ using ls::View;
 // layer implements it from run-pre matching results and symbol tables. An error means
 // "not known"; its message is quoted when the symbol turns out to be required.
 // For View::TlsOffset the answer is the (usually negative) offset from the thread
-// pointer, carried in TargetAddr's 64 bits as two's complement.
+// pointer, carried in TargetAddr's 64 bits as two's complement. View::Address must be
+// the symbol's canonical address (what the program's GOT slot for it holds), not a PLT
+// entry: the loader stores it in GOT slots and data, where function pointers are
+// compared. View::TlsGotSlot: see the TLS policy above.
 class SymbolResolver {
  public:
   virtual ~SymbolResolver() = default;
