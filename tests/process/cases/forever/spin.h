@@ -1,0 +1,1 @@
+void *spin_forever(void *arg);

@@ -1,0 +1,2 @@
+extern int reports;
+void report(long seq);

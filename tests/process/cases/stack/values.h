@@ -1,0 +1,2 @@
+int alpha(void);
+int beta(void);

@@ -1,0 +1,2 @@
+int a_value(int seq);
+int b_value(int seq);
