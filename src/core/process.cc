@@ -5,6 +5,7 @@
 #include "core/process.h"
 
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -156,22 +157,62 @@ RunResult run(const std::vector<std::string>& argv, const RunOptions& options) {
     fail("cannot start '{}': fork: {}", describe(argv), strerror(fork_errno));
   }
 
+  // Wait for the child while reading its output. The loop wakes up every 50 ms so that
+  // an interrupt is acted on even when the handler could not stop the child: the handler
+  // ran before the group was published, or the build ignores SIGINT (a `trap '' INT`,
+  // a shell started with it ignored). Escalation: the signal itself, SIGTERM after 2 s,
+  // SIGKILL after 5 s.
   RunResult result;
-  if (pipe_fds[0] >= 0) {
-    char buf[65536];
-    for (;;) {
-      ssize_t n = read(pipe_fds[0], buf, sizeof buf);
-      if (n > 0) result.output.append(buf, static_cast<size_t>(n));
-      else if (n == 0) break;
-      else if (errno != EINTR) break;
-    }
-    close(pipe_fds[0]);
-  }
   int wstatus = 0;
-  while (waitpid(pid, &wstatus, 0) < 0) {
-    if (errno != EINTR) {
-      g_child_group.store(0);
-      fail("waitpid for '{}': {}", argv[0], strerror(errno));
+  bool exited = false;
+  int fd = pipe_fds[0];
+  auto interrupted_at = std::chrono::steady_clock::time_point::min();
+  int escalation = 0;
+  while (!exited || fd >= 0) {
+    if (fd >= 0) {
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 50) > 0) {
+        char buf[65536];
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n > 0) {
+          result.output.append(buf, static_cast<size_t>(n));
+        } else if (n == 0 || errno != EINTR) {
+          close(fd);
+          fd = -1;
+        }
+      }
+    } else {
+      struct timespec ts {0, 50 * 1000 * 1000};
+      nanosleep(&ts, nullptr);
+    }
+    if (!exited) {
+      pid_t w = waitpid(pid, &wstatus, WNOHANG);
+      if (w == pid) {
+        exited = true;
+      } else if (w < 0 && errno != EINTR) {
+        g_child_group.store(0);
+        if (fd >= 0) close(fd);
+        fail("waitpid for '{}': {}", argv[0], strerror(errno));
+      }
+    }
+    if (options.interruptible && g_pending_signal.load()) {
+      auto now = std::chrono::steady_clock::now();
+      if (escalation == 0) {
+        interrupted_at = now;
+        kill(-pid, g_pending_signal.load());
+        escalation = 1;
+      } else if (escalation == 1 && now - interrupted_at > std::chrono::seconds(2)) {
+        kill(-pid, SIGTERM);
+        escalation = 2;
+      } else if (escalation == 2 && now - interrupted_at > std::chrono::seconds(5)) {
+        kill(-pid, SIGKILL);
+        escalation = 3;
+      }
+      // Output still held open by a straggler of the group is not worth waiting for.
+      if (exited && fd >= 0) {
+        close(fd);
+        fd = -1;
+      }
     }
   }
   g_child_group.store(0);

@@ -9,6 +9,7 @@
 #include <climits>
 #include <functional>
 #include <cerrno>
+#include <csignal>
 #include <condition_variable>
 #include <cstring>
 #include <dirent.h>
@@ -589,6 +590,11 @@ BuildStats run_build(Context& ctx, const BuildPlan& plan, const Workspace& ws, P
   std::condition_variable cv;
   bool done = false;
   std::thread ticker([&] {
+    // Interrupts are for the thread that runs the build (see core/process.h).
+    sigset_t set;
+    sigemptyset(&set);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, sig);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
     std::unique_lock lock(mu);
     size_t last = 0;
     while (!cv.wait_for(lock, std::chrono::seconds(10), [&] { return done; })) {

@@ -304,3 +304,19 @@ TEST_F(Create, InterruptedDuringThePreBuildOfACleanTreeRemovesWhatItBuilt) {
   EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGINT) << lstest::read_file(tmp / "create.log");
   expect_tree_unchanged(before);
 }
+
+TEST_F(Create, InterruptedBuildThatIgnoresSigintIsStoppedAnyway) {
+  copy_project("calc-make");
+  run_ok({"make"}, src());
+  auto before = picture();
+  std::string marker = tmp / "post-build-reached";
+  // A build that shrugs off SIGINT is sent SIGTERM, then SIGKILL.
+  std::string cmd = "trap '' INT; make && if [ \"$LIVESPLICE_PHASE\" = post ]; then touch '" + marker +
+                    "'; sleep 60; fi";
+  auto start = std::chrono::steady_clock::now();
+  int status = interrupt_create(create_args(patch_file("calc-make", "fix.patch"), {"--build-cmd", cmd}), marker,
+                                tmp / "create.log");
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGINT) << lstest::read_file(tmp / "create.log");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(50));
+  expect_tree_unchanged(before);
+}
