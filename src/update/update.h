@@ -3,7 +3,7 @@
 // relocations, and a JSON manifest in section `.livesplice.manifest`.
 //
 // Layout (section names say what each is, so `readelf -S` reads as a table of contents):
-//   [1]  .livesplice.manifest             JSON, see write_update() in writer.cc
+//   [1]  .livesplice.manifest             JSON, schema below
 //   per rebuilt object, in manifest order:
 //        .livesplice.pre.<section>        pre code of a replaced function (not SHF_ALLOC:
 //                                         read by the matcher, never loaded)
@@ -16,6 +16,30 @@
 // has. ELF has no undefined local symbols, so every run symbol is global in the symbol
 // table; the manifest's "run_symbols" says which are really file-local and in which
 // object, since static names repeat across files.
+//
+// Manifest (format 1). Indices into the file's sections/symbols are plain numbers;
+// "object" and "targets" index the lists of the same name; absent values are null.
+//   format "livesplice-update", version 1, livesplice_version, created (UTC, ISO 8601;
+//     SOURCE_DATE_EPOCH honoured), arch "x86_64", build_system
+//   targets[]   {name, path (relative to the build directory), kind ("executable",
+//                "shared-library", "relocatable"), build_id (match this one),
+//                original_build_id (before create; null if it did not exist),
+//                pre_build_id}
+//   patch       {name, files[] (relative to the source directory), text}
+//   sources[]   source files of the rebuilt objects
+//   objects[]   {path, source, targets[], pre ("pre-build" | "recompiled" | "none"),
+//                notes[]}
+//   functions[] {name, object, status ("changed" | "new" | "removed"), reason, local,
+//                parent (the function a .cold/.part piece belongs to), replace (gets a
+//                trampoline), pre_size, post_size, pre_section, post_section,
+//                pre_symbol, post_symbol}
+//   data[]      {name, object, status, reason, local, size, carried, post_section,
+//                post_symbol}
+//   sections[]  {index, name, role ("pre" | "post"), object, original (its name in the
+//                object)}
+//   run_symbols[] {index, name, local, kind ("symbol" | "section"), object, source
+//                (object and source only for local ones)}
+//   summary     {functions_changed, functions_new, data_new}
 #pragma once
 
 #include <string>
