@@ -1,4 +1,6 @@
-/* The line protocol: split a command into words and run it against the store. */
+/* The line protocol: split a command into words and run it against the store. One
+ * command runs at a time: the store is shared by every connection. */
+#include <pthread.h>
 #include <string.h>
 
 #include "proto.h"
@@ -6,10 +8,13 @@
 
 #define MAX_WORDS 3
 
+static pthread_mutex_t store_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static int split(char *line, char *words[], int max)
 {
 	int n = 0;
-	for (char *tok = strtok(line, " \t\r\n"); tok && n < max; tok = strtok(NULL, " \t\r\n"))
+	char *save = NULL;
+	for (char *tok = strtok_r(line, " \t\r\n", &save); tok && n < max; tok = strtok_r(NULL, " \t\r\n", &save))
 		words[n++] = tok;
 	return n;
 }
@@ -33,6 +38,7 @@ int proto_handle(const char *line, FILE *out)
 		return 0;
 	if (strcmp(w[0], "quit") == 0)
 		return -1;
+	pthread_mutex_lock(&store_lock);
 	if (strcmp(w[0], "set") == 0 && n == 3) {
 		reply(out, store_set(w[1], w[2]));
 	} else if (strcmp(w[0], "get") == 0 && n == 2) {
@@ -49,5 +55,6 @@ int proto_handle(const char *line, FILE *out)
 	} else {
 		fputs("error: usage: set KEY VALUE | get KEY | del KEY | count | quit\n", out);
 	}
+	pthread_mutex_unlock(&store_lock);
 	return 0;
 }
