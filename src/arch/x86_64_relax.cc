@@ -207,6 +207,17 @@ std::string_view to_string(Reveal r) {
   return "?";
 }
 
+std::string x86_64_reloc_name(uint32_t type) {
+  static constexpr const char* kNames[] = {
+      "NONE", "64", "PC32", "GOT32", "PLT32", "COPY", "GLOB_DAT", "JUMP_SLOT", "RELATIVE", "GOTPCREL", "32", "32S",
+      "16", "PC16", "8", "PC8", "DTPMOD64", "DTPOFF64", "TPOFF64", "TLSGD", "TLSLD", "DTPOFF32", "GOTTPOFF",
+      "TPOFF32", "PC64", "GOTOFF64", "GOTPC32", "GOT64", "GOTPCREL64", "GOTPC64", "GOTPLT64", "PLTOFF64", "SIZE32",
+      "SIZE64", "GOTPC32_TLSDESC", "TLSDESC_CALL", "TLSDESC", "IRELATIVE", "RELATIVE64", "39", "40", "GOTPCRELX",
+      "REX_GOTPCRELX"};
+  if (type < std::size(kNames)) return std::string("R_X86_64_") + kNames[type];
+  return fmt::format("relocation type {}", type);
+}
+
 std::string x86_64_site_unsupported(std::span<const uint8_t> pre, std::span<const elf::Reloc> relocs, size_t i) {
   const elf::Reloc& r = relocs[i];
   const uint64_t f = r.offset;
@@ -248,14 +259,16 @@ std::string x86_64_site_unsupported(std::span<const uint8_t> pre, std::span<cons
       return "not the local-dynamic TLS sequence ld knows (lea x@tlsld(%rip),%rdi; call __tls_get_addr)";
     case RelocKind::GotOff64:
     case RelocKind::GotPc32:
-      return fmt::format("{} (large code model) is not supported", to_string(r.kind));
+      return "GOT-relative addressing (the large code model) is not supported";
     case RelocKind::Size32:
     case RelocKind::Size64:
-      return fmt::format("{} (a symbol's size) cannot be read from code", to_string(r.kind));
+      return "a symbol's size cannot be learned from code";
     case RelocKind::Other:
-      return fmt::format("relocation type {} (TLS descriptors, 8/16-bit or large-model fields) is not supported", r.type);
+      if (r.type == R_X86_64_GOTPC32_TLSDESC || r.type == R_X86_64_TLSDESC_CALL)
+        return "TLS descriptors (-mtls-dialect=gnu2) are not supported";
+      return "8/16-bit and large-model fields are not supported";
   }
-  return fmt::format("relocation type {} is not supported", r.type);
+  return "not supported";
 }
 
 SiteRead x86_64_read_site(std::span<const uint8_t> pre, std::span<const uint8_t> run,
@@ -412,6 +425,12 @@ std::optional<Instruction> x86_64_disassemble(std::span<const uint8_t> code, uin
       return std::nullopt;
     if (offset < pc + insn.length) {
       st.insn_offset = pc;
+      // Zydis leaves out a zero displacement, and a relocated one is zero in pre code:
+      // make it print, so that the hook can put the symbol there (`sym@dtpoff(%rax)`).
+      if (insn.raw.disp.size && fields.count(pc + insn.raw.disp.offset))
+        for (unsigned k = 0; k < insn.operand_count_visible; ++k)
+          if (ops[k].type == ZYDIS_OPERAND_TYPE_MEMORY && ops[k].mem.disp.has_displacement && ops[k].mem.disp.value == 0)
+            ops[k].mem.disp.value = 1;
       char buf[256];
       if (ZYAN_FAILED(ZydisFormatterFormatInstruction(&formatter, &insn, ops, insn.operand_count_visible, buf,
                                                       sizeof buf, runtime_base + pc, &st)))

@@ -48,9 +48,12 @@ struct SiteRead {
   uint64_t offset = 0;            // Differs: first differing pre offset
 };
 
+// "R_X86_64_PLT32" for a relocation number; "relocation type N" when unknown.
+std::string x86_64_reloc_name(uint32_t type);
+
 // Whether relocs[i] of `pre` is a site the matcher can interpret at all (its kind, and
 // for TLS sequences the instruction shapes around it). Empty when it is; otherwise why
-// not, e.g. "R_X86_64_GOTPC32 (large code model) is not supported".
+// not, e.g. "the large code model is not supported".
 std::string x86_64_site_unsupported(std::span<const uint8_t> pre, std::span<const elf::Reloc> relocs, size_t i);
 
 // Reads relocs[i] in `run` (the same length as `pre`, linked at `run_base`). Requires

@@ -184,7 +184,7 @@ Status Matcher::prepare(size_t i) {
   for (size_t k = 0; k < p.relocs.size(); ++k) {
     const elf::Reloc& r = p.relocs[k];
     if (std::string why = arch::x86_64_site_unsupported(p.pre, p.relocs, k); !why.empty())
-      return error("{}+{:#x}: cannot match {} against '{}': {}", req.label, r.offset, elf::to_string(r.kind),
+      return error("{}+{:#x}: cannot match {} against '{}': {}", req.label, r.offset, arch::x86_64_reloc_name(r.type),
                    symbol_name(r.symbol), why);
     if (r.kind == elf::RelocKind::TlsLd) p.has_tls_ld = true;
     p.fields[r.offset] = arch::FieldSymbol{r.kind, symbol_name(r.symbol), r.addend};

@@ -4,6 +4,8 @@
 // instructions that differ).
 #include <gtest/gtest.h>
 
+#include <cstdio>
+
 #include "support.h"
 #include "svc.h"
 
@@ -167,6 +169,7 @@ TEST(ProcessMatch, ProgramBuiltFromOtherSourceIsRefusedWithBothInstructions) {
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), ls::Exit::Unsafe);
   std::string msg = m.status().message();
+  std::printf("report: %s\n", msg.c_str());
   std::string where = fmt::format("srv.o:handle at {:#x}+0x", symbol(syms, "handle") + static_cast<uint64_t>(bias));
   EXPECT_NE(msg.find(where), std::string::npos) << msg;
   EXPECT_NE(msg.find("run code differs from pre: expected '"), std::string::npos) << msg;
