@@ -398,19 +398,21 @@ std::optional<int64_t> Linker::tls_offset(const Site& s) {
 // program's GD pair.
 size_t Linker::tls_gd(const std::vector<elf::Reloc>& relocs, size_t i, const Site& s) {
   const auto& r = s.r;
-  bool call_follows = i + 1 < relocs.size() && relocs[i + 1].offset == r.offset + x86::kGdCallFieldDelta &&
-                      (relocs[i + 1].kind == RelocKind::Plt32 || relocs[i + 1].kind == RelocKind::PcRel32);
+  auto call = x86::gd_call_field(s.code, r.offset);
+  bool call_follows = call && i + 1 < relocs.size() && relocs[i + 1].offset == *call;
   // Why local-exec was not possible, for the message when the pair is missing too.
   std::string no_le;
   if (auto tpoff = tls_offset(s)) {
     int64_t v = *tpoff + r.addend + x86::kBranchBias;
     if (!fits_s32(v))   // dynamically allocated TLS (a dlopen()ed module): only the pair reaches it
       no_le = fmt::format("its TLS offset {} is not in static TLS", signed_hex(v));
-    else if (!call_follows || !x86::relax_gd_to_le(s.code, r.offset, static_cast<int32_t>(v)))
+    else if (!call_follows)
       no_le = "the code is not the general-dynamic sequence 'data16 lea x@tlsgd(%rip),%rdi; data16 data16 "
-              "rex.W call __tls_get_addr@PLT' that can be rewritten";
-    else
+              "rex.W call __tls_get_addr@PLT' (or its -fno-plt form) that can be rewritten";
+    if (no_le.empty()) {
+      x86::rewrite_gd_to_le(s.code, r.offset, static_cast<int32_t>(v));
       return 2;
+    }
   }
   const Answer& pair = ask(r.symbol, View::TlsGotSlot);
   if (pair.ok) {
@@ -432,11 +434,13 @@ size_t Linker::tls_gd(const std::vector<elf::Reloc>& relocs, size_t i, const Sit
 // DtpOff field the variable's TLS offset (see apply()).
 size_t Linker::tls_ld(const std::vector<elf::Reloc>& relocs, size_t i, const Site& s) {
   const auto& r = s.r;
-  bool call_follows = i + 1 < relocs.size() && relocs[i + 1].offset == r.offset + x86::kLdCallFieldDelta &&
-                      (relocs[i + 1].kind == RelocKind::Plt32 || relocs[i + 1].kind == RelocKind::PcRel32);
-  if (call_follows && x86::relax_ld_to_le(s.code, r.offset)) return 2;
-  fail_at(s, "not the local-dynamic sequence 'lea x@tlsld(%rip),%rdi; call __tls_get_addr@PLT' that the loader "
-             "rewrites to local-exec");
+  auto call = x86::ld_call_field(s.code, r.offset);
+  if (call && i + 1 < relocs.size() && relocs[i + 1].offset == *call) {
+    x86::rewrite_ld_to_le(s.code, r.offset);
+    return 2;
+  }
+  fail_at(s, "not the local-dynamic sequence 'lea x@tlsld(%rip),%rdi; call __tls_get_addr@PLT' (or its -fno-plt "
+             "form) that the loader rewrites to local-exec");
   return 1;
 }
 

@@ -16,20 +16,22 @@
 namespace ls::load::x86_64 {
 namespace {
 
-// data16 lea x@tlsgd(%rip), %rdi ; data16 data16 rex.W call __tls_get_addr@PLT
+// data16 lea x@tlsgd(%rip), %rdi ; then one of the two calls
 constexpr std::array<uint8_t, 4> kGdLea = {0x66, 0x48, 0x8d, 0x3d};
-constexpr std::array<uint8_t, 4> kGdCall = {0x66, 0x66, 0x48, 0xe8};
+constexpr std::array<uint8_t, 4> kGdCallPlt = {0x66, 0x66, 0x48, 0xe8};   // data16 data16 rex.W call rel32
+constexpr std::array<uint8_t, 4> kGdCallGot = {0x66, 0x48, 0xff, 0x15};   // data16 rex.W call *rel32(%rip)
 // mov %fs:0, %rax ; lea <tpoff32>(%rax), %rax
 constexpr std::array<uint8_t, 16> kGdAsLe = {0x64, 0x48, 0x8b, 0x04, 0x25, 0x00, 0x00, 0x00,
                                              0x00, 0x48, 0x8d, 0x80, 0x00, 0x00, 0x00, 0x00};
 constexpr uint64_t kGdAsLeTpoff = 12;
 
-// lea x@tlsld(%rip), %rdi ; call __tls_get_addr@PLT
+// lea x@tlsld(%rip), %rdi ; then one of the two calls
 constexpr std::array<uint8_t, 3> kLdLea = {0x48, 0x8d, 0x3d};
-constexpr uint8_t kCall = 0xe8;
-// data16 data16 data16 mov %fs:0, %rax
-constexpr std::array<uint8_t, 12> kLdAsLe = {0x66, 0x66, 0x66, 0x64, 0x48, 0x8b,
-                                             0x04, 0x25, 0x00, 0x00, 0x00, 0x00};
+constexpr std::array<uint8_t, 1> kLdCallPlt = {0xe8};         // call rel32
+constexpr std::array<uint8_t, 2> kLdCallGot = {0xff, 0x15};   // call *rel32(%rip)
+// data16 x3 (x4 after the longer call); mov %fs:0, %rax
+constexpr std::array<uint8_t, 9> kFsZeroToRax = {0x64, 0x48, 0x8b, 0x04, 0x25, 0x00, 0x00, 0x00, 0x00};
+constexpr uint8_t kData16 = 0x66;
 
 template <size_t N>
 bool bytes_at(std::span<const uint8_t> code, uint64_t at, const std::array<uint8_t, N>& want) {
@@ -76,24 +78,37 @@ std::set<uint64_t> branch_fields(std::span<const uint8_t> code) {
   return out;
 }
 
-bool relax_gd_to_le(std::span<uint8_t> code, uint64_t field, int32_t tpoff) {
-  if (field < kGdLea.size()) return false;
-  uint64_t start = field - kGdLea.size();
-  if (!bytes_at(code, start, kGdLea) || !bytes_at(code, field + 4, kGdCall) || start + kGdAsLe.size() > code.size())
-    return false;
-  std::copy(kGdAsLe.begin(), kGdAsLe.end(), code.begin() + static_cast<ptrdiff_t>(start));
-  put32(code.subspan(start + kGdAsLeTpoff), static_cast<uint32_t>(tpoff));
-  return true;
+std::optional<uint64_t> gd_call_field(std::span<const uint8_t> code, uint64_t field) {
+  if (field < kGdLea.size() || !bytes_at(code, field - kGdLea.size(), kGdLea)) return std::nullopt;
+  if (bytes_at(code, field + 4, kGdCallPlt) || bytes_at(code, field + 4, kGdCallGot)) {
+    uint64_t call_field = field + 4 + kGdCallPlt.size();
+    if (call_field + 4 <= code.size()) return call_field;
+  }
+  return std::nullopt;
 }
 
-bool relax_ld_to_le(std::span<uint8_t> code, uint64_t field) {
-  if (field < kLdLea.size()) return false;
+void rewrite_gd_to_le(std::span<uint8_t> code, uint64_t field, int32_t tpoff) {
+  uint64_t start = field - kGdLea.size();
+  std::copy(kGdAsLe.begin(), kGdAsLe.end(), code.begin() + static_cast<ptrdiff_t>(start));
+  put32(code.subspan(start + kGdAsLeTpoff), static_cast<uint32_t>(tpoff));
+}
+
+std::optional<uint64_t> ld_call_field(std::span<const uint8_t> code, uint64_t field) {
+  if (field < kLdLea.size() || !bytes_at(code, field - kLdLea.size(), kLdLea)) return std::nullopt;
+  uint64_t call_field = 0;
+  if (bytes_at(code, field + 4, kLdCallPlt)) call_field = field + 4 + kLdCallPlt.size();
+  else if (bytes_at(code, field + 4, kLdCallGot)) call_field = field + 4 + kLdCallGot.size();
+  else return std::nullopt;
+  if (call_field + 4 > code.size()) return std::nullopt;
+  return call_field;
+}
+
+void rewrite_ld_to_le(std::span<uint8_t> code, uint64_t field) {
   uint64_t start = field - kLdLea.size();
-  if (!bytes_at(code, start, kLdLea) || field + 4 >= code.size() || code[field + 4] != kCall ||
-      start + kLdAsLe.size() > code.size())
-    return false;
-  std::copy(kLdAsLe.begin(), kLdAsLe.end(), code.begin() + static_cast<ptrdiff_t>(start));
-  return true;
+  uint64_t end = *ld_call_field(code, field) + 4;
+  uint64_t pad = end - start - kFsZeroToRax.size();
+  std::fill_n(code.begin() + static_cast<ptrdiff_t>(start), pad, kData16);
+  std::copy(kFsZeroToRax.begin(), kFsZeroToRax.end(), code.begin() + static_cast<ptrdiff_t>(start + pad));
 }
 
 }  // namespace ls::load::x86_64

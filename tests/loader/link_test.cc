@@ -379,6 +379,34 @@ f:	lea y@tlsld(%rip), %rdi
   EXPECT_NE(e.find("undefined run symbol 'y': the resolver knows no TLS offset"), std::string::npos) << e;
 }
 
+TEST_F(Link, TlsSequencesWithGotCallsAreRewrittenToo) {
+  // -fno-plt calls __tls_get_addr through the GOT: the GD sequence keeps its length,
+  // the LD one is a byte longer and gets one more prefix.
+  auto u = object(R"(
+	.section .livesplice.post.text.f,"ax",@progbits
+f:	.byte 0x66
+	lea x@tlsgd(%rip), %rdi
+	.byte 0x66
+	rex64 call *__tls_get_addr@GOTPCREL(%rip)
+	lea y@tlsld(%rip), %rdi
+	call *__tls_get_addr@GOTPCREL(%rip)
+	mov y@dtpoff(%rax), %eax
+	ret
+)");
+  auto p = plan_ok(u);
+  lstest::TableResolver r(u);
+  r.set("x", View::TlsOffset, static_cast<uint64_t>(-0x30));
+  r.set("y", View::TlsOffset, static_cast<uint64_t>(-0x20));
+  auto img = link_ok(u, p, 0x7000'0000'0000, r);
+  EXPECT_FALSE(r.asked("__tls_get_addr"));
+  EXPECT_EQ(img.got_used, 0u);
+  const std::vector<uint8_t> gd{0x64, 0x48, 0x8b, 0x04, 0x25, 0, 0, 0, 0, 0x48, 0x8d, 0x80, 0xd0, 0xff, 0xff, 0xff};
+  const std::vector<uint8_t> ld{0x66, 0x66, 0x66, 0x66, 0x64, 0x48, 0x8b, 0x04, 0x25, 0, 0, 0, 0};
+  EXPECT_TRUE(std::equal(gd.begin(), gd.end(), img.bytes.begin()));
+  EXPECT_TRUE(std::equal(ld.begin(), ld.end(), img.bytes.begin() + 16));
+  EXPECT_EQ(static_cast<int32_t>(get32(img.bytes, 31)), -0x20);
+}
+
 TEST_F(Link, UndefinedGlobalsBindToTheUpdatesOwnDefinitions) {
   // As the update writer emits a new function of one object called from another: an
   // undefined global and a defined global of the same name in one symbol table. gas

@@ -42,7 +42,7 @@ std::string read_file(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
-Run run(const std::vector<std::string>& argv, const std::string& cwd) {
+Run run(const std::vector<std::string>& argv, const std::string& cwd, const std::map<std::string, std::string>& env) {
   int fds[2];
   if (pipe(fds) != 0) throw std::runtime_error("pipe");
   pid_t pid = fork();
@@ -52,6 +52,7 @@ Run run(const std::vector<std::string>& argv, const std::string& cwd) {
     close(fds[0]);
     close(fds[1]);
     if (!cwd.empty() && chdir(cwd.c_str()) != 0) _exit(127);
+    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);

@@ -34,7 +34,9 @@ struct Run {
   int status = -1;          // exit status; 128+N when killed by signal N
   std::string output;       // stdout and stderr, interleaved
 };
-Run run(const std::vector<std::string>& argv, const std::string& cwd = {});
+// Runs argv (looked up in PATH) in `cwd` with `env` added to the environment.
+Run run(const std::vector<std::string>& argv, const std::string& cwd = {},
+        const std::map<std::string, std::string>& env = {});
 
 // Assembles x86-64 `source` with gcc into `dir`/name.o and loads it. Sections meant to
 // be loaded are named `.livesplice.post.*` as in a real update.
