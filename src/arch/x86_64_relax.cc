@@ -101,11 +101,12 @@ SiteRead got_site(std::span<const uint8_t> pre, std::span<const uint8_t> run, co
   auto imm = [&](uint64_t at) { return wide ? static_cast<uint64_t>(s32(run, at)) : u32(run, at); };
 
   if (op == 0xff && modrm == 0x15 && rex_same) {
-    // call *foo@GOTPCREL(%rip) -> addr32 call foo (or -z call-nop=prefix-nop: nop; call foo)
-    if (run[f - 1] == 0xe8 && (run[f - 2] == 0x67 || run[f - 2] == 0x90))
+    // call *foo@GOTPCREL(%rip) -> addr32 call foo. The padding byte is ld's choice
+    // (-z call-nop=prefix-addr|prefix-BYTE|suffix-nop|suffix-BYTE), so any byte is taken.
+    if (run[f - 1] == 0xe8 && run[f - 2] != 0xe8)
       return reads(lo, hi, Reveal::Address, s32(run, f) - r.addend + P, "call via GOT to direct call");
-    // -z call-nop=suffix-nop: call foo; nop — the field moves one byte back.
-    if (run[f - 2] == 0xe8 && run[f + 3] == 0x90)
+    // Suffix forms, `call foo; nop`: the field moves one byte back.
+    if (run[f - 2] == 0xe8)
       return reads(lo, hi, Reveal::Address, s32(run, f - 1) - r.addend + P - 1, "call via GOT to direct call");
   }
   if (op == 0xff && modrm == 0x25 && rex_same && run[f - 2] == 0xe9 && run[f + 3] == 0x90)
