@@ -90,6 +90,22 @@ std::string symbol_name(const elf::Object& u, uint32_t sym) {
   return s.name.empty() ? fmt::format("(symbol {})", sym) : s.name;
 }
 
+// The update's manifest, or null when it has none (hand-made objects) or it does not
+// parse: it only improves messages and marks file-local run symbols.
+nlohmann::json read_manifest(const elf::Object& u) {
+  if (const auto* m = u.find_section(".livesplice.manifest"))
+    return nlohmann::json::parse(m->bytes.begin(), m->bytes.end(), nullptr, false);
+  return nullptr;
+}
+
+// The manifest's entry for run symbol `sym`, or null.
+const nlohmann::json* run_symbol_entry(const nlohmann::json& m, uint32_t sym) {
+  if (!m.is_object() || !m.contains("run_symbols") || !m["run_symbols"].is_array()) return nullptr;
+  for (const auto& e : m["run_symbols"])
+    if (e.is_object() && e.value("index", int64_t{-1}) == static_cast<int64_t>(sym)) return &e;
+  return nullptr;
+}
+
 }  // namespace
 
 std::vector<uint32_t> post_sections(const elf::Object& update) {
@@ -130,11 +146,18 @@ Result<Plan> plan(Context& ctx, const elf::Object& update, const std::vector<uin
     for (uint32_t i : secs)
       if (area_of(update.section(i)) == a) order.push_back(i);
 
-  // Globals the update defines, for binding its own undefined references to them.
+  // Globals the update defines, for binding its own undefined references to them. A
+  // run symbol the manifest calls file-local (ELF has no undefined locals, so it is
+  // global in the table) names a static of the running program, never these.
   std::map<std::string_view, uint32_t> defined;
   for (const auto& s : update.symbols())
     if (s.in_section() && in_image.count(s.section) && !s.local() && named_definition(s))
       defined.emplace(s.name, s.index);
+  const nlohmann::json manifest = defined.empty() ? nlohmann::json() : read_manifest(update);
+  auto file_local = [&](uint32_t sym) {
+    const auto* e = run_symbol_entry(manifest, sym);
+    return e && e->value("local", false);
+  };
 
   std::set<StubKey> stub_seen;
   std::set<GotKey> got_seen;
@@ -161,7 +184,7 @@ Result<Plan> plan(Context& ctx, const elf::Object& update, const std::vector<uin
         continue;
       }
       bool run = !sym.defined();
-      if (run && !sym.name.empty()) {
+      if (run && !sym.name.empty() && !file_local(r.symbol)) {
         if (auto d = defined.find(sym.name); d != defined.end()) {
           p.bound[r.symbol] = d->second;
           run = false;
@@ -512,29 +535,18 @@ size_t Linker::apply(const std::vector<elf::Reloc>& relocs, size_t i, const Site
 }
 
 std::string Linker::describe_run_symbol(uint32_t sym) {
-  if (!manifest_) {
-    manifest_ = nlohmann::json();
-    if (const auto* m = u_.find_section(".livesplice.manifest"))
-      *manifest_ = nlohmann::json::parse(m->bytes.begin(), m->bytes.end(), nullptr, false);
-  }
+  if (!manifest_) manifest_ = read_manifest(u_);
   std::string out = fmt::format("'{}'", symbol_name(u_, sym));
   const auto& m = *manifest_;
-  if (!m.is_object() || !m.contains("run_symbols") || !m["run_symbols"].is_array()) return out;
-  for (const auto& e : m["run_symbols"]) {
-    if (!e.is_object() || e.value("index", -1) != static_cast<int64_t>(sym)) continue;
-    if (e.value("local", false)) {
-      out += fmt::format(" (file-local {} in {}", e.value("kind", "symbol"), e.value("source", "?"));
-      int64_t obj = e.value("object", -1);
-      if (m.contains("objects") && m["objects"].is_array() && obj >= 0 &&
-          static_cast<size_t>(obj) < m["objects"].size() && m["objects"][obj].is_object())
-        out += fmt::format(", object {}", m["objects"][obj].value("path", "?"));
-      out += ")";
-    } else {
-      out += " (global)";
-    }
-    break;
-  }
-  return out;
+  const auto* e = run_symbol_entry(m, sym);
+  if (!e) return out;
+  if (!e->value("local", false)) return out + " (global)";
+  out += fmt::format(" (file-local {} in {}", e->value("kind", "symbol"), e->value("source", "?"));
+  int64_t obj = e->value("object", int64_t{-1});
+  if (m.contains("objects") && m["objects"].is_array() && obj >= 0 && static_cast<size_t>(obj) < m["objects"].size() &&
+      m["objects"][obj].is_object())
+    out += fmt::format(", object {}", m["objects"][obj].value("path", "?"));
+  return out + ")";
 }
 
 Result<Image> Linker::run() {

@@ -438,6 +438,45 @@ helper:	ret
   EXPECT_EQ(get64(img.bytes, section_offset(u, img, ".livesplice.post.data.table")), helper);
 }
 
+TEST_F(Link, FileLocalRunSymbolsNeverBindToTheUpdatesGlobals) {
+  // The caller's object has a static helper of its own; another object of the update
+  // adds a global helper. The manifest marks the reference file-local: it must resolve
+  // to the running program's static, not to the new global.
+  lstest::assemble(tmp, "update", R"(
+	.section .livesplice.post.text.caller,"ax",@progbits
+caller:	call helper_ref
+	ret
+	.section .livesplice.post.text.helper,"ax",@progbits
+	.globl helper
+helper:	ret
+)");
+  ASSERT_EQ(lstest::run({"objcopy", "--redefine-sym", "helper_ref=helper", tmp / "update.o"}).status, 0);
+  uint32_t undef = 0;
+  const auto renamed = ls::elf::Object::load(tmp / "update.o");
+  for (const auto& s : renamed.symbols())
+    if (s.name == "helper" && !s.defined()) undef = s.index;
+  ASSERT_NE(undef, 0u);
+  lstest::write_file(tmp / "manifest.json", fmt::format(R"({{"objects": [{{"path": "src/a.o"}}], "run_symbols": [
+    {{"index": {}, "name": "helper", "local": true, "kind": "symbol", "object": 0, "source": "src/a.c"}}]}})", undef));
+  auto added = lstest::run({"objcopy", "--add-section", ".livesplice.manifest=" + tmp / "manifest.json", tmp / "update.o"});
+  ASSERT_EQ(added.status, 0) << added.output;
+  auto u = ls::elf::Object::load(tmp / "update.o");
+  ASSERT_EQ(u.symbol(undef).name, "helper");
+  ASSERT_FALSE(u.symbol(undef).defined());
+
+  auto p = plan_ok(u);
+  EXPECT_TRUE(p.bound.empty());
+  ASSERT_EQ(p.stubs.size(), 1u);
+  lstest::TableResolver r(u);
+  r.set("helper", View::Address, 0x7000'0000'0000 - 0x4000);
+  auto img = link_ok(u, p, 0x7000'0000'0000, r);
+  EXPECT_EQ(branch_target(img, section_offset(u, img, ".livesplice.post.text.caller") + 1), 0x7000'0000'0000u - 0x4000);
+
+  lstest::TableResolver none(u);
+  std::string e = link_error(u, 0x7000'0000'0000, none);
+  EXPECT_NE(e.find("undefined run symbol 'helper' (file-local symbol in src/a.c, object src/a.o)"), std::string::npos) << e;
+}
+
 TEST_F(Link, PlanRefusesWhatCannotBeLoaded) {
   auto u = object(R"(
 	.section .livesplice.post.tbss.t,"awT",@nobits
