@@ -9,6 +9,8 @@
 // detaches its tracees and restarts them (PTRACE_SEIZE/INTERRUPT, never SIGSTOP).
 #include "process/apply.h"
 
+#include "process/guardian.h"
+
 #include <elf.h>
 #include <unistd.h>
 
@@ -235,33 +237,44 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   };
   ctx.note(fmt::format("prepared in {:.1f} ms: {} bytes at {}", ms(), image->bytes.size(), *base));
 
-  // 5. Stop, check, splice, resume — retried while some thread is in the way.
-  std::optional<Blocker> last_blocker;
-  double pause_us = 0;
-  int attempts = 0;
-  for (; attempts <= opt.retries; ++attempts) {
-    auto stop = ThreadGroupStop::stop(opt.pid);
-    if (!stop) return abandon(stop.status());
-    auto blocker = check_threads(opt.pid, *maps, (*stop)->threads(), p.guarded);
-    if (!blocker) return abandon(blocker.status());
-    if (blocker->has_value()) {
+  // 5. Stop, check, splice, resume — retried while some thread is in the way. The whole
+  //    loop runs in a guardian child (guardian.h): if we are killed, an attempt under way
+  //    still completes or rolls back, and no further attempt starts.
+  pid_t parent = getpid();
+  auto outcome = run_to_completion([&](std::string& payload) -> Status {
+    std::optional<Blocker> last_blocker;
+    for (int attempt = 0; attempt <= opt.retries; ++attempt) {
+      if (getppid() != parent) {
+        // Orphaned: clean up as the tool would have, then stop.
+        ledger->entries().pop_back();
+        (void)ledger->write(opt.pid);
+        (void)unmap_regions(opt.pid, entry.regions);
+        return error("livesplice was killed during apply; nothing changed");
+      }
+      auto stop = ThreadGroupStop::stop(opt.pid);
+      if (!stop) return stop.status();
+      auto blocker = check_threads(opt.pid, *maps, (*stop)->threads(), p.guarded);
+      if (!blocker) return blocker.status();
+      if (blocker->has_value()) {
+        (*stop)->resume();
+        last_blocker = **blocker;
+        std::this_thread::sleep_for(std::chrono::milliseconds(opt.retry_delay_ms));
+        continue;
+      }
+      Status written = write_trampolines(*mem, p.trampolines);
       (*stop)->resume();
-      last_blocker = **blocker;
-      std::this_thread::sleep_for(std::chrono::milliseconds(opt.retry_delay_ms));
-      continue;
+      LS_TRY(written);
+      payload = nlohmann::json{{"pause_us", (*stop)->timing().pause_us()}, {"attempts", attempt + 1}}.dump();
+      return {};
     }
-    Status written = write_trampolines(*mem, p.trampolines);
-    (*stop)->resume();
-    if (!written.ok()) return abandon(written);
-    pause_us = (*stop)->timing().pause_us();
-    break;
-  }
-  if (attempts > opt.retries) {
-    Status s = Status::error(fmt::format("gave up after {} attempts, nothing changed: {}", attempts,
-                                         last_blocker ? last_blocker->describe() : "unknown"),
-                             Exit::Unsafe);
-    return abandon(s);
-  }
+    return Status::error(fmt::format("gave up after {} attempts, nothing changed: {}", opt.retries + 1,
+                                     last_blocker ? last_blocker->describe() : "unknown"),
+                         Exit::Unsafe);
+  });
+  if (!outcome) return abandon(outcome.status());
+  auto report = nlohmann::json::parse(*outcome);
+  double pause_us = report.at("pause_us");
+  int attempts = report.at("attempts").get<int>() - 1;
 
   ledger->entries().back().pending = false;
   ledger->entries().back().pause_us = pause_us;

@@ -25,6 +25,13 @@ Result<std::vector<Mapping>> read_maps(pid_t pid) {
     m.file_offset = off;
     m.inode = inode;
     if (path_at > 0 && static_cast<size_t>(path_at) <= line.size()) m.path = line.substr(path_at);
+    // A file replaced on disk since it was mapped (a rebuild) still is the code that runs;
+    // its contents stay reachable through /proc/PID/map_files.
+    constexpr std::string_view kDeleted = " (deleted)";
+    if (m.path.size() > kDeleted.size() && m.path.ends_with(kDeleted)) {
+      m.path.resize(m.path.size() - kDeleted.size());
+      m.deleted = true;
+    }
     out.push_back(std::move(m));
   }
   if (out.empty()) return error("process {}: no mappings (it may have exited)", pid);

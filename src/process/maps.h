@@ -17,7 +17,8 @@ struct Mapping {
   bool read = false, write = false, exec = false, shared = false;
   uint64_t file_offset = 0;
   uint64_t inode = 0;
-  std::string path;           // "" for anonymous, "[vdso]", "/usr/lib/...", "/memfd:x (deleted)"
+  std::string path;           // "" for anonymous, "[vdso]", "/usr/lib/...", "/memfd:x"
+  bool deleted = false;       // the file was removed or replaced since it was mapped
 
   bool file_backed() const { return inode != 0 && !path.empty() && path[0] == '/'; }
 };

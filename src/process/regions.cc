@@ -7,6 +7,7 @@
 
 #include <cstring>
 
+#include "process/guardian.h"
 #include "process/ptrace.h"
 
 #ifndef MAP_FIXED_NOREPLACE
@@ -68,54 +69,73 @@ Status unmap_with(Borrowed& b, pid_t pid, const std::vector<Region>& regions) {
 
 }  // namespace
 
-Status RegionSet::map(const std::vector<RegionRequest>& requests) {
-  auto b = Borrowed::take(pid_);
+namespace {
+
+// Runs in the guardian child: maps every request with one borrowed thread; on failure
+// unmaps what it mapped, so that nothing stays behind either way.
+Status map_in_target(pid_t pid, const std::vector<RegionRequest>& requests) {
+  auto b = Borrowed::take(pid);
   if (!b) return b.status();
+  std::vector<Region> done;
+  auto undo = [&](Status s) {
+    (void)unmap_with(*b, pid, done);
+    return s;
+  };
   for (const auto& req : requests) {
-    std::string name = req.name;
-    std::vector<uint8_t> bytes(name.begin(), name.end());
+    std::vector<uint8_t> bytes(req.name.begin(), req.name.end());
     bytes.push_back(0);
     auto name_at = b->sc->push_bytes(*b->mem, bytes);
-    if (!name_at) return name_at.status();
+    if (!name_at) return undo(name_at.status());
     auto fd = b->call(SYS_memfd_create, name_at->value(), MFD_CLOEXEC);
-    if (!fd) return fd.status();
-    if (*fd < 0) return error("process {}: memfd_create failed: {}", pid_, std::strerror(-*fd));
-    int ours = ::open(fmt::format("/proc/{}/fd/{}", pid_, *fd).c_str(), O_RDWR | O_CLOEXEC);
+    if (!fd) return undo(fd.status());
+    if (*fd < 0) return undo(error("process {}: memfd_create failed: {}", pid, std::strerror(-*fd)));
     uint64_t size = page_up(req.size);
     Status s;
-    if (ours < 0) s = error("process {}: cannot open its memfd: {}", pid_, std::strerror(errno));
-    else if (::ftruncate(ours, static_cast<off_t>(size)) != 0)
-      s = error("process {}: cannot size its memfd: {}", pid_, std::strerror(errno));
+    auto sized = b->call(SYS_ftruncate, *fd, size);
+    if (!sized) s = sized.status();
+    else if (*sized != 0) s = error("process {}: cannot size its memfd: {}", pid, std::strerror(-*sized));
     if (s.ok()) {
       uint64_t exec_size = req.readonly ? 0 : page_up(req.exec_size);
       int prot = req.readonly ? PROT_READ : (exec_size ? PROT_READ | PROT_EXEC : PROT_READ | PROT_WRITE);
       auto at = b->call(SYS_mmap, req.at.value(), size, prot, MAP_SHARED | MAP_FIXED_NOREPLACE, *fd, 0);
       if (!at) s = at.status();
       else if (*at < 0 || static_cast<uint64_t>(*at) != req.at.value())
-        s = error("process {}: cannot map {} bytes at {}: {}", pid_, size, req.at,
+        s = error("process {}: cannot map {} bytes at {}: {}", pid, size, req.at,
                   *at < 0 ? std::strerror(-*at) : "placed elsewhere");
       else {
-        regions_.push_back(Region{{req.at, req.at + static_cast<int64_t>(size)}, "/memfd:" + name});
-        fds_.push_back(ours);
-        ours = -1;
+        done.push_back(Region{{req.at, req.at + static_cast<int64_t>(size)}, "/memfd:" + req.name});
         if (!req.readonly && exec_size && exec_size < size) {
           auto rc = b->call(SYS_mprotect, req.at.value() + exec_size, size - exec_size, PROT_READ | PROT_WRITE);
           if (!rc) s = rc.status();
-          else if (*rc != 0) s = error("process {}: mprotect failed: {}", pid_, std::strerror(-*rc));
+          else if (*rc != 0) s = error("process {}: mprotect failed: {}", pid, std::strerror(-*rc));
         }
       }
     }
-    if (ours >= 0) ::close(ours);
     auto closed = b->call(SYS_close, *fd);
-    if (!s.ok()) return s;
-    if (!closed) return closed.status();
+    if (!s.ok()) return undo(s);
+    if (!closed) return undo(closed.status());
   }
   return {};
 }
 
+}  // namespace
+
+Status RegionSet::map(const std::vector<RegionRequest>& requests) {
+  auto done = run_to_completion([&](std::string&) { return map_in_target(pid_, requests); });
+  if (!done) return done.status();
+  for (const auto& req : requests)
+    regions_.push_back(Region{{req.at, req.at + static_cast<int64_t>(page_up(req.size))}, "/memfd:" + req.name});
+  return {};
+}
+
 Status RegionSet::write(size_t i, uint64_t offset, std::span<const uint8_t> bytes) const {
-  if (i >= fds_.size()) return error("no region {}", i);
-  ssize_t n = ::pwrite(fds_[i], bytes.data(), bytes.size(), static_cast<off_t>(offset));
+  if (i >= regions_.size()) return error("no region {}", i);
+  const auto& r = regions_[i].range;
+  std::string path = fmt::format("/proc/{}/map_files/{:x}-{:x}", pid_, r.start.value(), r.end.value());
+  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return error("process {}: cannot open {}: {}", pid_, regions_[i].name, std::strerror(errno));
+  ssize_t n = ::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(offset));
+  ::close(fd);
   if (n != static_cast<ssize_t>(bytes.size()))
     return error("process {}: cannot write {} bytes into {}: {}", pid_, bytes.size(), regions_[i].name,
                  n < 0 ? std::strerror(errno) : "short write");
@@ -123,15 +143,17 @@ Status RegionSet::write(size_t i, uint64_t offset, std::span<const uint8_t> byte
 }
 
 RegionSet::~RegionSet() {
-  for (int fd : fds_) ::close(fd);
   if (!committed_ && !regions_.empty()) (void)unmap_regions(pid_, regions_);
 }
 
 Status unmap_regions(pid_t pid, const std::vector<Region>& regions) {
   if (regions.empty()) return {};
-  auto b = Borrowed::take(pid);
-  if (!b) return b.status();
-  return unmap_with(*b, pid, regions);
+  auto done = run_to_completion([&](std::string&) {
+    auto b = Borrowed::take(pid);
+    if (!b) return b.status();
+    return unmap_with(*b, pid, regions);
+  });
+  return done ? Status() : done.status();
 }
 
 }  // namespace ls::proc

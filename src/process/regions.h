@@ -3,9 +3,11 @@
 // written from our side through the file, never through the target's page tables.
 //
 // Mapping needs system calls made by the target: one thread is borrowed (the others keep
-// running) for memfd_create, mmap at a chosen address (MAP_FIXED_NOREPLACE: never over
-// something that appeared meanwhile), mprotect and close. RegionSet unmaps everything it
-// mapped unless commit() is called, so a failed apply leaves no trace.
+// running) for memfd_create, ftruncate, mmap at a chosen address (MAP_FIXED_NOREPLACE:
+// never over something that appeared meanwhile), mprotect and close — inside a guardian
+// child (guardian.h), so that our death never leaves the borrowed thread mid-sequence.
+// RegionSet unmaps everything it mapped unless commit() is called, so a failed apply
+// leaves no trace.
 #pragma once
 
 #include <sys/types.h>
@@ -37,14 +39,13 @@ class RegionSet {
   // Maps every request, with one borrowed thread. On failure nothing stays mapped.
   Status map(const std::vector<RegionRequest>& requests);
   const std::vector<Region>& regions() const { return regions_; }
-  // Writes into region `i` at `offset` through the memfd.
+  // Writes into region `i` at `offset` through the memfd (via /proc/PID/map_files).
   Status write(size_t i, uint64_t offset, std::span<const uint8_t> bytes) const;
   void commit() { committed_ = true; }
 
  private:
   pid_t pid_;
   std::vector<Region> regions_;
-  std::vector<int> fds_;
   bool committed_ = false;
 };
 

@@ -8,7 +8,10 @@
 #include <chrono>
 #include <thread>
 
+#include <unistd.h>
+
 #include "process/apply.h"
+#include "process/guardian.h"
 #include "process/ledger.h"
 #include "process/maps.h"
 #include "process/ptrace.h"
@@ -50,37 +53,47 @@ Status undo_one(Context& ctx, pid_t pid, Ledger& ledger, const std::string& id, 
                        {t.site, t.site + static_cast<int64_t>(t.jump.size())}, t.function + " (its trampoline)", {}});
   LS_TRY(load_guarded_code(*mem, guarded));
 
-  std::optional<Blocker> last;
-  for (int attempt = 0; attempt <= opt.retries; ++attempt) {
-    auto stop = ThreadGroupStop::stop(pid);
-    if (!stop) return stop.status();
-    auto blocker = check_threads(pid, *maps, (*stop)->threads(), guarded);
-    if (!blocker) return blocker.status();
-    if (blocker->has_value()) {
-      (*stop)->resume();
-      last = **blocker;
-      std::this_thread::sleep_for(std::chrono::milliseconds(opt.retry_delay_ms));
-      continue;
-    }
-    Status removed = e.pending ? Status() : remove_trampolines(*mem, e.trampolines);
-    if (e.pending) {
-      // A pending entry: the apply died around its stop. Restore whatever jumps landed.
-      for (const auto& t : e.trampolines) {
-        std::vector<uint8_t> now(t.jump.size());
-        if (mem->read(t.site, now).ok() && now == t.jump) (void)mem->write(t.site, t.original);
+  // The stop/check/restore loop runs in a guardian child: our death cannot cut it in half.
+  pid_t parent = getpid();
+  auto outcome = run_to_completion([&](std::string& payload) -> Status {
+    std::optional<Blocker> last;
+    for (int attempt = 0; attempt <= opt.retries; ++attempt) {
+      if (getppid() != parent) return error("livesplice was killed during undo; nothing changed");
+      auto stop = ThreadGroupStop::stop(pid);
+      if (!stop) return stop.status();
+      auto blocker = check_threads(pid, *maps, (*stop)->threads(), guarded);
+      if (!blocker) return blocker.status();
+      if (blocker->has_value()) {
+        (*stop)->resume();
+        last = **blocker;
+        std::this_thread::sleep_for(std::chrono::milliseconds(opt.retry_delay_ms));
+        continue;
       }
+      Status removed;
+      if (e.pending) {
+        // The apply died around its stop: restore whatever jumps landed.
+        for (const auto& t : e.trampolines) {
+          std::vector<uint8_t> now(t.jump.size());
+          if (mem->read(t.site, now).ok() && now == t.jump) (void)mem->write(t.site, t.original);
+        }
+      } else {
+        removed = remove_trampolines(*mem, e.trampolines);
+      }
+      (*stop)->resume();
+      LS_TRY(removed);
+      payload = fmt::format("{}", (*stop)->timing().pause_us());
+      return {};
     }
-    (*stop)->resume();
-    LS_TRY(removed);
-    pause_us = (*stop)->timing().pause_us();
-    ledger.entries().erase(ledger.entries().begin() + static_cast<long>(idx));
-    LS_TRY(ledger.write(pid));
-    if (Status s = unmap_regions(pid, e.regions); !s.ok()) ctx.warn(s.message());
-    return {};
-  }
-  return Status::error(fmt::format("gave up after {} attempts, nothing changed: {}", opt.retries + 1,
-                                   last ? last->describe() : "unknown"),
-                       Exit::Unsafe);
+    return Status::error(fmt::format("gave up after {} attempts, nothing changed: {}", opt.retries + 1,
+                                     last ? last->describe() : "unknown"),
+                         Exit::Unsafe);
+  });
+  if (!outcome) return outcome.status();
+  pause_us = std::stod(*outcome);
+  ledger.entries().erase(ledger.entries().begin() + static_cast<long>(idx));
+  LS_TRY(ledger.write(pid));
+  if (Status s = unmap_regions(pid, e.regions); !s.ok()) ctx.warn(s.message());
+  return {};
 }
 
 }  // namespace

@@ -1,0 +1,23 @@
+// Work on a target that must not be cut in half by our own death.
+//
+// Why: while a thread is borrowed for a system call its registers point at our syscall
+// gadget, and while trampolines are being written some are in and some are not. If the
+// tool were killed right then (SIGKILL, the OOM killer, a closed terminal), the kernel
+// would resume the target in that state. So these critical sections run in a forked
+// child in its own session that ignores terminal and termination signals: if the tool
+// dies, the child still finishes its section (restoring registers, completing or
+// rolling back the splice) and exits. The parent only waits for its report.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "core/result.h"
+
+namespace ls::proc {
+
+// Runs `work` to completion in a child that outlives the caller; returns the payload
+// the work produced, or its Status. An error too if the child died without reporting.
+Result<std::string> run_to_completion(const std::function<Status(std::string& payload)>& work);
+
+}  // namespace ls::proc
