@@ -465,8 +465,11 @@ Result<Match> Matcher::run() {
     // matching candidate at all, then go round again.
     for (size_t i = 0; i < n && !progress; ++i) {
       if (at_[i] || scanned[i] || requests_[i].search.empty()) continue;
-      bool any = std::any_of(trials_[i].begin(), trials_[i].end(),
-                             [](const auto& kv) { return kv.second.outcome == Trial::Outcome::Matched; });
+      // Ambiguous requests wait for constraints; a byte-for-byte match that contradicts
+      // what is established is no match, so the real function may be elsewhere.
+      bool any = std::any_of(trials_[i].begin(), trials_[i].end(), [&](const auto& kv) {
+        return kv.second.outcome == Trial::Outcome::Matched && !conflict(i, kv.second);
+      });
       if (any) continue;
       scanned[i] = true;
       scan(i);
