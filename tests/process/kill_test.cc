@@ -75,8 +75,9 @@ class Killed : public ::testing::Test {
   TempDir tmp;
 };
 
-// 15a. Killed while looping on retries (a thread is always in the way), at the moment
-// the target is traced, i.e. most likely while every thread is stopped. Five times.
+// 15a. Killed while apply loops on retries (a thread is always in the way), at a moment
+// the target is traced: while a thread is borrowed to map the new code, or inside a
+// stop-check-resume attempt. Five times.
 TEST_F(Killed, WhileRetrying) {
   std::string src = build_case("forever", tmp / "src");
   Program prog({src + "/prog"});

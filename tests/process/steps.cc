@@ -1,6 +1,5 @@
 #include "steps.h"
 
-#include <fstream>
 #include <sstream>
 
 namespace lsproc {

@@ -66,7 +66,7 @@ struct RunResult {
 };
 
 // Runs argv (argv[0] looked up in PATH) in cwd; past `timeout` the child is killed
-// (SIGKILL, by PID) and the RunResult says timed_out.
+// (SIGKILL, by PID) and the result says timed_out.
 RunResult run(const std::vector<std::string>& argv, const std::string& cwd = {}, Millis timeout = 60s);
 // `livesplice ARGS...`
 RunResult ls(const std::vector<std::string>& args, Millis timeout = 60s);

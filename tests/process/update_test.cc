@@ -10,7 +10,6 @@
 
 #include <filesystem>
 #include <regex>
-#include <set>
 
 #include "steps.h"
 #include "support.h"
@@ -162,7 +161,6 @@ TEST_F(Live, SharedLibrary) {
 TEST_F(Live, StaticNameInTwoFiles) {
   build_case("static_dup", src());
   RunResult nm = must({"nm", src() + "/prog"});
-  ASSERT_EQ(std::count(nm.out.begin(), nm.out.end(), '\n') > 0, true);
   size_t values = 0;
   for (size_t at = 0; (at = nm.out.find(" t value\n", at)) != std::string::npos; ++at) ++values;
   ASSERT_EQ(values, 2u) << "the case needs two local functions named value:\n" << nm.out;
