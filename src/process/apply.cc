@@ -196,7 +196,6 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   if (Status s = load_guarded_code(*mem, p.guarded); !s.ok()) return fail_with(s);
 
   // 4. Map the regions (one borrowed thread; the others keep running) and fill them.
-  RegionSet regions(opt.pid);
   // Code, stubs, literals and the GOT are mapped read+exec; new writable data after.
   std::vector<RegionRequest> wanted{{"livesplice:" + u.id.substr(0, 8), *base, image->bytes.size(),
                                      plan->writable_offset, false}};
@@ -210,25 +209,34 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
       l = *base + static_cast<int64_t>(((image->bytes.size() + 4095) & ~uint64_t{4095}) + 4096);
     wanted.push_back({kLedgerName, l, kLedgerSize, 0, true});
   }
-  if (Status s = regions.map(wanted); !s.ok()) return fail_with(s);
-  if (Status s = regions.write(0, 0, image->bytes); !s.ok()) return fail_with(s);
-  if (new_ledger) ledger->attach_region(regions.regions().back().range);
-
+  auto planned = [](const RegionRequest& r) {
+    return Region{{r.at, r.at + static_cast<int64_t>((r.size + 4095) & ~uint64_t{4095})}, "/memfd:" + r.name};
+  };
   LedgerEntry entry;
   entry.id = u.id;
   entry.update_path = opt.update;
   entry.applied_at = now_iso();
   entry.trampolines = p.trampolines;
-  entry.regions = {regions.regions().front()};
+  entry.regions = {planned(wanted.front())};
   for (const auto* f : replaced) entry.functions.push_back(f->label());
   for (const auto& f : u.functions)
     if (f.status == "new") entry.new_functions.push_back(f.label());
   entry.patch_name = u.patch_name;
   entry.patch_text = u.patch_text;
   entry.pending = true;
+  if (new_ledger) ledger->attach_region(planned(wanted.back()).range);
   ledger->entries().push_back(entry);
-  if (Status s = ledger->write(opt.pid); !s.ok()) return fail_with(s);
-  regions.commit();   // from here the ledger owns the regions; failures below release them explicitly
+  // Mapping, filling and recording happen together in a guardian child: killed at any
+  // point, we leave either nothing or a pending ledger entry that undo can clean up.
+  auto prepared = run_to_completion([&](std::string&) -> Status {
+    RegionSet regions(opt.pid);
+    LS_TRY(regions.map(wanted));
+    LS_TRY(regions.write(0, 0, image->bytes));
+    LS_TRY(ledger->write(opt.pid));
+    regions.commit();   // from here the ledger owns the regions
+    return {};
+  });
+  if (!prepared) return fail_with(prepared.status());
   auto abandon = [&](const Status& s) {
     ledger->entries().pop_back();
     (void)ledger->write(opt.pid);

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace ls::proc {
@@ -78,6 +79,8 @@ Result<Ledger> Ledger::read(pid_t pid, const std::vector<Mapping>& maps) {
     ssize_t n = ::pread(fd, buf.data(), buf.size(), 0);
     ::close(fd);
     if (n < static_cast<ssize_t>(kMagicLen + 8)) return error("process {}: ledger unreadable", pid);
+    // A ledger mapped but never written (the tool died right after creating it) is empty.
+    if (std::all_of(buf.begin(), buf.begin() + kMagicLen, [](char c) { return c == 0; })) return l;
     if (std::memcmp(buf.data(), kMagic, kMagicLen) != 0) return error("process {}: ledger has an unknown format", pid);
     uint64_t len = 0;
     std::memcpy(&len, buf.data() + kMagicLen, 8);
