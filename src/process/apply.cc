@@ -272,7 +272,12 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
       Status written = write_trampolines(*mem, p.trampolines);
       (*stop)->resume();
       LS_TRY(written);
-      payload = nlohmann::json{{"pause_us", (*stop)->timing().pause_us()}, {"attempts", attempt + 1}}.dump();
+      // Confirmed here, not by the parent: the ledger must never call live code pending.
+      double pause = (*stop)->timing().pause_us();
+      ledger->entries().back().pending = false;
+      ledger->entries().back().pause_us = pause;
+      (void)ledger->write(opt.pid);
+      payload = nlohmann::json{{"pause_us", pause}, {"attempts", attempt + 1}}.dump();
       return {};
     }
     return Status::error(fmt::format("gave up after {} attempts, nothing changed: {}", opt.retries + 1,
@@ -284,9 +289,6 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   double pause_us = report.at("pause_us");
   int attempts = report.at("attempts").get<int>() - 1;
 
-  ledger->entries().back().pending = false;
-  ledger->entries().back().pause_us = pause_us;
-  if (Status s = ledger->write(opt.pid); !s.ok()) ctx.warn(s.message());
 
   if (ctx.json) {
     nlohmann::json j{{"applied", true},       {"id", u.id},           {"pid", opt.pid},
