@@ -156,6 +156,20 @@ void Object::parse() {
   if (image_.size() < sizeof(Elf64_Ehdr)) fail("{}: truncated ELF header", file);
 
   // libelf wants a mutable pointer but only reads (ELF_C_READ_MMAP semantics).
+  // Validate the section header table from the raw header first: libelf quietly reports
+  // zero sections for a table that runs past the end of the file.
+  Elf64_Ehdr raw;
+  std::memcpy(&raw, image_.data(), sizeof raw);
+  if (raw.e_shoff != 0) {
+    if (raw.e_shentsize != sizeof(Elf64_Shdr))
+      fail("{}: section header entries are {} bytes, not {}", file, raw.e_shentsize, sizeof(Elf64_Shdr));
+    // e_shnum 0 with a table means the count is in the first header's sh_size.
+    uint64_t count = raw.e_shnum ? raw.e_shnum : 1;
+    if (raw.e_shoff > image_.size() || count > (image_.size() - raw.e_shoff) / sizeof(Elf64_Shdr))
+      fail("{}: section header table (offset {:#x}, {} entries) lies outside the file ({:#x} bytes)", file,
+           raw.e_shoff, count, image_.size());
+  }
+
   ElfHandle elf(elf_memory(const_cast<char*>(reinterpret_cast<const char*>(image_.data())), image_.size()));
   if (!elf) fail("{}: {}", file, elf_errmsg(-1));
   GElf_Ehdr eh;
