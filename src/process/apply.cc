@@ -262,6 +262,7 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
       auto stop = ThreadGroupStop::stop(opt.pid);
       if (!stop) return stop.status();
       auto blocker = check_threads(opt.pid, *maps, (*stop)->threads(), p.guarded);
+      auto checked = std::chrono::steady_clock::now();
       if (!blocker) return blocker.status();
       if (blocker->has_value()) {
         (*stop)->resume();
@@ -270,8 +271,14 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
         continue;
       }
       Status written = write_trampolines(*mem, p.trampolines);
+      auto spliced = std::chrono::steady_clock::now();
       (*stop)->resume();
       LS_TRY(written);
+      const auto& tm = (*stop)->timing();
+      auto us = [](auto a, auto b) { return std::chrono::duration<double, std::micro>(b - a).count(); };
+      ctx.note(fmt::format("pause: stop {:.0f} us, check {:.0f} us, splice {:.0f} us, resume {:.0f} us ({} threads)",
+                           us(tm.first_stop, tm.all_stopped), us(tm.all_stopped, checked), us(checked, spliced),
+                           us(spliced, tm.resumed), (*stop)->threads().size()));
       // Confirmed here, not by the parent: the ledger must never call live code pending.
       double pause = (*stop)->timing().pause_us();
       ledger->entries().back().pending = false;
