@@ -250,46 +250,23 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   //    still completes or rolls back, and no further attempt starts.
   pid_t parent = getpid();
   auto outcome = run_to_completion([&](std::string& payload) -> Status {
-    std::optional<Blocker> last_blocker;
-    for (int attempt = 0; attempt <= opt.retries; ++attempt) {
-      if (getppid() != parent) {
-        // Orphaned: clean up as the tool would have, then stop.
-        ledger->entries().pop_back();
-        (void)ledger->write(opt.pid);
-        (void)unmap_regions(opt.pid, entry.regions);
-        return error("livesplice was killed during apply; nothing changed");
-      }
-      auto stop = ThreadGroupStop::stop(opt.pid);
-      if (!stop) return stop.status();
-      auto blocker = check_threads(opt.pid, *maps, (*stop)->threads(), p.guarded);
-      auto checked = std::chrono::steady_clock::now();
-      if (!blocker) return blocker.status();
-      if (blocker->has_value()) {
-        (*stop)->resume();
-        last_blocker = **blocker;
-        std::this_thread::sleep_for(std::chrono::milliseconds(opt.retry_delay_ms));
-        continue;
-      }
-      Status written = write_trampolines(*mem, p.trampolines);
-      auto spliced = std::chrono::steady_clock::now();
-      (*stop)->resume();
-      LS_TRY(written);
-      const auto& tm = (*stop)->timing();
-      auto us = [](auto a, auto b) { return std::chrono::duration<double, std::micro>(b - a).count(); };
-      ctx.note(fmt::format("pause: stop {:.0f} us, check {:.0f} us, splice {:.0f} us, resume {:.0f} us ({} threads)",
-                           us(tm.first_stop, tm.all_stopped), us(tm.all_stopped, checked), us(checked, spliced),
-                           us(spliced, tm.resumed), (*stop)->threads().size()));
-      // Confirmed here, not by the parent: the ledger must never call live code pending.
-      double pause = (*stop)->timing().pause_us();
-      ledger->entries().back().pending = false;
-      ledger->entries().back().pause_us = pause;
+    auto orphaned = [&]() -> Status {
+      if (getppid() == parent) return {};
+      // Orphaned: clean up as the tool would have, then stop.
+      ledger->entries().pop_back();
       (void)ledger->write(opt.pid);
-      payload = nlohmann::json{{"pause_us", pause}, {"attempts", attempt + 1}}.dump();
-      return {};
-    }
-    return Status::error(fmt::format("gave up after {} attempts, nothing changed: {}", opt.retries + 1,
-                                     last_blocker ? last_blocker->describe() : "unknown"),
-                         Exit::Unsafe);
+      (void)unmap_regions(opt.pid, entry.regions);
+      return error("livesplice was killed during apply; nothing changed");
+    };
+    auto done = when_safe(ctx, opt.pid, *maps, p.guarded, opt.retries, opt.retry_delay_ms, orphaned,
+                          [&] { return write_trampolines(*mem, p.trampolines); });
+    if (!done) return done.status();
+    // Confirmed here, not by the parent: the ledger must never call live code pending.
+    ledger->entries().back().pending = false;
+    ledger->entries().back().pause_us = done->pause_us;
+    (void)ledger->write(opt.pid);
+    payload = nlohmann::json{{"pause_us", done->pause_us}, {"attempts", done->attempts}}.dump();
+    return {};
   });
   if (!outcome) return abandon(outcome.status());
   auto report = nlohmann::json::parse(*outcome);

@@ -121,8 +121,7 @@ Status map_in_target(pid_t pid, const std::vector<RegionRequest>& requests) {
 }  // namespace
 
 Status RegionSet::map(const std::vector<RegionRequest>& requests) {
-  auto done = run_to_completion([&](std::string&) { return map_in_target(pid_, requests); });
-  if (!done) return done.status();
+  LS_TRY(map_in_target(pid_, requests));
   for (const auto& req : requests)
     regions_.push_back(Region{{req.at, req.at + static_cast<int64_t>(page_up(req.size))}, "/memfd:" + req.name});
   return {};

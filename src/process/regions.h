@@ -4,8 +4,9 @@
 //
 // Mapping needs system calls made by the target: one thread is borrowed (the others keep
 // running) for memfd_create, ftruncate, mmap at a chosen address (MAP_FIXED_NOREPLACE:
-// never over something that appeared meanwhile), mprotect and close — inside a guardian
-// child (guardian.h), so that our death never leaves the borrowed thread mid-sequence.
+// never over something that appeared meanwhile), mprotect and close — always inside a
+// guardian child (guardian.h), so that our death never leaves the borrowed thread
+// mid-sequence: unmap_regions makes its own, map() runs in its caller's.
 // RegionSet unmaps everything it mapped unless commit() is called, so a failed apply
 // leaves no trace.
 #pragma once
@@ -37,6 +38,7 @@ class RegionSet {
   RegionSet& operator=(const RegionSet&) = delete;
 
   // Maps every request, with one borrowed thread. On failure nothing stays mapped.
+  // Call it inside a guardian (guardian.h): our death must not strand the borrowed thread.
   Status map(const std::vector<RegionRequest>& requests);
   const std::vector<Region>& regions() const { return regions_; }
   // Writes into region `i` at `offset` through the memfd (via /proc/PID/map_files).

@@ -3,7 +3,9 @@
 #include <sys/uio.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 namespace ls::proc {
 
@@ -120,6 +122,39 @@ Result<std::optional<Blocker>> check_threads(pid_t pid, const std::vector<Mappin
     }
   }
   return std::optional<Blocker>();
+}
+
+Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& maps,
+                           const std::vector<Guarded>& guarded, int retries, int delay_ms,
+                           const std::function<Status()>& before_attempt, const std::function<Status()>& act) {
+  std::optional<Blocker> last;
+  for (int attempt = 0; attempt <= retries; ++attempt) {
+    LS_TRY(before_attempt());
+    auto stop = ThreadGroupStop::stop(pid);
+    if (!stop) return stop.status();
+    auto blocker = check_threads(pid, maps, (*stop)->threads(), guarded);
+    auto checked = std::chrono::steady_clock::now();
+    if (!blocker) return blocker.status();
+    if (blocker->has_value()) {
+      (*stop)->resume();
+      last = **blocker;
+      std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+      continue;
+    }
+    Status done = act();
+    auto acted = std::chrono::steady_clock::now();
+    (*stop)->resume();
+    LS_TRY(done);
+    const auto& tm = (*stop)->timing();
+    auto us = [](auto a, auto b) { return std::chrono::duration<double, std::micro>(b - a).count(); };
+    ctx.note(fmt::format("pause: stop {:.0f} us, check {:.0f} us, splice {:.0f} us, resume {:.0f} us ({} threads)",
+                         us(tm.first_stop, tm.all_stopped), us(tm.all_stopped, checked), us(checked, acted),
+                         us(acted, tm.resumed), (*stop)->threads().size()));
+    return SafeStop{tm.pause_us(), attempt + 1};
+  }
+  return Status::error(fmt::format("gave up after {} attempts, nothing changed: {}", retries + 1,
+                                   last ? last->describe() : "unknown"),
+                       Exit::Unsafe);
 }
 
 }  // namespace ls::proc

@@ -13,6 +13,7 @@
 // the report names the thread and function.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -47,5 +48,19 @@ struct Blocker {
 Result<std::optional<Blocker>> check_threads(pid_t pid, const std::vector<Mapping>& maps,
                                              const std::vector<Thread>& threads,
                                              const std::vector<Guarded>& guarded);
+
+struct SafeStop {
+  double pause_us = 0;
+  int attempts = 0;
+};
+
+// Stops every thread and, once none blocks, runs `act` while they are stopped; a blocked
+// attempt resumes at once, waits `delay_ms` and tries again, up to `retries` more times
+// (then fails with Exit::Unsafe naming the blocker). `before_attempt` may end the loop
+// with a failed Status (the tool died). The threads are always resumed. -v prints where
+// the pause went: stop, check, act, resume.
+Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& maps,
+                           const std::vector<Guarded>& guarded, int retries, int delay_ms,
+                           const std::function<Status()>& before_attempt, const std::function<Status()>& act);
 
 }  // namespace ls::proc

@@ -56,37 +56,22 @@ Status undo_one(Context& ctx, pid_t pid, Ledger& ledger, const std::string& id, 
   // The stop/check/restore loop runs in a guardian child: our death cannot cut it in half.
   pid_t parent = getpid();
   auto outcome = run_to_completion([&](std::string& payload) -> Status {
-    std::optional<Blocker> last;
-    for (int attempt = 0; attempt <= opt.retries; ++attempt) {
-      if (getppid() != parent) return error("livesplice was killed during undo; nothing changed");
-      auto stop = ThreadGroupStop::stop(pid);
-      if (!stop) return stop.status();
-      auto blocker = check_threads(pid, *maps, (*stop)->threads(), guarded);
-      if (!blocker) return blocker.status();
-      if (blocker->has_value()) {
-        (*stop)->resume();
-        last = **blocker;
-        std::this_thread::sleep_for(std::chrono::milliseconds(opt.retry_delay_ms));
-        continue;
+    auto orphaned = [&]() -> Status {
+      return getppid() == parent ? Status() : error("livesplice was killed during undo; nothing changed");
+    };
+    auto restore = [&]() -> Status {
+      if (!e.pending) return remove_trampolines(*mem, e.trampolines);
+      // The apply died around its stop: restore whatever jumps landed.
+      for (const auto& t : e.trampolines) {
+        std::vector<uint8_t> now(t.jump.size());
+        if (mem->read(t.site, now).ok() && now == t.jump) (void)mem->write(t.site, t.original);
       }
-      Status removed;
-      if (e.pending) {
-        // The apply died around its stop: restore whatever jumps landed.
-        for (const auto& t : e.trampolines) {
-          std::vector<uint8_t> now(t.jump.size());
-          if (mem->read(t.site, now).ok() && now == t.jump) (void)mem->write(t.site, t.original);
-        }
-      } else {
-        removed = remove_trampolines(*mem, e.trampolines);
-      }
-      (*stop)->resume();
-      LS_TRY(removed);
-      payload = fmt::format("{}", (*stop)->timing().pause_us());
       return {};
-    }
-    return Status::error(fmt::format("gave up after {} attempts, nothing changed: {}", opt.retries + 1,
-                                     last ? last->describe() : "unknown"),
-                         Exit::Unsafe);
+    };
+    auto done = when_safe(ctx, pid, *maps, guarded, opt.retries, opt.retry_delay_ms, orphaned, restore);
+    if (!done) return done.status();
+    payload = fmt::format("{}", done->pause_us);
+    return {};
   });
   if (!outcome) return outcome.status();
   pause_us = std::stod(*outcome);
