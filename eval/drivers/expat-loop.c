@@ -5,6 +5,8 @@
  *                 (through a child parser, XML_ExternalEntityParserCreate)
  *   buffer FILE   parse FILE in 7-byte pieces through XML_GetBuffer/XML_ParseBuffer
  *   dtd FILE      parse FILE with a content-model (ElementDecl) handler
+ *   negbuf FILE   fill a buffer with FILE, then XML_ParseBuffer with a negative length
+ *                 (an invalid argument, which must be refused: CVE-2024-45490)
  *
  * The answer is "ok <command> elements=N depth=M models=K" or "error <command> <line>:<col>:
  * <message>". Expat itself is whatever libexpat.so the dynamic linker finds. */
@@ -86,7 +88,15 @@ static void run(const char *cmd, const char *path) {
   XML_SetExternalEntityRefHandler(p, on_external);
   if (strcmp(cmd, "dtd") == 0) XML_SetElementDeclHandler(p, on_model_free);
   int ok = 1;
-  if (strcmp(cmd, "buffer") == 0) {
+  if (strcmp(cmd, "negbuf") == 0) {
+    void *b = XML_GetBuffer(p, (int)len);
+    if (b) {
+      memcpy(b, text, len);
+      ok = XML_ParseBuffer(p, -1, 0) == XML_STATUS_OK;
+    } else {
+      ok = 0;
+    }
+  } else if (strcmp(cmd, "buffer") == 0) {
     for (size_t off = 0; ok && off <= len; off += 7) {
       size_t n = len - off < 7 ? len - off : 7;
       void *b = XML_GetBuffer(p, (int)n);
@@ -118,7 +128,7 @@ int main(void) {
     line[strcspn(line, "\n")] = 0;
     char *sp = strchr(line, ' ');
     if (!sp) {
-      printf("error %s: usage: parse|buffer|dtd FILE\n", line);
+      printf("error %s: usage: parse|buffer|dtd|negbuf FILE\n", line);
       continue;
     }
     *sp = 0;
