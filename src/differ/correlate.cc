@@ -14,6 +14,7 @@
 
 #include <fmt/format.h>
 
+#include "differ/special_sections.h"
 #include "differ/units.h"
 
 namespace ls::diff {
@@ -55,6 +56,7 @@ bool is_alias_name(std::string_view n) { return n.ends_with(".localalias"); }
 bool is_anonymous_candidate(const elf::Section& s) {
   if (!s.alloc() || s.size == 0) return false;
   if (s.merge_strings() || s.merge_constants()) return false;
+  if (is_special_table(s.name)) return false;   // kernel tables: entries, not data
   if (s.type != SHT_PROGBITS && s.type != SHT_NOBITS) return false;
   if (s.name.starts_with(".note") || s.name == ".eh_frame" || s.name.starts_with(".init_array") ||
       s.name.starts_with(".fini_array") || s.name.starts_with(".ctors") || s.name.starts_with(".dtors"))

@@ -17,6 +17,7 @@
 #include <deque>
 #include <set>
 
+#include "differ/special_sections.h"
 #include "differ/units.h"
 
 namespace ls::diff {
@@ -231,9 +232,11 @@ ObjectDiff diff_objects(Context& ctx, const elf::Object& pre, const elf::Object&
       u.reason = *why;
     }
   }
+  compare_special(P, Q, out);   // kernel tables: entry changes make their owners changed
   propagate(Q);
   check_data_safety(P, Q, out);
   decide_inclusion(Q, out);
+  carry_special(Q, out);
 
   for (const auto& u : Q.all())
     if (u.kind != Kind::Anon) out.symbols.push_back(describe(P, Q, u, false));

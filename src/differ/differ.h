@@ -49,6 +49,13 @@ struct Unsafe {
   std::string reason;
 };
 
+// Entries of the kernel's special tables (special_sections.h) owned by carried code:
+// [offset, size) ranges of post section `section`, in table order.
+struct CarriedEntries {
+  uint32_t section = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+};
+
 struct ObjectDiff {
   std::string pre_path;
   std::string post_path;
@@ -59,6 +66,7 @@ struct ObjectDiff {
   // literal pools (.rodata.*.str1.1, .rodata.cst16) and jump tables (.rodata.foo).
   std::vector<uint32_t> included_anonymous_sections;
   std::vector<std::string> notes;   // policy remarks worth showing (e.g. __LINE__-only)
+  std::vector<CarriedEntries> special;   // kernel tables: entries of included code
 
   bool has_changes() const;         // anything changed or new among functions
   bool safe() const { return unsafe.empty(); }

@@ -40,6 +40,11 @@
 //   run_symbols[] {index, name, local, kind ("symbol" | "section"), object, source
 //                (object and source only for local ones)}
 //   summary     {functions_changed, functions_new, data_new}
+//   kernel      {release, version}: only in kernel updates. Their targets have kind
+//               "kernel" (name "vmlinux") or "kernel-module" (name: the module); their
+//               sections[] also hold role "special" entries, one per kernel table
+//               (`.livesplice.post__ex_table`...: the entries of carried code, compacted,
+//               with "entries": how many)
 #pragma once
 
 #include <string>
@@ -88,6 +93,11 @@ struct UpdateInput {
   std::string patch_text;
   std::vector<std::string> patch_files;
   std::string build_system;
+  // Kernel updates only ("" otherwise): the release (uname -r) and source version the
+  // update is for; each target is then "kernel" (vmlinux) or "kernel-module" (name =
+  // the module), and kernel tables travel as role "special" sections.
+  std::string kernel_release;
+  std::string kernel_version;
 };
 
 struct WriteSummary {

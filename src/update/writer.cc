@@ -23,6 +23,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <unistd.h>
 
@@ -108,6 +109,7 @@ class Builder {
   }
 
   void add_unit(size_t k);
+  void add_special(size_t k);   // kernel tables: entries of carried code (see below)
   std::vector<uint8_t> finish(WriteSummary& summary);
 
  private:
@@ -339,6 +341,101 @@ void Builder::add_unit(size_t k) {
       sections_[rela].relocs.push_back({r.offset, r.type, ref, addend});
     }
   }
+  add_special(k);
+}
+
+// ---- kernel special sections ----------------------------------------------------------
+// The differ names, per kernel table (`__bug_table`, `__ex_table`, `.altinstructions`,
+// ORC...), the entries owned by carried code (differ/special_sections.h). Each table
+// travels as `.livesplice.post.<table>` holding just those entries, back to back, with
+// their relocations moved along: to the carried code, to the compacted replacement
+// pieces (`.altinstr_replacement`), or to run symbols. Role "special" in the manifest:
+// the kernel module built from the update turns them back into the kernel's tables.
+void Builder::add_special(size_t k) {
+  const Unit& u = in_.units[k];
+  const elf::Object& post = *u.post;
+  UnitMap& m = maps_[k];
+  if (u.diff->special.empty()) return;
+  struct Moved {
+    uint32_t out = 0;
+    std::vector<std::pair<uint64_t, uint64_t>> ranges;   // original [offset, size)
+    std::vector<uint64_t> at;                            // their offsets in the output
+  };
+  std::map<uint32_t, Moved> moved;
+  for (const auto& c : u.diff->special) {
+    const auto& sec = post.section(c.section);
+    OutSection o;
+    o.name = ".livesplice.post" + sec.name;
+    o.type = sec.type;
+    o.flags = sec.flags & ~static_cast<uint64_t>(SHF_GROUP | SHF_LINK_ORDER | SHF_INFO_LINK);
+    o.align = sec.align ? sec.align : 1;
+    o.entsize = sec.entsize;
+    Moved mv;
+    for (auto [off, size] : c.ranges) {
+      mv.ranges.push_back({off, size});
+      mv.at.push_back(o.data.size());
+      o.data.insert(o.data.end(), sec.bytes.begin() + off, sec.bytes.begin() + off + size);
+    }
+    o.size = o.data.size();
+    sections_.push_back(std::move(o));
+    mv.out = static_cast<uint32_t>(sections_.size() - 1);
+    section_notes_.push_back(Json{{"index", mv.out}, {"name", sections_[mv.out].name}, {"role", "special"},
+                                  {"object", k}, {"original", sec.name}, {"entries", c.ranges.size()}});
+    moved[c.section] = std::move(mv);
+  }
+  std::map<uint32_t, SymRef> moved_symbol;
+  for (auto& [orig, mv] : moved) {
+    OutSymbol s;
+    s.type = STT_SECTION;
+    s.shndx = static_cast<uint16_t>(mv.out);
+    moved_symbol[orig] = add_symbol(s);
+  }
+  // Where original (section, offset) landed in a compacted section, if it was carried.
+  auto relocate = [&](uint32_t sec, int64_t off) -> std::optional<int64_t> {
+    auto it = moved.find(sec);
+    if (it == moved.end()) return std::nullopt;
+    for (size_t i = 0; i < it->second.ranges.size(); ++i) {
+      auto [start, size] = it->second.ranges[i];
+      if (off >= static_cast<int64_t>(start) && off < static_cast<int64_t>(start + size))
+        return static_cast<int64_t>(it->second.at[i]) + off - static_cast<int64_t>(start);
+    }
+    return std::nullopt;
+  };
+  for (auto& [orig, mv] : moved) {
+    const auto& sec = post.section(orig);
+    OutSection rela;
+    rela.name = ".rela" + sections_[mv.out].name;
+    rela.type = SHT_RELA;
+    rela.flags = SHF_INFO_LINK;
+    rela.align = 8;
+    rela.entsize = sizeof(Elf64_Rela);
+    rela.info = mv.out;
+    for (size_t i = 0; i < mv.ranges.size(); ++i) {
+      auto [start, size] = mv.ranges[i];
+      for (const auto& r : sec.relocs) {
+        if (r.offset < start || r.offset >= start + size) continue;
+        uint64_t offset = mv.at[i] + (r.offset - start);
+        int64_t addend = r.addend;
+        SymRef ref;
+        const auto& t = post.symbol(r.symbol);
+        if (r.symbol == 0) {
+        } else if (t.in_section() && m.post_out.count(t.section)) {
+          ref = t.type == elf::SymbolType::Section ? m.post_section_symbol.at(t.section) : m.post_def.at(r.symbol);
+        } else if (auto to = t.in_section() ? relocate(t.section, static_cast<int64_t>(t.value) + r.addend)
+                                            : std::nullopt) {
+          ref = moved_symbol.at(t.section);
+          addend = *to;
+        } else if (t.in_section() && moved.count(t.section)) {
+          fail("{}: a carried entry points at {}+{:#x}, which was not carried", post.where(sec, r.offset),
+               post.section(t.section).name, static_cast<int64_t>(t.value) + r.addend);
+        } else {
+          ref = run_symbol(k, post, sec, r, addend);
+        }
+        rela.relocs.push_back({offset, r.type, ref, addend});
+      }
+    }
+    if (!rela.relocs.empty()) sections_.push_back(std::move(rela));
+  }
 }
 
 Json Builder::manifest(const WriteSummary& summary) const {
@@ -349,6 +446,8 @@ Json Builder::manifest(const WriteSummary& summary) const {
   j["created"] = iso_time();
   j["arch"] = "x86_64";
   j["build_system"] = in_.build_system;
+  if (!in_.kernel_release.empty())
+    j["kernel"] = Json{{"release", in_.kernel_release}, {"version", in_.kernel_version}};
   Json targets = Json::array();
   for (const auto& t : in_.targets) {
     auto id = [](const std::string& s) { return s.empty() ? Json(nullptr) : Json(s); };
