@@ -8,6 +8,7 @@
 
 #include "core/diag.h"
 #include "create/create.h"
+#include "create/kernel_create.h"
 #include "differ/report.h"
 #include "process/apply.h"
 #include "update/update.h"
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
   CLI::App app{
       "livesplice: turn a source patch into a live update of a running program.\n\n"
       "  livesplice create --source DIR --patch FIX.patch -o fix.lsu   build pre and post, diff, write the update\n"
+      "  livesplice create --kernel --source linux-source.tar.xz --config /boot/config-R --patch FIX.patch -o fix.lsu\n"
       "  livesplice info fix.lsu                                      what an update contains\n"
       "  livesplice diff pre.o post.o                                 compare one object built twice\n"
       "  livesplice apply --pid PID fix.lsu                          apply it to a running process\n"
@@ -52,8 +54,9 @@ int main(int argc, char** argv) {
   auto* create = app.add_subcommand(
       "create", "Build the source tree before and after PATCH, diff every rebuilt object and\n"
                 "write an update file. The tree is restored to how it was found.");
-  create->add_option("--source", copt.source_dir, "Source tree the running program was built from")
-      ->required()->check(CLI::ExistingDirectory);
+  create->add_option("--source", copt.source_dir,
+                     "Source tree the running program was built from (--kernel: a kernel tree or source tarball)")
+      ->required()->check(CLI::ExistingPath);
   create->add_option("--patch", copt.patch_file, "Unified diff, applied with patch -p1 in --source")
       ->required()->check(CLI::ExistingFile);
   create->add_option("--build-cmd", copt.build_cmd,
@@ -62,6 +65,15 @@ int main(int argc, char** argv) {
   create->add_option("-o,--output", copt.output, "Update file to write")->required();
   create->add_flag("--keep-work", copt.keep_work, "Keep the work directory (pre objects, build logs)");
   create->add_flag("--json", ctx.json, "Print the summary as JSON on stdout");
+  // Kernel updates: the same subcommand, a different pipeline (src/create/kernel_create.h).
+  bool kernel = false;
+  ls::create::KernelCreateOptions kopt;
+  create->add_flag("--kernel", kernel, "The source is the running kernel's (linux-source-*.tar.xz or a tree)");
+  auto* kconfig = create->add_option("--config", kopt.config, "--kernel: the kernel's config (/boot/config-RELEASE)")
+                      ->check(CLI::ExistingFile);
+  create->add_option("--release", kopt.release, "--kernel: uname -r of the kernel (default: from the config's name)");
+  create->add_option("--cache-dir", kopt.cache_dir,
+                     "--kernel: where the unpacked source and prepared build live (default: ~/.cache/livesplice/kernel)");
 
   std::string update_path;
   auto* info = app.add_subcommand("info", "Print what an update file contains");
@@ -109,7 +121,18 @@ int main(int argc, char** argv) {
   try {
     ls::Exit rc = ls::Exit::Ok;
     if (*diff) rc = ls::diff::run_diff(ctx, pre, post);
-    else if (*create) rc = ls::create::run_create(ctx, copt);
+    else if (*create && kernel) {
+      if (!*kconfig) throw ls::Error("create --kernel needs --config (the kernel's /boot/config-RELEASE)");
+      kopt.source = copt.source_dir;
+      kopt.patch_file = copt.patch_file;
+      kopt.output = copt.output;
+      kopt.keep_work = copt.keep_work;
+      rc = ls::create::run_kernel_create(ctx, kopt);
+    } else if (*create) {
+      if (!std::filesystem::is_directory(copt.source_dir))
+        throw ls::Error(copt.source_dir + ": not a directory (a tarball is accepted with --kernel only)");
+      rc = ls::create::run_create(ctx, copt);
+    }
     else if (*info) rc = ls::update::run_info(ctx, update_path);
     else if (*apply) rc = ls::proc::run_apply(ctx, aopt);   // LS_APPLY_WIRED
     else if (*undo) rc = ls::proc::run_undo(ctx, uopt);

@@ -1,0 +1,229 @@
+// `livesplice create --kernel` on Debian's own kernel source and config (linux-source-6.1
+// and linux-image-6.1.0-55-amd64-unsigned, 6.1.192-1), one patch per test from patches/.
+//
+// The packages come from scripts/kernel-testbed fetch (cached outside the repository);
+// the first test pays for unpacking the source and preparing the build directory, the
+// others reuse that cache but still build, diff and write their own update, so each
+// can fail on its own. Nothing is skipped: without the packages, the network or gcc-12
+// every test fails and says why.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "support/support.h"
+
+namespace fs = std::filesystem;
+using lstest::RunResult;
+using nlohmann::json;
+
+namespace {
+
+const std::string kRelease = "6.1.0-55-amd64";
+
+struct Inputs {
+  std::string tarball;   // linux-source-6.1.tar.xz
+  std::string config;    // boot/config-6.1.0-55-amd64
+  std::string error;     // why they could not be had
+};
+
+// Fetched once per test binary run (the fetch itself is idempotent and locked).
+const Inputs& inputs() {
+  static Inputs in = [] {
+    Inputs r;
+    RunResult f = lstest::run({std::string(KCREATE_REPO) + "/scripts/kernel-testbed", "fetch"});
+    if (f.status != 0) {
+      r.error = "scripts/kernel-testbed fetch failed:\n" + f.describe();
+      return r;
+    }
+    // The source package is fetched by the test bed, but only its .deb: unpack it the
+    // same way (private directory renamed into place, under the debs lock).
+    RunResult u = lstest::sh(R"(set -e
+      cache="${XDG_CACHE_HOME:-$HOME/.cache}/livesplice/kernel"
+      deb="$cache/debs/linux-source-6.1_6.1.192-1_all.deb"
+      dir="$cache/pkgs/linux-source-6.1_6.1.192-1_all"
+      exec 9>"$cache/debs/.lock"; flock 9
+      if [ ! -d "$dir" ]; then rm -rf "$dir.tmp.$$"; mkdir -p "$dir.tmp.$$"
+        dpkg-deb -x "$deb" "$dir.tmp.$$"; mv "$dir.tmp.$$" "$dir"; fi
+      echo "$dir/usr/src/linux-source-6.1.tar.xz"
+      echo "$cache/pkgs/linux-image-6.1.0-55-amd64-unsigned_6.1.192-1_amd64/boot/config-6.1.0-55-amd64")");
+    if (u.status != 0) {
+      r.error = "unpacking linux-source-6.1 failed:\n" + u.describe();
+      return r;
+    }
+    std::istringstream lines(u.out);
+    std::getline(lines, r.tarball);
+    std::getline(lines, r.config);
+    if (!fs::exists(r.tarball) || !fs::exists(r.config)) r.error = "missing after fetch: " + r.tarball + " " + r.config;
+    return r;
+  }();
+  return in;
+}
+
+struct Created {
+  RunResult run;
+  json out;            // create's --json summary (null unless it succeeded)
+  json manifest;       // `livesplice info --json` of the update (null unless written)
+  std::string update;
+};
+
+Created create(const lstest::TempDir& dir, const std::string& patch) {
+  const Inputs& in = inputs();
+  Created c;
+  if (!in.error.empty()) {
+    ADD_FAILURE() << in.error;
+    return c;
+  }
+  c.update = dir / "update.lsu";
+  c.run = lstest::run({lstest::livesplice(), "create", "--kernel", "--source", in.tarball, "--config", in.config,
+                       "--patch", std::string(KCREATE_PATCHES) + "/" + patch, "-o", c.update, "--json"});
+  if (c.run.status == 0) {
+    c.out = c.run.json();
+    RunResult info = lstest::run({lstest::livesplice(), "info", "--json", c.update});
+    EXPECT_EQ(info.status, 0) << info.describe();
+    if (info.status == 0) c.manifest = info.json();
+  }
+  return c;
+}
+
+// name -> (status, module) of every function create reports.
+std::map<std::string, std::pair<std::string, std::string>> functions(const Created& c) {
+  std::map<std::string, std::pair<std::string, std::string>> out;
+  for (const auto& f : c.out.value("functions", json::array()))
+    out[f["name"]] = {f["status"], f["module"]};
+  return out;
+}
+
+// Entries per carried kernel table, from the update's manifest.
+std::map<std::string, int> special(const Created& c) {
+  std::map<std::string, int> out;
+  for (const auto& s : c.manifest.value("sections", json::array()))
+    if (s.value("role", "") == "special") out[s["original"]] += s["entries"].get<int>();
+  return out;
+}
+
+// The unpacked source file as create left it (the cache's tree, found from the tarball).
+std::string source_file(const std::string& rel) {
+  std::string cache = getenv("XDG_CACHE_HOME") && *getenv("XDG_CACHE_HOME")
+                          ? std::string(getenv("XDG_CACHE_HOME"))
+                          : std::string(getenv("HOME")) + "/.cache";
+  for (const auto& d : fs::directory_iterator(cache + "/livesplice/kernel/src")) {
+    if (!d.is_directory() || d.path().filename().string().rfind("linux-source-6.1-", 0) != 0) continue;
+    std::string p = d.path().string() + "/linux-source-6.1/" + rel;
+    if (fs::exists(p)) return lstest::read_file(p);
+  }
+  return "(not found)";
+}
+
+void expect_kernel_manifest(const Created& c) {
+  ASSERT_TRUE(c.manifest.is_object()) << c.run.describe();
+  EXPECT_EQ(c.manifest["kernel"]["release"], kRelease);
+  EXPECT_EQ(c.manifest["kernel"]["version"], "6.1.192");
+  EXPECT_EQ(c.manifest["build_system"], "kbuild");
+}
+
+TEST(KernelCreate, CmdlineProcShowIsTheOneChangedFunction) {
+  lstest::TempDir dir;
+  Created c = create(dir, "cmdline.patch");
+  ASSERT_EQ(c.run.status, 0) << c.run.describe();
+  auto f = functions(c);
+  ASSERT_EQ(f.size(), 1u) << c.out.dump(2);
+  EXPECT_EQ(f["cmdline_proc_show"], std::make_pair(std::string("changed"), std::string("vmlinux")));
+  expect_kernel_manifest(c);
+  ASSERT_EQ(c.manifest["targets"].size(), 1u);
+  EXPECT_EQ(c.manifest["targets"][0]["kind"], "kernel");
+  EXPECT_EQ(c.manifest["targets"][0]["name"], "vmlinux");
+  // Its ftrace call site, its return thunk jump and its ORC rows travel with it; ORC's
+  // two tables stay parallel.
+  auto s = special(c);
+  EXPECT_EQ(s["__mcount_loc"], 1) << c.manifest["sections"].dump(2);
+  EXPECT_GE(s[".return_sites"], 1);
+  EXPECT_GE(s[".orc_unwind_ip"], 1);
+  EXPECT_EQ(s[".orc_unwind"], s[".orc_unwind_ip"]);
+  EXPECT_EQ(source_file("fs/proc/cmdline.c").find("livesplice=cmdline"), std::string::npos)
+      << "the source tree was not restored";
+}
+
+TEST(KernelCreate, MeminfoProcShow) {
+  lstest::TempDir dir;
+  Created c = create(dir, "meminfo.patch");
+  ASSERT_EQ(c.run.status, 0) << c.run.describe();
+  auto f = functions(c);
+  ASSERT_EQ(f.size(), 1u) << c.out.dump(2);
+  EXPECT_EQ(f["meminfo_proc_show"].first, "changed");
+  expect_kernel_manifest(c);
+}
+
+TEST(KernelCreate, NewFunctionAndNewGlobal) {
+  lstest::TempDir dir;
+  Created c = create(dir, "new-function-and-global.patch");
+  ASSERT_EQ(c.run.status, 0) << c.run.describe();
+  auto f = functions(c);
+  EXPECT_EQ(f["cmdline_proc_show"].first, "changed") << c.out.dump(2);
+  EXPECT_EQ(f["livesplice_count_read"].first, "new") << c.out.dump(2);
+  EXPECT_EQ(f.size(), 2u) << c.out.dump(2);
+  EXPECT_EQ(c.out["data_new"], 1) << c.out.dump(2);
+  bool carried = false;
+  for (const auto& d : c.manifest["data"])
+    if (d["name"] == "livesplice_cmdline_reads") carried = d["carried"].get<bool>() && d["status"] == "new";
+  EXPECT_TRUE(carried) << c.manifest["data"].dump(2);
+  // The new function's own table entries travel too: two ftrace sites now.
+  EXPECT_EQ(special(c)["__mcount_loc"], 2);
+}
+
+TEST(KernelCreate, FAIL_ChangedInitializerIsRefusedWithTheReason) {
+  lstest::TempDir dir;
+  Created c = create(dir, "FAIL-changed-initializer.patch");
+  EXPECT_EQ(c.run.status, 2) << c.run.describe();
+  EXPECT_NE(c.run.err.find("panic_timeout"), std::string::npos) << c.run.err;
+  EXPECT_NE(c.run.err.find("initial value"), std::string::npos) << c.run.err;
+  EXPECT_FALSE(fs::exists(c.update));
+  EXPECT_NE(source_file("kernel/panic.c").find("int panic_timeout = CONFIG_PANIC_TIMEOUT;"), std::string::npos)
+      << "the source tree was not restored";
+}
+
+TEST(KernelCreate, FAIL_BrokenPatchLeavesTheSourceAsItWas) {
+  lstest::TempDir dir;
+  Created c = create(dir, "FAIL-does-not-compile.patch");
+  EXPECT_EQ(c.run.status, 1) << c.run.describe();
+  EXPECT_NE(c.run.err.find("fs/proc/cmdline.c"), std::string::npos) << c.run.err;
+  std::string now = source_file("fs/proc/cmdline.c");
+  EXPECT_EQ(now.find("livesplice_undeclared"), std::string::npos) << "the source tree was not restored";
+  EXPECT_NE(now.find("seq_puts(m, saved_command_line);"), std::string::npos);
+}
+
+// The fix Debian made between 6.1.192-1 and 6.1.192-2 (fs/ext4/mballoc.c, NULL checks
+// of __filemap_get_folio): ext4 is a module, so every changed function must say so.
+TEST(KernelCreate, DebianExt4FixChangesFunctionsOfModuleExt4) {
+  lstest::TempDir dir;
+  Created c = create(dir, "ext4-mballoc-6.1.192-2.patch");
+  ASSERT_EQ(c.run.status, 0) << c.run.describe();
+  auto f = functions(c);
+  ASSERT_FALSE(f.empty());
+  // Only the functions the patch touches (and their inlined callers/clones) may change;
+  // the rest of mballoc.c's ~150 functions must not, although their table entries moved.
+  static const std::set<std::string> allowed = {
+      "ext4_mb_get_buddy_page_lock", "ext4_mb_load_buddy_gfp", "ext4_mb_init_group", "ext4_mb_load_buddy",
+      "ext4_mb_init_cache", "ext4_mb_load_buddy_gfp.cold", "ext4_mb_init_group.cold"};
+  bool load_buddy = false;
+  for (const auto& [name, st] : f) {
+    EXPECT_EQ(st.second, "ext4") << name;
+    EXPECT_EQ(st.first, "changed") << name;
+    EXPECT_TRUE(allowed.count(name)) << "unexpected change: " << name << "\n" << c.out.dump(2);
+    load_buddy |= name.rfind("ext4_mb_load_buddy_gfp", 0) == 0;
+  }
+  EXPECT_TRUE(load_buddy) << c.out.dump(2);
+  expect_kernel_manifest(c);
+  ASSERT_EQ(c.manifest["targets"].size(), 1u);
+  EXPECT_EQ(c.manifest["targets"][0]["kind"], "kernel-module");
+  EXPECT_EQ(c.manifest["targets"][0]["name"], "ext4");
+  for (const auto& o : c.manifest["objects"]) EXPECT_EQ(o["path"], "fs/ext4/mballoc.o");
+  // BUG_ON and WARN_RATELIMIT sites of the changed functions travel with them.
+  auto s = special(c);
+  EXPECT_GE(s["__bug_table"], 2) << c.manifest["sections"].dump(2);
+  EXPECT_GE(s["__mcount_loc"], 1);
+  EXPECT_EQ(s[".orc_unwind"], s[".orc_unwind_ip"]);
+}
+
+}  // namespace
