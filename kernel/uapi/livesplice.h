@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The interface between livesplice (userspace) and its kernel core module,
+ * livesplice.ko. One misc device, /dev/livesplice, root only; one ioctl per
+ * transaction, so a request is applied whole or not at all and its result
+ * (pause, what blocked it) comes back in the same call.
+ *
+ * The core is generic: it knows nothing of updates, ELF or matching. It is
+ * told "at old_addr+offset, these bytes are there now; make them a jump to
+ * new_addr", for a set of functions at once, and it does that at one instant
+ * inside stop_machine after checking every task's kernel stack. Addresses of
+ * function entries are what /proc/kallsyms lists; the core checks each one
+ * against kallsyms itself (it must be the start of a symbol) and takes the
+ * function's extent from there.
+ *
+ * Non-exported kernel functions the core needs (text_poke, text_mutex,
+ * stop_machine_cpuslocked, __module_address) are module parameters, given
+ * by the tool from /proc/kallsyms when it loads the core; the core refuses
+ * to load unless each one names the symbol it claims to.
+ *
+ * Shared by kernel/core/ (C, kernel) and src/kernel/ (C++, userspace).
+ */
+#ifndef LIVESPLICE_UAPI_H
+#define LIVESPLICE_UAPI_H
+
+#ifdef __KERNEL__
+#include <linux/types.h>
+#include <linux/ioctl.h>
+#else
+#include <linux/types.h>
+#include <sys/ioctl.h>
+#endif
+
+#define LS_K_DEVICE "/dev/livesplice"
+#define LS_K_ID_LEN 32          /* NUL-terminated */
+#define LS_K_MAX_FUNCS 4096
+#define LS_K_MAX_PATCH 16       /* bytes at one site */
+#define LS_K_MESSAGE_LEN 224
+
+/* One function to redirect. */
+struct ls_k_func {
+	__u64 old_addr;         /* entry of the running function (its kallsyms address) */
+	__u64 new_addr;         /* entry of its replacement (already loaded, e.g. in a module) */
+	__u32 offset;           /* where the jump goes, from old_addr: past the fentry site */
+	__u32 len;              /* bytes the jump replaces: 5 (jmp rel32) */
+	__u8 expect[LS_K_MAX_PATCH]; /* the bytes at old_addr+offset now (first len used) */
+};
+
+/* What an apply or undo reports, also when it fails. */
+struct ls_k_result {
+	__u64 pause_ns;         /* stop_machine called -> returned, the last attempt */
+	__u64 work_ns;          /* inside the stop: check + write, the last attempt */
+	__u64 blocked_addr;     /* a frame address inside a checked function, or 0 */
+	__s32 blocked_pid;      /* its task, or 0 */
+	__u32 attempts;         /* stop_machine calls made */
+	char blocked_comm[16];
+	char message[LS_K_MESSAGE_LEN]; /* why it failed, NUL-terminated */
+};
+
+struct ls_k_apply {
+	char id[LS_K_ID_LEN];   /* in: unique among applied sets */
+	__u64 funcs;            /* in: user pointer to struct ls_k_func[nfuncs] */
+	__u32 nfuncs;           /* in */
+	__u32 retries;          /* in: further attempts after a blocked one */
+	__u32 retry_delay_ms;   /* in: sleep between attempts */
+	__u32 flags;            /* in: 0 */
+	struct ls_k_result result; /* out */
+};
+
+struct ls_k_undo {
+	char id[LS_K_ID_LEN];   /* in */
+	__u32 retries;          /* in */
+	__u32 retry_delay_ms;   /* in */
+	struct ls_k_result result; /* out */
+};
+
+/* One applied function, as LS_K_LIST returns it (newest set first). */
+struct ls_k_listed {
+	char id[LS_K_ID_LEN];
+	__u64 old_addr;
+	__u64 new_addr;
+	__u32 offset;
+	__u32 len;
+	__u8 original[LS_K_MAX_PATCH];
+	__u64 pause_ns;         /* the pause of the apply that wrote it */
+};
+
+struct ls_k_list {
+	__u64 entries;          /* in: user pointer to struct ls_k_listed[capacity] */
+	__u32 capacity;         /* in */
+	__u32 count;            /* out: how many exist (may exceed capacity) */
+};
+
+#define LS_K_IOC_MAGIC 0xb5
+#define LS_K_APPLY _IOWR(LS_K_IOC_MAGIC, 1, struct ls_k_apply)
+#define LS_K_UNDO  _IOWR(LS_K_IOC_MAGIC, 2, struct ls_k_undo)
+#define LS_K_LIST  _IOWR(LS_K_IOC_MAGIC, 3, struct ls_k_list)
+
+#endif

@@ -1,0 +1,171 @@
+#include "kernel/core.h"
+
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "livesplice.h"   // kernel/uapi: the ioctl interface
+
+namespace ls::kernel {
+
+namespace {
+
+// The non-exported kernel symbols livesplice.ko takes as parameters (kernel/core/main.c).
+constexpr const char* kCoreParams[] = {"text_poke", "text_mutex", "stop_machine_cpuslocked",
+                                       "__module_address"};
+
+constexpr uint8_t kNop5[] = {0x0f, 0x1f, 0x44, 0x00, 0x00};   // nopl 0x0(%rax,%rax,1)
+constexpr uint8_t kEndbr64[] = {0xf3, 0x0f, 0x1e, 0xfa};
+
+Status from_result(const char* what, const std::string& id, int err, const ls_k_result& r,
+                   Outcome& out) {
+  out.pause_ns = r.pause_ns;
+  out.work_ns = r.work_ns;
+  out.attempts = r.attempts;
+  out.blocked_pid = r.blocked_pid;
+  out.blocked_comm = std::string(r.blocked_comm, strnlen(r.blocked_comm, sizeof(r.blocked_comm)));
+  out.blocked_addr = TargetAddr(r.blocked_addr);
+  if (err == 0) return {};
+  std::string msg(r.message, strnlen(r.message, sizeof(r.message)));
+  if (msg.empty()) msg = strerror(err);
+  // Blocked on every attempt, or the bytes are not what was matched: not safe now.
+  Exit code = (err == EBUSY || err == ESTALE) ? Exit::Unsafe : Exit::ToolError;
+  return Status::error(fmt::format("{} {}: {}", what, id, msg), code);
+}
+
+}  // namespace
+
+Status load_core(const Context& ctx, const std::string& ko, const Kallsyms& syms) {
+  std::string params;
+  for (const char* name : kCoreParams) {
+    auto s = syms.unique(name, "vmlinux");
+    if (!s) return std::move(s).status().context("loading livesplice.ko");
+    params += fmt::format("{}={:#x} ", name, (*s)->addr.value());
+  }
+  int fd = ::open(ko.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return error("{}: {}", ko, strerror(errno));
+  long rc = syscall(SYS_finit_module, fd, params.c_str(), 0);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0 && err == EEXIST) {
+    ctx.note("livesplice.ko is already loaded");
+    return {};
+  }
+  if (rc != 0)
+    return error("{}: finit_module: {} (the kernel log says more)", ko, strerror(err));
+  ctx.note(fmt::format("loaded {} with {}", ko, params));
+  return {};
+}
+
+Result<uint32_t> splice_offset(const Kcore& mem, const Kallsyms& syms, const KSymbol& fn) {
+  uint8_t b[9];
+  if (fn.size != 0 && fn.size < sizeof(b))
+    return error("{} at {}: only {} bytes long", fn.name, fn.addr, fn.size);
+  LS_TRY(mem.read(fn.addr, b));
+  uint32_t off = memcmp(b, kEndbr64, sizeof(kEndbr64)) == 0 ? 4 : 0;
+  if (memcmp(b + off, kNop5, sizeof(kNop5)) == 0) return off + 5;
+  if (b[off] == 0xe8) {
+    // A traced function: the fentry site calls into ftrace.
+    int32_t rel;
+    memcpy(&rel, b + off + 1, 4);
+    TargetAddr to = fn.addr + (off + 5) + rel;
+    const KSymbol* callee = syms.containing(to);
+    if (callee && (callee->name == "__fentry__" || callee->name.starts_with("ftrace")))
+      return off + 5;
+  }
+  return off;  // no fentry site (notrace): the jump goes at the entry
+}
+
+Result<Redirect> plan_redirect(const Kcore& mem, const Kallsyms& syms, const KSymbol& old_fn,
+                               const KSymbol& new_fn) {
+  Redirect r;
+  r.label = old_fn.name;
+  r.old_fn = old_fn.addr;
+  r.new_fn = new_fn.addr;
+  auto off = splice_offset(mem, syms, old_fn);
+  if (!off) return off.status();
+  r.offset = *off;
+  if (old_fn.size != 0 && r.offset + 5 > old_fn.size)
+    return error("{} at {}: {} bytes, too short for a jump at +{}", old_fn.name, old_fn.addr,
+                 old_fn.size, r.offset);
+  r.expect.resize(5);
+  LS_TRY(mem.read(old_fn.addr + r.offset, r.expect));
+  return r;
+}
+
+Result<CoreDevice> CoreDevice::open() {
+  int fd = ::open(LS_K_DEVICE, O_RDWR | O_CLOEXEC);
+  if (fd < 0) return error("{}: {} (is livesplice.ko loaded?)", LS_K_DEVICE, strerror(errno));
+  return CoreDevice(fd);
+}
+
+CoreDevice::~CoreDevice() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Status CoreDevice::apply(const std::string& id, std::span<const Redirect> funcs, Retry retry,
+                         Outcome& out) {
+  ls_k_apply a{};
+  if (id.empty() || id.size() >= sizeof(a.id)) return error("update id '{}': 1 to {} characters", id, sizeof(a.id) - 1);
+  memcpy(a.id, id.data(), id.size());
+  std::vector<ls_k_func> fs(funcs.size());
+  for (size_t i = 0; i < funcs.size(); ++i) {
+    const Redirect& r = funcs[i];
+    if (r.expect.empty() || r.expect.size() > sizeof(fs[i].expect))
+      return error("{}: {} expected bytes", r.label, r.expect.size());
+    fs[i].old_addr = r.old_fn.value();
+    fs[i].new_addr = r.new_fn.value();
+    fs[i].offset = r.offset;
+    fs[i].len = static_cast<uint32_t>(r.expect.size());
+    memcpy(fs[i].expect, r.expect.data(), r.expect.size());
+  }
+  a.funcs = reinterpret_cast<uintptr_t>(fs.data());
+  a.nfuncs = static_cast<uint32_t>(fs.size());
+  a.retries = retry.retries;
+  a.retry_delay_ms = retry.delay_ms;
+  int err = ioctl(fd_, LS_K_APPLY, &a) == 0 ? 0 : errno;
+  return from_result("apply", id, err, a.result, out);
+}
+
+Status CoreDevice::undo(const std::string& id, Retry retry, Outcome& out) {
+  ls_k_undo u{};
+  if (id.empty() || id.size() >= sizeof(u.id)) return error("update id '{}': 1 to {} characters", id, sizeof(u.id) - 1);
+  memcpy(u.id, id.data(), id.size());
+  u.retries = retry.retries;
+  u.retry_delay_ms = retry.delay_ms;
+  int err = ioctl(fd_, LS_K_UNDO, &u) == 0 ? 0 : errno;
+  return from_result("undo", id, err, u.result, out);
+}
+
+Result<std::vector<Applied>> CoreDevice::list() {
+  std::vector<ls_k_listed> buf(64);
+  for (;;) {
+    ls_k_list l{};
+    l.entries = reinterpret_cast<uintptr_t>(buf.data());
+    l.capacity = static_cast<uint32_t>(buf.size());
+    if (ioctl(fd_, LS_K_LIST, &l) != 0) return error("{}: list: {}", LS_K_DEVICE, strerror(errno));
+    if (l.count > buf.size()) {
+      buf.resize(l.count);
+      continue;
+    }
+    std::vector<Applied> out;
+    for (uint32_t i = 0; i < l.count; ++i) {
+      const ls_k_listed& e = buf[i];
+      Applied a;
+      a.id = std::string(e.id, strnlen(e.id, sizeof(e.id)));
+      a.old_fn = TargetAddr(e.old_addr);
+      a.new_fn = TargetAddr(e.new_addr);
+      a.offset = e.offset;
+      a.original.assign(e.original, e.original + std::min<uint32_t>(e.len, sizeof(e.original)));
+      a.pause_ns = e.pause_ns;
+      out.push_back(std::move(a));
+    }
+    return out;
+  }
+}
+
+}  // namespace ls::kernel

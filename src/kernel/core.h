@@ -1,0 +1,90 @@
+// The userspace side of livesplice.ko (kernel/core/): loading it with the kernel
+// addresses it needs, and asking it to redirect, restore and list functions.
+//
+// What is hard:
+// - Where the jump goes. Debian's kernel is built with -mfentry and ftrace: every
+//   traceable function starts with a 5-byte `call __fentry__` that the kernel turns into
+//   a NOP at boot, and back into a call when the function is traced. ftrace owns those
+//   bytes (it verifies them before each change), so the jump is written right after
+//   them; tracing the old function keeps working. With IBT an `endbr64` comes first.
+// - The module checks everything again (symbol starts, current bytes, reach); this side
+//   reads the bytes it expects from /proc/kcore, so the two agree on what is replaced.
+#pragma once
+
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/addr.h"
+#include "core/diag.h"
+#include "core/result.h"
+#include "kernel/kallsyms.h"
+#include "kernel/kcore.h"
+
+namespace ls::kernel {
+
+// Loads livesplice.ko from `ko` (finit_module), passing the addresses of the
+// non-exported functions it uses, from kallsyms. Already loaded is fine.
+Status load_core(const Context& ctx, const std::string& ko, const Kallsyms& syms);
+
+// One function to redirect: at old_fn + offset, `expect` (5 bytes) becomes a jump to
+// new_fn.
+struct Redirect {
+  std::string label;          // for messages: "cmdline_proc_show"
+  TargetAddr old_fn;
+  TargetAddr new_fn;
+  uint32_t offset = 0;
+  std::vector<uint8_t> expect;
+};
+
+// Where in `fn` the jump goes (past endbr64 and the fentry site), from its bytes.
+Result<uint32_t> splice_offset(const Kcore& mem, const Kallsyms& syms, const KSymbol& fn);
+
+// A Redirect from old_fn to new_fn, with the bytes now at the site.
+Result<Redirect> plan_redirect(const Kcore& mem, const Kallsyms& syms, const KSymbol& old_fn,
+                               const KSymbol& new_fn);
+
+struct Retry {
+  unsigned retries = 5;
+  unsigned delay_ms = 20;
+};
+
+// What an apply or undo did (also when it was refused: attempts, what blocked it).
+struct Outcome {
+  uint64_t pause_ns = 0;      // stop_machine called -> returned (last attempt)
+  uint64_t work_ns = 0;       // check + write while stopped (last attempt)
+  unsigned attempts = 0;
+  int blocked_pid = 0;
+  std::string blocked_comm;
+  TargetAddr blocked_addr;
+};
+
+struct Applied {
+  std::string id;
+  TargetAddr old_fn, new_fn;
+  uint32_t offset = 0;
+  std::vector<uint8_t> original;
+  uint64_t pause_ns = 0;
+};
+
+// /dev/livesplice. Every call is one transaction in the kernel: all or nothing.
+class CoreDevice {
+ public:
+  static Result<CoreDevice> open();
+  CoreDevice(CoreDevice&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  CoreDevice& operator=(CoreDevice&&) = delete;
+  ~CoreDevice();
+
+  // Failure codes: Exit::Unsafe when a task stayed in a function on every attempt or the
+  // running bytes are not the expected ones (nothing was written); Exit::ToolError else.
+  // `out` is filled in both cases.
+  Status apply(const std::string& id, std::span<const Redirect> funcs, Retry retry, Outcome& out);
+  Status undo(const std::string& id, Retry retry, Outcome& out);
+  Result<std::vector<Applied>> list();
+
+ private:
+  explicit CoreDevice(int fd) : fd_(fd) {}
+  int fd_ = -1;
+};
+
+}  // namespace ls::kernel

@@ -1,0 +1,131 @@
+// ktool: drives livesplice.ko from inside a test guest through src/kernel/, the code
+// `livesplice apply --kernel` is built on. Not a user tool: tests/kernel/guest/*.sh call it.
+//
+//   ktool load-core KO                  load livesplice.ko with its kallsyms parameters
+//   ktool apply ID OLD=NEW... [--retries N] [--delay MS]
+//                                       redirect each OLD function to NEW (symbol names,
+//                                       "module:name" to pick one module's)
+//   ktool undo ID [--retries N] [--delay MS]
+//   ktool list
+//   ktool offset SYM                    where the jump goes in SYM
+//   ktool read SYM LEN                  LEN bytes at SYM from /proc/kcore, in hex
+//
+// apply and undo print "pause_ns=N work_ns=N attempts=N" and exit with livesplice's
+// codes: 0 done, 2 refused (blocked on every attempt, or bytes differ), 1 error.
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "core/diag.h"
+#include "kernel/core.h"
+#include "kernel/kallsyms.h"
+#include "kernel/kcore.h"
+
+using namespace ls;
+using namespace ls::kernel;
+
+namespace {
+
+int report(const Status& s) {
+  if (s.ok()) return 0;
+  fmt::print(stderr, "ktool: {}\n", s.message());
+  return static_cast<int>(s.code());
+}
+
+template <typename T>
+T take(Result<T> r) {
+  if (!r) std::exit(report(r.status()));
+  return std::move(r).value();
+}
+
+const KSymbol* symbol(const Kallsyms& syms, const std::string& spec) {
+  size_t colon = spec.find(':');
+  if (colon == std::string::npos) return take(syms.unique(spec));
+  return take(syms.unique(spec.substr(colon + 1), spec.substr(0, colon)));
+}
+
+void print_outcome(const Outcome& o) {
+  fmt::print("pause_ns={} work_ns={} attempts={}", o.pause_ns, o.work_ns, o.attempts);
+  if (o.blocked_pid) fmt::print(" blocked_pid={} blocked_comm={} blocked_addr={}", o.blocked_pid, o.blocked_comm, o.blocked_addr);
+  fmt::print("\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  Retry retry;
+  std::vector<std::string> pos;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--retries" && i + 1 < args.size()) retry.retries = std::stoul(args[++i]);
+    else if (args[i] == "--delay" && i + 1 < args.size()) retry.delay_ms = std::stoul(args[++i]);
+    else pos.push_back(args[i]);
+  }
+  if (pos.empty()) {
+    fmt::print(stderr, "usage: ktool load-core KO | apply ID OLD=NEW... | undo ID | list | offset SYM | read SYM LEN\n");
+    return 1;
+  }
+  Context ctx;
+  ctx.verbose = 1;
+  const std::string& cmd = pos[0];
+
+  if (cmd == "load-core" && pos.size() == 2) {
+    Kallsyms syms = take(Kallsyms::read());
+    return report(load_core(ctx, pos[1], syms));
+  }
+  if (cmd == "apply" && pos.size() >= 3) {
+    Kallsyms syms = take(Kallsyms::read());
+    Kcore mem = take(Kcore::open());
+    std::vector<Redirect> rs;
+    for (size_t i = 2; i < pos.size(); ++i) {
+      size_t eq = pos[i].find('=');
+      if (eq == std::string::npos) return report(error("'{}': expected OLD=NEW", pos[i]));
+      const KSymbol* o = symbol(syms, pos[i].substr(0, eq));
+      const KSymbol* n = symbol(syms, pos[i].substr(eq + 1));
+      rs.push_back(take(plan_redirect(mem, syms, *o, *n)));
+    }
+    CoreDevice dev = take(CoreDevice::open());
+    Outcome out;
+    Status s = dev.apply(pos[1], rs, retry, out);
+    print_outcome(out);
+    return report(s);
+  }
+  if (cmd == "undo" && pos.size() == 2) {
+    CoreDevice dev = take(CoreDevice::open());
+    Outcome out;
+    Status s = dev.undo(pos[1], retry, out);
+    print_outcome(out);
+    return report(s);
+  }
+  if (cmd == "list" && pos.size() == 1) {
+    Kallsyms syms = take(Kallsyms::read());
+    CoreDevice dev = take(CoreDevice::open());
+    for (const Applied& a : take(dev.list())) {
+      const KSymbol* o = syms.containing(a.old_fn);
+      const KSymbol* n = syms.containing(a.new_fn);
+      fmt::print("{} {}+{:#x} -> {} pause_ns={}\n", a.id, o ? o->name : fmt::format("{}", a.old_fn),
+                 a.offset, n ? n->name : fmt::format("{}", a.new_fn), a.pause_ns);
+    }
+    return 0;
+  }
+  if (cmd == "offset" && pos.size() == 2) {
+    Kallsyms syms = take(Kallsyms::read());
+    Kcore mem = take(Kcore::open());
+    fmt::print("{}\n", take(splice_offset(mem, syms, *symbol(syms, pos[1]))));
+    return 0;
+  }
+  if (cmd == "read" && pos.size() == 3) {
+    Kallsyms syms = take(Kallsyms::read());
+    Kcore mem = take(Kcore::open());
+    std::vector<uint8_t> b(std::stoul(pos[2]));
+    if (Status s = mem.read(symbol(syms, pos[1])->addr, b); !s) return report(s);
+    for (uint8_t x : b) fmt::print("{:02x}", x);
+    fmt::print("\n");
+    return 0;
+  }
+  fmt::print(stderr, "ktool: bad command line\n");
+  return 1;
+}
