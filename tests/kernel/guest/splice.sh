@@ -25,6 +25,19 @@ ktool undo cmdline || fail "undo"
 [ "$(ktool read cmdline_proc_show 16)" = "$code_before" ] || fail "bytes not restored"
 echo "ok: /proc/cmdline restored"
 
+# Stacking: a second update redirects the first one's replacement; the first cannot be
+# undone while the second jumps out of its code; undo goes newest first.
+ktool apply one cmdline_proc_show=ls_test:ls_test_cmdline_proc_show || fail "apply one"
+ktool apply two ls_test:ls_test_cmdline_proc_show=ls_test:ls_test_cmdline_proc_show2 || fail "apply two"
+[ "$(cat /proc/cmdline)" = "livesplice: cmdline replaced twice" ] || fail "stacked: '$(cat /proc/cmdline)'"
+rc=0; ktool undo one || rc=$?
+[ $rc -ne 0 ] || fail "undid one under two"
+ktool undo two || fail "undo two"
+[ "$(cat /proc/cmdline)" = "livesplice: cmdline replaced" ] || fail "after undo two: '$(cat /proc/cmdline)'"
+ktool undo one || fail "undo one"
+[ "$(cat /proc/cmdline)" = "$before" ] || fail "after undo one: '$(cat /proc/cmdline)'"
+echo "ok: stacked updates, undone newest first"
+
 # The kthread ls_test_hold sleeps inside ls_test_hold: every attempt must be refused,
 # naming it, with exit code 2 and nothing written.
 hold_before=$(ktool read ls_test:ls_test_hold 16)
@@ -36,6 +49,15 @@ echo "$out" | grep -q 'attempts=3' || fail "not 3 attempts"
 echo "$out" | grep -q 'blocked_comm=ls_test_hold' || fail "blocking task not named"
 [ "$(ktool read ls_test:ls_test_hold 16)" = "$hold_before" ] || fail "bytes changed by a refused apply"
 echo "ok: refused while a task is inside"
+
+# All or nothing: a set with one blocked function changes none of its functions.
+rc=0
+ktool apply both cmdline_proc_show=ls_test:ls_test_cmdline_proc_show \
+  ls_test:ls_test_hold=ls_test:ls_test_hold_new --retries 1 --delay 10 || rc=$?
+[ $rc -eq 2 ] || fail "apply of a set with a blocked function: exit $rc, expected 2"
+[ "$(cat /proc/cmdline)" = "$before" ] || fail "part of a refused set was applied"
+[ "$(ktool read cmdline_proc_show 16)" = "$code_before" ] || fail "bytes changed by a refused set"
+echo "ok: a refused set changes nothing"
 
 # Let the kthread leave the function; now it applies.
 echo 0 > /sys/module/ls_test/parameters/hold

@@ -6,7 +6,8 @@
  *
  * - ls_test_cmdline_proc_show: a stand-in for fs/proc/cmdline.c's
  *   cmdline_proc_show, with the same signature; /proc/cmdline shows a marker
- *   while it is spliced in.
+ *   while it is spliced in; ls_test_cmdline_proc_show2 replaces that one in turn
+ *   (stacking).
  * - ls_test_hold: the "ls_test_hold" kthread sleeps inside it while the
  *   parameter `hold` is 1 (writable in /sys/module/ls_test/parameters/hold);
  *   ls_test_hold_new is its replacement.
@@ -25,6 +26,13 @@ module_param(hold, int, 0644);
 noinline int ls_test_cmdline_proc_show(struct seq_file *m, void *v)
 {
 	seq_puts(m, "livesplice: cmdline replaced\n");
+	return 0;
+}
+
+/* Stacked on ls_test_cmdline_proc_show by a second update. */
+noinline int ls_test_cmdline_proc_show2(struct seq_file *m, void *v)
+{
+	seq_puts(m, "livesplice: cmdline replaced twice\n");
 	return 0;
 }
 
