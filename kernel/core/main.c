@@ -41,6 +41,9 @@ module_param_named(stop_machine_cpuslocked, stop_machine_cpuslocked_addr, ulong,
 MODULE_PARM_DESC(stop_machine_cpuslocked, "address of stop_machine_cpuslocked");
 module_param_named(__module_address, module_address_addr, ulong, 0400);
 MODULE_PARM_DESC(__module_address, "address of __module_address");
+static char *stack_check = "unwind";
+module_param(stack_check, charp, 0400);
+MODULE_PARM_DESC(stack_check, "unwind (default: ORC, scanning a stack it cannot finish) or scan (every word of every stack)");
 
 /* The one instance of the core's state. */
 static struct ls_core {
@@ -391,6 +394,11 @@ static int __init ls_init(void)
 	err = err ?: ls_check_param("__module_address", "__module_address", module_address_addr);
 	if (err)
 		return err;
+	if (strcmp(stack_check, "unwind") && strcmp(stack_check, "scan")) {
+		pr_err("livesplice: stack_check=%s: expected unwind or scan\n", stack_check);
+		return -EINVAL;
+	}
+	core.k.scan_only = !strcmp(stack_check, "scan");
 	core.k.text_poke = (void *)text_poke_addr;
 	core.k.text_mutex = (struct mutex *)text_mutex_addr;
 	core.k.stop_machine_cpuslocked = (void *)stop_machine_cpuslocked_addr;

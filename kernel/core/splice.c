@@ -16,6 +16,7 @@
  *   a stack (unwind_error), we fall back to a conservative scan of every word
  *   from the saved stack pointer to the top of the stack: any word inside a
  *   checked function blocks. A false block costs a retry, never safety.
+ *   (stack_check=scan makes every stack take that path: Ksplice's own check.)
  * - Writing text with interrupts off on every CPU. text_poke_bp needs IPIs,
  *   which cannot be sent here; plain text_poke maps the page through the
  *   poking mm with interrupts disabled and is safe because no other CPU runs
@@ -95,6 +96,12 @@ static unsigned long ls_check_task(struct ls_stop *s, struct task_struct *t)
 	struct unwind_state state;
 	unsigned int frames = 0;
 
+	if (s->k->scan_only) {
+		unsigned long addr = ls_scan_stack(s, t);
+
+		s->blocked_by_scan = addr != 0;
+		return addr;
+	}
 	for (unwind_start(&state, t, NULL, NULL); !unwind_done(&state);
 	     unwind_next_frame(&state)) {
 		struct pt_regs *regs = unwind_get_entry_regs(&state, NULL);

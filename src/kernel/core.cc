@@ -39,8 +39,9 @@ Status from_result(const char* what, const std::string& id, int err, const ls_k_
 
 }  // namespace
 
-Status load_core(const Context& ctx, const std::string& ko, const Kallsyms& syms) {
-  std::string params;
+Status load_core(const Context& ctx, const std::string& ko, const Kallsyms& syms,
+                 const std::string& extra) {
+  std::string params = extra.empty() ? "" : extra + " ";
   for (const char* name : kCoreParams) {
     auto s = syms.unique(name, "vmlinux");
     if (!s) return std::move(s).status().context("loading livesplice.ko");

@@ -24,8 +24,10 @@
 namespace ls::kernel {
 
 // Loads livesplice.ko from `ko` (finit_module), passing the addresses of the
-// non-exported functions it uses, from kallsyms. Already loaded is fine.
-Status load_core(const Context& ctx, const std::string& ko, const Kallsyms& syms);
+// non-exported functions it uses, from kallsyms, and `extra` parameters (such as
+// "stack_check=scan"). Already loaded is fine.
+Status load_core(const Context& ctx, const std::string& ko, const Kallsyms& syms,
+                 const std::string& extra = {});
 
 // One function to redirect: at old_fn + offset, `expect` (5 bytes) becomes a jump to
 // new_fn.

@@ -1,7 +1,7 @@
 // ktool: drives livesplice.ko from inside a test guest through src/kernel/, the code
 // `livesplice apply --kernel` is built on. Not a user tool: tests/kernel/guest/*.sh call it.
 //
-//   ktool load-core KO                  load livesplice.ko with its kallsyms parameters
+//   ktool load-core KO [PARAM=V]...     load livesplice.ko with its kallsyms parameters
 //   ktool apply ID OLD=NEW... [--retries N] [--delay MS]
 //                                       redirect each OLD function to NEW (symbol names,
 //                                       "module:name" to pick one module's)
@@ -72,9 +72,11 @@ int main(int argc, char** argv) {
   ctx.verbose = 1;
   const std::string& cmd = pos[0];
 
-  if (cmd == "load-core" && pos.size() == 2) {
+  if (cmd == "load-core" && pos.size() >= 2) {
     Kallsyms syms = take(Kallsyms::read());
-    return report(load_core(ctx, pos[1], syms));
+    std::string extra;
+    for (size_t i = 2; i < pos.size(); ++i) extra += (extra.empty() ? "" : " ") + pos[i];
+    return report(load_core(ctx, pos[1], syms, extra));
   }
   if (cmd == "apply" && pos.size() >= 3) {
     Kallsyms syms = take(Kallsyms::read());

@@ -69,3 +69,18 @@ echo "ok: applied once the task left"
 rmmod ls_test || fail "rmmod ls_test after undo"
 rmmod livesplice || fail "rmmod livesplice with nothing applied"
 echo "ok: modules unload when nothing is applied"
+
+# The conservative check (stack_check=scan, every word of every stack): the sleeping
+# task still blocks, found by the scan; the cmdline redirect still goes through.
+ktool load-core /modules/livesplice.ko stack_check=scan || fail "loading livesplice.ko stack_check=scan"
+insmod /modules/ls_test.ko || fail "insmod ls_test.ko again"
+rc=0
+out=$(ktool apply hold ls_test:ls_test_hold=ls_test:ls_test_hold_new --retries 1 --delay 10 2>&1) || rc=$?
+echo "   $out"
+[ $rc -eq 2 ] || fail "scan: apply while a task is inside: exit $rc"
+echo "$out" | grep -q 'found by scanning its stack' || fail "scan: not found by the scan"
+ktool apply cmdline cmdline_proc_show=ls_test:ls_test_cmdline_proc_show || fail "scan: apply cmdline"
+[ "$(cat /proc/cmdline)" = "livesplice: cmdline replaced" ] || fail "scan: /proc/cmdline not replaced"
+ktool undo cmdline || fail "scan: undo"
+[ "$(cat /proc/cmdline)" = "$before" ] || fail "scan: /proc/cmdline not restored"
+echo "ok: the scanning check"
