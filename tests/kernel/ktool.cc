@@ -9,6 +9,8 @@
 //   ktool list
 //   ktool offset SYM                    where the jump goes in SYM
 //   ktool read SYM LEN                  LEN bytes at SYM from /proc/kcore, in hex
+//   ktool match UPDATE                  run-pre matching of an update's replaced functions
+//                                       against /proc/kcore (candidates from kallsyms)
 //
 // apply and undo print "pause_ns=N work_ns=N attempts=N" and exit with livesplice's
 // codes: 0 done, 2 refused (blocked on every attempt, or bytes differ), 1 error.
@@ -23,6 +25,8 @@
 #include "kernel/core.h"
 #include "kernel/kallsyms.h"
 #include "kernel/kcore.h"
+#include "matcher/matcher.h"
+#include "update/contents.h"
 
 using namespace ls;
 using namespace ls::kernel;
@@ -127,6 +131,30 @@ int main(int argc, char** argv) {
     for (uint8_t x : b) fmt::print("{:02x}", x);
     fmt::print("\n");
     return 0;
+  }
+  if (cmd == "match" && pos.size() == 2) {
+    Kallsyms syms = take(Kallsyms::read());
+    Kcore mem = take(Kcore::open());
+    try {
+      update::Contents u = update::Contents::load(pos[1]);
+      std::vector<match::Request> reqs;
+      for (const update::FunctionPatch& f : u.functions) {
+        if (!f.replace || !f.pre_section) continue;
+        match::Request r;
+        r.label = f.label();
+        r.pre_section = f.pre_section;
+        for (const KSymbol* s : syms.named(f.name))
+          if (s->text()) r.candidates.push_back(s->addr);
+        reqs.push_back(std::move(r));
+      }
+      auto m = match::match(ctx, mem, u.file, reqs);
+      if (!m) return report(m.status());
+      for (size_t i = 0; i < reqs.size(); ++i) fmt::print("{} at {}\n", reqs[i].label, m->function_at[i]);
+      return 0;
+    } catch (const Error& e) {
+      fmt::print(stderr, "ktool: {}\n", e.what());
+      return static_cast<int>(e.code());
+    }
   }
   fmt::print(stderr, "ktool: bad command line\n");
   return 1;
