@@ -394,11 +394,15 @@ void Builder::add_special(size_t k) {
   auto relocate = [&](uint32_t sec, int64_t off) -> std::optional<int64_t> {
     auto it = moved.find(sec);
     if (it == moved.end()) return std::nullopt;
-    for (size_t i = 0; i < it->second.ranges.size(); ++i) {
-      auto [start, size] = it->second.ranges[i];
-      if (off >= static_cast<int64_t>(start) && off < static_cast<int64_t>(start + size))
-        return static_cast<int64_t>(it->second.at[i]) + off - static_cast<int64_t>(start);
-    }
+    // Inside a range first; then at the end of one (an empty replacement, a label
+    // after the last instruction of a piece).
+    for (bool at_end : {false, true})
+      for (size_t i = 0; i < it->second.ranges.size(); ++i) {
+        auto start = static_cast<int64_t>(it->second.ranges[i].first);
+        auto end = start + static_cast<int64_t>(it->second.ranges[i].second);
+        if (at_end ? off == end : off >= start && off < end)
+          return static_cast<int64_t>(it->second.at[i]) + off - start;
+      }
     return std::nullopt;
   };
   for (auto& [orig, mv] : moved) {
