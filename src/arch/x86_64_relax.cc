@@ -160,7 +160,7 @@ SiteRead ie_site(std::span<const uint8_t> pre, std::span<const uint8_t> run, con
 SiteRead gd_site(std::span<const uint8_t> pre, std::span<const uint8_t> run, const elf::Reloc& r, uint64_t P) {
   const uint64_t f = r.offset;
   if (first_difference(pre, run, f - 4, f) == f)
-    return reads(f - 4, f + 4, Reveal::TlsGotSlot, s32(run, f) - r.addend + P);
+    return reads(f - 4, f + 4, Reveal::TlsGdPair, s32(run, f) - r.addend + P);
   if (has(run, f - 4, kFsBase)) {
     SiteRead s;
     if (has(run, f + 5, kGdToLe))
@@ -202,6 +202,7 @@ std::string_view to_string(Reveal r) {
     case Reveal::GotSlot: return "GOT slot";
     case Reveal::TlsOffset: return "TLS offset";
     case Reveal::TlsGotSlot: return "TLS GOT slot";
+    case Reveal::TlsGdPair: return "TLS GD pair";
     case Reveal::TlsModule: return "TLS module GOT pair";
     case Reveal::DtpOffset: return "offset in the module's TLS block";
   }

@@ -26,7 +26,9 @@ namespace ls::arch {
 // What a site tells about its symbol. ls::View plus two TLS values the loader does not
 // ask for (yet): the address of a module's local-dynamic GOT pair, and an offset inside
 // the module's TLS block. The matcher checks those for agreement like the others.
-enum class Reveal { Address, GotSlot, TlsOffset, TlsGotSlot, TlsModule, DtpOffset };
+// TlsGotSlot is an initial-exec slot (it holds the tp offset); TlsGdPair a
+// general-dynamic pair (module id, offset) for __tls_get_addr.
+enum class Reveal { Address, GotSlot, TlsOffset, TlsGotSlot, TlsGdPair, TlsModule, DtpOffset };
 std::string_view to_string(Reveal r);
 
 // One site read against run bytes. [begin, end) are the pre bytes it accounts for

@@ -437,7 +437,7 @@ size_t Linker::tls_gd(const std::vector<elf::Reloc>& relocs, size_t i, const Sit
       return 2;
     }
   }
-  const Answer& pair = ask(r.symbol, View::TlsGotSlot);
+  const Answer& pair = ask(r.symbol, View::TlsGdPair);
   if (pair.ok) {
     auto v = static_cast<int64_t>(pair.value + static_cast<uint64_t>(r.addend) - s.P.value());
     if (fits_s32(v)) {
@@ -449,7 +449,7 @@ size_t Linker::tls_gd(const std::vector<elf::Reloc>& relocs, size_t i, const Sit
     return 1;
   }
   if (!no_le.empty()) fail_at(s, fmt::format("the program's TLS GD pair is not known, and {}", no_le));
-  else missing(s, {View::TlsOffset, View::TlsGotSlot});
+  else missing(s, {View::TlsOffset, View::TlsGdPair});
   return 1;
 }
 

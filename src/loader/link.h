@@ -34,11 +34,8 @@
 //   - TLS: local-exec fields take View::TlsOffset; initial-exec ones an own slot holding
 //     it, else the program's slot (View::TlsGotSlot). A general-dynamic access becomes
 //     local-exec (the code sequence is rewritten, as ld does) when the resolver gives a
-//     TLS offset that fits 32 bits (static TLS); otherwise it uses the program's GD pair,
-//     asked for as View::TlsGotSlot. That view is shared by IE slots and GD pairs, so
-//     the resolver must keep them apart: a resolver that knows an IE slot for a
-//     variable must answer View::TlsOffset for it (the slot's contents), and answer
-//     View::TlsGotSlot for a GD relocation only with a GD pair.
+//     TLS offset that fits 32 bits (static TLS); otherwise it uses the program's GD pair
+//     (View::TlsGdPair). An IE slot is never a GD pair: the two views are kept apart.
 //     Local-dynamic accesses are always relaxed to local-exec and need every variable's
 //     TLS offset: variables in dynamically allocated TLS (a dlopen()ed library) are not
 //     supported and give an error naming them.
@@ -71,7 +68,7 @@ using ls::View;
 // pointer, carried in TargetAddr's 64 bits as two's complement. View::Address must be
 // the symbol's canonical address (what the program's GOT slot for it holds), not a PLT
 // entry: the loader stores it in GOT slots and data, where function pointers are
-// compared. View::TlsGotSlot: see the TLS policy above.
+// compared. View::TlsGotSlot and View::TlsGdPair: see the TLS policy above.
 class SymbolResolver {
  public:
   virtual ~SymbolResolver() = default;

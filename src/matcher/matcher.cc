@@ -14,6 +14,13 @@
 // The comparison itself walks the pre code's relocations in order: bytes between sites
 // must be equal, each site is read by the architecture (src/arch/x86_64_relax.h), which
 // knows what linkers rewrite around a field and what the field then holds.
+//
+// Literals are compared by content, not by address: the linker merges string and
+// constant pools across objects (and may make "world" the tail of "hello world"), so a
+// literal has no address to agree on. The update carries the pre pools; once a
+// candidate's code matches, the literal each site points at in run is read and compared
+// with the carried one. Only then is it a match: a build whose only difference is a
+// string is another build.
 #include "matcher/matcher.h"
 
 #include <algorithm>
@@ -80,6 +87,13 @@ bool literal_pool_name(std::string_view name) {
          (n >= 2 && parts[n - 1].starts_with("cst") && number(parts[n - 1].substr(3)));
 }
 
+// A site of pre code that refers to a literal in a pool the update carries.
+struct LiteralSite {
+  const elf::Section* pool = nullptr;
+  uint64_t offset = 0;     // of the literal in the pool
+  int64_t delta = 0;       // literal address = what the site reveals + delta
+};
+
 struct Prepared {
   const Request* req = nullptr;
   std::span<const uint8_t> pre;
@@ -89,6 +103,7 @@ struct Prepared {
   std::vector<uint32_t> aliases;           // run symbols naming this function
   bool local = false;                      // aliases are file-local (never reached through a PLT)
   std::map<uint64_t, arch::FieldSymbol> fields;
+  std::map<uint64_t, LiteralSite> literals;   // by field offset
   uint64_t anchor_off = 0, anchor_len = 0; // longest run of bytes no site may rewrite
 };
 
@@ -105,6 +120,9 @@ class Matcher {
   Trial evaluate(size_t i, TargetAddr at, std::span<const uint8_t> bytes, std::string origin) const;
   void compare(size_t i, Trial& t, std::span<const uint8_t> bytes) const;
   std::string differs_report(size_t i, TargetAddr at, std::span<const uint8_t> bytes, uint64_t off) const;
+  std::optional<std::string> literal_differs(size_t i, TargetAddr at, uint64_t site, const LiteralSite& l,
+                                             TargetAddr run_at) const;
+  const elf::Section* carried_pool(uint32_t sym) const;
   std::optional<std::string> conflict(size_t i, const Trial& t) const;
   const Trial& trial(size_t i, TargetAddr at, const std::string& origin);
   bool try_commit(size_t i);
@@ -135,7 +153,18 @@ std::string Matcher::symbol_name(uint32_t sym) const {
   return sym < update_.symbols().size() ? update_.symbol(sym).name : fmt::format("symbol #{}", sym);
 }
 
+// The pre literal pool (`.livesplice.pre.rodata.foo.str1.1`) a symbol of the update
+// is defined in, or nullptr.
+const elf::Section* Matcher::carried_pool(uint32_t sym) const {
+  if (sym == 0 || sym >= update_.symbols().size() || !update_.symbol(sym).in_section()) return nullptr;
+  const elf::Section& s = update_.section(update_.symbol(sym).section);
+  bool pool = s.name.starts_with(".livesplice.pre.") && !s.exec() && !s.nobits() && s.entsize > 0 &&
+              (s.merge_strings() || s.merge_constants());
+  return pool ? &s : nullptr;
+}
+
 bool Matcher::literal(uint32_t sym) const {
+  if (carried_pool(sym)) return true;
   auto it = run_symbols_.find(sym);
   if (it != run_symbols_.end()) return it->second.section && literal_pool_name(it->second.name);
   return sym < update_.symbols().size() && literal_pool_name(update_.symbol(sym).name);
@@ -181,6 +210,7 @@ Status Matcher::prepare(size_t i) {
   p.align = std::max<uint64_t>(sec.align, 1);
   for (const auto& r : sec.relocs)
     if (r.kind != elf::RelocKind::None) p.relocs.push_back(r);
+  std::vector<arch::OperandField> operands;   // decoded only if some site names a literal
   for (size_t k = 0; k < p.relocs.size(); ++k) {
     const elf::Reloc& r = p.relocs[k];
     if (std::string why = arch::x86_64_site_unsupported(p.pre, p.relocs, k); !why.empty())
@@ -188,6 +218,21 @@ Status Matcher::prepare(size_t i) {
                    symbol_name(r.symbol), why);
     if (r.kind == elf::RelocKind::TlsLd) p.has_tls_ld = true;
     p.fields[r.offset] = arch::FieldSymbol{r.kind, symbol_name(r.symbol), r.addend};
+    if (const elf::Section* pool = carried_pool(r.symbol)) {
+      // A PC-relative addend has the distance to the end of the instruction folded in.
+      int64_t bias = 0;
+      if (elf::is_pc_relative(r.kind)) {
+        if (operands.empty()) operands = arch::x86_64_operand_fields(p.pre);
+        auto f = std::lower_bound(operands.begin(), operands.end(), r.offset,
+                                  [](const arch::OperandField& o, uint64_t off) { return o.offset < off; });
+        bias = f != operands.end() && f->offset == r.offset ? f->bias : static_cast<int64_t>(r.width);
+      }
+      int64_t delta = r.addend + bias;
+      int64_t offset = static_cast<int64_t>(update_.symbol(r.symbol).value) + delta;
+      // A pointer computed past the pool (`"abc" - 1` in a loop) names no literal to compare.
+      if (offset >= 0 && static_cast<uint64_t>(offset) < pool->bytes.size())
+        p.literals[r.offset] = LiteralSite{pool, static_cast<uint64_t>(offset), delta};
+    }
   }
 
   // Content-search anchor: the longest stretch of bytes that must be equal in run.
@@ -237,6 +282,62 @@ std::string Matcher::differs_report(size_t i, TargetAddr at, std::span<const uin
                      expected, found);
 }
 
+// A literal as a report shows it: C escapes for strings, hex bytes for constants.
+std::string show_literal(std::span<const uint8_t> b, bool string, uint64_t entsize) {
+  constexpr size_t kMax = 120;
+  if (!string || entsize != 1) return hex_bytes(b, 0, std::min<uint64_t>(b.size(), 32));
+  std::string s = "\"";
+  for (size_t k = 0; k < b.size() && b[k] != 0; ++k) {
+    if (s.size() > kMax) return s + "\"...";
+    char c = static_cast<char>(b[k]);
+    switch (c) {
+      case '\n': s += "\\n"; break;
+      case '\t': s += "\\t"; break;
+      case '"': s += "\\\""; break;
+      case '\\': s += "\\\\"; break;
+      default: s += b[k] >= 0x20 && b[k] < 0x7f ? std::string(1, c) : fmt::format("\\x{:02x}", b[k]);
+    }
+  }
+  return s + "\"";
+}
+
+// Whether the literal pre code names at `site` differs from the one at `run_at` in run:
+// for a string, the characters up to and including its terminator; for a constant, the
+// whole entry holding the referenced byte.
+std::optional<std::string> Matcher::literal_differs(size_t i, TargetAddr at, uint64_t site, const LiteralSite& l,
+                                                    TargetAddr run_at) const {
+  const elf::Section& pool = *l.pool;
+  const uint64_t e = pool.entsize;
+  const bool string = pool.merge_strings();
+  uint64_t from = l.offset, to;
+  if (string) {
+    to = from;
+    auto zero = [&](uint64_t k) {
+      auto c = pool.bytes.subspan(k, e);
+      return std::all_of(c.begin(), c.end(), [](uint8_t b) { return b == 0; });
+    };
+    while (to + e <= pool.bytes.size() && !zero(to)) to += e;
+    to = std::min<uint64_t>(to + e, pool.bytes.size());
+  } else {
+    from -= from % e;
+    to = std::min<uint64_t>(from + e, pool.bytes.size());
+  }
+  std::span<const uint8_t> want = pool.bytes.subspan(from, to - from);
+  TargetAddr start = run_at - static_cast<int64_t>(l.offset - from);
+  std::vector<uint8_t> got(want.size());
+  std::string what = string ? "string literal" : fmt::format("constant ({} bytes)", e);
+  std::string where = fmt::format("{} at {}+{:#x}", preps_[i].req->label, at, site);
+  if (Status s = run_.read(start, got); !s.ok())
+    return fmt::format("{}: the {} it refers to cannot be read at {}: {}", where, what, start, s.message());
+  if (std::equal(want.begin(), want.end(), got.begin())) return std::nullopt;
+  if (string) {   // show the run string whole, as far as it can be read
+    std::vector<uint8_t> more(want.size() + 64);
+    if (run_.read(start, more).ok()) got = std::move(more);
+  }
+  return fmt::format("{}: {} differs from pre: expected {}, found {} (at {})", where, what,
+                     show_literal(want, string, e), show_literal(got, string, e), start);
+}
+
 void Matcher::compare(size_t i, Trial& t, std::span<const uint8_t> bytes) const {
   const Prepared& p = preps_[i];
   const uint64_t base = t.at.value();
@@ -258,6 +359,7 @@ void Matcher::compare(size_t i, Trial& t, std::span<const uint8_t> bytes) const 
       dtpoff_is_tpoff = true;
 
   std::map<Key, size_t> seen;   // -> index in t.reveals
+  std::vector<std::pair<uint64_t, TargetAddr>> literal_sites;   // field offset, literal's run address
   uint64_t pos = 0;
   for (size_t k = 0; k < p.relocs.size();) {
     const elf::Reloc& r = p.relocs[k];
@@ -268,6 +370,8 @@ void Matcher::compare(size_t i, Trial& t, std::span<const uint8_t> bytes) const 
     if (s.outcome == arch::SiteRead::Outcome::Differs) return differ_at(std::max(s.offset, pos));
     pos = std::max(pos, s.end);
     k += s.relocs;
+    if (s.reveals && s.view == Reveal::Address && p.literals.count(r.offset))
+      literal_sites.emplace_back(r.offset, TargetAddr(s.value + static_cast<uint64_t>(p.literals.at(r.offset).delta)));
     if (!s.reveals || literal(r.symbol)) continue;
     if (r.symbol == 0) {   // an absolute value: nothing to learn, but it must be what pre says
       if (s.value != 0) return differ_at(r.offset);
@@ -289,6 +393,15 @@ void Matcher::compare(size_t i, Trial& t, std::span<const uint8_t> bytes) const 
     }
   }
   if (uint64_t d = equal_until(pos, p.pre.size()); d < p.pre.size()) return differ_at(d);
+  // The code is the same; the literals it uses must be too (read only now, so that
+  // candidates whose code differs cost no reads).
+  for (const auto& [site, run_at] : literal_sites)
+    if (auto why = literal_differs(i, t.at, site, p.literals.at(site), run_at)) {
+      t.outcome = Trial::Outcome::Differs;
+      t.prefix = p.pre.size();   // closer than any candidate whose code differs
+      t.report = std::move(*why);
+      return;
+    }
   // A file-local function is reached directly, never through a PLT: its own run symbols
   // must name this very address, which lets call sites elsewhere confirm or refute it.
   if (p.local)
@@ -493,6 +606,7 @@ Result<Match> Matcher::run() {
       case Reveal::GotSlot: return View::GotSlot;
       case Reveal::TlsOffset: return View::TlsOffset;
       case Reveal::TlsGotSlot: return View::TlsGotSlot;
+      case Reveal::TlsGdPair: return View::TlsGdPair;
       default: return std::nullopt;
     }
   };

@@ -5,7 +5,8 @@
 // the update, relocations against undefined *run symbols*) is compared with the bytes at
 // a candidate address in the target. Bytes outside relocation sites must be equal; each
 // site's bytes in run reveal a value of its symbol (its address, GOT slot, TLS offset…;
-// see ls::View), and every site naming the same (symbol, view) must agree. Nothing about
+// see ls::View), and every site naming the same (symbol, view) must agree; a site naming
+// a literal must find the same string or constant there. Nothing about
 // processes or kernels is known here: the target supplies a CodeSource, candidates from
 // its symbol tables, and ranges to search when those are missing (stripped binaries).
 //
@@ -57,15 +58,20 @@ struct Match {
   // What pre code revealed, keyed by update symbol index (a run symbol) and view. A
   // replaced function's own run symbols (the names other code calls it by) also get
   // its matched address as View::Address, unless a call site already revealed one.
-  // Not included: sites referring to a merged literal pool (`.rodata.str1.1+0x10`):
-  // the linker merges and reorders pools, so such a "symbol" has no single value.
+  // Not included: sites referring to a literal (a string or a constant of a merged
+  // pool): the linker merges and reorders pools, so a literal has no single address.
+  // Literals are compared by content instead (see match()).
   std::map<std::pair<uint32_t, View>, Resolution> symbols;
 };
 
 // Matches every request, or fails naming each one that did not match and why: the
-// closest candidate's first difference with both instructions disassembled, an
-// ambiguity with the addresses, a disagreement between two sites with both, or a site
-// that cannot be interpreted. Fails with Exit::Unsafe when the run code differs (the
+// closest candidate's first difference with both instructions disassembled, a literal
+// that differs (the site, expected and found string or constant bytes), an ambiguity
+// with the addresses, a disagreement between two sites with both, or a site that
+// cannot be interpreted. A site referring to a pre literal pool the update carries
+// (`.livesplice.pre.*`, SHF_MERGE) matches only if the literal at the run address it
+// resolves to has the same contents: a C string up to its terminator, a constant's
+// whole entry. Fails with Exit::Unsafe when the run code differs (the
 // update is not for this target), Exit::ToolError when reading or interpreting fails.
 //
 // Order: candidates first; addresses of other requests' functions revealed by call

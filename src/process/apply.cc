@@ -145,7 +145,8 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   std::vector<const update::FunctionPatch*> replaced;
   for (const auto& f : u.functions) {
     if (!f.replace) continue;
-    const Module* mod = find_module(*modules, f.target);
+    const Module* mod = nullptr;   // the first binary of its object that the process has mapped
+    for (size_t k = 0; k < f.targets.size() && !mod; ++k) mod = find_module(*modules, f.targets[k]);
     if (!mod) mod = &modules->front();   // the main executable comes first in maps
     if (!home) home = mod;
     match::Request r;

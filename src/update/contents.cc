@@ -44,6 +44,11 @@ Contents Contents::load(const std::string& path) {
     for (const auto& t : manifest.at("targets")) target_names.push_back(t.at("name"));
     c.targets = target_names;
     const auto& objects = manifest.at("objects");
+    auto targets_of = [&](const nlohmann::ordered_json& o) {
+      std::vector<std::string> names;
+      for (const auto& t : o.at("targets")) names.push_back(target_names.at(t.get<size_t>()));
+      return names;
+    };
     for (const auto& f : manifest.at("functions")) {
       FunctionPatch p;
       p.name = f.at("name");
@@ -51,7 +56,7 @@ Contents Contents::load(const std::string& path) {
       const auto& o = objects.at(obj);
       p.object = o.at("path");
       p.source = o.at("source");
-      if (!o.at("targets").empty()) p.target = target_names.at(o.at("targets").at(0).get<size_t>());
+      p.targets = targets_of(o);
       p.status = f.at("status");
       p.local = f.value("local", false);
       p.replace = f.value("replace", false);
@@ -71,6 +76,11 @@ Contents Contents::load(const std::string& path) {
       s.local = r.value("local", false);
       s.section = r.value("kind", "symbol") == "section";
       s.source = r.value("source", "");
+      if (auto obj = r.find("object"); obj != r.end() && !obj->is_null()) {
+        const auto& o = objects.at(obj->get<size_t>());
+        s.object = o.at("path");
+        s.targets = targets_of(o);
+      }
       c.run_symbols.push_back(std::move(s));
     }
     for (const auto& s : manifest.at("sections"))

@@ -15,7 +15,9 @@ struct FunctionPatch {
   std::string name;
   std::string object;          // the object it was compiled into, relative to the build
   std::string source;
-  std::string target;          // executable / library basename
+  // Basenames of every executable / library its object was linked into, in manifest
+  // order: the same object may sit in several binaries (a program and its library).
+  std::vector<std::string> targets;
   std::string status;          // "changed" / "new" / "removed"
   bool local = false;
   bool replace = false;        // gets a trampoline
@@ -32,7 +34,9 @@ struct RunSymbol {
   std::string name;
   bool local = false;
   bool section = false;        // an anonymous section left behind, not a named symbol
-  std::string source;
+  std::string object;          // file-local ones: the object it is local to ("" for globals)
+  std::string source;          //   and its source file
+  std::vector<std::string> targets;   // file-local ones: the binaries that object is in
 };
 
 struct Contents {

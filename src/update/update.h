@@ -7,7 +7,12 @@
 //   per rebuilt object, in manifest order:
 //        .livesplice.pre.<section>        pre code of a replaced function (not SHF_ALLOC:
 //                                         read by the matcher, never loaded)
-//        .rela.livesplice.pre.<section>   its relocations, all against run symbols
+//        .rela.livesplice.pre.<section>   its relocations: against run symbols, or against
+//                                         a carried pre literal pool (below)
+//        .livesplice.pre.<pool>           a literal pool pre code refers to
+//                                         (.rodata.f.str1.1, .rodata.cst8; SHF_MERGE kept,
+//                                         not SHF_ALLOC): the matcher compares the running
+//                                         program's literal at each site with it
 //        .livesplice.post.<section>       post code, new data, literals, jump tables
 //        .rela.livesplice.post.<section>  against post sections when the target travels
 //                                         in the update, run symbols otherwise
@@ -35,8 +40,8 @@
 //                pre_symbol, post_symbol}
 //   data[]      {name, object, status, reason, local, size, carried, post_section,
 //                post_symbol}
-//   sections[]  {index, name, role ("pre" | "post"), object, original (its name in the
-//                object)}
+//   sections[]  {index, name, role ("pre" | "post"; carried pre literal pools are
+//                "pre"), object, original (its name in the object)}
 //   run_symbols[] {index, name, local, kind ("symbol" | "section"), object, source
 //                (object and source only for local ones)}
 //   summary     {functions_changed, functions_new, data_new}

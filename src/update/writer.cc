@@ -11,6 +11,12 @@
 // one, since a running program has no section symbols to match against; an anonymous
 // section that stays behind keeps its section name, flagged "kind": "section".
 //
+// The one exception is literal pools (SHF_MERGE: strings, constants). The linker merges
+// them, so a running program has no symbol for a literal; but its contents are what pre
+// code means. So the pools pre code refers to travel as pre sections too (never loaded),
+// and pre relocations name them: the matcher compares the running literal at each site
+// with the carried one.
+//
 // The ELF image is assembled by hand, not through libelf: the layout is fixed and small,
 // and writing it directly keeps the output deterministic byte for byte.
 #include <elf.h>
@@ -80,6 +86,12 @@ unsigned char stt(elf::SymbolType t) {
   }
 }
 
+// A pool of string literals or constants that the linker merges across objects.
+bool literal_pool(const elf::Section& s) {
+  return s.alloc() && !s.exec() && !s.write() && !s.nobits() && (s.merge_strings() || s.merge_constants()) &&
+         s.entsize > 0;
+}
+
 bool named_definition(const elf::Symbol& s) {
   return !s.name.empty() && s.type != elf::SymbolType::Section && s.type != elf::SymbolType::File;
 }
@@ -116,7 +128,7 @@ class Builder {
   struct UnitMap {
     std::map<uint32_t, uint32_t> pre_out, post_out;       // original section -> out section
     std::map<uint32_t, SymRef> pre_def, post_def;         // original symbol -> out symbol
-    std::map<uint32_t, SymRef> post_section_symbol;       // original section -> its STT_SECTION
+    std::map<uint32_t, SymRef> pre_section_symbol, post_section_symbol;   // original section -> its STT_SECTION
   };
   struct RunSymbol {
     SymRef ref;
@@ -253,6 +265,14 @@ void Builder::add_unit(size_t k) {
     }
   }
   for (uint32_t a : d.included_anonymous_sections) post_secs.insert(a);
+  // The literal pools pre code refers to (see the top of this file).
+  std::set<uint32_t> pre_pools;
+  for (uint32_t s : pre_secs)
+    for (const auto& r : pre.section(s).relocs) {
+      if (r.symbol == 0) continue;
+      const auto& t = pre.symbol(r.symbol);
+      if (t.in_section() && literal_pool(pre.section(t.section))) pre_pools.insert(t.section);
+    }
 
   // Sections, each followed by its relocation section.
   std::map<uint32_t, uint32_t> pre_rela, post_rela;
@@ -280,6 +300,7 @@ void Builder::add_unit(size_t k) {
     }
   };
   lay_out(pre, pre_secs, true);
+  lay_out(pre, pre_pools, true);
   lay_out(post, post_secs, false);
 
   // Local symbols of this object: its file, its section symbols, pre definitions (local:
@@ -295,7 +316,7 @@ void Builder::add_unit(size_t k) {
     s.shndx = static_cast<uint16_t>(out);
     return add_symbol(s);
   };
-  for (auto [orig, out] : m.pre_out) section_symbol(out);
+  for (auto [orig, out] : m.pre_out) m.pre_section_symbol[orig] = section_symbol(out);
   for (auto [orig, out] : m.post_out) m.post_section_symbol[orig] = section_symbol(out);
   auto define = [&](const elf::Object& obj, const std::map<uint32_t, uint32_t>& outs,
                     std::map<uint32_t, SymRef>& defs, bool is_pre) {
@@ -322,7 +343,16 @@ void Builder::add_unit(size_t k) {
     const auto& sec = pre.section(orig);
     for (const auto& r : sec.relocs) {
       int64_t addend = r.addend;
-      SymRef ref = r.symbol == 0 ? SymRef{} : run_symbol(k, pre, sec, r, addend);
+      SymRef ref;
+      const auto& t = pre.symbol(r.symbol);
+      if (r.symbol == 0) {
+      } else if (t.in_section() && pre_pools.count(t.section)) {
+        // A literal: the carried pool's section symbol, at the literal's offset in it.
+        ref = m.pre_section_symbol.at(t.section);
+        addend += static_cast<int64_t>(t.value);
+      } else {
+        ref = run_symbol(k, pre, sec, r, addend);
+      }
       sections_[rela].relocs.push_back({r.offset, r.type, ref, addend});
     }
   }

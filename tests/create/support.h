@@ -1,5 +1,5 @@
-// Helpers for the create tests: temporary trees written from strings, running the real
-// binaries, and a hash + stat picture of a whole tree to prove create left it as found.
+// Helpers for the create tests (on tests/support: temporary trees, running the real
+// binaries): a hash + stat picture of a whole tree to prove create left it as found.
 #pragma once
 
 #include <cstdint>
@@ -9,41 +9,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/support.h"
+
 namespace lstest {
 
-// A fresh directory under $TMPDIR, removed with everything in it on destruction.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
-
- private:
-  std::string path_;
-};
-
-void write_file(const std::string& path, const std::string& content, bool executable = false);
-std::string read_file(const std::string& path);
-
-struct Result {
-  int status = -1;          // exit status; 128+N when killed by signal N
-  std::string out;          // stdout
-  std::string err;          // stderr
-};
-// Runs argv (argv[0] looked up in PATH) in cwd with extra environment, waiting for it.
-Result run(const std::vector<std::string>& argv, const std::string& cwd = {},
-           const std::map<std::string, std::string>& env = {});
-Result sh(const std::string& command, const std::string& cwd = {});
-
-// Fails the current test (never skips) when a tool the test needs is missing.
-void require_tools(const std::vector<std::string>& tools);
-
-// Paths of the binaries under test, from compile definitions.
-std::string livesplice();
-std::string livesplice_cc();
+using Result = RunResult;
 
 // Every entry under a root: type, size, mtime (ns), mode, and a hash of the content.
 struct Entry {

@@ -159,10 +159,20 @@ TEST_F(UpdateFile, CarriesPreAndPostCodeWithSymbolicRelocations) {
   EXPECT_FALSE(u.section((*f)["pre_section"].get<uint32_t>()).alloc()) << "pre code is never loaded";
   EXPECT_TRUE(u.section((*f)["post_section"].get<uint32_t>()).alloc());
 
-  // Pre code refers only to the running program; post f calls the update's newfn and
-  // helper and reads the update's copy of its string literal.
-  for (const auto& r : u.section((*f)["pre_section"].get<uint32_t>()).relocs)
-    EXPECT_FALSE(u.symbol(r.symbol).defined()) << u.symbol(r.symbol).name;
+  // Pre code refers to the running program, and to the pre literal pools that travel
+  // with it (never loaded: the matcher compares the running literals with them); post f
+  // calls the update's newfn and helper and reads the update's copy of its string literal.
+  size_t literal_sites = 0;
+  for (const auto& r : u.section((*f)["pre_section"].get<uint32_t>()).relocs) {
+    const auto& s = u.symbol(r.symbol);
+    if (!s.defined()) continue;
+    const auto& pool = u.section(s.section);
+    EXPECT_TRUE(pool.name.starts_with(".livesplice.pre.") && pool.merge_strings() && !pool.alloc()) << pool.name;
+    std::string at(reinterpret_cast<const char*>(pool.bytes.data()) + s.value + r.addend + 4);
+    EXPECT_EQ(at, "f %d\n") << "the pre literal at the site";
+    ++literal_sites;
+  }
+  EXPECT_EQ(literal_sites, 1u) << "f's printf format is its one literal";
   std::set<std::string> post_targets;
   for (const auto& r : u.section((*f)["post_section"].get<uint32_t>()).relocs) {
     const auto& s = u.symbol(r.symbol);

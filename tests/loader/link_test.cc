@@ -300,6 +300,13 @@ f:	mov %fs:0, %rax
   std::string e = link_error(u, base, none);
   EXPECT_NE(e.find("undefined run symbol 'x': the resolver knows no TLS offset"), std::string::npos) << e;
   EXPECT_NE(e.find("undefined run symbol 'y': the resolver knows no TLS offset or TLS GOT slot"), std::string::npos) << e;
+
+  // A general-dynamic pair is not an initial-exec slot: it holds a module id, not the offset.
+  lstest::TableResolver pair_only(u);
+  pair_only.set("x", View::TlsOffset, static_cast<uint64_t>(-0x40));
+  pair_only.set("y", View::TlsGdPair, base - 0x2000);
+  e = link_error(u, base, pair_only);
+  EXPECT_NE(e.find("undefined run symbol 'y': the resolver knows no TLS offset or TLS GOT slot"), std::string::npos) << e;
 }
 
 constexpr const char* kGeneralDynamic = R"(
@@ -342,7 +349,7 @@ TEST_F(Link, GeneralDynamicUsesTheProgramsPairWhenTheOffsetIsUnknown) {
   auto p = plan_ok(u);
   const uint64_t base = 0x7000'0000'0000;
   lstest::TableResolver r(u);
-  r.set("x", View::TlsGotSlot, base - 0x3000);
+  r.set("x", View::TlsGdPair, base - 0x3000);
   r.set("__tls_get_addr", View::Address, base - 0x8000);
   auto img = link_ok(u, p, base, r);
   EXPECT_EQ(img.bytes[4], 0x66);   // not rewritten
@@ -352,7 +359,14 @@ TEST_F(Link, GeneralDynamicUsesTheProgramsPairWhenTheOffsetIsUnknown) {
   lstest::TableResolver none(u);
   none.set("__tls_get_addr", View::Address, base - 0x8000);
   std::string e = link_error(u, base, none);
-  EXPECT_NE(e.find("undefined run symbol 'x': the resolver knows no TLS offset or TLS GOT slot"), std::string::npos) << e;
+  EXPECT_NE(e.find("undefined run symbol 'x': the resolver knows no TLS offset or TLS GD pair"), std::string::npos) << e;
+
+  // An initial-exec slot is not a GD pair: __tls_get_addr would read its offset as a module id.
+  lstest::TableResolver slot_only(u);
+  slot_only.set("x", View::TlsGotSlot, base - 0x3000);
+  slot_only.set("__tls_get_addr", View::Address, base - 0x8000);
+  e = link_error(u, base, slot_only);
+  EXPECT_NE(e.find("undefined run symbol 'x': the resolver knows no TLS offset or TLS GD pair"), std::string::npos) << e;
 }
 
 TEST_F(Link, LocalDynamicBecomesLocalExec) {
@@ -422,7 +436,7 @@ caller:	call helper_ref
 helper:	ret
 )");
   auto renamed = lstest::run({"objcopy", "--redefine-sym", "helper_ref=helper", tmp / "update.o"});
-  ASSERT_EQ(renamed.status, 0) << renamed.output;
+  ASSERT_EQ(renamed.status, 0) << renamed.output();
   auto u = ls::elf::Object::load(tmp / "update.o");
   int named = 0;
   for (const auto& s : u.symbols()) named += s.name == "helper";
@@ -459,7 +473,7 @@ helper:	ret
   lstest::write_file(tmp / "manifest.json", fmt::format(R"({{"objects": [{{"path": "src/a.o"}}], "run_symbols": [
     {{"index": {}, "name": "helper", "local": true, "kind": "symbol", "object": 0, "source": "src/a.c"}}]}})", undef));
   auto added = lstest::run({"objcopy", "--add-section", ".livesplice.manifest=" + tmp / "manifest.json", tmp / "update.o"});
-  ASSERT_EQ(added.status, 0) << added.output;
+  ASSERT_EQ(added.status, 0) << added.output();
   auto u = ls::elf::Object::load(tmp / "update.o");
   ASSERT_EQ(u.symbol(undef).name, "helper");
   ASSERT_FALSE(u.symbol(undef).defined());

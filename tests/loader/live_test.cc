@@ -159,8 +159,7 @@ class ProcessResolver : public ls::load::SymbolResolver {
         // dynamic and the answer holds for this thread only — the one the test runs on.
         if (!y || !y->tls) return ls::error("'{}' is not thread-local", s.name);
         return TargetAddr(lib_.tls_block + y->value - thread_pointer());
-      case View::TlsGotSlot: {
-        // Only GD pairs, never the IE slot: the contract in loader/link.h.
+      case View::TlsGdPair: {
         if (auto p = lib_.file.gd_pair.find(s.name); p != lib_.file.gd_pair.end()) return TargetAddr(lib_.base + p->second);
         if (y && y->tls && s.local)
           for (uint64_t off : lib_.file.anonymous_pairs)   // read the pair's offset word in this process
@@ -226,17 +225,17 @@ void build(Build& b, const std::string& cflags) {
   std::map<std::string, std::string> env{{"CFLAGS", cflags}};
   fs::copy(std::string(LOADER_PROJECT_DIR) + "/shop", src, fs::copy_options::recursive);
   auto make = lstest::run({"make", "-s"}, src, env);
-  if (make.status != 0) throw std::runtime_error("make failed:\n" + make.output);
+  if (make.status != 0) throw std::runtime_error("make failed:\n" + make.output());
   for (std::string patch : {"fix", "static"}) {
-    auto c = lstest::run({LIVESPLICE_BIN, "create", "--source", src, "--patch",
+    auto c = lstest::run({lstest::livesplice(), "create", "--source", src, "--patch",
                           std::string(LOADER_PROJECT_DIR) + "/" + patch + ".patch", "-o", *b.tmp / (patch + ".lsu")},
                          "", env);
-    if (c.status != 0) throw std::runtime_error("livesplice create " + patch + " failed:\n" + c.output);
+    if (c.status != 0) throw std::runtime_error("livesplice create " + patch + " failed:\n" + c.output());
   }
   b.lib = load_library(src + "/libshop.so");
   // The same pre objects without c.o: a library whose thread-locals are dynamic.
   auto dyn = lstest::run({"cc", "-shared", "-o", "libshop-dyn.so", "a.o", "b.o"}, src);
-  if (dyn.status != 0) throw std::runtime_error("linking libshop-dyn.so failed:\n" + dyn.output);
+  if (dyn.status != 0) throw std::runtime_error("linking libshop-dyn.so failed:\n" + dyn.output());
   b.dyn_lib = load_library(src + "/libshop-dyn.so");
 }
 
@@ -442,7 +441,7 @@ TEST_P(Live, UnresolvedRunSymbolsAreNamedWithTheirSourceFile) {
   ProcessResolver resolver(*lib_, u.manifest);
   resolver.refuse.insert({"scale", View::Address});
   resolver.refuse.insert({"peak", View::TlsOffset});
-  resolver.refuse.insert({"peak", View::TlsGotSlot});
+  resolver.refuse.insert({"peak", View::TlsGdPair});
   auto plan = ls::load::plan(ctx, u.file, ls::load::post_sections(u.file));
   ASSERT_TRUE(plan.ok()) << plan.status().message();
   auto m = map(false, plan->size);

@@ -1,5 +1,5 @@
-// Helpers for the loader tests: temporary directories, running tools, assembling
-// hand-written update-like objects, and mapping memory at a chosen distance.
+// Helpers for the loader tests (on tests/support: temporary directories, running tools):
+// assembling hand-written update-like objects, and mapping memory at a chosen distance.
 #pragma once
 
 #include <cstdint>
@@ -10,33 +10,11 @@
 #include "core/result.h"
 #include "elf/object.h"
 #include "loader/link.h"
+#include "support/support.h"
 
 namespace lstest {
 
-// A fresh directory under $TMPDIR, removed with its contents on destruction.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
-
- private:
-  std::string path_;
-};
-
-void write_file(const std::string& path, const std::string& content);
-std::string read_file(const std::string& path);
-
-struct Run {
-  int status = -1;          // exit status; 128+N when killed by signal N
-  std::string output;       // stdout and stderr, interleaved
-};
-// Runs argv (looked up in PATH) in `cwd` with `env` added to the environment.
-Run run(const std::vector<std::string>& argv, const std::string& cwd = {},
-        const std::map<std::string, std::string>& env = {});
+using Run = RunResult;
 
 // Assembles x86-64 `source` with gcc into `dir`/name.o and loads it. Sections meant to
 // be loaded are named `.livesplice.post.*` as in a real update.

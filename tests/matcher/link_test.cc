@@ -16,25 +16,6 @@ namespace {
 using ls::TargetAddr;
 using ls::View;
 
-ls::Context quiet_context() {
-  ls::Context ctx;
-  ctx.quiet = true;
-  return ctx;
-}
-
-TargetAddr resolved(const ls::match::Match& m, uint32_t sym, View view) {
-  auto it = m.symbols.find({sym, view});
-  EXPECT_NE(it, m.symbols.end()) << "no resolution for symbol " << sym << " (" << ls::to_string(view) << ")";
-  return it == m.symbols.end() ? TargetAddr() : it->second.value;
-}
-
-size_t index_of(const Requests& r, const std::string& name) {
-  for (size_t i = 0; i < r.names.size(); ++i)
-    if (r.names[i] == name) return i;
-  ADD_FAILURE() << "no request for " << name;
-  return 0;
-}
-
 TargetAddr addr(uint64_t v) { return TargetAddr(v); }
 
 TEST(LinkedFileMatch, NonPieReadsAbsoluteFields) {

@@ -17,28 +17,6 @@ namespace {
 using ls::TargetAddr;
 using ls::View;
 
-ls::Context quiet_context() {
-  ls::Context ctx;
-  ctx.quiet = true;
-  return ctx;
-}
-
-size_t index_of(const Requests& r, const std::string& name) {
-  for (size_t i = 0; i < r.names.size(); ++i)
-    if (r.names[i] == name) return i;
-  ADD_FAILURE() << "no request for " << name;
-  return 0;
-}
-
-const ls::match::Resolution& resolution(const ls::match::Match& m, uint32_t sym, View view) {
-  auto it = m.symbols.find({sym, view});
-  if (it == m.symbols.end()) {
-    ADD_FAILURE() << "no resolution for symbol " << sym << " (" << ls::to_string(view) << ")";
-    throw std::runtime_error("no resolution");
-  }
-  return it->second;
-}
-
 std::string use_c(const std::string& k) {
   return R"(extern __thread int lib_tls, exe_tls;
 extern int table[4];

@@ -16,19 +16,6 @@ namespace {
 
 using ls::TargetAddr;
 
-ls::Context quiet_context() {
-  ls::Context ctx;
-  ctx.quiet = true;
-  return ctx;
-}
-
-size_t index_of(const Requests& r, const std::string& name) {
-  for (size_t i = 0; i < r.names.size(); ++i)
-    if (r.names[i] == name) return i;
-  ADD_FAILURE() << "no request for " << name;
-  return 0;
-}
-
 // The service plus `copies` times the machine code of the livesplice binary itself in
 // .text: real code for the search to wade through.
 std::map<std::string, std::string> big_service(const std::string& delta, int copies) {
@@ -50,7 +37,7 @@ struct Stripped {
 };
 
 Stripped build(const Project& p) {
-  must("objcopy -O binary -j .text " + std::string(LIVESPLICE_BIN) + " filler.bin", p.dir.path());
+  must("objcopy -O binary -j .text " + lstest::livesplice() + " filler.bin", p.dir.path());
   p.make();
   Stripped s{p / "app", p.work / "app.stripped", {}};
   s.syms = symbols(s.app);

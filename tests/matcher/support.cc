@@ -22,51 +22,7 @@ namespace mt {
 
 namespace fs = std::filesystem;
 
-TempDir::TempDir() {
-  const char* tmp = getenv("TMPDIR");
-  std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/ls-matcher-XXXXXX";
-  std::vector<char> buf(tmpl.begin(), tmpl.end());
-  buf.push_back('\0');
-  if (!mkdtemp(buf.data())) throw std::runtime_error("mkdtemp: " + std::string(strerror(errno)));
-  path_ = buf.data();
-}
-
-TempDir::~TempDir() {
-  std::error_code ec;
-  fs::remove_all(path_, ec);
-}
-
-void write_file(const std::string& path, const std::string& content) {
-  fs::create_directories(fs::path(path).parent_path());
-  std::ofstream(path, std::ios::binary) << content;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-static std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-Run sh(const std::string& command, const std::string& cwd) {
-  TempDir errs;
-  std::string err = errs / "stderr";
-  std::string full = (cwd.empty() ? "" : "cd " + quote(cwd) + " && ") + "{ " + command + "\n} 2>" + quote(err);
-  Run r;
-  FILE* p = popen(full.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  r.err = read_file(err);
-  return r;
-}
+using lstest::quote;
 
 std::string must(const std::string& command, const std::string& cwd) {
   Run r = sh(command, cwd);
@@ -95,7 +51,7 @@ std::string Project::create(const std::string& file, const std::string& patched)
   fs::create_directories(out);
   write_file(out + "/fix.patch", patch(file, patched));
   std::string update = out + "/fix.lsu";
-  must(quote(LIVESPLICE_BIN) + " create -q --source " + quote(dir.path()) + " --patch " + quote(out + "/fix.patch") +
+  must(quote(lstest::livesplice()) + " create -q --source " + quote(dir.path()) + " --patch " + quote(out + "/fix.patch") +
        " -o " + quote(update));
   return update;
 }
@@ -361,6 +317,34 @@ uint32_t run_symbol(const std::string& update, const std::string& name, const st
       return s["index"];
   ADD_FAILURE() << "no run symbol " << name << " (" << source << ") in " << update;
   throw std::runtime_error("no run symbol");
+}
+
+ls::Context quiet_context() {
+  ls::Context ctx;
+  ctx.quiet = true;
+  return ctx;
+}
+
+size_t index_of(const Requests& r, const std::string& name) {
+  for (size_t i = 0; i < r.names.size(); ++i)
+    if (r.names[i] == name) return i;
+  ADD_FAILURE() << "no request for " << name;
+  return 0;
+}
+
+ls::TargetAddr resolved(const ls::match::Match& m, uint32_t sym, ls::View view) {
+  auto it = m.symbols.find({sym, view});
+  EXPECT_NE(it, m.symbols.end()) << "no resolution for symbol " << sym << " (" << ls::to_string(view) << ")";
+  return it == m.symbols.end() ? ls::TargetAddr() : it->second.value;
+}
+
+const ls::match::Resolution& resolution(const ls::match::Match& m, uint32_t sym, ls::View view) {
+  auto it = m.symbols.find({sym, view});
+  if (it == m.symbols.end()) {
+    ADD_FAILURE() << "no resolution for symbol " << sym << " (" << ls::to_string(view) << ")";
+    throw std::runtime_error("no resolution");
+  }
+  return it->second;
 }
 
 }  // namespace mt

@@ -1,5 +1,5 @@
-// Helpers for the matcher tests: C projects written from strings and built with the real
-// gcc and ld, updates made by the real `livesplice create`, running programs, what
+// Helpers for the matcher tests, on tests/support: C projects written from strings and
+// built with the real gcc and ld, updates made by the real `livesplice create`, running programs, what
 // readelf/objdump say about a linked file, and two CodeSources (a live process's
 // /proc/PID/mem, a linked file's bytes at its link addresses). Nothing is mocked.
 #pragma once
@@ -14,31 +14,15 @@
 #include <nlohmann/json.hpp>
 
 #include "matcher/matcher.h"
+#include "support/support.h"
 
 namespace mt {
 
-// A fresh directory under $TMPDIR, removed on destruction.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
-
- private:
-  std::string path_;
-};
-
-void write_file(const std::string& path, const std::string& content);
-std::string read_file(const std::string& path);
-
-struct Run {
-  int status = -1;
-  std::string out, err;
-};
-Run sh(const std::string& command, const std::string& cwd = {});
+using lstest::read_file;
+using lstest::TempDir;
+using lstest::write_file;
+using Run = lstest::RunResult;
+using lstest::sh;
 // sh() that fails the test (with the output) unless the command succeeds.
 std::string must(const std::string& command, const std::string& cwd = {});
 
@@ -130,5 +114,14 @@ Requests requests(const std::string& update, const std::vector<Sym>& syms, int64
                   const std::vector<ls::TargetRange>& search = {}, bool with_candidates = true);
 // The update symbol index of run symbol `name` (and source file, for locals).
 uint32_t run_symbol(const std::string& update, const std::string& name, const std::string& source = {});
+
+// A context that prints nothing.
+ls::Context quiet_context();
+// The index of the request for function `name`; fails the test when there is none.
+size_t index_of(const Requests& r, const std::string& name);
+// The resolution of (run symbol, view); fails the test when there is none (resolved()
+// then gives a null address, resolution() throws).
+ls::TargetAddr resolved(const ls::match::Match& m, uint32_t sym, ls::View view);
+const ls::match::Resolution& resolution(const ls::match::Match& m, uint32_t sym, ls::View view);
 
 }  // namespace mt

@@ -31,8 +31,10 @@ int main(void) {
 }
 
 // `delta` is the constant handle() adds: the patch changes it, and a running program
-// built with another value is not what the update was made for.
-inline std::string svc_srv(const std::string& delta = "0x10", const std::string& tail = "1") {
+// built with another value is not what the update was made for. So is one built with
+// another `greeting` (a string literal: the code bytes are the same).
+inline std::string svc_srv(const std::string& delta = "0x10", const std::string& tail = "1",
+                           const std::string& greeting = "handling") {
   return R"(#include <stdio.h>
 static int counter;
 static int hits;
@@ -45,7 +47,7 @@ __attribute__((noinline)) static int bump(void) { return ++hits; }
 int handle(int x) {
   tls_hits++;
   tls_local += x;
-  puts("handling");
+  puts(")" + greeting + R"(");
   printf("%s %d\n", "value", x);
   return scale(x) + table[x & 3] + bump() + util_id(x) + tls_local + )" +
          delta + R"(;
@@ -76,9 +78,10 @@ inline std::string svc_makefile(const std::string& cflags, const std::string& ld
 }
 
 inline std::map<std::string, std::string> svc_files(const std::string& cflags, const std::string& ldflags,
-                                                    const std::string& delta = "0x10") {
+                                                    const std::string& delta = "0x10",
+                                                    const std::string& greeting = "handling") {
   return {{"main.c", svc_main()},
-          {"srv.c", svc_srv(delta)},
+          {"srv.c", svc_srv(delta, "1", greeting)},
           {"util.c", svc_util()},
           {"Makefile", svc_makefile(cflags, ldflags)}};
 }

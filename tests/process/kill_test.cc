@@ -18,13 +18,8 @@ using namespace lsproc;
 
 namespace {
 
-class Killed : public ::testing::Test {
+class Killed : public PtraceTest {
  protected:
-  void SetUp() override {
-    std::string why = ptrace_problem();
-    ASSERT_EQ(why, "") << "the live-process tests need ptrace and are never skipped";
-  }
-
   // Starts `livesplice apply --pid PID UPDATE EXTRA...` without waiting for it.
   std::unique_ptr<Program> start_apply(const Program& target, const std::string& update,
                                        const std::vector<std::string>& extra = {}) {

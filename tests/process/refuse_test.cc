@@ -12,13 +12,8 @@ using namespace lsproc;
 
 namespace {
 
-class Refuse : public ::testing::Test {
+class Refuse : public PtraceTest {
  protected:
-  void SetUp() override {
-    std::string why = ptrace_problem();
-    ASSERT_EQ(why, "") << "the live-process tests need ptrace and are never skipped";
-  }
-
   // Old behaviour goes on, new never shows, no update recorded or mapped.
   void expect_untouched(Program& prog, const std::string& old_text, const std::string& new_text) {
     expect_alive_and_running(prog);

@@ -14,11 +14,11 @@ using namespace lsproc;
 
 namespace {
 
-class Stacked : public ::testing::Test {
+class Stacked : public PtraceTest {
  protected:
   void SetUp() override {
-    std::string why = ptrace_problem();
-    ASSERT_EQ(why, "") << "the live-process tests need ptrace and are never skipped";
+    PtraceTest::SetUp();
+    if (HasFatalFailure()) return;
     std::string src = build_case("stack", tmp / "src");
     // Tree 1: the source with fix1 applied, which fix2 is written against.
     std::filesystem::copy(case_dir("stack"), tmp / "tree1", std::filesystem::copy_options::recursive);

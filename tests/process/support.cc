@@ -24,16 +24,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::string join(const std::vector<std::string>& argv) {
-  std::string s;
-  for (const auto& a : argv) {
-    if (!s.empty()) s += ' ';
-    bool plain = !a.empty() && a.find_first_of(" \t'\"$\\") == std::string::npos;
-    s += plain ? a : "'" + a + "'";
-  }
-  return s;
-}
-
 // fork + exec with stdout/stderr to the given fds (-1: keep), stdin from `in` (-1:
 // /dev/null). The child gets its own process group so that a timeout kill of its PID
 // does not race with our own signals. Never returns in the child.
@@ -58,8 +48,6 @@ pid_t spawn(const std::vector<std::string>& argv, const std::string& cwd, int in
   return pid;
 }
 
-int decode_status(int st) { return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st); }
-
 unsigned long long read_start_time(pid_t pid) {
   std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
   size_t close_paren = stat.rfind(')');
@@ -74,29 +62,9 @@ unsigned long long read_start_time(pid_t pid) {
 
 }  // namespace
 
-// ---- files and directories ------------------------------------------------------------
+// ---- cases and ptrace ----------------------------------------------------------------
 
-TempDir::TempDir() {
-  const char* tmp = getenv("TMPDIR");
-  std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/livesplice-process.XXXXXX";
-  std::vector<char> buf(templ.begin(), templ.end());
-  buf.push_back('\0');
-  if (!mkdtemp(buf.data())) throw Failure(std::string("mkdtemp: ") + strerror(errno));
-  path_ = fs::canonical(buf.data()).string();
-}
-
-TempDir::~TempDir() {
-  std::error_code ec;
-  fs::remove_all(path_, ec);
-}
-
-std::string livesplice() { return LIVESPLICE_BIN; }
 std::string case_dir(const std::string& name) { return std::string(PROCESS_CASES_DIR) + "/" + name; }
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 std::string ptrace_problem() {
   static const std::string problem = [] {
@@ -124,66 +92,18 @@ std::string ptrace_problem() {
   return problem;
 }
 
+void PtraceTest::SetUp() {
+  std::string why = ptrace_problem();
+  ASSERT_EQ(why, "") << "the live-process tests need ptrace and are never skipped";
+}
+
 // ---- commands -------------------------------------------------------------------------
 
-std::string RunResult::describe() const {
-  std::ostringstream s;
-  s << "$ " << command << "\n";
-  if (timed_out) s << "(killed: still running at the deadline)\n";
-  s << "exit status " << status << "\n";
-  if (!out.empty()) s << "--- stdout:\n" << out << (out.back() == '\n' ? "" : "\n");
-  if (!err.empty()) s << "--- stderr:\n" << err << (err.back() == '\n' ? "" : "\n");
-  return s.str();
-}
-
-Json RunResult::json() const {
-  try {
-    return Json::parse(out);
-  } catch (const std::exception& e) {
-    throw Failure(std::string("stdout is not JSON (") + e.what() + "):\n" + describe());
-  }
-}
-
 RunResult run(const std::vector<std::string>& argv, const std::string& cwd, Millis timeout) {
-  int out[2], err[2];
-  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) throw Failure("pipe");
-  RunResult r;
-  r.command = join(argv);
-  auto deadline = Clock::now() + timeout;
-  pid_t pid = spawn(argv, cwd, -1, out[1], err[1]);
-  close(out[1]);
-  close(err[1]);
-  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
-  int open_fds = 2;
-  char buf[65536];
-  while (open_fds > 0) {
-    auto left = std::chrono::duration_cast<Millis>(deadline - Clock::now()).count();
-    if (left <= 0) {
-      r.timed_out = true;
-      kill(pid, SIGKILL);
-      break;
-    }
-    int n = poll(fds, 2, static_cast<int>(left));
-    if (n < 0 && errno != EINTR) break;
-    for (int i = 0; i < 2 && n > 0; ++i) {
-      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-      ssize_t got = read(fds[i].fd, buf, sizeof buf);
-      if (got > 0) {
-        (i == 0 ? r.out : r.err).append(buf, static_cast<size_t>(got));
-      } else {
-        close(fds[i].fd);
-        fds[i].fd = -1;
-        --open_fds;
-      }
-    }
-  }
-  for (auto& f : fds)
-    if (f.fd >= 0) close(f.fd);
-  int st = 0;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-  }
-  r.status = decode_status(st);
-  return r;
+  lstest::RunOptions o;
+  o.cwd = cwd;
+  o.timeout = timeout;
+  return lstest::run(argv, o);
 }
 
 RunResult ls(const std::vector<std::string>& args, Millis timeout) {

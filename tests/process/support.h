@@ -21,7 +21,10 @@
 #include <thread>
 #include <vector>
 
+#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+
+#include "support/support.h"
 
 namespace lsproc {
 
@@ -33,37 +36,25 @@ struct Failure : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// A fresh directory under $TMPDIR, removed with everything in it on destruction.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
+using lstest::read_file;
+using lstest::TempDir;
 
- private:
-  std::string path_;
-};
-
-std::string livesplice();                           // the binary under test
+using lstest::livesplice;                           // the binary under test
 std::string case_dir(const std::string& name);      // tests/process/cases/NAME
-std::string read_file(const std::string& path);
 
 // Why ptrace cannot be used from this process ("" when it can): tried once on a child.
 std::string ptrace_problem();
+// A fixture whose tests fail at once, saying why, when ptrace cannot be used: the
+// live-process tests are never skipped.
+class PtraceTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+};
 
 // ---- commands run to completion --------------------------------------------------
 
-struct RunResult {
-  std::string command;      // for messages
-  int status = -1;          // exit status; 128+N when killed by signal N
-  bool timed_out = false;   // killed by us at the deadline
-  std::string out, err;
-  std::string describe() const;   // command, status, stdout and stderr
-  Json json() const;              // stdout parsed; Failure (with describe()) if it is not JSON
-};
+// command, status, timed_out, stdout and stderr; json() parses stdout.
+using RunResult = lstest::RunResult;
 
 // Runs argv (argv[0] looked up in PATH) in cwd; past `timeout` the child is killed
 // (SIGKILL, by PID) and the result says timed_out.

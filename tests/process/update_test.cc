@@ -19,13 +19,8 @@ using namespace lsproc;
 
 namespace {
 
-class Live : public ::testing::Test {
+class Live : public PtraceTest {
  protected:
-  void SetUp() override {
-    std::string why = ptrace_problem();
-    ASSERT_EQ(why, "") << "the live-process tests need ptrace and are never skipped";
-  }
-
   std::string src() const { return tmp / "src"; }
   std::string update() const { return tmp / "fix.lsu"; }
   std::string patch(const std::string& name, const std::string& file = "fix.patch") const {
