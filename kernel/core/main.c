@@ -100,15 +100,21 @@ static int ls_check_param(const char *param, const char *symbol, unsigned long a
 	return 0;
 }
 
-/* Pin the module holding addr, if any. */
-static int ls_pin(unsigned long addr, struct module **out)
+/*
+ * Pin the module holding [addr, addr+len), if any; it must lie in the module's
+ * core text (not its data, not its init sections).
+ */
+static int ls_pin(unsigned long addr, unsigned long len, struct module **out)
 {
 	struct module *mod;
 	int err = 0;
 
 	preempt_disable();
 	mod = core.k.module_address(addr);
-	if (mod && !try_module_get(mod))
+	if (mod && (addr < (unsigned long)mod->core_layout.base ||
+		    addr + len > (unsigned long)mod->core_layout.base + mod->core_layout.text_size))
+		err = -EINVAL;
+	else if (mod && !try_module_get(mod))
 		err = -ENOENT;  /* being unloaded */
 	preempt_enable();
 	*out = err ? NULL : mod;
@@ -193,8 +199,11 @@ static int ls_prepare_site(struct ls_site *site, const struct ls_k_func *f,
 					    (void *)from, other->id);
 		}
 
-	if (ls_pin(site->old_addr, &site->old_mod) || ls_pin(site->new_addr, &site->new_mod))
-		return FAIL(res, -ENOENT, "%pS: its module is being unloaded", (void *)from);
+	if (ls_pin(site->old_addr, site->old_size, &site->old_mod) ||
+	    ls_pin(site->new_addr, site->new_size, &site->new_mod))
+		return FAIL(res, -EINVAL,
+			    "%pS -> %pS: not in a module's core text, or its module is being unloaded",
+			    (void *)from, (void *)site->new_addr);
 	return 0;
 }
 

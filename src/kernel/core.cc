@@ -83,6 +83,10 @@ Result<uint32_t> splice_offset(const Kcore& mem, const Kallsyms& syms, const KSy
 
 Result<Redirect> plan_redirect(const Kcore& mem, const Kallsyms& syms, const KSymbol& old_fn,
                                const KSymbol& new_fn) {
+  // The core writes text only; the kallsyms type is the first guard against a data symbol.
+  if (!old_fn.text() || !new_fn.text())
+    return error("{} -> {}: both must be text symbols (kallsyms types '{}', '{}')", old_fn.name,
+                 new_fn.name, old_fn.type, new_fn.type);
   Redirect r;
   r.label = old_fn.name;
   r.old_fn = old_fn.addr;

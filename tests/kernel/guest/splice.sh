@@ -19,6 +19,7 @@ ktool list | grep -q '^cmdline cmdline_proc_show+0x5 -> ls_test_cmdline_proc_sho
 if rmmod ls_test 2>/dev/null; then fail "ls_test unloaded while its code is spliced in"; fi
 if rmmod livesplice 2>/dev/null; then fail "livesplice unloaded while a set is applied"; fi
 if ktool apply again cmdline_proc_show=ls_test:ls_test_cmdline_proc_show; then fail "a site redirected twice"; fi
+if ktool apply data cmdline_proc_show=ls_test:hold; then fail "redirected to a data symbol"; fi
 
 ktool undo cmdline || fail "undo"
 [ "$(cat /proc/cmdline)" = "$before" ] || fail "/proc/cmdline after undo: '$(cat /proc/cmdline)'"
