@@ -195,6 +195,7 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
     p.trampolines.push_back(std::move(*t));
   }
   if (Status s = load_guarded_code(*mem, p.guarded); !s.ok()) return fail_with(s);
+  if (Status s = privatize_sites(*mem, p.trampolines); !s.ok()) return fail_with(s);
 
   // 4. Map the regions (one borrowed thread; the others keep running) and fill them.
   // Code, stubs, literals and the GOT are mapped read+exec; new writable data after.
@@ -268,7 +269,7 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
     (void)ledger->write(opt.pid);
     payload = nlohmann::json{{"pause_us", done->pause_us}, {"attempts", done->attempts}}.dump();
     return {};
-  });
+  }, Paging::Locked);
   if (!outcome) return abandon(outcome.status());
   auto report = nlohmann::json::parse(*outcome);
   double pause_us = report.at("pause_us");

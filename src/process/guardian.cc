@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,7 +24,7 @@ bool get_u32(const std::string& in, size_t& at, uint32_t& v) {
 
 }  // namespace
 
-Result<std::string> run_to_completion(const std::function<Status(std::string& payload)>& work) {
+Result<std::string> run_to_completion(const std::function<Status(std::string& payload)>& work, Paging paging) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) return error("pipe: {}", std::strerror(errno));
   pid_t child = fork();
@@ -36,6 +37,9 @@ Result<std::string> run_to_completion(const std::function<Status(std::string& pa
     close(fds[0]);
     setsid();
     for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGQUIT, SIGTSTP, SIGTTOU, SIGTTIN}) signal(sig, SIG_IGN);
+    // Without the privilege to lock (RLIMIT_MEMLOCK) the work still runs, only with a
+    // longer pause; the lock ends with the child.
+    if (paging == Paging::Locked) (void)mlockall(MCL_CURRENT | MCL_FUTURE);
     std::string payload;
     Status s = work(payload);
     std::string report;

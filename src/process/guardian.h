@@ -16,8 +16,16 @@
 
 namespace ls::proc {
 
+// How the child treats its memory. The child is a fork: every page it writes is first
+// copied (copy-on-write), and on a virtual machine a page fault can cost tens of µs.
+// Work that stops the target must not pay that while the target is stopped, so `Locked`
+// makes the child fault in and lock everything first (mlockall, current and future
+// pages) — milliseconds before the stop instead of hundreds of µs inside it.
+enum class Paging { OnDemand, Locked };
+
 // Runs `work` to completion in a child that outlives the caller; returns the payload
 // the work produced, or its Status. An error too if the child died without reporting.
-Result<std::string> run_to_completion(const std::function<Status(std::string& payload)>& work);
+Result<std::string> run_to_completion(const std::function<Status(std::string& payload)>& work,
+                                      Paging paging = Paging::OnDemand);
 
 }  // namespace ls::proc

@@ -37,6 +37,36 @@ std::vector<pid_t> list_tasks(pid_t pid) {
   return out;
 }
 
+// Whether a thread is past the point of no return (a zombie or gone): seizing one
+// fails with EPERM, which must not be mistaken for a permission problem.
+bool exiting(pid_t pid, pid_t tid) {
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/%d/task/%d/stat", pid, tid);
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return true;
+  ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return true;
+  buf[n] = 0;
+  const char* p = std::strrchr(buf, ')');
+  return !p || p[1] == 0 || p[2] == 'Z' || p[2] == 'X' || p[2] == 'x';
+}
+
+// The kernel's count of the threads in the group (field 20 of /proc/PID/stat), or 0.
+size_t count_threads(pid_t pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  const char* p = std::strrchr(buf, ')');   // the command name may hold spaces and ')'
+  for (int field = 2; p && field < 20; ++field) p = std::strchr(p + 1, ' ');
+  return p ? std::strtoul(p + 1, nullptr, 10) : 0;
+}
+
 }  // namespace
 
 // --- Memory -------------------------------------------------------------------------
@@ -114,45 +144,73 @@ Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_one(pid_t pid) { 
 Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_some(pid_t pid, size_t limit) {
   std::unique_ptr<ThreadGroupStop> g(new ThreadGroupStop(pid));
   std::set<pid_t> seen;
-  bool first = true;
-  for (int round = 0; round < 64; ++round) {
-    std::vector<pid_t> fresh;
-    for (pid_t tid : list_tasks(pid))
-      if (seen.insert(tid).second) fresh.push_back(tid);
-    if (fresh.empty() || g->threads_.size() >= limit) break;
-    // Seize the whole batch first (no stop yet), then interrupt it in a tight loop, so
-    // the pause starts as late and ends as early as possible.
-    std::vector<pid_t> seized;
-    for (pid_t tid : fresh) {
-      if (g->threads_.size() + seized.size() >= limit) break;
-      if (ptrace(PTRACE_SEIZE, tid, nullptr, PTRACE_O_TRACESYSGOOD) == 0) {
-        seized.push_back(tid);
-      } else if (errno != ESRCH) {
-        int err = errno;
-        Status s = error("process {}: cannot attach to thread {}: {}{}", pid, tid, std::strerror(err),
-                         err == EPERM ? " (are you root? is another tracer attached? see /proc/sys/kernel/yama/ptrace_scope)" : "");
-        // Detach what we seized in this batch; the destructor handles earlier batches.
-        for (pid_t t : seized) ptrace(PTRACE_DETACH, t, nullptr, nullptr);
-        return s;
-      }
-    }
-    if (first && !seized.empty()) {
-      g->timing_.first_stop = std::chrono::steady_clock::now();
-      first = false;
-    }
-    for (pid_t tid : seized) {
-      ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr);
-      g->threads_.push_back(Thread{tid});
-    }
-    for (auto& t : g->threads_)
-      if (std::find(seized.begin(), seized.end(), t.tid) != seized.end()) LS_TRY(g->wait_stopped(t));
+
+  // 1. Before the pause: seize (attach without stopping) every thread, re-reading the
+  //    task list until it shows none we have not seized.
+  for (int round = 0; round < 64 && g->threads_.size() < limit; ++round) {
+    auto fresh = g->seize_fresh(seen, limit);
+    if (!fresh) return fresh.status();
+    if (*fresh == 0) break;
   }
   if (g->threads_.empty()) return error("process {}: no threads to stop (has it exited?)", pid);
+
+  // 2. The pause starts: interrupt all, then wait for all.
+  g->timing_.first_stop = std::chrono::steady_clock::now();
+  LS_TRY(g->interrupt_and_wait(0));
+
+  // 3. A thread can still have escaped: its creator was inside clone() when it was
+  //    seized (too late for the child to be traced along, too early for it to be in the
+  //    list), or a listing skipped it (/proc's task list is read by position, and threads
+  //    exiting meanwhile shift the positions). Stopped threads create no more threads and
+  //    do not exit, so the kernel's own count settles it: while it exceeds the threads we
+  //    hold (or a creator stopped right at clone's exit), read the list again.
+  for (size_t checked = 0, round = 0; round < 64 && g->threads_.size() < limit; ++round) {
+    bool in_clone = false;
+    for (size_t i = checked; i < g->threads_.size(); ++i) {
+      const Thread& t = g->threads_[i];
+      in_clone |= !t.gone && (t.regs.orig_rax == SYS_clone || t.regs.orig_rax == SYS_clone3);
+    }
+    size_t held = std::count_if(g->threads_.begin(), g->threads_.end(), [](const Thread& t) { return !t.gone; });
+    if (!in_clone && count_threads(pid) <= held) break;
+    checked = g->threads_.size();
+    auto fresh = g->seize_fresh(seen, limit);
+    if (!fresh) return fresh.status();
+    if (*fresh == 0) {
+      if (round >= 8) break;   // e.g. an exited leader still counted: nothing left to find
+      continue;
+    }
+    LS_TRY(g->interrupt_and_wait(checked));
+  }
+
   g->threads_.erase(std::remove_if(g->threads_.begin(), g->threads_.end(), [](const Thread& t) { return t.gone; }),
                     g->threads_.end());
   if (g->threads_.empty()) return error("process {}: exited while being stopped", pid);
   g->timing_.all_stopped = std::chrono::steady_clock::now();
   return g;
+}
+
+Result<size_t> ThreadGroupStop::seize_fresh(std::set<pid_t>& seen, size_t limit) {
+  size_t added = 0;
+  for (pid_t tid : list_tasks(pid_)) {
+    if (threads_.size() >= limit) break;
+    if (!seen.insert(tid).second) continue;
+    if (ptrace(PTRACE_SEIZE, tid, nullptr, PTRACE_O_TRACESYSGOOD) == 0) {
+      threads_.push_back(Thread{tid});
+      ++added;
+    } else if (errno != ESRCH && !(errno == EPERM && exiting(pid_, tid))) {   // it exited meanwhile
+      int err = errno;
+      return error("process {}: cannot attach to thread {}: {}{}", pid_, tid, std::strerror(err),
+                   err == EPERM ? " (are you root? is another tracer attached? see /proc/sys/kernel/yama/ptrace_scope)"
+                                : "");
+    }
+  }
+  return added;
+}
+
+Status ThreadGroupStop::interrupt_and_wait(size_t from) {
+  for (size_t i = from; i < threads_.size(); ++i) ptrace(PTRACE_INTERRUPT, threads_[i].tid, nullptr, nullptr);
+  for (size_t i = from; i < threads_.size(); ++i) LS_TRY(wait_stopped(threads_[i]));
+  return {};
 }
 
 Status ThreadGroupStop::wait_stopped(Thread& t) {
@@ -190,6 +248,7 @@ Status ThreadGroupStop::wait_stopped(Thread& t) {
     }
     return error("thread {}: cannot read registers: {}", t.tid, std::strerror(errno));
   }
+  t.stopped = true;
   return {};
 }
 
@@ -203,6 +262,13 @@ Status ThreadGroupStop::set_regs(Thread& t, const user_regs_struct& regs) {
 void ThreadGroupStop::resume() {
   if (resumed_) return;
   resumed_ = true;
+  // A thread seized but not yet stopped (we failed on the way) can only be detached
+  // from a stop.
+  for (auto& t : threads_)
+    if (!t.gone && !t.stopped) {
+      ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr);
+      (void)wait_stopped(t);
+    }
   for (auto& t : threads_)
     if (!t.gone) ptrace(PTRACE_DETACH, t.tid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(t.pending_signal)));
   timing_.resumed = std::chrono::steady_clock::now();

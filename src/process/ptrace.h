@@ -5,8 +5,11 @@
 //    stopped with PTRACE_INTERRUPT, never SIGSTOP: if this tool dies, the kernel detaches
 //    its tracees and restarts every one in a ptrace-stop (a group-stop would persist).
 //    ThreadGroupStop resumes and detaches everything in its destructor.
-//  - Threads appearing while we stop the others: after all known threads are stopped the
-//    task list is read again, until it is stable (stopped threads cannot create more).
+//  - Threads appearing while we stop the others: every thread is seized first, re-reading
+//    the task list until it is stable, and only then interrupted. A thread can still
+//    escape (its creator was inside clone(), or a listing skipped it while others
+//    exited); once all are stopped the kernel's thread count and the creators' registers
+//    show it, and only then is the list read again inside the pause.
 //  - Blocking syscalls: a thread interrupted inside read/accept/nanosleep resumes into the
 //    kernel's own restart logic as long as its registers are untouched. RemoteSyscall
 //    borrows a thread's registers; when it gives them back it performs the restart the
@@ -20,6 +23,7 @@
 
 #include <chrono>
 #include <memory>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -58,6 +62,7 @@ struct Thread {
   user_regs_struct regs{};       // as stopped
   int pending_signal = 0;        // delivered on resume
   bool gone = false;             // exited while we held it
+  bool stopped = false;          // in a ptrace-stop (seized threads start running)
 };
 
 struct StopTiming {
@@ -93,7 +98,10 @@ class ThreadGroupStop {
  private:
   explicit ThreadGroupStop(pid_t pid) : pid_(pid) {}
   static Result<std::unique_ptr<ThreadGroupStop>> stop_some(pid_t pid, size_t limit);
-  Status seize_and_interrupt(pid_t tid);
+  // Seizes the threads in the task list not in `seen` (adding them), up to `limit` in all;
+  // returns how many were added.
+  Result<size_t> seize_fresh(std::set<pid_t>& seen, size_t limit);
+  Status interrupt_and_wait(size_t from);
   Status wait_stopped(Thread& t);
 
   pid_t pid_;

@@ -56,7 +56,7 @@ Status load_guarded_code(const Memory& mem, std::vector<Guarded>& guarded) {
 
 Result<std::optional<Blocker>> check_threads(pid_t pid, const std::vector<Mapping>& maps,
                                              const std::vector<Thread>& threads,
-                                             const std::vector<Guarded>& guarded) {
+                                             const std::vector<Guarded>& guarded, StackScratch& scratch) {
   if (guarded.empty()) return std::optional<Blocker>();
   TargetAddr lo = guarded.front().range.start, hi = guarded.front().range.end;
   for (const auto& g : guarded) {
@@ -81,58 +81,81 @@ Result<std::optional<Blocker>> check_threads(pid_t pid, const std::vector<Mappin
       return std::optional<Blocker>(Blocker{t.tid, g->label, pc, true});
   }
 
-  // Every live stack, in one system call.
-  std::vector<std::vector<uint8_t>> stacks(threads.size());
-  std::vector<iovec> local, remote;
+  // Every live stack, batched into as few system calls as the scratch buffer allows.
+  size_t used = 0;
+  scratch.pieces.clear();
+  auto scan = [&]() -> std::optional<Blocker> {
+    if (scratch.pieces.empty()) return std::nullopt;
+    scratch.local.clear();
+    scratch.remote.clear();
+    size_t expected = 0;
+    for (const auto& p : scratch.pieces) {
+      scratch.local.push_back({scratch.buffer.data() + p.offset, p.length});
+      scratch.remote.push_back({reinterpret_cast<void*>(p.at.value()), p.length});
+      expected += p.length;
+    }
+    ssize_t got = process_vm_readv(pid, scratch.local.data(), scratch.local.size(), scratch.remote.data(),
+                                   scratch.remote.size(), 0);
+    for (auto& p : scratch.pieces) {
+      if (got != static_cast<ssize_t>(expected)) {
+        // Slow path: one read per piece, tolerating a stack that ends early (a guessed
+        // length running past its mapping).
+        iovec l{scratch.buffer.data() + p.offset, p.length}, r{reinterpret_cast<void*>(p.at.value()), p.length};
+        while (p.length >= 8 && process_vm_readv(pid, &l, 1, &r, 1, 0) != static_cast<ssize_t>(p.length))
+          l.iov_len = r.iov_len = p.length = p.length / 2 & ~size_t{7};
+      }
+      const uint8_t* bytes = scratch.buffer.data() + p.offset;
+      for (size_t off = 0; off + 8 <= p.length; off += 8) {
+        uint64_t w;
+        std::memcpy(&w, bytes + off, 8);
+        TargetAddr a(w);
+        if (a <= lo || a > hi) continue;
+        const Guarded* g = find(a);
+        if (!g || a == g->range.start) continue;
+        bool into_patch = g->patched.contains(a) && a != g->patched.start;
+        if (into_patch || preceded_by_call(*g, a)) return Blocker{threads[p.thread].tid, g->label, a, false};
+      }
+    }
+    scratch.pieces.clear();
+    used = 0;
+    return std::nullopt;
+  };
   for (size_t i = 0; i < threads.size(); ++i) {
     if (threads[i].gone) continue;
-    TargetAddr sp(threads[i].regs.rsp);
-    const Mapping* m = mapping_at(maps, sp);
-    uint64_t len = m ? std::min<uint64_t>(m->range.end - sp, kMaxStack) : kUnknownStack;
-    stacks[i].resize(len);
-    local.push_back({stacks[i].data(), len});
-    remote.push_back({reinterpret_cast<void*>(sp.value()), len});
-  }
-  ssize_t got = process_vm_readv(pid, local.data(), local.size(), remote.data(), remote.size(), 0);
-  uint64_t expected = 0;
-  for (const auto& v : local) expected += v.iov_len;
-  if (got != static_cast<ssize_t>(expected)) {
-    // Slow path: one read per thread, tolerating stacks that end early.
-    auto mem = Memory::open(pid);
-    if (!mem) return mem.status();
-    for (size_t i = 0; i < threads.size(); ++i) {
-      if (threads[i].gone || stacks[i].empty()) continue;
-      TargetAddr sp(threads[i].regs.rsp);
-      while (!stacks[i].empty() && !mem->read(sp, stacks[i]).ok()) stacks[i].resize(stacks[i].size() / 2);
+    TargetAddr at(threads[i].regs.rsp & ~uint64_t{7});
+    const Mapping* m = mapping_at(maps, at);
+    uint64_t left = m ? std::min<uint64_t>(m->range.end - at, kMaxStack) : kUnknownStack;
+    while (left >= 8) {
+      if (used == scratch.buffer.size() || scratch.pieces.size() == StackScratch::kMaxPieces)
+        if (auto b = scan()) return b;
+      uint64_t take = std::min<uint64_t>(left, scratch.buffer.size() - used) & ~uint64_t{7};
+      scratch.pieces.push_back({i, at, used, take});
+      used += take;
+      at = at + static_cast<int64_t>(take);
+      left -= take;
     }
   }
-
-  for (size_t i = 0; i < threads.size(); ++i) {
-    const auto& s = stacks[i];
-    for (size_t off = 0; off + 8 <= s.size(); off += 8) {
-      uint64_t w;
-      std::memcpy(&w, s.data() + off, 8);
-      TargetAddr a(w);
-      if (a <= lo || a > hi) continue;
-      const Guarded* g = find(a);
-      if (!g || a == g->range.start) continue;
-      bool into_patch = g->patched.contains(a) && a != g->patched.start;
-      if (into_patch || preceded_by_call(*g, a))
-        return std::optional<Blocker>(Blocker{threads[i].tid, g->label, a, false});
-    }
-  }
+  if (auto b = scan()) return b;
   return std::optional<Blocker>();
+}
+
+StackScratch::StackScratch() : buffer(kBytes) {
+  // Touch every page now (vector's value-initialisation writes each byte).
+  pieces.reserve(kMaxPieces);
+  local.reserve(kMaxPieces);
+  remote.reserve(kMaxPieces);
 }
 
 Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& maps,
                            const std::vector<Guarded>& guarded, int retries, int delay_ms,
                            const std::function<Status()>& before_attempt, const std::function<Status()>& act) {
   std::optional<Blocker> last;
+  StackScratch scratch;
   for (int attempt = 0; attempt <= retries; ++attempt) {
     LS_TRY(before_attempt());
     auto stop = ThreadGroupStop::stop(pid);
     if (!stop) return stop.status();
-    auto blocker = check_threads(pid, maps, (*stop)->threads(), guarded);
+    auto blocker = check_threads(pid, maps, (*stop)->threads(), guarded, scratch);
     auto checked = std::chrono::steady_clock::now();
     if (!blocker) return blocker.status();
     if (blocker->has_value()) {

@@ -5,13 +5,16 @@
 // Unwinding each stack precisely (libdwfl) costs milliseconds per thread and fails in
 // code without CFI, such as our own new code. So the check is conservative and cheap:
 // every thread's PC, then every 8-byte word of its live stack (rsp to the top of the
-// mapping holding it), read for all threads with one process_vm_readv. A word counts as
+// mapping holding it), read for all threads with as few process_vm_readv calls as a
+// pre-touched buffer allows (no allocation, no page fault inside the pause). A word counts as
 // a return address into a guarded range when it falls inside it and the bytes before it
 // decode as a call — or, regardless of that, when it points into the bytes a trampoline
 // overwrites (returning there after the jump is written would execute half a jump).
 // Conservative means a stale word can block an apply; the retry loop absorbs that, and
 // the report names the thread and function.
 #pragma once
+
+#include <sys/uio.h>
 
 #include <functional>
 #include <optional>
@@ -43,11 +46,28 @@ struct Blocker {
   std::string describe() const;
 };
 
+// Memory for reading stacks inside the pause, allocated and touched before it: on a
+// virtual machine one page fault can cost more than the whole read.
+struct StackScratch {
+  static constexpr size_t kBytes = 512 << 10;
+  static constexpr size_t kMaxPieces = 1024;   // IOV_MAX
+  struct Piece {
+    size_t thread;        // index in the thread list
+    TargetAddr at;        // where in the target
+    size_t offset;        // where in `buffer`
+    size_t length;
+  };
+  StackScratch();
+  std::vector<uint8_t> buffer;
+  std::vector<Piece> pieces;
+  std::vector<iovec> local, remote;
+};
+
 // nullopt when no thread blocks. `maps` may be stale: stacks not found in it are read
 // up to 64 KiB.
 Result<std::optional<Blocker>> check_threads(pid_t pid, const std::vector<Mapping>& maps,
                                              const std::vector<Thread>& threads,
-                                             const std::vector<Guarded>& guarded);
+                                             const std::vector<Guarded>& guarded, StackScratch& scratch);
 
 struct SafeStop {
   double pause_us = 0;

@@ -1,5 +1,7 @@
 #include "process/trampoline.h"
 
+#include <sys/uio.h>
+
 #include <cstring>
 
 namespace ls::proc {
@@ -43,6 +45,15 @@ Result<Trampoline> make_trampoline(const Memory& mem, const std::string& label, 
   return t;
 }
 
+Status privatize_sites(const Memory& mem, const std::vector<Trampoline>& trampolines) {
+  for (const auto& t : trampolines) {
+    std::vector<uint8_t> now(t.jump.size());
+    LS_TRY(mem.read(t.site, now));
+    LS_TRY(std::move(mem.write(t.site, now)).context(t.function));
+  }
+  return {};
+}
+
 Status write_trampolines(const Memory& mem, const std::vector<Trampoline>& trampolines) {
   for (size_t i = 0; i < trampolines.size(); ++i) {
     Status s = mem.write(trampolines[i].site, trampolines[i].jump);
@@ -55,10 +66,22 @@ Status write_trampolines(const Memory& mem, const std::vector<Trampoline>& tramp
 }
 
 Status remove_trampolines(const Memory& mem, const std::vector<Trampoline>& trampolines) {
-  for (const auto& t : trampolines) {
-    std::vector<uint8_t> now(t.jump.size());
-    LS_TRY(mem.read(t.site, now));
-    if (now != t.jump)
+  // Every site read in one system call: this runs inside the pause.
+  std::vector<std::vector<uint8_t>> now(trampolines.size());
+  std::vector<iovec> local, remote;
+  for (size_t i = 0; i < trampolines.size(); ++i) {
+    now[i].resize(trampolines[i].jump.size());
+    local.push_back({now[i].data(), now[i].size()});
+    remote.push_back({reinterpret_cast<void*>(trampolines[i].site.value()), now[i].size()});
+  }
+  size_t total = 0;
+  for (const auto& v : local) total += v.iov_len;
+  bool all = process_vm_readv(mem.pid(), local.data(), local.size(), remote.data(), remote.size(), 0) ==
+             static_cast<ssize_t>(total);
+  for (size_t i = 0; i < trampolines.size(); ++i) {
+    const auto& t = trampolines[i];
+    if (!all) LS_TRY(mem.read(t.site, now[i]));   // e.g. more sites than IOV_MAX
+    if (now[i] != t.jump)
       return error("{} at {}: the jump livesplice wrote is no longer there; not touching it", t.function, t.site);
   }
   for (size_t i = 0; i < trampolines.size(); ++i) {

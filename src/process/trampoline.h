@@ -21,6 +21,12 @@ namespace ls::proc {
 Result<Trampoline> make_trampoline(const Memory& mem, const std::string& label, TargetAddr entry, uint64_t size,
                                    TargetAddr to);
 
+// Writes each site's own bytes back over it, before the stop. Code pages are shared
+// with the executable file until first written; the first write makes the kernel copy
+// the page, which on a virtual machine costs tens of µs. Doing that now, with bytes
+// that do not change, keeps it out of the pause.
+Status privatize_sites(const Memory& mem, const std::vector<Trampoline>& trampolines);
+
 // Writes every trampoline, or none: on a failure the ones written are restored.
 Status write_trampolines(const Memory& mem, const std::vector<Trampoline>& trampolines);
 

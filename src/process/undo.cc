@@ -72,7 +72,7 @@ Status undo_one(Context& ctx, pid_t pid, Ledger& ledger, const std::string& id, 
     if (!done) return done.status();
     payload = fmt::format("{}", done->pause_us);
     return {};
-  });
+  }, Paging::Locked);
   if (!outcome) return outcome.status();
   pause_us = std::stod(*outcome);
   ledger.entries().erase(ledger.entries().begin() + static_cast<long>(idx));

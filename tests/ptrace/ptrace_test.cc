@@ -8,7 +8,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -21,7 +23,7 @@ using namespace std::chrono_literals;
 // The target process with a pipe to its stdin and one from its stdout.
 class Target {
  public:
-  explicit Target(int spinners) {
+  explicit Target(int spinners, int spawners = 0) {
     int in[2], out[2];
     EXPECT_EQ(pipe(in), 0);
     EXPECT_EQ(pipe(out), 0);
@@ -31,8 +33,8 @@ class Target {
       dup2(out[1], 1);
       close(in[1]);
       close(out[0]);
-      std::string n = std::to_string(spinners);
-      execl(LS_PTRACE_TARGET, LS_PTRACE_TARGET, n.c_str(), nullptr);
+      std::string n = std::to_string(spinners), m = std::to_string(spawners);
+      execl(LS_PTRACE_TARGET, LS_PTRACE_TARGET, n.c_str(), m.c_str(), nullptr);
       _exit(127);
     }
     close(in[0]);
@@ -87,6 +89,34 @@ TEST(ThreadGroupStop, StopsEveryThreadAndResumes) {
   t.send("after resume\n");
   EXPECT_TRUE(t.wait_for("read: after resume"));
   EXPECT_TRUE(t.wait_for("tick 3"));
+}
+
+// Threads keep appearing (and exiting) while the group is being stopped: once stop()
+// returns, every thread the kernel lists is one of ours and in a ptrace-stop.
+TEST(ThreadGroupStop, CatchesThreadsCreatedWhileStopping) {
+  Target t(0, 2);
+  for (int round = 0; round < 40; ++round) {
+    auto stop = ls::proc::ThreadGroupStop::stop(t.pid());
+    ASSERT_TRUE(stop.ok()) << stop.status().message();
+    std::set<pid_t> ours;
+    for (const auto& th : (*stop)->threads()) ours.insert(th.tid);
+    std::string dir = "/proc/" + std::to_string(t.pid()) + "/task";
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+      pid_t tid = std::stoi(e.path().filename().string());
+      std::ifstream in(e.path() / "stat");
+      std::string stat((std::istreambuf_iterator<char>(in)), {});
+      auto close = stat.rfind(')');
+      char state = close != std::string::npos && close + 2 < stat.size() ? stat[close + 2] : '?';
+      if (state == 'Z' || state == 'X' || stat.empty()) continue;   // already exiting
+      EXPECT_TRUE(ours.count(tid)) << "round " << round << ": thread " << tid << " (state " << state
+                                   << ") was not stopped";
+      EXPECT_EQ(state, 't') << "round " << round << ": thread " << tid;
+    }
+    (*stop)->resume();
+    std::this_thread::sleep_for(2ms);
+  }
+  t.send("still alive\n");
+  EXPECT_TRUE(t.wait_for("read: still alive"));
 }
 
 TEST(ThreadGroupStop, DestructorResumes) {
