@@ -28,3 +28,13 @@ t=$(cat /proc/sys/kernel/tainted)
 [ $((t & 8192)) -ne 0 ] || fail "taint $t: no E (unsigned module)"
 [ $((t & 4096)) -ne 0 ] || fail "taint $t: no O (out-of-tree module)"
 echo "ok: unsigned modules load (tainted=$t)"
+
+# The virtio disk mounts as ext4 and takes writes (ext4 was loaded above).
+[ -b /dev/vda ] || fail "/dev/vda missing (virtio_blk)"
+mount -t ext4 /dev/vda /mnt || fail "mount ext4 /dev/vda"
+dd if=/dev/urandom of=/mnt/data bs=64k count=64 2>/dev/null || fail "writing to ext4"
+sum1=$(md5sum < /mnt/data)
+umount /mnt && mount -t ext4 /dev/vda /mnt || fail "remount"
+[ "$(md5sum < /mnt/data)" = "$sum1" ] || fail "data changed across a remount"
+umount /mnt
+echo "ok: ext4 on the virtio disk"
