@@ -48,8 +48,13 @@ struct ls_k_func {
 
 /* What an apply or undo reports, also when it fails. */
 struct ls_k_result {
-	__u64 pause_ns;         /* stop_machine called -> returned, the last attempt */
-	__u64 work_ns;          /* inside the stop: check + write, the last attempt */
+	/*
+	 * The last attempt's pause, bracketed: pause_ns is stop_machine called ->
+	 * returned (an upper bound: it includes waking the stopper threads),
+	 * work_ns the check + write with every CPU held (a lower bound).
+	 */
+	__u64 pause_ns;
+	__u64 work_ns;
 	__u64 blocked_addr;     /* a frame address inside a checked function, or 0 */
 	__s32 blocked_pid;      /* its task, or 0 */
 	__u32 attempts;         /* stop_machine calls made */

@@ -64,6 +64,38 @@ noinline void ls_test_spin_new(void)
 {
 }
 
+/*
+ * Twenty small functions and their replacements, for sets of many functions:
+ * ls_test_fN returns N, ls_test_gN returns N + 100. Reading the parameter
+ * `sum` calls all twenty: 190 as loaded, 2190 with every one replaced.
+ */
+#define LS_TEST_PAIR(n) \
+	noinline int ls_test_f##n(void) { return n; } \
+	noinline int ls_test_g##n(void) { return n + 100; }
+LS_TEST_PAIR(0) LS_TEST_PAIR(1) LS_TEST_PAIR(2) LS_TEST_PAIR(3) LS_TEST_PAIR(4)
+LS_TEST_PAIR(5) LS_TEST_PAIR(6) LS_TEST_PAIR(7) LS_TEST_PAIR(8) LS_TEST_PAIR(9)
+LS_TEST_PAIR(10) LS_TEST_PAIR(11) LS_TEST_PAIR(12) LS_TEST_PAIR(13) LS_TEST_PAIR(14)
+LS_TEST_PAIR(15) LS_TEST_PAIR(16) LS_TEST_PAIR(17) LS_TEST_PAIR(18) LS_TEST_PAIR(19)
+
+static int (*const ls_test_fs[])(void) = {
+	ls_test_f0, ls_test_f1, ls_test_f2, ls_test_f3, ls_test_f4,
+	ls_test_f5, ls_test_f6, ls_test_f7, ls_test_f8, ls_test_f9,
+	ls_test_f10, ls_test_f11, ls_test_f12, ls_test_f13, ls_test_f14,
+	ls_test_f15, ls_test_f16, ls_test_f17, ls_test_f18, ls_test_f19,
+};
+
+static int ls_test_sum_get(char *buf, const struct kernel_param *kp)
+{
+	int i, sum = 0;
+
+	for (i = 0; i < ARRAY_SIZE(ls_test_fs); i++)
+		sum += ls_test_fs[i]();
+	return sysfs_emit(buf, "%d\n", sum);
+}
+
+static const struct kernel_param_ops ls_test_sum_ops = { .get = ls_test_sum_get };
+module_param_cb(sum, &ls_test_sum_ops, NULL, 0444);
+
 static int ls_test_spin_thread(void *unused)
 {
 	ls_test_spin();
