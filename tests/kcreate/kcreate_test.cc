@@ -193,6 +193,24 @@ TEST(KernelCreate, FAIL_BrokenPatchLeavesTheSourceAsItWas) {
   EXPECT_NE(now.find("seq_puts(m, saved_command_line);"), std::string::npos);
 }
 
+// A WARN site whose line moved changes only the line field of its __bug_table entry,
+// which is diagnostic: no function changed (exit 3), although the entry differs.
+TEST(KernelCreate, MovedWarnLineIsNoChange) {
+  lstest::TempDir dir;
+  Created c = create(dir, "warn-line-moved.patch");
+  EXPECT_EQ(c.run.status, 3) << c.run.describe();
+  EXPECT_NE(c.run.err.find("no function changed"), std::string::npos) << c.run.err;
+}
+
+TEST(KernelCreate, FAIL_ChangedInitCodeIsRefused) {
+  lstest::TempDir dir;
+  Created c = create(dir, "FAIL-changed-init-code.patch");
+  EXPECT_EQ(c.run.status, 2) << c.run.describe();
+  EXPECT_NE(c.run.err.find("proc_cmdline_init"), std::string::npos) << c.run.err;
+  EXPECT_NE(c.run.err.find(".init.text"), std::string::npos) << c.run.err;
+  EXPECT_FALSE(fs::exists(c.update));
+}
+
 // The fix Debian made between 6.1.192-1 and 6.1.192-2 (fs/ext4/mballoc.c, NULL checks
 // of __filemap_get_folio): ext4 is a module, so every changed function must say so.
 TEST(KernelCreate, DebianExt4FixChangesFunctionsOfModuleExt4) {
