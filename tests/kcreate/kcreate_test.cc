@@ -68,7 +68,7 @@ struct Created {
   std::string update;
 };
 
-Created create(const lstest::TempDir& dir, const std::string& patch) {
+Created create(const lstest::TempDir& dir, const std::string& patch, bool keep_work = false) {
   const Inputs& in = inputs();
   Created c;
   if (!in.error.empty()) {
@@ -76,8 +76,11 @@ Created create(const lstest::TempDir& dir, const std::string& patch) {
     return c;
   }
   c.update = dir / "update.lsu";
-  c.run = lstest::run({lstest::livesplice(), "create", "--kernel", "--source", in.tarball, "--config", in.config,
-                       "--patch", std::string(KCREATE_PATCHES) + "/" + patch, "-o", c.update, "--json"});
+  std::vector<std::string> argv = {lstest::livesplice(), "create", "--kernel", "--source", in.tarball,
+                                   "--config", in.config, "--patch", std::string(KCREATE_PATCHES) + "/" + patch,
+                                   "-o", c.update, "--json"};
+  if (keep_work) argv.push_back("--keep-work");
+  c.run = lstest::run(argv);
   if (c.run.status == 0) {
     c.out = c.run.json();
     RunResult info = lstest::run({lstest::livesplice(), "info", "--json", c.update});
@@ -242,6 +245,37 @@ TEST(KernelCreate, DebianExt4FixChangesFunctionsOfModuleExt4) {
   EXPECT_GE(s["__bug_table"], 2) << c.manifest["sections"].dump(2);
   EXPECT_GE(s["__mcount_loc"], 1);
   EXPECT_EQ(s[".orc_unwind"], s[".orc_unwind_ip"]);
+}
+
+// The pre object create builds must be the code Debian shipped: every function of
+// fs/ext4/mballoc.o, compared with the same function in the package's ext4.ko, differs at
+// most in how a relocation is written (the .ko is a partial link), never in its bytes or
+// size. This is what run-pre matching will rely on in the running kernel.
+TEST(KernelCreate, PreObjectMatchesTheShippedModule) {
+  lstest::TempDir dir;
+  Created c = create(dir, "ext4-mballoc-6.1.192-2.patch", /*keep_work=*/true);
+  ASSERT_EQ(c.run.status, 0) << c.run.describe();
+  std::string marker = "work directory kept: ";
+  auto at = c.run.err.find(marker);
+  ASSERT_NE(at, std::string::npos) << c.run.err;
+  std::string work = c.run.err.substr(at + marker.size());
+  work = work.substr(0, work.find('\n'));
+  std::string pre = work + "/pre/0/mballoc.o";
+  std::string ko = fs::path(inputs().config).parent_path().parent_path().string() +
+                   "/lib/modules/" + kRelease + "/kernel/fs/ext4/ext4.ko";
+  ASSERT_TRUE(fs::exists(pre) && fs::exists(ko)) << pre << " " << ko;
+  RunResult d = lstest::run({lstest::livesplice(), "diff", "--json", pre, ko});
+  fs::remove_all(work);
+  json j = d.json();
+  int paired = 0;
+  for (const auto& s : j["symbols"]) {
+    if (s["kind"] != "func" || (s["status"] != "same" && s["status"] != "changed")) continue;
+    ++paired;
+    std::string why = s.value("reason", "");
+    EXPECT_EQ(why.find("code differs"), std::string::npos) << s["name"] << ": " << why;
+    EXPECT_EQ(s["pre_size"], s["post_size"]) << s["name"] << ": " << why;
+  }
+  EXPECT_GE(paired, 60) << "too few mballoc.c functions found in ext4.ko";
 }
 
 }  // namespace
