@@ -214,6 +214,13 @@ TEST(KernelCreate, FAIL_ChangedInitCodeIsRefused) {
   EXPECT_FALSE(fs::exists(c.update));
 }
 
+TEST(KernelCreate, FAIL_NewExportIsRefused) {
+  lstest::TempDir dir;
+  Created c = create(dir, "FAIL-new-export.patch");
+  EXPECT_EQ(c.run.status, 2) << c.run.describe();
+  EXPECT_NE(c.run.err.find("ksymtab+livesplice_exported"), std::string::npos) << c.run.err;
+}
+
 // The fix Debian made between 6.1.192-1 and 6.1.192-2 (fs/ext4/mballoc.c, NULL checks
 // of __filemap_get_folio): ext4 is a module, so every changed function must say so.
 TEST(KernelCreate, DebianExt4FixChangesFunctionsOfModuleExt4) {
