@@ -139,7 +139,7 @@ Units::Units(const elf::Object& obj) : obj_(&obj) {
     // Both sides are always split the same way, so that a pool referenced at one offset
     // in pre and several in post still pairs item by item.
     std::vector<uint64_t> cuts;
-    bool split = !read_only_data(sec) ? false : true;
+    bool split = read_only_data(sec) || is_code_pool(sec.name);
     if (split) {
       if (referenced.empty()) referenced = referenced_offsets();
       cuts = referenced[sec.index];
@@ -180,7 +180,7 @@ std::vector<std::vector<uint64_t>> Units::referenced_offsets() const {
       if (!sym.in_section() || sym.section >= offs.size()) continue;
       if (sym.type != elf::SymbolType::Section && sym.type != elf::SymbolType::NoType) continue;
       const auto& target = obj.section(sym.section);
-      if (target.exec() || target.write()) continue;
+      if ((target.exec() && !is_code_pool(target.name)) || target.write()) continue;
       int64_t bias = 0;
       if (elf::is_pc_relative(r.kind) && sec.exec()) {
         bias = r.width;

@@ -245,6 +245,8 @@ bool is_special_table(std::string_view name) {
   return row && row->policy != SpecialPolicy::Refuse;
 }
 
+bool is_code_pool(std::string_view name) { return name == ".altinstr_aux"; }
+
 void compare_special(const Units& pre, Units& post, ObjectDiff& out) {
   const auto& pobj = pre.obj();
   const auto& qobj = post.obj();

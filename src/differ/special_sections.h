@@ -69,6 +69,12 @@ const SpecialSection* find_special(std::string_view name);
 // Sections that are a special table or companion data (never units of their own).
 bool is_special_table(std::string_view name);
 
+// Sections of small code pieces that functions jump into and that jump back
+// (`.altinstr_aux`, static_cpu_has's run-time test): split into one unit per referenced
+// piece and paired by contents like a literal pool, so that a piece moving is no change
+// and a changed function takes its own piece along.
+bool is_code_pool(std::string_view name);
+
 // Runs after units are compared: entries compared per owner (marking owners changed),
 // Refuse policies checked (into out.unsafe).
 void compare_special(const Units& pre, Units& post, ObjectDiff& out);
