@@ -28,6 +28,7 @@ struct ls_kernel {
 	int (*stop_machine_cpuslocked)(int (*fn)(void *), void *data,
 				       const struct cpumask *cpus);
 	struct module *(*module_address)(unsigned long addr);
+	struct task_struct *(*idle_task)(int cpu);
 	bool scan_only;  /* stack_check=scan: every stack scanned word by word */
 };
 

@@ -32,7 +32,7 @@ MODULE_LICENSE("GPL");
 MODULE_DESCRIPTION("livesplice: redirect kernel functions at one instant after a stack check");
 
 static unsigned long text_poke_addr, text_mutex_addr, stop_machine_cpuslocked_addr,
-	module_address_addr;
+	module_address_addr, idle_task_addr;
 module_param_named(text_poke, text_poke_addr, ulong, 0400);
 MODULE_PARM_DESC(text_poke, "address of text_poke (from /proc/kallsyms)");
 module_param_named(text_mutex, text_mutex_addr, ulong, 0400);
@@ -41,6 +41,8 @@ module_param_named(stop_machine_cpuslocked, stop_machine_cpuslocked_addr, ulong,
 MODULE_PARM_DESC(stop_machine_cpuslocked, "address of stop_machine_cpuslocked");
 module_param_named(__module_address, module_address_addr, ulong, 0400);
 MODULE_PARM_DESC(__module_address, "address of __module_address");
+module_param_named(idle_task, idle_task_addr, ulong, 0400);
+MODULE_PARM_DESC(idle_task, "address of idle_task");
 static char *stack_check = "unwind";
 module_param(stack_check, charp, 0400);
 MODULE_PARM_DESC(stack_check, "unwind (default: ORC, scanning a stack it cannot finish) or scan (every word of every stack)");
@@ -401,6 +403,7 @@ static int __init ls_init(void)
 	err = err ?: ls_check_param("stop_machine_cpuslocked", "stop_machine_cpuslocked",
 				    stop_machine_cpuslocked_addr);
 	err = err ?: ls_check_param("__module_address", "__module_address", module_address_addr);
+	err = err ?: ls_check_param("idle_task", "idle_task", idle_task_addr);
 	if (err)
 		return err;
 	if (strcmp(stack_check, "unwind") && strcmp(stack_check, "scan")) {
@@ -412,6 +415,7 @@ static int __init ls_init(void)
 	core.k.text_mutex = (struct mutex *)text_mutex_addr;
 	core.k.stop_machine_cpuslocked = (void *)stop_machine_cpuslocked_addr;
 	core.k.module_address = (void *)module_address_addr;
+	core.k.idle_task = (void *)idle_task_addr;
 	return misc_register(&ls_dev);
 }
 

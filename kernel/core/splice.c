@@ -8,8 +8,8 @@
  *   every other task is switched out and its whole kernel state is on its own
  *   stack (interrupted kernel code leaves a pt_regs frame there). The stopper
  *   threads run only stopper code; we skip them (on_cpu) and ourselves. Idle
- *   threads are not on the task list and are not checked: replacing the idle
- *   loop itself is not supported.
+ *   threads are on no task list: each CPU's is checked through idle_task(),
+ *   so a function of the idle loop (schedule_idle, do_idle) is never replaced.
  * - How to walk them. The ORC unwinder is exported (__unwind_start,
  *   unwind_next_frame); it reports every return address and, at a pt_regs
  *   frame from kernel mode, the interrupted instruction. When it cannot finish
@@ -127,28 +127,42 @@ static unsigned long ls_check_task(struct ls_stop *s, struct task_struct *t)
 	return 0;
 }
 
+static int ls_check_one(struct ls_stop *s, struct task_struct *t)
+{
+	unsigned long addr;
+
+	if (t == current || READ_ONCE(t->on_cpu))
+		return 0;  /* stopper threads: they run only stopper code */
+	if (!task_stack_page(t) || !refcount_read(&t->stack_refcount))
+		return 0;  /* exited: runs nothing any more */
+	addr = ls_check_task(s, t);
+	if (!addr)
+		return 0;
+	s->blocked_addr = addr;
+	s->blocked_pid = task_pid_nr(t);
+	memcpy(s->blocked_comm, t->comm, sizeof(s->blocked_comm));
+	return -EAGAIN;
+}
+
 static int ls_check_all(struct ls_stop *s)
 {
 	struct task_struct *g, *t;
+	unsigned int cpu;
 	int ret = 0;
+
+	/* The idle threads are on no task list; each sits in its idle loop. */
+	for_each_online_cpu(cpu) {
+		ret = ls_check_one(s, s->k->idle_task(cpu));
+		if (ret)
+			return ret;
+	}
 
 	/* Nothing can fork or exit while every CPU is stopped; RCU only for form. */
 	rcu_read_lock();
 	for_each_process_thread(g, t) {
-		unsigned long addr;
-
-		if (t == current || READ_ONCE(t->on_cpu))
-			continue;  /* stopper threads: they run only stopper code */
-		if (!task_stack_page(t) || !refcount_read(&t->stack_refcount))
-			continue;  /* exited: runs nothing any more */
-		addr = ls_check_task(s, t);
-		if (addr) {
-			s->blocked_addr = addr;
-			s->blocked_pid = task_pid_nr(t);
-			memcpy(s->blocked_comm, t->comm, sizeof(s->blocked_comm));
-			ret = -EAGAIN;
+		ret = ls_check_one(s, t);
+		if (ret)
 			goto out;
-		}
 	}
 out:
 	rcu_read_unlock();

@@ -14,7 +14,7 @@
  * function's extent from there.
  *
  * Non-exported kernel functions the core needs (text_poke, text_mutex,
- * stop_machine_cpuslocked, __module_address) are module parameters, given
+ * stop_machine_cpuslocked, __module_address, idle_task) are module parameters, given
  * by the tool from /proc/kallsyms when it loads the core; the core refuses
  * to load unless each one names the symbol it claims to.
  *

@@ -16,7 +16,7 @@ namespace {
 
 // The non-exported kernel symbols livesplice.ko takes as parameters (kernel/core/main.c).
 constexpr const char* kCoreParams[] = {"text_poke", "text_mutex", "stop_machine_cpuslocked",
-                                       "__module_address"};
+                                       "__module_address", "idle_task"};
 
 constexpr uint8_t kNop5[] = {0x0f, 0x1f, 0x44, 0x00, 0x00};   // nopl 0x0(%rax,%rax,1)
 constexpr uint8_t kEndbr64[] = {0xf3, 0x0f, 0x1e, 0xfa};

@@ -56,7 +56,7 @@ struct Outcome {
   uint64_t pause_ns = 0;      // stop_machine called -> returned (last attempt)
   uint64_t work_ns = 0;       // check + write while stopped (last attempt)
   unsigned attempts = 0;
-  int blocked_pid = 0;
+  int blocked_pid = 0;        // 0 is an idle thread (swapper/N) when blocked_comm is set
   std::string blocked_comm;
   TargetAddr blocked_addr;
 };

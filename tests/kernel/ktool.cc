@@ -53,7 +53,7 @@ const KSymbol* symbol(const Kallsyms& syms, const std::string& spec) {
 
 void print_outcome(const Outcome& o) {
   fmt::print("pause_ns={} work_ns={} attempts={}", o.pause_ns, o.work_ns, o.attempts);
-  if (o.blocked_pid) fmt::print(" blocked_pid={} blocked_comm={} blocked_addr={}", o.blocked_pid, o.blocked_comm, o.blocked_addr);
+  if (!o.blocked_comm.empty()) fmt::print(" blocked_pid={} blocked_comm={} blocked_addr={}", o.blocked_pid, o.blocked_comm, o.blocked_addr);
   fmt::print("\n");
 }
 

@@ -51,6 +51,15 @@ echo "$out" | grep -q 'blocked_comm=ls_test_hold' || fail "blocking task not nam
 [ "$(ktool read ls_test:ls_test_hold 16)" = "$hold_before" ] || fail "bytes changed by a refused apply"
 echo "ok: refused while a task is inside"
 
+# The idle threads sit in schedule_idle and are on no task list: redirecting it must be
+# refused (were it written, the idle loop would stop scheduling and the guest hang).
+rc=0
+out=$(ktool apply idle schedule_idle=ls_test:ls_test_hold_new --retries 1 --delay 10 2>&1) || rc=$?
+echo "   $out"
+[ $rc -eq 2 ] || fail "schedule_idle redirected (exit $rc)"
+echo "$out" | grep -q 'blocked_comm=swapper/' || fail "idle thread not named"
+echo "ok: the idle loop is checked"
+
 # All or nothing: a set with one blocked function changes none of its functions.
 rc=0
 ktool apply both cmdline_proc_show=ls_test:ls_test_cmdline_proc_show \
