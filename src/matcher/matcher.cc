@@ -94,6 +94,9 @@ struct LiteralSite {
   int64_t delta = 0;       // literal address = what the site reveals + delta
 };
 
+std::string hex_bytes(std::span<const uint8_t> b, uint64_t from, uint64_t n);
+std::string show_literal(std::span<const uint8_t> b, bool string, uint64_t entsize);
+
 struct Prepared {
   const Request* req = nullptr;
   std::span<const uint8_t> pre;
@@ -230,8 +233,16 @@ Status Matcher::prepare(size_t i) {
       int64_t delta = r.addend + bias;
       int64_t offset = static_cast<int64_t>(update_.symbol(r.symbol).value) + delta;
       // A pointer computed past the pool (`"abc" - 1` in a loop) names no literal to compare.
-      if (offset >= 0 && static_cast<uint64_t>(offset) < pool->bytes.size())
+      if (offset >= 0 && static_cast<uint64_t>(offset) < pool->bytes.size()) {
         p.literals[r.offset] = LiteralSite{pool, static_cast<uint64_t>(offset), delta};
+        // Reports show the literal itself in the operand: `lea "hello\n"(%rip),%rdi`.
+        auto at = static_cast<uint64_t>(offset);
+        std::string shown = pool->merge_strings()
+                                ? show_literal(pool->bytes.subspan(at), true, pool->entsize)
+                                : "const:" + hex_bytes(pool->bytes, at - at % pool->entsize, pool->entsize);
+        if (!pool->merge_strings()) shown.erase(std::remove(shown.begin(), shown.end(), ' '), shown.end());
+        p.fields[r.offset] = arch::FieldSymbol{r.kind, shown, -bias};
+      }
     }
   }
 

@@ -118,5 +118,34 @@ TEST(Literals, ConstantThatDiffersIsRefusedWithBothValuesBytes) {
       << msg;
 }
 
+TEST(Literals, ReportsShowTheLiteralAnInstructionUses) {
+  // Pre code loads "hello"; the running build loads a pointer from a global instead.
+  auto files = [](const std::string& arg) {
+    return std::map<std::string, std::string>{
+        {"a.c", "#include <stdio.h>\nconst char *g_str = \"other\";\n"
+                "__attribute__((noinline)) int f(int k) { return puts(" + arg + ") + k; }\n"
+                "int main(void) { return f(1); }\n"},
+        {"Makefile", "CFLAGS = -O2\napp: a.o\n\t$(CC) -o $@ $^\n%.o: %.c\n\t$(CC) $(CFLAGS) -c -o $@ $<\n"}};
+  };
+  Project made_from(files("\"hello\""));
+  made_from.make();
+  std::string patched = files("\"hello\"").at("a.c");
+  patched.replace(patched.find(") + k;"), 6, ") + k + 1;");
+  std::string update = made_from.create("a.c", patched);
+  Project running(files("g_str"));
+  running.make();
+  std::string app = running / "app";
+  FileImage file(app);   // a PIE at its link addresses: enough to compare code
+  Requests r = requests(update, symbols(app), 0);
+  ls::Context ctx = quiet_context();
+  auto m = ls::match::match(ctx, file, ls::elf::Object::load(update), r.list);
+  ASSERT_FALSE(m.ok());
+  std::string msg = m.status().message();
+  std::printf("report: %s\n", msg.c_str());
+  size_t expected = msg.find("expected '"), found = msg.find("', found '");
+  ASSERT_NE(found, std::string::npos) << msg;
+  EXPECT_NE(msg.substr(expected, found - expected).find("\"hello\""), std::string::npos) << msg;
+}
+
 }  // namespace
 }  // namespace mt
