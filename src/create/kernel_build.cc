@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -14,6 +16,7 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 namespace fs = std::filesystem;
 
@@ -110,6 +113,39 @@ std::string saved_command(const std::string& build, const std::string& object) {
     if (line.rfind(prefix, 0) == 0) return line.substr(prefix.size());
   return {};
 }
+
+// While a long step runs: a progress line every 30 s with the elapsed time and the
+// last line of its log, so a user sees a kernel build moving rather than a silent tool.
+class Heartbeat {
+ public:
+  Heartbeat(const Context& ctx, std::string what, std::string log)
+      : ctx_(ctx), what_(std::move(what)), log_(std::move(log)), t0_(Clock::now()), thread_([this] { loop(); }) {}
+  ~Heartbeat() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  void loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!cv_.wait_for(lock, std::chrono::seconds(30), [this] { return done_; })) {
+      std::string last = tail_of(log_, 1);
+      last = last.size() > 6 ? last.substr(6, last.size() - 7) : "";
+      ctx_.progress(fmt::format("{}: {:.0f} s{}{}", what_, seconds_since(t0_), last.empty() ? "" : ", at: ", last));
+    }
+  }
+  const Context& ctx_;
+  std::string what_, log_;
+  Clock::time_point t0_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
 
 }  // namespace
 
@@ -242,7 +278,11 @@ void KernelBuild::prepare(const std::string& config_text, const std::string& key
     auto argv = make_args();
     argv.insert(argv.end(), step.begin(), step.end());
     ctx_.progress(fmt::format("make {}…", fmt::join(step, " ")));
-    RunResult r = run(argv, opts);
+    RunResult r;
+    {
+      Heartbeat beat(ctx_, fmt::format("make {}", fmt::join(step, " ")), log);
+      r = run(argv, opts);
+    }
     if (r.status != 0)
       fail("preparing the kernel build failed: {} (exit {}); the end of {}:\n{}", fmt::join(argv, " "), r.status, log,
            tail_of(log, 25));
@@ -283,6 +323,7 @@ KernelObject KernelBuild::build_object(const std::string& source, const std::str
   } else {
     auto argv = make_args();
     argv.push_back(k.object);
+    Heartbeat beat(ctx_, "make " + k.object, log);
     r = run(argv, opts);
   }
   if (r.status != 0 || !fs::exists(out))
