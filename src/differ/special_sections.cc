@@ -124,7 +124,8 @@ std::vector<Entry> read_entries(const Units& side, const elf::Section& sec, cons
       out[i].owner_offset = t->second - static_cast<int64_t>(side[unit].start);
     } else if (t && t->second >= 0) {
       unit = side.unit_at(t->first, static_cast<uint64_t>(t->second));
-      if (unit >= 0 && side[unit].section == t->first && side[unit].kind == Kind::Func) {
+      // Owners are code: functions, or pieces of a code pool (`.altinstr_aux`).
+      if (unit >= 0 && side[unit].section == t->first && obj.section(t->first).exec()) {
         out[i].owner = unit;
         out[i].owner_offset = t->second - static_cast<int64_t>(side[unit].start);
       }
