@@ -221,6 +221,35 @@ TEST(KernelCreate, FAIL_NewExportIsRefused) {
   EXPECT_NE(c.run.err.find("ksymtab+livesplice_exported"), std::string::npos) << c.run.err;
 }
 
+// Ctrl-C while the patched source is being compiled (mballoc.c takes seconds: a wide
+// window): create dies of the signal and the source comes back with its old contents and mtime.
+TEST(KernelCreate, InterruptedCreateRestoresTheSource) {
+  const Inputs& in = inputs();
+  ASSERT_TRUE(in.error.empty()) << in.error;
+  lstest::TempDir dir;
+  std::string file_cmd = R"(f=$(ls -d "${XDG_CACHE_HOME:-$HOME/.cache}"/livesplice/kernel/src/linux-source-6.1-*/linux-source-6.1/fs/ext4/mballoc.c | head -1))";
+  RunResult r = lstest::sh(file_cmd + R"(
+    before=$(md5sum < "$f")$(stat -c %Y "$f")
+    )" + lstest::quote(lstest::livesplice()) + " create --kernel --source " + lstest::quote(in.tarball) +
+                           " --config " + lstest::quote(in.config) + " --patch " +
+                           lstest::quote(std::string(KCREATE_PATCHES) + "/ext4-mballoc-6.1.192-2.patch") + " -o " +
+                           lstest::quote(dir / "update.lsu") + R"( 2> err &
+    pid=$!
+    i=0; until grep -q "building post" err; do i=$((i+1)); [ $i -lt 1200 ] || { kill $pid; echo "never reached the post build"; exit 1; }; sleep 0.25; done
+    patched=$(grep -c "if (!folio) {" "$f")
+    kill -INT $pid; wait $pid; rc=$?
+    after=$(md5sum < "$f")$(stat -c %Y "$f")
+    cat err
+    echo "rc=$rc patched=$patched"
+    [ "$before" = "$after" ] && echo restored
+    [ -e update.lsu ] && echo "update written")",
+                           dir.path());
+  EXPECT_NE(r.out.find("rc=130"), std::string::npos) << r.describe();
+  EXPECT_NE(r.out.find("patched=2"), std::string::npos) << "not interrupted while patched\n" << r.describe();
+  EXPECT_NE(r.out.find("restored"), std::string::npos) << r.describe();
+  EXPECT_EQ(r.out.find("update written"), std::string::npos) << r.describe();
+}
+
 // The fix Debian made between 6.1.192-1 and 6.1.192-2 (fs/ext4/mballoc.c, NULL checks
 // of __filemap_get_folio): ext4 is a module, so every changed function must say so.
 TEST(KernelCreate, DebianExt4FixChangesFunctionsOfModuleExt4) {
