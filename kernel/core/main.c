@@ -103,24 +103,30 @@ static int ls_check_param(const char *param, const char *symbol, unsigned long a
 }
 
 /*
- * Pin the module holding [addr, addr+len), if any; it must lie in the module's
- * core text (not its data, not its init sections).
+ * Pin the module holding addr, if any (NULL: not a module address). Done
+ * before anything else looks at addr, so the module cannot go away between
+ * the checks and the write.
  */
-static int ls_pin(unsigned long addr, unsigned long len, struct module **out)
+static int ls_pin(unsigned long addr, struct module **out)
 {
 	struct module *mod;
 	int err = 0;
 
 	preempt_disable();
 	mod = core.k.module_address(addr);
-	if (mod && (addr < (unsigned long)mod->core_layout.base ||
-		    addr + len > (unsigned long)mod->core_layout.base + mod->core_layout.text_size))
-		err = -EINVAL;
-	else if (mod && !try_module_get(mod))
+	if (mod && !try_module_get(mod))
 		err = -ENOENT;  /* being unloaded */
 	preempt_enable();
 	*out = err ? NULL : mod;
 	return err;
+}
+
+/* [addr, addr+len) lies in the pinned module's core text (not data, not init). */
+static bool ls_in_module_text(const struct module *mod, unsigned long addr, unsigned long len)
+{
+	unsigned long base = (unsigned long)mod->core_layout.base;
+
+	return addr >= base && addr + len <= base + mod->core_layout.text_size;
 }
 
 static void ls_free_set(struct ls_set *set)
@@ -165,6 +171,9 @@ static int ls_prepare_site(struct ls_site *site, const struct ls_k_func *f,
 	site->new_addr = f->new_addr;
 	site->offset = f->offset;
 	site->len = f->len;
+	if (ls_pin(site->old_addr, &site->old_mod) || ls_pin(site->new_addr, &site->new_mod))
+		return FAIL(res, -ENOENT, "%#lx -> %#lx: a module is being unloaded",
+			    site->old_addr, site->new_addr);
 	if (ls_symbol_at(site->old_addr, name, sizeof(name), &site->old_size))
 		return FAIL(res, -EINVAL, "%#lx (%pS) is not the start of a kernel symbol",
 			    site->old_addr, (void *)site->old_addr);
@@ -201,10 +210,9 @@ static int ls_prepare_site(struct ls_site *site, const struct ls_k_func *f,
 					    (void *)from, other->id);
 		}
 
-	if (ls_pin(site->old_addr, site->old_size, &site->old_mod) ||
-	    ls_pin(site->new_addr, site->new_size, &site->new_mod))
-		return FAIL(res, -EINVAL,
-			    "%pS -> %pS: not in a module's core text, or its module is being unloaded",
+	if ((site->old_mod && !ls_in_module_text(site->old_mod, site->old_addr, site->old_size)) ||
+	    (site->new_mod && !ls_in_module_text(site->new_mod, site->new_addr, site->new_size)))
+		return FAIL(res, -EINVAL, "%pS -> %pS: not in a module's core text",
 			    (void *)from, (void *)site->new_addr);
 	return 0;
 }
