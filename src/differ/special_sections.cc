@@ -70,6 +70,8 @@ constexpr SpecialSection kTable[] = {
     {"_ftrace_events", P::Refuse, 0, -1, 0, 0, false, {}, -1, -1, "trace event definitions"},
     {"_ftrace_eval_map", P::Refuse, 0, -1, 0, 0, false, {}, -1, -1, "trace event enum maps"},
     {"__bpf_raw_tp_map", P::Refuse, 0, -1, 0, 0, false, {}, -1, -1, "BPF raw tracepoint maps"},
+    {".data..percpu*", P::Refuse, 0, -1, 0, 0, false, {}, -1, -1,
+     "per-CPU variables: their copies are allocated at boot or module load"},
     {"__syscalls_metadata", P::Refuse, 0, -1, 0, 0, false, {}, -1, -1, "syscall trace metadata"},
 };
 

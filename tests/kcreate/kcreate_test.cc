@@ -221,6 +221,14 @@ TEST(KernelCreate, FAIL_NewExportIsRefused) {
   EXPECT_NE(c.run.err.find("ksymtab+livesplice_exported"), std::string::npos) << c.run.err;
 }
 
+TEST(KernelCreate, FAIL_NewPerCpuVariableIsRefused) {
+  lstest::TempDir dir;
+  Created c = create(dir, "FAIL-new-percpu-variable.patch");
+  EXPECT_EQ(c.run.status, 2) << c.run.describe();
+  EXPECT_NE(c.run.err.find("livesplice_reads"), std::string::npos) << c.run.err;
+  EXPECT_NE(c.run.err.find(".data..percpu"), std::string::npos) << c.run.err;
+}
+
 // Ctrl-C while the patched source is being compiled (mballoc.c takes seconds: a wide
 // window): create dies of the signal and the source comes back with its old contents and mtime.
 TEST(KernelCreate, InterruptedCreateRestoresTheSource) {
