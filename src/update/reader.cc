@@ -117,8 +117,12 @@ Exit run_info(Context& ctx, const std::string& path) {
 
   fmt::print("{}: livesplice update (format {}, made by livesplice {} on {}), {}\n", path,
              j["version"].get<int>(), str(j["livesplice_version"]), str(j["created"]), size_of(path));
+  // Kernel updates name the kernel by release; their targets are vmlinux and modules.
+  if (j.contains("kernel") && j["kernel"].is_object())
+    fmt::print("kernel {} (Linux {})\n", str(j["kernel"]["release"]), str(j["kernel"]["version"]));
   for (const auto& t : targets) {
     fmt::print("target {} ({}, {})\n", str(t["name"]), str(t["kind"]), str(t["path"]));
+    if (str(t["kind"]).rfind("kernel", 0) == 0) continue;
     fmt::print("  build-id {}", str(t["build_id"], "(none)"));
     if (t["original_build_id"].is_null()) fmt::print("  (not built before create: pre build's)\n");
     else fmt::print("  (as built before create)\n");
