@@ -74,7 +74,7 @@ Result<uint32_t> splice_offset(const Kcore& mem, const Kallsyms& syms, const KSy
     int32_t rel;
     memcpy(&rel, b + off + 1, 4);
     TargetAddr to = fn.addr + (off + 5) + rel;
-    const KSymbol* callee = syms.containing(to);
+    const KSymbol* callee = syms.at_or_below(to);
     if (callee && (callee->name == "__fentry__" || callee->name.starts_with("ftrace")))
       return off + 5;
   }

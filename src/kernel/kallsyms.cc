@@ -104,4 +104,10 @@ const KSymbol* Kallsyms::containing(TargetAddr addr) const {
   return nullptr;
 }
 
+const KSymbol* Kallsyms::at_or_below(TargetAddr addr) const {
+  auto it = std::upper_bound(syms_.begin(), syms_.end(), addr,
+                             [](TargetAddr a, const KSymbol& s) { return a < s.addr; });
+  return it == syms_.begin() ? nullptr : &*std::prev(it);
+}
+
 }  // namespace ls::kernel

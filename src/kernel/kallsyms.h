@@ -43,6 +43,9 @@ class Kallsyms {
   Result<const KSymbol*> unique(std::string_view name, std::optional<std::string_view> module = {}) const;
   // The symbol whose extent contains addr, if any (the last one at or below it).
   const KSymbol* containing(TargetAddr addr) const;
+  // The last symbol at or below addr, whatever its extent (ftrace's trampolines are
+  // alone in their pseudo-module `[__builtin__ftrace]`, so they have no known size).
+  const KSymbol* at_or_below(TargetAddr addr) const;
 
   const std::vector<KSymbol>& symbols() const { return syms_; }
 

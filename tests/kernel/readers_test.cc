@@ -73,6 +73,10 @@ TEST(Kallsyms, ContainingFindsTheEnclosingSymbol) {
   // A module's last symbol has no known end: nothing is claimed to be inside it.
   EXPECT_EQ(k->containing(TargetAddr(0xffffffffc0001031)), nullptr);
   EXPECT_EQ(k->containing(TargetAddr(0x1000)), nullptr);
+  // at_or_below does not need an extent.
+  s = k->at_or_below(TargetAddr(0xffffffffc0001031));
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->name, "ext4_fill");
 }
 
 TEST(Kallsyms, HiddenAddressesAndBadLinesAreErrors) {

@@ -26,6 +26,25 @@ ktool undo cmdline || fail "undo"
 [ "$(ktool read cmdline_proc_show 16)" = "$code_before" ] || fail "bytes not restored"
 echo "ok: /proc/cmdline restored"
 
+# ftrace owns the fentry bytes and we write after them: tracing the function while it
+# is redirected keeps working, and turning tracing off rewrites them under our jump.
+T=/sys/kernel/tracing
+mount -t tracefs tracefs $T || fail "mount tracefs"
+echo cmdline_proc_show > $T/set_ftrace_filter || fail "set_ftrace_filter"
+echo function > $T/current_tracer || fail "function tracer"
+case $(ktool read cmdline_proc_show 5) in e8*) ;; *) fail "traced, but no call at the fentry site";; esac
+[ "$(ktool offset cmdline_proc_show)" = 5 ] || fail "traced: splice offset is not 5"
+ktool apply traced cmdline_proc_show=ls_test:ls_test_cmdline_proc_show || fail "apply while traced"
+[ "$(cat /proc/cmdline)" = "livesplice: cmdline replaced" ] || fail "traced: not replaced"
+grep -q 'cmdline_proc_show <-' $T/trace || fail "the redirected function is no longer traced"
+echo nop > $T/current_tracer || fail "tracer off"
+echo > $T/set_ftrace_filter
+[ "$(ktool read cmdline_proc_show 5)" = 0f1f440000 ] || fail "ftrace did not restore its NOP"
+[ "$(cat /proc/cmdline)" = "livesplice: cmdline replaced" ] || fail "tracer off: redirect lost"
+ktool undo traced || fail "undo after tracing"
+[ "$(ktool read cmdline_proc_show 16)" = "$code_before" ] || fail "traced: bytes not restored"
+echo "ok: ftrace and the redirect coexist"
+
 # Stacking: a second update redirects the first one's replacement; the first cannot be
 # undone while the second jumps out of its code; undo goes newest first.
 ktool apply one cmdline_proc_show=ls_test:ls_test_cmdline_proc_show || fail "apply one"
