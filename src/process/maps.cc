@@ -1,5 +1,7 @@
 #include "process/maps.h"
 
+#include <algorithm>
+
 #include <fstream>
 #include <sstream>
 
@@ -39,9 +41,13 @@ Result<std::vector<Mapping>> read_maps(pid_t pid) {
 }
 
 const Mapping* mapping_at(const std::vector<Mapping>& maps, TargetAddr addr) {
-  for (const auto& m : maps)
-    if (m.range.contains(addr)) return &m;
-  return nullptr;
+  // /proc/PID/maps lists mappings in address order; the stack check asks once per
+  // thread, inside the pause, of processes with hundreds of mappings.
+  auto after = std::upper_bound(maps.begin(), maps.end(), addr,
+                                [](TargetAddr a, const Mapping& m) { return a < m.range.start; });
+  if (after == maps.begin()) return nullptr;
+  const Mapping& m = *std::prev(after);
+  return m.range.contains(addr) ? &m : nullptr;
 }
 
 std::optional<TargetAddr> find_free_near(const std::vector<Mapping>& maps, TargetRange near, uint64_t size) {

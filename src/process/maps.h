@@ -26,6 +26,7 @@ struct Mapping {
 Result<std::vector<Mapping>> read_maps(pid_t pid);
 
 // The mapping containing `addr`, if any.
+// `maps` in address order, as read_maps returns them.
 const Mapping* mapping_at(const std::vector<Mapping>& maps, TargetAddr addr);
 
 // A free, page-aligned range of `size` bytes whose every byte is within ±2 GiB (minus a

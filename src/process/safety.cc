@@ -1,5 +1,6 @@
 #include "process/safety.h"
 
+#include <sched.h>
 #include <sys/uio.h>
 
 #include <algorithm>
@@ -33,6 +34,34 @@ bool preceded_by_call(const Guarded& g, TargetAddr ret) {
   }
   return false;
 }
+
+// For the length of one attempt the stopping process runs at the lowest real-time
+// priority: a thread it resumes (or whose stop wakes it) cannot then preempt it, which
+// on a busy machine otherwise adds a scheduler turn per thread to the pause. Without
+// the privilege, or when livesplice was started under a policy other than the default
+// (chrt), the attempt runs as it is.
+class RealtimeScope {
+ public:
+  RealtimeScope() {
+    policy_ = sched_getscheduler(0);
+    if (policy_ < 0 || sched_getparam(0, &saved_) != 0) return;
+    sched_param rt{};
+    rt.sched_priority = 1;
+    raised_ = policy_ == SCHED_OTHER && sched_setscheduler(0, SCHED_FIFO, &rt) == 0;
+  }
+  ~RealtimeScope() { end(); }
+  RealtimeScope(const RealtimeScope&) = delete;
+  RealtimeScope& operator=(const RealtimeScope&) = delete;
+  void end() {
+    if (raised_) (void)sched_setscheduler(0, policy_, &saved_);
+    raised_ = false;
+  }
+
+ private:
+  int policy_ = -1;
+  sched_param saved_{};
+  bool raised_ = false;
+};
 
 }  // namespace
 
@@ -84,6 +113,7 @@ Result<std::optional<Blocker>> check_threads(pid_t pid, const std::vector<Mappin
   // Every live stack, batched into as few system calls as the scratch buffer allows.
   size_t used = 0;
   scratch.pieces.clear();
+  scratch.bytes_read = 0;
   auto scan = [&]() -> std::optional<Blocker> {
     if (scratch.pieces.empty()) return std::nullopt;
     scratch.local.clear();
@@ -94,6 +124,7 @@ Result<std::optional<Blocker>> check_threads(pid_t pid, const std::vector<Mappin
       scratch.remote.push_back({reinterpret_cast<void*>(p.at.value()), p.length});
       expected += p.length;
     }
+    scratch.bytes_read += expected;
     ssize_t got = process_vm_readv(pid, scratch.local.data(), scratch.local.size(), scratch.remote.data(),
                                    scratch.remote.size(), 0);
     for (auto& p : scratch.pieces) {
@@ -125,6 +156,12 @@ Result<std::optional<Blocker>> check_threads(pid_t pid, const std::vector<Mappin
     TargetAddr at(threads[i].regs.rsp & ~uint64_t{7});
     const Mapping* m = mapping_at(maps, at);
     uint64_t left = m ? std::min<uint64_t>(m->range.end - at, kMaxStack) : kUnknownStack;
+    // A thread library keeps each thread's control block (and static TLS below it) at
+    // the top of the thread's own stack mapping, above every frame; fs_base points at
+    // it. Nothing above it can be a return address, and with hundreds of threads
+    // not reading it is a good part of the check.
+    TargetAddr tcb(threads[i].regs.fs_base);
+    if (m && m->range.contains(tcb) && tcb > at) left = std::min<uint64_t>(left, tcb - at);
     while (left >= 8) {
       if (used == scratch.buffer.size() || scratch.pieces.size() == StackScratch::kMaxPieces)
         if (auto b = scan()) return b;
@@ -153,6 +190,7 @@ Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& 
   StackScratch scratch;
   for (int attempt = 0; attempt <= retries; ++attempt) {
     LS_TRY(before_attempt());
+    RealtimeScope realtime;
     auto stop = ThreadGroupStop::stop(pid);
     if (!stop) return stop.status();
     auto blocker = check_threads(pid, maps, (*stop)->threads(), guarded, scratch);
@@ -160,6 +198,7 @@ Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& 
     if (!blocker) return blocker.status();
     if (blocker->has_value()) {
       (*stop)->resume();
+      realtime.end();
       last = **blocker;
       std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
       continue;
@@ -170,9 +209,10 @@ Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& 
     LS_TRY(done);
     const auto& tm = (*stop)->timing();
     auto us = [](auto a, auto b) { return std::chrono::duration<double, std::micro>(b - a).count(); };
-    ctx.note(fmt::format("pause: stop {:.0f} us, check {:.0f} us, splice {:.0f} us, resume {:.0f} us ({} threads)",
-                         us(tm.first_stop, tm.all_stopped), us(tm.all_stopped, checked), us(checked, acted),
-                         us(acted, tm.resumed), (*stop)->threads().size()));
+    ctx.note(fmt::format("pause: stop {:.0f} us, check {:.0f} us ({} KiB of stacks), splice {:.0f} us, "
+                         "resume {:.0f} us ({} threads)",
+                         us(tm.first_stop, tm.all_stopped), us(tm.all_stopped, checked), scratch.bytes_read / 1024,
+                         us(checked, acted), us(acted, tm.resumed), (*stop)->threads().size()));
     return SafeStop{tm.pause_us(), attempt + 1};
   }
   return Status::error(fmt::format("gave up after {} attempts, nothing changed: {}", retries + 1,

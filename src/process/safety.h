@@ -61,6 +61,7 @@ struct StackScratch {
   std::vector<uint8_t> buffer;
   std::vector<Piece> pieces;
   std::vector<iovec> local, remote;
+  size_t bytes_read = 0;                       // by the last check
 };
 
 // nullopt when no thread blocks. `maps` may be stale: stacks not found in it are read
