@@ -24,6 +24,7 @@
 #include <future>
 #include <cstring>
 #include <map>
+#include <set>
 #include <optional>
 
 #include "differ/units.h"
@@ -215,26 +216,31 @@ std::optional<std::map<std::string, Layout>> layouts_fast(const elf::Object& obj
   return out;
 }
 
+// The first few member changes (post's order, then removals) and how many more there
+// are. A member counts as removed only when post has no member of that name at all.
 std::string explain(const Layout& a, const Layout& b) {
-  std::vector<std::string> parts;
+  constexpr size_t kShown = 4;
+  std::vector<std::string> changes;
   std::map<std::string, const Member*> old_members;
   for (const auto& m : a.members) old_members[m.name] = &m;
+  std::set<std::string> new_names;
   for (const auto& m : b.members) {
+    new_names.insert(m.name);
     auto it = old_members.find(m.name);
     if (it == old_members.end()) {
-      parts.push_back(fmt::format("member '{}' added at +{}", m.name, m.offset));
-    } else {
-      const Member& o = *it->second;
-      if (o.offset != m.offset || o.bit_offset != m.bit_offset)
-        parts.push_back(fmt::format("member '{}' moved from +{} to +{}", m.name, o.offset, m.offset));
-      else if (o.type != m.type || o.type_size != m.type_size || o.bit_size != m.bit_size)
-        parts.push_back(fmt::format("member '{}' changed type from {} to {}", m.name, o.type, m.type));
-      old_members.erase(it);
+      changes.push_back(fmt::format("member '{}' added at +{}", m.name, m.offset));
+      continue;
     }
-    if (parts.size() >= 3) break;
+    const Member& o = *it->second;
+    if (o.offset != m.offset || o.bit_offset != m.bit_offset)
+      changes.push_back(fmt::format("member '{}' moved from +{} to +{}", m.name, o.offset, m.offset));
+    else if (o.type != m.type || o.type_size != m.type_size || o.bit_size != m.bit_size)
+      changes.push_back(fmt::format("member '{}' changed type from {} to {}", m.name, o.type, m.type));
   }
-  for (const auto& [name, m] : old_members)
-    if (parts.size() < 4) parts.push_back(fmt::format("member '{}' removed", name));
+  for (const auto& m : a.members)
+    if (!new_names.count(m.name)) changes.push_back(fmt::format("member '{}' removed", m.name));
+  std::vector<std::string> parts(changes.begin(), changes.begin() + std::min(changes.size(), kShown));
+  if (changes.size() > kShown) parts.push_back(fmt::format("{} more member changes", changes.size() - kShown));
   if (a.size != b.size) parts.push_back(fmt::format("size {} -> {} bytes", a.size, b.size));
   std::string s;
   for (const auto& p : parts) s += (s.empty() ? "" : ", ") + p;
