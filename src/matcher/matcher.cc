@@ -15,6 +15,12 @@
 // must be equal, each site is read by the architecture (src/arch/x86_64_relax.h), which
 // knows what linkers rewrite around a field and what the field then holds.
 //
+// A target may rewrite its own code after loading it (the kernel turns `call __fentry__`
+// into a NOP and `jmp __x86_return_thunk` into `ret`). Those rewrites come in as data
+// (Rewrites): per symbol a relocation names, the forms its instruction may take. They are
+// tried before the linker's reading, and only at sites naming that symbol, so a NOP is
+// still a difference anywhere else; a rewritten site reveals nothing.
+//
 // Literals are compared by content, not by address: the linker merges string and
 // constant pools across objects (and may make "world" the tail of "hello world"), so a
 // literal has no address to agree on. The update carries the pre pools; once a
@@ -24,6 +30,7 @@
 #include "matcher/matcher.h"
 
 #include <algorithm>
+#include <cstring>
 #include <functional>
 #include <optional>
 #include <string_view>
@@ -112,8 +119,9 @@ struct Prepared {
 
 class Matcher {
  public:
-  Matcher(Context& ctx, const CodeSource& run, const elf::Object& update, const std::vector<Request>& requests)
-      : ctx_(ctx), run_(run), update_(update), requests_(requests) {}
+  Matcher(Context& ctx, const CodeSource& run, const elf::Object& update, const std::vector<Request>& requests,
+          const Rewrites& rewrites)
+      : ctx_(ctx), run_(run), update_(update), requests_(requests), rewrites_(rewrites) {}
 
   Result<Match> run();
 
@@ -122,6 +130,9 @@ class Matcher {
   Status prepare(size_t i);
   Trial evaluate(size_t i, TargetAddr at, std::span<const uint8_t> bytes, std::string origin) const;
   void compare(size_t i, Trial& t, std::span<const uint8_t> bytes) const;
+  const RunForm* rewritten(size_t i, size_t k, std::span<const uint8_t> bytes, uint64_t base, uint64_t pos,
+                           bool& inward) const;
+  Status check_rewrites() const;
   std::string differs_report(size_t i, TargetAddr at, std::span<const uint8_t> bytes, uint64_t off) const;
   std::optional<std::string> literal_differs(size_t i, TargetAddr at, uint64_t site, const LiteralSite& l,
                                              TargetAddr run_at) const;
@@ -139,6 +150,7 @@ class Matcher {
   const CodeSource& run_;
   const elf::Object& update_;
   const std::vector<Request>& requests_;
+  const Rewrites& rewrites_;
 
   std::map<uint32_t, RunSymbolInfo> run_symbols_;            // by update symbol index
   std::map<uint32_t, RunSymbolInfo> functions_by_section_;   // pre section -> the function
@@ -251,6 +263,11 @@ Status Matcher::prepare(size_t i) {
   for (const auto& r : p.relocs) {
     arch::Extent e = arch::x86_64_site_extent(p.pre, r);
     std::fill(variable.begin() + static_cast<ptrdiff_t>(e.begin), variable.begin() + static_cast<ptrdiff_t>(e.end), true);
+    if (const auto* forms = rewrites_.forms_for(symbol_name(r.symbol)))
+      for (const RunForm& f : *forms)
+        if (r.offset >= f.assembled.size())
+          std::fill(variable.begin() + static_cast<ptrdiff_t>(r.offset - f.assembled.size()),
+                    variable.begin() + static_cast<ptrdiff_t>(std::min<uint64_t>(r.offset + 4, p.pre.size())), true);
   }
   constexpr uint64_t kAnchorMax = 32;   // long enough to be rare, short enough to be cheap
   for (uint64_t k = 0, run = 0; k <= p.pre.size(); ++k) {
@@ -349,6 +366,36 @@ std::optional<std::string> Matcher::literal_differs(size_t i, TargetAddr at, uin
                      show_literal(want, string, e), show_literal(got, string, e), start);
 }
 
+// The target's own form of site relocs[k] in run, when `rewrites_` lists one for its
+// symbol and the instruction (which must end with the site's rel32 field, starting at or
+// after `pos`) takes it. `inward`: a branch form's opcode is there but its target is inside
+// the function, which no rewrite (and no call to another symbol) produces.
+const RunForm* Matcher::rewritten(size_t i, size_t k, std::span<const uint8_t> bytes, uint64_t base, uint64_t pos,
+                                  bool& inward) const {
+  inward = false;
+  const Prepared& p = preps_[i];
+  const elf::Reloc& r = p.relocs[k];
+  if (!elf::is_pc_relative(r.kind) || r.width != 4 || r.addend != -4 || r.offset + 4 > p.pre.size()) return nullptr;
+  const std::vector<RunForm>* forms = rewrites_.forms_for(symbol_name(r.symbol));
+  if (!forms) return nullptr;
+  for (const RunForm& f : *forms) {
+    const uint64_t n = f.assembled.size();
+    if (r.offset < n || r.offset - n < pos) continue;
+    const uint64_t start = r.offset - n;
+    auto here = [&](std::span<const uint8_t> b, const std::vector<uint8_t>& want) {
+      return std::equal(want.begin(), want.end(), b.begin() + static_cast<ptrdiff_t>(start));
+    };
+    if (!here(p.pre, f.assembled) || !here(bytes, f.run)) continue;
+    if (!f.branch_outside) return &f;
+    int32_t rel = 0;
+    std::memcpy(&rel, bytes.data() + r.offset, sizeof rel);
+    uint64_t target = base + r.offset + 4 + static_cast<uint64_t>(static_cast<int64_t>(rel));
+    if (target < base || target >= base + p.pre.size()) return &f;
+    inward = true;
+  }
+  return nullptr;
+}
+
 void Matcher::compare(size_t i, Trial& t, std::span<const uint8_t> bytes) const {
   const Prepared& p = preps_[i];
   const uint64_t base = t.at.value();
@@ -374,6 +421,15 @@ void Matcher::compare(size_t i, Trial& t, std::span<const uint8_t> bytes) const 
   uint64_t pos = 0;
   for (size_t k = 0; k < p.relocs.size();) {
     const elf::Reloc& r = p.relocs[k];
+    bool inward = false;
+    if (const RunForm* f = rewritten(i, k, bytes, base, pos, inward)) {
+      uint64_t start = r.offset - f->assembled.size();
+      if (uint64_t d = equal_until(pos, start); d < start) return differ_at(d);
+      pos = r.offset + 4;
+      ++k;
+      continue;
+    }
+    if (inward) return differ_at(r.offset);
     arch::SiteRead s = arch::x86_64_read_site(p.pre, bytes, p.relocs, k, base, dtpoff_is_tpoff);
     uint64_t begin = std::max(pos, s.outcome == arch::SiteRead::Outcome::Read ? s.begin
                                                                               : arch::x86_64_site_extent(p.pre, r).begin);
@@ -565,8 +621,21 @@ std::string Matcher::failure(size_t i) const {
   return fmt::format("{}: no candidate address; {}", req.label, scan_notes_[i].empty() ? "not searched" : scan_notes_[i]);
 }
 
+// A form that could not be a rewrite of the instruction it names is the target's bug.
+Status Matcher::check_rewrites() const {
+  for (const auto& [symbol, forms] : rewrites_.by_symbol)
+    for (const RunForm& f : forms) {
+      size_t want = f.assembled.size() + (f.branch_outside ? 0 : 4);
+      if (f.assembled.empty() || f.run.size() != want)
+        return error("run-time rewrite '{}' of '{}': {} run bytes for a {}-byte opcode{} (expected {})", f.name,
+                     symbol, f.run.size(), f.assembled.size(), f.branch_outside ? " and a branch" : "", want);
+    }
+  return {};
+}
+
 Result<Match> Matcher::run() {
   if (update_.machine() != elf::Machine::X86_64) return error("{}: only x86-64 updates can be matched", update_.path());
+  LS_TRY(check_rewrites());
   read_manifest();
   size_t n = requests_.size();
   preps_.resize(n);
@@ -631,8 +700,17 @@ Result<Match> Matcher::run() {
 
 }  // namespace
 
-Result<Match> match(Context& ctx, const CodeSource& run, const elf::Object& update, const std::vector<Request>& requests) {
-  return Matcher(ctx, run, update, requests).run();
+const std::vector<RunForm>* Rewrites::forms_for(std::string_view symbol) const {
+  if (by_symbol.empty()) return nullptr;
+  if (auto it = by_symbol.find(std::string(symbol)); it != by_symbol.end()) return &it->second;
+  for (const auto& [key, forms] : by_symbol)
+    if (key.ends_with('*') && symbol.starts_with(std::string_view(key).substr(0, key.size() - 1))) return &forms;
+  return nullptr;
+}
+
+Result<Match> match(Context& ctx, const CodeSource& run, const elf::Object& update, const std::vector<Request>& requests,
+                    const Rewrites& rewrites) {
+  return Matcher(ctx, run, update, requests, rewrites).run();
 }
 
 }  // namespace ls::match

@@ -19,6 +19,7 @@
 #include <map>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -64,6 +65,26 @@ struct Match {
   std::map<std::pair<uint32_t, View>, Resolution> symbols;
 };
 
+// Rewrites a target makes of its own code after loading it, supplied by the target as
+// data (the kernel's: src/kernel/rewrites.h). Each applies to an instruction that ends in
+// a 4-byte PC-relative field whose relocation names one symbol: the instruction may run
+// as assembled (then read like any site) or in one of the listed forms. A rewritten site
+// reveals nothing about its symbol: the bytes no longer name it.
+struct RunForm {
+  std::string name;                 // for messages: "ftrace NOP", "ret; int3"
+  std::vector<uint8_t> assembled;   // pre's bytes before the field: {0xe8}, {0x0f, 0x84}
+  // Fixed forms: the whole instruction in run (assembled.size() + 4 bytes). Branch forms:
+  // its opcode bytes (assembled.size() bytes), followed by a rel32 whose target lies
+  // outside the function (a trampoline or thunk the target picked at run time).
+  std::vector<uint8_t> run;
+  bool branch_outside = false;
+};
+struct Rewrites {
+  // By the relocation's symbol name; a key ending in '*' is a prefix ("__SCT__*").
+  std::map<std::string, std::vector<RunForm>> by_symbol;
+  const std::vector<RunForm>* forms_for(std::string_view symbol) const;
+};
+
 // Matches every request, or fails naming each one that did not match and why: the
 // closest candidate's first difference with both instructions disassembled, a literal
 // that differs (the site, expected and found string or constant bytes), an ambiguity
@@ -80,7 +101,11 @@ struct Match {
 // may match per request; a candidate whose resolutions contradict ones already
 // established (by matched functions) does not match — that is how two identical
 // static functions in different files are told apart.
+//
+// `rewrites`: the target's own run-time rewrites that are accepted at relocation sites
+// (none by default: every byte outside sites as pre has it, every site as a linker
+// leaves it). A malformed form is a tool error.
 Result<Match> match(Context& ctx, const CodeSource& run, const elf::Object& update,
-                    const std::vector<Request>& requests);
+                    const std::vector<Request>& requests, const Rewrites& rewrites = {});
 
 }  // namespace ls::match

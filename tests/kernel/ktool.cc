@@ -10,7 +10,8 @@
 //   ktool offset SYM                    where the jump goes in SYM
 //   ktool read SYM LEN                  LEN bytes at SYM from /proc/kcore, in hex
 //   ktool match UPDATE                  run-pre matching of an update's replaced functions
-//                                       against /proc/kcore (candidates from kallsyms)
+//                                       against /proc/kcore (candidates from kallsyms),
+//                                       tolerating the kernel's rewrites (kernel/rewrites.h)
 //
 // apply and undo print "pause_ns=N work_ns=N attempts=N" and exit with livesplice's
 // codes: 0 done, 2 refused (blocked on every attempt, or bytes differ), 1 error.
@@ -25,6 +26,7 @@
 #include "kernel/core.h"
 #include "kernel/kallsyms.h"
 #include "kernel/kcore.h"
+#include "kernel/rewrites.h"
 #include "matcher/matcher.h"
 #include "update/contents.h"
 
@@ -147,7 +149,7 @@ int main(int argc, char** argv) {
           if (s->text()) r.candidates.push_back(s->addr);
         reqs.push_back(std::move(r));
       }
-      auto m = match::match(ctx, mem, u.file, reqs);
+      auto m = match::match(ctx, mem, u.file, reqs, x86_64_rewrites());
       if (!m) return report(m.status());
       for (size_t i = 0; i < reqs.size(); ++i) fmt::print("{} at {}\n", reqs[i].label, m->function_at[i]);
       return 0;
