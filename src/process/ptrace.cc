@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -52,19 +53,15 @@ bool exiting(pid_t pid, pid_t tid) {
   return !p || p[1] == 0 || p[2] == 'Z' || p[2] == 'X' || p[2] == 'x';
 }
 
-// The kernel's count of the threads in the group (field 20 of /proc/PID/stat), or 0.
+// The kernel's count of the threads in the group, or 0: procfs gives the task
+// directory a link count of two plus the number of threads. One stat() is several
+// times cheaper than generating /proc/PID/stat, which sums every thread's times.
 size_t count_threads(pid_t pid) {
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t n = ::read(fd, buf, sizeof buf - 1);
-  ::close(fd);
-  if (n <= 0) return 0;
-  buf[n] = 0;
-  const char* p = std::strrchr(buf, ')');   // the command name may hold spaces and ')'
-  for (int field = 2; p && field < 20; ++field) p = std::strchr(p + 1, ' ');
-  return p ? std::strtoul(p + 1, nullptr, 10) : 0;
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/task", pid);
+  struct stat st;
+  if (::stat(path, &st) != 0 || st.st_nlink < 2) return 0;
+  return st.st_nlink - 2;
 }
 
 }  // namespace
