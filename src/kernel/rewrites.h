@@ -16,7 +16,7 @@
 namespace ls::kernel {
 
 // __fentry__, __x86_return_thunk, __x86_indirect_thunk_<reg>, static call trampolines
-// (__SCT__*).
+// (__SCT__*), static_cpu_has's jump into .altinstr_aux.
 match::Rewrites x86_64_rewrites();
 
 }  // namespace ls::kernel

@@ -130,8 +130,7 @@ class Matcher {
   Status prepare(size_t i);
   Trial evaluate(size_t i, TargetAddr at, std::span<const uint8_t> bytes, std::string origin) const;
   void compare(size_t i, Trial& t, std::span<const uint8_t> bytes) const;
-  const RunForm* rewritten(size_t i, size_t k, std::span<const uint8_t> bytes, uint64_t base, uint64_t pos,
-                           bool& inward) const;
+  const RunForm* rewritten(size_t i, size_t k, std::span<const uint8_t> bytes, uint64_t pos, bool& inward) const;
   Status check_rewrites() const;
   std::string differs_report(size_t i, TargetAddr at, std::span<const uint8_t> bytes, uint64_t off) const;
   std::optional<std::string> literal_differs(size_t i, TargetAddr at, uint64_t site, const LiteralSite& l,
@@ -370,7 +369,7 @@ std::optional<std::string> Matcher::literal_differs(size_t i, TargetAddr at, uin
 // symbol and the instruction (which must end with the site's rel32 field, starting at or
 // after `pos`) takes it. `inward`: a branch form's opcode is there but its target is inside
 // the function, which no rewrite (and no call to another symbol) produces.
-const RunForm* Matcher::rewritten(size_t i, size_t k, std::span<const uint8_t> bytes, uint64_t base, uint64_t pos,
+const RunForm* Matcher::rewritten(size_t i, size_t k, std::span<const uint8_t> bytes, uint64_t pos,
                                   bool& inward) const {
   inward = false;
   const Prepared& p = preps_[i];
@@ -386,12 +385,21 @@ const RunForm* Matcher::rewritten(size_t i, size_t k, std::span<const uint8_t> b
       return std::equal(want.begin(), want.end(), b.begin() + static_cast<ptrdiff_t>(start));
     };
     if (!here(p.pre, f.assembled) || !here(bytes, f.run)) continue;
-    if (!f.branch_outside) return &f;
-    int32_t rel = 0;
-    std::memcpy(&rel, bytes.data() + r.offset, sizeof rel);
-    uint64_t target = base + r.offset + 4 + static_cast<uint64_t>(static_cast<int64_t>(rel));
-    if (target < base || target >= base + p.pre.size()) return &f;
-    inward = true;
+    if (f.branch == RunForm::Branch::None) return &f;
+    const uint64_t disp = start + f.run.size(), next = disp + f.displacement;
+    if (!std::equal(f.after.begin(), f.after.end(), bytes.begin() + static_cast<ptrdiff_t>(next))) continue;
+    int64_t rel = 0;
+    if (f.displacement == 1) {
+      rel = static_cast<int8_t>(bytes[disp]);
+    } else {
+      int32_t r32 = 0;
+      std::memcpy(&r32, bytes.data() + disp, sizeof r32);
+      rel = r32;
+    }
+    const int64_t target = static_cast<int64_t>(next) + rel;   // relative to the function
+    const bool outside = target < 0 || static_cast<uint64_t>(target) >= p.pre.size();
+    if (outside == (f.branch == RunForm::Branch::Outside)) return &f;
+    if (f.branch == RunForm::Branch::Outside) inward = true;
   }
   return nullptr;
 }
@@ -422,7 +430,7 @@ void Matcher::compare(size_t i, Trial& t, std::span<const uint8_t> bytes) const 
   for (size_t k = 0; k < p.relocs.size();) {
     const elf::Reloc& r = p.relocs[k];
     bool inward = false;
-    if (const RunForm* f = rewritten(i, k, bytes, base, pos, inward)) {
+    if (const RunForm* f = rewritten(i, k, bytes, pos, inward)) {
       uint64_t start = r.offset - f->assembled.size();
       if (uint64_t d = equal_until(pos, start); d < start) return differ_at(d);
       pos = r.offset + 4;
@@ -625,10 +633,12 @@ std::string Matcher::failure(size_t i) const {
 Status Matcher::check_rewrites() const {
   for (const auto& [symbol, forms] : rewrites_.by_symbol)
     for (const RunForm& f : forms) {
-      size_t want = f.assembled.size() + (f.branch_outside ? 0 : 4);
-      if (f.assembled.empty() || f.run.size() != want)
-        return error("run-time rewrite '{}' of '{}': {} run bytes for a {}-byte opcode{} (expected {})", f.name,
-                     symbol, f.run.size(), f.assembled.size(), f.branch_outside ? " and a branch" : "", want);
+      bool branch = f.branch != RunForm::Branch::None;
+      size_t have = f.run.size() + (branch ? f.displacement + f.after.size() : 0);
+      if (f.assembled.empty() || have != f.assembled.size() + 4 ||
+          (branch && f.displacement != 1 && f.displacement != 4) || (!branch && !f.after.empty()))
+        return error("run-time rewrite '{}' of '{}': a {}-byte form of a {}-byte instruction", f.name, symbol, have,
+                     f.assembled.size() + 4);
     }
   return {};
 }

@@ -73,11 +73,15 @@ struct Match {
 struct RunForm {
   std::string name;                 // for messages: "ftrace NOP", "ret; int3"
   std::vector<uint8_t> assembled;   // pre's bytes before the field: {0xe8}, {0x0f, 0x84}
-  // Fixed forms: the whole instruction in run (assembled.size() + 4 bytes). Branch forms:
-  // its opcode bytes (assembled.size() bytes), followed by a rel32 whose target lies
-  // outside the function (a trampoline or thunk the target picked at run time).
+  // Fixed forms (Branch::None): the whole instruction in run (assembled.size() + 4
+  // bytes). Branches: the bytes before the displacement, which is `displacement` bytes
+  // (1 or 4) followed by `after` (padding), and whose target lies outside the function
+  // (a trampoline or thunk the target chose) or inside it (a jump to one of its labels).
   std::vector<uint8_t> run;
-  bool branch_outside = false;
+  enum class Branch { None, Outside, Inside };
+  Branch branch = Branch::None;
+  unsigned displacement = 4;
+  std::vector<uint8_t> after;
 };
 struct Rewrites {
   // By the relocation's symbol name; a key ending in '*' is a prefix ("__SCT__*").

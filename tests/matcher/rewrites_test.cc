@@ -118,11 +118,11 @@ struct Fixture {
 // The table a test gives: the forms of the kernel that these sites can take.
 Rewrites table() {
   Rewrites rw;
-  rw.by_symbol["__fentry__"] = {RunForm{"ftrace NOP", {0xe8}, {0x0f, 0x1f, 0x44, 0x00, 0x00}, false},
-                                RunForm{"ftrace call", {0xe8}, {0xe8}, true}};
-  rw.by_symbol["__x86_return_thunk"] = {RunForm{"ret; int3", {0xe9}, {0xc3, 0xcc, 0xcc, 0xcc, 0xcc}, false}};
-  rw.by_symbol["__x86_indirect_thunk_rax"] = {RunForm{"call *%rax", {0xe8}, {0xff, 0xd0, 0x0f, 0x1f, 0x00}, false},
-                                              RunForm{"jmp *%rax", {0xe9}, {0xff, 0xe0, 0xcc, 0x66, 0x90}, false}};
+  rw.by_symbol["__fentry__"] = {RunForm{"ftrace NOP", {0xe8}, {0x0f, 0x1f, 0x44, 0x00, 0x00}},
+                                RunForm{"ftrace call", {0xe8}, {0xe8}, RunForm::Branch::Outside}};
+  rw.by_symbol["__x86_return_thunk"] = {RunForm{"ret; int3", {0xe9}, {0xc3, 0xcc, 0xcc, 0xcc, 0xcc}}};
+  rw.by_symbol["__x86_indirect_thunk_rax"] = {RunForm{"call *%rax", {0xe8}, {0xff, 0xd0, 0x0f, 0x1f, 0x00}},
+                                              RunForm{"jmp *%rax", {0xe9}, {0xff, 0xe0, 0xcc, 0x66, 0x90}}};
   return rw;
 }
 
@@ -213,7 +213,7 @@ TEST(Rewrites, TheKernelTableAcceptsItsFormsAndRejectsMalformedOnes) {
   EXPECT_FALSE(f.match(wrong_reg, kernel).ok());
 
   Rewrites bad;
-  bad.by_symbol["__fentry__"] = {RunForm{"short", {0xe8}, {0x90}, false}};
+  bad.by_symbol["__fentry__"] = {RunForm{"short", {0xe8}, {0x90}}};
   auto b = f.match(file, bad);
   ASSERT_FALSE(b.ok());
   EXPECT_EQ(b.status().code(), ls::Exit::ToolError);
