@@ -9,11 +9,10 @@
 // detaches its tracees and restarts them (PTRACE_SEIZE/INTERRUPT, never SIGSTOP).
 #include "process/apply.h"
 
-#include "process/guardian.h"
-
 #include <elf.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <fstream>
@@ -21,6 +20,7 @@
 
 #include "loader/link.h"
 #include "matcher/matcher.h"
+#include "process/guardian.h"
 #include "process/ledger.h"
 #include "process/maps.h"
 #include "process/modules.h"
@@ -170,6 +170,9 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   auto plan = load::plan(ctx, u.file, u.post_sections);
   if (!plan) return fail_with(plan.status());
   TargetRange near = home->span;
+  // The process keeps mapping memory while we match (allocators, threads): choose the
+  // place from its mappings as they are now, not as they were when we started.
+  if (auto fresh = read_maps(opt.pid)) *maps = std::move(*fresh);
   auto base = find_free_near(*maps, near, plan->size + plan->align);
   if (!base) return fail_with(error("no free address range of {} bytes within reach of {}", plan->size, home->name));
   if (plan->align > 1) base = TargetAddr((base->value() + plan->align - 1) / plan->align * plan->align);
@@ -203,13 +206,17 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
                                      plan->writable_offset, false}};
   bool new_ledger = !ledger->exists();
   if (new_ledger) {
-    auto lat = find_free_near(*maps, near, kLedgerSize);
+    // Placed as if the code region just chosen were already mapped: never on it, and
+    // never pushed past it onto someone else's mapping.
+    std::vector<Mapping> occupied = *maps;
+    Mapping code_region;
+    code_region.range = {*base, *base + static_cast<int64_t>((image->bytes.size() + 4095) & ~uint64_t{4095})};
+    occupied.insert(std::upper_bound(occupied.begin(), occupied.end(), code_region,
+                                     [](const Mapping& a, const Mapping& b) { return a.range.start < b.range.start; }),
+                    code_region);
+    auto lat = find_free_near(occupied, near, kLedgerSize);
     if (!lat) return fail_with(error("no room for the ledger"));
-    // Never overlap the code region just chosen.
-    TargetAddr l = *lat;
-    if (l < *base + static_cast<int64_t>(image->bytes.size() + 4096) && l + static_cast<int64_t>(kLedgerSize) > *base)
-      l = *base + static_cast<int64_t>(((image->bytes.size() + 4095) & ~uint64_t{4095}) + 4096);
-    wanted.push_back({kLedgerName, l, kLedgerSize, 0, true});
+    wanted.push_back({kLedgerName, *lat, kLedgerSize, 0, true});
   }
   auto planned = [](const RegionRequest& r) {
     return Region{{r.at, r.at + static_cast<int64_t>((r.size + 4095) & ~uint64_t{4095})}, "/memfd:" + r.name};
