@@ -9,9 +9,10 @@
 //   ktool list
 //   ktool offset SYM                    where the jump goes in SYM
 //   ktool read SYM LEN                  LEN bytes at SYM from /proc/kcore, in hex
-//   ktool match UPDATE                  run-pre matching of an update's replaced functions
+//   ktool match UPDATE [--plain]        run-pre matching of an update's replaced functions
 //                                       against /proc/kcore (candidates from kallsyms),
-//                                       tolerating the kernel's rewrites (kernel/rewrites.h)
+//                                       tolerating the kernel's rewrites (kernel/rewrites.h;
+//                                       --plain: none, byte for byte)
 //
 // apply and undo print "pause_ns=N work_ns=N attempts=N" and exit with livesplice's
 // codes: 0 done, 2 refused (blocked on every attempt, or bytes differ), 1 error.
@@ -64,10 +65,12 @@ void print_outcome(const Outcome& o) {
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   Retry retry;
+  bool plain = false;
   std::vector<std::string> pos;
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--retries" && i + 1 < args.size()) retry.retries = std::stoul(args[++i]);
     else if (args[i] == "--delay" && i + 1 < args.size()) retry.delay_ms = std::stoul(args[++i]);
+    else if (args[i] == "--plain") plain = true;
     else pos.push_back(args[i]);
   }
   if (pos.empty()) {
@@ -149,7 +152,7 @@ int main(int argc, char** argv) {
           if (s->text()) r.candidates.push_back(s->addr);
         reqs.push_back(std::move(r));
       }
-      auto m = match::match(ctx, mem, u.file, reqs, x86_64_rewrites());
+      auto m = match::match(ctx, mem, u.file, reqs, plain ? match::Rewrites{} : x86_64_rewrites());
       if (!m) return report(m.status());
       for (size_t i = 0; i < reqs.size(); ++i) fmt::print("{} at {}\n", reqs[i].label, m->function_at[i]);
       return 0;
