@@ -80,6 +80,7 @@ struct Fixture {
   size_t work = 0;
   uint64_t work_at = 0;
   std::map<std::string, uint64_t> sites;   // symbol -> run address of its instruction in work
+  uint64_t work_size = 0;                   // of its pre code
   uint64_t constant = 0;                    // run address of the byte holding 0x10 (pre's constant)
   Fixture() {
     p.make();
@@ -98,6 +99,7 @@ struct Fixture {
     }
     // The patched constant: a 0x10 byte of pre code outside every relocated field.
     const auto& sec = u.section(r.list[work].pre_section);
+    work_size = sec.bytes.size();
     for (uint64_t k = 0; k < sec.bytes.size() && !constant; ++k) {
       bool field = std::any_of(sec.relocs.begin(), sec.relocs.end(),
                                [&](const auto& rel) { return k >= rel.offset && k < rel.offset + rel.width; });
@@ -211,6 +213,26 @@ TEST(Rewrites, TheKernelTableAcceptsItsFormsAndRejectsMalformedOnes) {
   Rewritten wrong_reg(file);   // call *%rcx is the rcx thunk's form, not rax's
   wrong_reg.put(f.site("__x86_indirect_thunk_rax"), {0xff, 0xd1, 0x0f, 0x1f, 0x00});
   EXPECT_FALSE(f.match(wrong_reg, kernel).ok());
+
+  // static_cpu_has: `jmp .altinstr_aux` runs as a jump to one of the function's own
+  // labels; that form is listed for .altinstr_aux only, so here a table lists it for the
+  // return thunk site: `jmp rel8` + NOP3 into the function matches, out of it does not.
+  Rewrites inside;
+  inside.by_symbol["__x86_return_thunk"] = {
+      RunForm{"short jump home", {0xe9}, {0xeb}, RunForm::Branch::Inside, 1, {0x0f, 0x1f, 0x00}}};
+  uint64_t at = f.site("__x86_return_thunk");
+  auto short_jump = [&](uint64_t to) {
+    return std::vector<uint8_t>{0xeb, static_cast<uint8_t>(static_cast<int8_t>(static_cast<int64_t>(to - (at + 2)))),
+                                0x0f, 0x1f, 0x00};
+  };
+  Rewritten home(file), away(file);
+  home.put(at, short_jump(f.work_at + 5));
+  uint64_t past = f.work_at + f.work_size + 8;
+  ASSERT_LT(past - (at + 2), 128u) << "work is too long for a rel8 past its end";
+  away.put(at, short_jump(past));
+  auto h = f.match(home, inside);
+  EXPECT_TRUE(h.ok()) << h.status().message();
+  EXPECT_FALSE(f.match(away, inside).ok());
 
   Rewrites bad;
   bad.by_symbol["__fentry__"] = {RunForm{"short", {0xe8}, {0x90}}};
