@@ -75,7 +75,15 @@ class Resolver : public load::SymbolResolver {
         if (found.size() > 1)
           return error("run symbol '{}' ({}): {} candidates in {} and no pre code refers to it to decide",
                        rs->name, rs->local ? "local to " + rs->source : "global", found.size(), home_.name);
-        if (!rs->local)
+        if (rs->hidden) {
+          // Hidden visibility: the linker made it a local of the binary the code is in.
+          auto hidden = home_.lookup(rs->name, true, "");
+          if (hidden.size() == 1) return hidden.front();
+          if (hidden.size() > 1)
+            return error("run symbol '{}' (hidden global): {} local candidates in {} and no pre code refers to it "
+                         "to decide", rs->name, hidden.size(), home_.name);
+        }
+        if (!rs->local && !rs->hidden)
           for (const auto& mod : modules_) {
             if (&mod == &home_) continue;
             auto g = mod.lookup(rs->name, false, "");

@@ -75,6 +75,7 @@ Contents Contents::load(const std::string& path) {
       s.name = r.at("name");
       s.local = r.value("local", false);
       s.section = r.value("kind", "symbol") == "section";
+      s.hidden = r.value("hidden", false);
       s.source = r.value("source", "");
       if (auto obj = r.find("object"); obj != r.end() && !obj->is_null()) {
         const auto& o = objects.at(obj->get<size_t>());

@@ -34,6 +34,7 @@ struct RunSymbol {
   std::string name;
   bool local = false;
   bool section = false;        // an anonymous section left behind, not a named symbol
+  bool hidden = false;         // a global of hidden visibility: a local of its own binary
   std::string object;          // file-local ones: the object it is local to ("" for globals)
   std::string source;          //   and its source file
   std::vector<std::string> targets;   // file-local ones: the binaries that object is in

@@ -43,7 +43,8 @@
 //   sections[]  {index, name, role ("pre" | "post"; carried pre literal pools are
 //                "pre"), object, original (its name in the object)}
 //   run_symbols[] {index, name, local, kind ("symbol" | "section"), object, source
-//                (object and source only for local ones)}
+//                (object and source only for local ones), hidden (true only for a
+//                global of hidden visibility, which its binary holds as a local)}
 //   summary     {functions_changed, functions_new, data_new}
 //   kernel      {release, version}: only in kernel updates. Their targets have kind
 //               "kernel" (name "vmlinux") or "kernel-module" (name: the module); their

@@ -136,6 +136,7 @@ class Builder {
     bool local = false;
     bool section = false;
     size_t unit = 0;
+    bool hidden = false;   // a global of hidden or internal visibility
   };
 
   uint32_t copy_section(const elf::Section& s, std::string_view prefix, bool pre);
@@ -191,6 +192,7 @@ SymRef Builder::run_symbol(size_t k, const elf::Object& obj, const elf::Section&
   bool section = false;
   unsigned char type = stt(t.type);
   unsigned char bind = t.binding == elf::Binding::Weak && !t.defined() ? STB_WEAK : STB_GLOBAL;
+  uint8_t visibility = t.visibility;
   // Assembler labels (`.LC0`, kept in the symbol table for mergeable literal pools)
   // exist in no running program: refer to the literal by its place in the section.
   if (t.in_section() && t.local() && t.name.rfind(".L", 0) == 0) {
@@ -222,6 +224,7 @@ SymRef Builder::run_symbol(size_t k, const elf::Object& obj, const elf::Section&
       name = best->name;
       local = best->local();
       type = stt(best->type);
+      visibility = best->visibility;
       addend = static_cast<int64_t>(t.value) + addend - static_cast<int64_t>(best->value);
     } else {
       name = obj.section(t.section).name;
@@ -239,7 +242,10 @@ SymRef Builder::run_symbol(size_t k, const elf::Object& obj, const elf::Section&
   s.type = type;
   SymRef ref = add_symbol(std::move(s));
   run_by_key_[key] = run_symbols_.size();
-  run_symbols_.push_back({ref, name, local, section, k});
+  // The linker turns a hidden global into a local of the binary it links: the
+  // resolver must know to look for it there, and only there.
+  bool hidden = !local && (visibility == STV_HIDDEN || visibility == STV_INTERNAL);
+  run_symbols_.push_back({ref, name, local, section, k, hidden});
   return ref;
 }
 
@@ -548,6 +554,7 @@ Json Builder::manifest(const WriteSummary& summary) const {
       e["object"] = r.unit;
       e["source"] = in_.units[r.unit].source;
     }
+    if (r.hidden) e["hidden"] = true;
     run.push_back(std::move(e));
   }
   j["run_symbols"] = run;

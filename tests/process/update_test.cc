@@ -165,6 +165,18 @@ TEST_F(Live, StaticNameInTwoFiles) {
   update_cycle(prog, update(), "a 2001 b 2001", "a 6001 b 2001", "value");
 }
 
+// 6b. The new code calls a global of hidden visibility that no pre code refers to: the
+// linker made it a local of prog, so it resolves from prog's own locals.
+TEST_F(Live, HiddenGlobalCalledByNewCode) {
+  build_case("hidden", src());
+  RunResult nm = must({"nm", src() + "/prog"});
+  ASSERT_NE(nm.out.find(" t base\n"), std::string::npos) << "base must be a local of prog:\n" << nm.out;
+  Program prog({src() + "/prog"});
+  prog.wait_for("sentinel 1001 base 1001");
+  create_update(src(), patch("hidden"), update());
+  update_cycle(prog, update(), "sentinel 1001 base 1001", "sentinel 2002 base 1001", "sentinel");
+}
+
 // 7. A stripped executable (no .symtab: static functions have no names left). The
 // update is made from the unstripped tree it was built from; matching finds the code.
 TEST_F(Live, StrippedExecutable) {
