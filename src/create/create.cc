@@ -278,7 +278,24 @@ Exit Pipeline::run() {
   in.patch_files = patch.files;
   in.build_system = plan.system;
   std::map<std::string, size_t> target_index;
+  // libtool compiles each source twice (PIC for the shared library, plain for the static
+  // archive). A copy that only went into an archive no link of this build used cannot
+  // be running anywhere the update can name, and matching it against the binary that
+  // runs the other copy fails; so, when some object does reach a binary, the ones that
+  // reach none are left out, saying where they went instead.
+  const bool some_linked =
+      std::any_of(pairs.begin(), pairs.end(), [&](const Pair& p) { return !bins[p.object].empty(); });
   for (size_t i = 0; i < pairs.size(); ++i) {
+    if (some_linked && bins[pairs[i].object].empty()) {
+      std::vector<std::string> into;
+      for (const auto& a : all.archives)
+        if (std::find(a.objects.begin(), a.objects.end(), pairs[i].object) != a.objects.end())
+          into.push_back(relative_to(a.output, build_root));
+      ctx_.warn(fmt::format("{}: left out of the update: no binary of this build links it{}",
+                            relative_to(pairs[i].object, build_root),
+                            into.empty() ? "" : fmt::format(" (it went only into {})", fmt::join(into, ", "))));
+      continue;
+    }
     update::Unit u;
     u.pre = pre_objs[i];
     u.post = post_objs[i];
@@ -338,11 +355,10 @@ Exit Pipeline::run() {
     for (const auto& t : in.targets)
       j["targets"].push_back({{"name", t.name}, {"path", t.path}, {"build_id", t.build_id}});
     j["functions"] = nlohmann::ordered_json::array();
-    for (size_t i = 0; i < diffs.size(); ++i)
-      for (const auto& s : diffs[i].symbols)
+    for (const update::Unit& u : in.units)
+      for (const auto& s : u.diff->symbols)
         if (s.kind == diff::UnitKind::Func && s.status != diff::Status::Same)
-          j["functions"].push_back({{"name", s.name}, {"status", diff::to_string(s.status)},
-                                    {"object", in.units[i].path}});
+          j["functions"].push_back({{"name", s.name}, {"status", diff::to_string(s.status)}, {"object", u.path}});
     j["seconds"] = {{"pre_build", pre_stats.seconds}, {"post_build", post_stats.seconds}, {"total", total}};
     j["tree_restored"] = true;
     fmt::print("{}\n", j.dump(2));
