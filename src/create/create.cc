@@ -287,10 +287,10 @@ Exit Pipeline::run() {
       std::any_of(pairs.begin(), pairs.end(), [&](const Pair& p) { return !bins[p.object].empty(); });
   for (size_t i = 0; i < pairs.size(); ++i) {
     if (some_linked && bins[pairs[i].object].empty()) {
-      std::vector<std::string> into;
+      std::set<std::string> into;   // the pre and the post build each archived it
       for (const auto& a : all.archives)
         if (std::find(a.objects.begin(), a.objects.end(), pairs[i].object) != a.objects.end())
-          into.push_back(relative_to(a.output, build_root));
+          into.insert(relative_to(a.output, build_root));
       ctx_.warn(fmt::format("{}: left out of the update: no binary of this build links it{}",
                             relative_to(pairs[i].object, build_root),
                             into.empty() ? "" : fmt::format(" (it went only into {})", fmt::join(into, ", "))));

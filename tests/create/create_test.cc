@@ -10,6 +10,8 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <set>
 #include <thread>
 
 #include "support.h"
@@ -180,6 +182,28 @@ TEST_F(Create, MakeProjectFromACleanTree) {
   EXPECT_EQ(r.err.find("recompiling"), std::string::npos) << "pre objects come from this run's pre build";
   expect_update(kCalcFunctions, {{"calc", ""}, {"libcalcfmt.so", ""}});
   expect_tree_unchanged(before);
+}
+
+// libtool builds each source twice, PIC for the shared library and plain for a static
+// archive nothing in the build links. The archived copy cannot be running anywhere the
+// update names, so it is left out (saying so), and its function is in the update once.
+TEST_F(Create, ObjectOnlyArchivedIsLeftOutOfTheUpdate) {
+  copy_project("calc-make");
+  {
+    std::ofstream mk(src() + "/Makefile", std::ios::app);
+    mk << "\nlibcalcfmt.a: src/fmt.o\n\t$(AR) rcs $@ $^\n";
+  }
+  auto r = create(patch_file("calc-make", "fix.patch"), {"--json", "--build-cmd", "make all libcalcfmt.a"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("src/fmt.o: left out of the update: no binary of this build links it (it went only into "
+                       "libcalcfmt.a)"),
+            std::string::npos)
+      << r.err;
+  Json summary = Json::parse(r.out);
+  std::multiset<std::string> objects;
+  for (const auto& f : summary["functions"]) objects.insert(f["object"].get<std::string>());
+  EXPECT_EQ(objects, (std::multiset<std::string>{"src/fmt.pic.o", "src/ops.o"})) << summary.dump(2);
+  expect_update(kCalcFunctions, {{"calc", ""}, {"libcalcfmt.so", ""}});
 }
 
 TEST_F(Create, CMakeProjectBuiltOutOfTree) {
