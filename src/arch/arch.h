@@ -41,4 +41,19 @@ struct Instruction {
 };
 std::optional<Instruction> x86_64_instruction_at(std::span<const uint8_t> code, uint64_t offset);
 
+// What run-pre matching needs to know of one instruction when the assembler may have
+// encoded the same code differently: its length, whether it is alignment padding (a NOP
+// of any length), and whether it is a direct jmp or jcc (rel8 or rel32) and then where
+// it goes, as an offset in `code` (may lie outside it). `mnemonic` tells a jcc's
+// condition apart (Zydis's mnemonic number); equal for both widths of one branch.
+struct Decoded {
+  unsigned length = 0;
+  bool nop = false;
+  bool branch = false;
+  bool short_branch = false;   // the rel8 form
+  int mnemonic = 0;
+  int64_t target = 0;
+};
+std::optional<Decoded> x86_64_decode(std::span<const uint8_t> code, uint64_t offset);
+
 }  // namespace ls::arch

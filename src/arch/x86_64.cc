@@ -96,4 +96,31 @@ std::optional<Instruction> x86_64_instruction_at(std::span<const uint8_t> code, 
   return std::nullopt;
 }
 
+std::optional<Decoded> x86_64_decode(std::span<const uint8_t> code, uint64_t offset) {
+  ZydisDecoder decoder;
+  if (offset >= code.size() ||
+      ZYAN_FAILED(ZydisDecoderInit(&decoder, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64)))
+    return std::nullopt;
+  ZydisDecodedInstruction insn;
+  if (ZYAN_FAILED(ZydisDecoderDecodeInstruction(&decoder, nullptr, code.data() + offset, code.size() - offset, &insn)))
+    return std::nullopt;
+  Decoded d;
+  d.length = insn.length;
+  d.mnemonic = static_cast<int>(insn.mnemonic);
+  d.nop = insn.mnemonic == ZYDIS_MNEMONIC_NOP;
+  // Direct relative jumps: jmp and the sixteen jcc (not loop/jrcxz, which have no rel32
+  // form an assembler could choose instead).
+  const bool jump = insn.meta.category == ZYDIS_CATEGORY_UNCOND_BR || insn.meta.category == ZYDIS_CATEGORY_COND_BR;
+  const bool relative = (insn.attributes & ZYDIS_ATTRIB_IS_RELATIVE) != 0 && insn.raw.imm[0].size != 0 &&
+                        insn.raw.imm[0].is_relative;
+  if (jump && relative && insn.mnemonic != ZYDIS_MNEMONIC_JRCXZ && insn.mnemonic != ZYDIS_MNEMONIC_JECXZ &&
+      insn.mnemonic != ZYDIS_MNEMONIC_LOOP && insn.mnemonic != ZYDIS_MNEMONIC_LOOPE &&
+      insn.mnemonic != ZYDIS_MNEMONIC_LOOPNE && (insn.raw.imm[0].size == 8 || insn.raw.imm[0].size == 32)) {
+    d.branch = true;
+    d.short_branch = insn.raw.imm[0].size == 8;
+    d.target = static_cast<int64_t>(offset + insn.length) + insn.raw.imm[0].value.s;
+  }
+  return d;
+}
+
 }  // namespace ls::arch

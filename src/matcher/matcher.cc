@@ -38,44 +38,13 @@
 #include <nlohmann/json.hpp>
 
 #include "arch/x86_64_relax.h"
+#include "matcher/internal.h"
 #include "update/update.h"
 
 namespace ls::match {
-namespace {
+namespace detail {
 
-using arch::Reveal;
 using Json = nlohmann::json;
-
-struct Key {
-  uint32_t symbol;
-  Reveal view;
-  auto operator<=>(const Key&) const = default;
-};
-
-struct Reading {
-  Key key;
-  uint64_t value;
-  uint64_t site;          // pre offset of the field
-  std::string evidence;
-};
-
-struct Trial {
-  enum class Outcome { Matched, Differs, Unreadable };
-  Outcome outcome = Outcome::Differs;
-  TargetAddr at;
-  std::string origin;     // "symbol table", "revealed by …", "content search"
-  uint64_t prefix = 0;    // pre bytes equal before the first difference
-  std::string report;     // for Differs / Unreadable
-  std::vector<Reading> reveals;
-};
-
-// What the manifest says about the update's symbols; empty when there is none.
-struct RunSymbolInfo {
-  std::string name;
-  bool local = false;
-  bool section = false;
-  int64_t object = -1;
-};
 
 // GCC's literal pools (`.rodata.str1.1`, `.rodata.foo.str1.8`, `.rodata.cst16`): the
 // linker merges them across objects, so offsets into one say nothing about another.
@@ -93,74 +62,6 @@ bool literal_pool_name(std::string_view name) {
   return (n >= 3 && parts[n - 2].starts_with("str") && number(parts[n - 2].substr(3)) && number(parts[n - 1])) ||
          (n >= 2 && parts[n - 1].starts_with("cst") && number(parts[n - 1].substr(3)));
 }
-
-// A site of pre code that refers to a literal in a pool the update carries.
-struct LiteralSite {
-  const elf::Section* pool = nullptr;
-  uint64_t offset = 0;     // of the literal in the pool
-  int64_t delta = 0;       // literal address = what the site reveals + delta
-};
-
-std::string hex_bytes(std::span<const uint8_t> b, uint64_t from, uint64_t n);
-std::string show_literal(std::span<const uint8_t> b, bool string, uint64_t entsize);
-
-struct Prepared {
-  const Request* req = nullptr;
-  std::span<const uint8_t> pre;
-  std::vector<elf::Reloc> relocs;          // None dropped, sorted by offset
-  uint64_t align = 1;
-  bool has_tls_ld = false;
-  std::vector<uint32_t> aliases;           // run symbols naming this function
-  bool local = false;                      // aliases are file-local (never reached through a PLT)
-  std::map<uint64_t, arch::FieldSymbol> fields;
-  std::map<uint64_t, LiteralSite> literals;   // by field offset
-  uint64_t anchor_off = 0, anchor_len = 0; // longest run of bytes no site may rewrite
-};
-
-class Matcher {
- public:
-  Matcher(Context& ctx, const CodeSource& run, const elf::Object& update, const std::vector<Request>& requests,
-          const Rewrites& rewrites)
-      : ctx_(ctx), run_(run), update_(update), requests_(requests), rewrites_(rewrites) {}
-
-  Result<Match> run();
-
- private:
-  void read_manifest();
-  Status prepare(size_t i);
-  Trial evaluate(size_t i, TargetAddr at, std::span<const uint8_t> bytes, std::string origin) const;
-  void compare(size_t i, Trial& t, std::span<const uint8_t> bytes) const;
-  const RunForm* rewritten(size_t i, size_t k, std::span<const uint8_t> bytes, uint64_t pos, bool& inward) const;
-  Status check_rewrites() const;
-  std::string differs_report(size_t i, TargetAddr at, std::span<const uint8_t> bytes, uint64_t off) const;
-  std::optional<std::string> literal_differs(size_t i, TargetAddr at, uint64_t site, const LiteralSite& l,
-                                             TargetAddr run_at) const;
-  const elf::Section* carried_pool(uint32_t sym) const;
-  std::optional<std::string> conflict(size_t i, const Trial& t) const;
-  const Trial& trial(size_t i, TargetAddr at, const std::string& origin);
-  bool try_commit(size_t i);
-  bool scan(size_t i);
-  std::string failure(size_t i) const;
-  std::string symbol_name(uint32_t sym) const;
-  bool literal(uint32_t sym) const;
-  Result<std::span<const uint8_t>> range_bytes(const TargetRange& r);
-
-  Context& ctx_;
-  const CodeSource& run_;
-  const elf::Object& update_;
-  const std::vector<Request>& requests_;
-  const Rewrites& rewrites_;
-
-  std::map<uint32_t, RunSymbolInfo> run_symbols_;            // by update symbol index
-  std::map<uint32_t, RunSymbolInfo> functions_by_section_;   // pre section -> the function
-  std::vector<Prepared> preps_;
-  std::vector<std::map<TargetAddr, std::string>> candidates_;   // per request: address -> origin
-  std::vector<std::map<TargetAddr, Trial>> trials_;
-  std::vector<std::optional<TargetAddr>> at_;
-  std::vector<std::string> scan_notes_;
-  std::map<Key, Resolution> established_;
-  std::map<std::pair<uint64_t, uint64_t>, std::vector<uint8_t>> ranges_;
-};
 
 std::string Matcher::symbol_name(uint32_t sym) const {
   if (sym == 0) return "(no symbol)";
@@ -288,210 +189,6 @@ Status Matcher::prepare(size_t i) {
     }
   }
   return {};
-}
-
-std::string hex_bytes(std::span<const uint8_t> b, uint64_t from, uint64_t n) {
-  std::string s;
-  for (uint64_t k = from; k < std::min<uint64_t>(b.size(), from + n); ++k) s += fmt::format("{}{:02x}", s.empty() ? "" : " ", b[k]);
-  return s;
-}
-
-std::string Matcher::differs_report(size_t i, TargetAddr at, std::span<const uint8_t> bytes, uint64_t off) const {
-  const Prepared& p = preps_[i];
-  auto want = arch::x86_64_disassemble(p.pre, off, at.value(), p.fields);
-  auto got = arch::x86_64_disassemble(bytes, off, at.value());
-  std::string expected = want ? want->text : "bytes " + hex_bytes(p.pre, off, 8);
-  std::string found = got ? got->text : "bytes " + hex_bytes(bytes, off, 8);
-  if (expected == found && want && got)   // same text, different encoding (e.g. a prefix)
-    expected += " [" + hex_bytes(p.pre, want->start, want->length) + "]",
-        found += " [" + hex_bytes(bytes, got->start, got->length) + "]";
-  return fmt::format("{} at {}+{:#x}: run code differs from pre: expected '{}', found '{}'", p.req->label, at, off,
-                     expected, found);
-}
-
-// A literal as a report shows it: C escapes for strings, hex bytes for constants.
-std::string show_literal(std::span<const uint8_t> b, bool string, uint64_t entsize) {
-  constexpr size_t kMax = 120;
-  if (!string || entsize != 1) return hex_bytes(b, 0, std::min<uint64_t>(b.size(), 32));
-  std::string s = "\"";
-  for (size_t k = 0; k < b.size() && b[k] != 0; ++k) {
-    if (s.size() > kMax) return s + "\"...";
-    char c = static_cast<char>(b[k]);
-    switch (c) {
-      case '\n': s += "\\n"; break;
-      case '\t': s += "\\t"; break;
-      case '"': s += "\\\""; break;
-      case '\\': s += "\\\\"; break;
-      default: s += b[k] >= 0x20 && b[k] < 0x7f ? std::string(1, c) : fmt::format("\\x{:02x}", b[k]);
-    }
-  }
-  return s + "\"";
-}
-
-// Whether the literal pre code names at `site` differs from the one at `run_at` in run:
-// for a string, the characters up to and including its terminator; for a constant, the
-// whole entry holding the referenced byte.
-std::optional<std::string> Matcher::literal_differs(size_t i, TargetAddr at, uint64_t site, const LiteralSite& l,
-                                                    TargetAddr run_at) const {
-  const elf::Section& pool = *l.pool;
-  const uint64_t e = pool.entsize;
-  const bool string = pool.merge_strings();
-  uint64_t from = l.offset, to;
-  if (string) {
-    to = from;
-    auto zero = [&](uint64_t k) {
-      auto c = pool.bytes.subspan(k, e);
-      return std::all_of(c.begin(), c.end(), [](uint8_t b) { return b == 0; });
-    };
-    while (to + e <= pool.bytes.size() && !zero(to)) to += e;
-    to = std::min<uint64_t>(to + e, pool.bytes.size());
-  } else {
-    from -= from % e;
-    to = std::min<uint64_t>(from + e, pool.bytes.size());
-  }
-  std::span<const uint8_t> want = pool.bytes.subspan(from, to - from);
-  TargetAddr start = run_at - static_cast<int64_t>(l.offset - from);
-  std::vector<uint8_t> got(want.size());
-  std::string what = string ? "string literal" : fmt::format("constant ({} bytes)", e);
-  std::string where = fmt::format("{} at {}+{:#x}", preps_[i].req->label, at, site);
-  if (Status s = run_.read(start, got); !s.ok())
-    return fmt::format("{}: the {} it refers to cannot be read at {}: {}", where, what, start, s.message());
-  if (std::equal(want.begin(), want.end(), got.begin())) return std::nullopt;
-  if (string) {   // show the run string whole, as far as it can be read
-    std::vector<uint8_t> more(want.size() + 64);
-    if (run_.read(start, more).ok()) got = std::move(more);
-  }
-  return fmt::format("{}: {} differs from pre: expected {}, found {} (at {})", where, what,
-                     show_literal(want, string, e), show_literal(got, string, e), start);
-}
-
-// The target's own form of site relocs[k] in run, when `rewrites_` lists one for its
-// symbol and the instruction (which must end with the site's rel32 field, starting at or
-// after `pos`) takes it. `inward`: a branch form's opcode is there but its target is inside
-// the function, which no rewrite (and no call to another symbol) produces.
-const RunForm* Matcher::rewritten(size_t i, size_t k, std::span<const uint8_t> bytes, uint64_t pos,
-                                  bool& inward) const {
-  inward = false;
-  const Prepared& p = preps_[i];
-  const elf::Reloc& r = p.relocs[k];
-  if (!elf::is_pc_relative(r.kind) || r.width != 4 || r.addend != -4 || r.offset + 4 > p.pre.size()) return nullptr;
-  const std::vector<RunForm>* forms = rewrites_.forms_for(symbol_name(r.symbol));
-  if (!forms) return nullptr;
-  for (const RunForm& f : *forms) {
-    const uint64_t n = f.assembled.size();
-    if (r.offset < n || r.offset - n < pos) continue;
-    const uint64_t start = r.offset - n;
-    auto here = [&](std::span<const uint8_t> b, const std::vector<uint8_t>& want) {
-      return std::equal(want.begin(), want.end(), b.begin() + static_cast<ptrdiff_t>(start));
-    };
-    if (!here(p.pre, f.assembled) || !here(bytes, f.run)) continue;
-    if (f.branch == RunForm::Branch::None) return &f;
-    const uint64_t disp = start + f.run.size(), next = disp + f.displacement;
-    if (!std::equal(f.after.begin(), f.after.end(), bytes.begin() + static_cast<ptrdiff_t>(next))) continue;
-    int64_t rel = 0;
-    if (f.displacement == 1) {
-      rel = static_cast<int8_t>(bytes[disp]);
-    } else {
-      int32_t r32 = 0;
-      std::memcpy(&r32, bytes.data() + disp, sizeof r32);
-      rel = r32;
-    }
-    const int64_t target = static_cast<int64_t>(next) + rel;   // relative to the function
-    const bool outside = target < 0 || static_cast<uint64_t>(target) >= p.pre.size();
-    if (outside == (f.branch == RunForm::Branch::Outside)) return &f;
-    if (f.branch == RunForm::Branch::Outside) inward = true;
-  }
-  return nullptr;
-}
-
-void Matcher::compare(size_t i, Trial& t, std::span<const uint8_t> bytes) const {
-  const Prepared& p = preps_[i];
-  const uint64_t base = t.at.value();
-  auto differ_at = [&](uint64_t off) {
-    t.outcome = Trial::Outcome::Differs;
-    t.prefix = off;
-    t.report = differs_report(i, t.at, bytes, off);
-  };
-  auto equal_until = [&](uint64_t lo, uint64_t hi) {
-    for (uint64_t k = lo; k < hi; ++k)
-      if (p.pre[k] != bytes[k]) return k;
-    return hi;
-  };
-  // ld rewrites local-dynamic TLS for a whole executable; then DTPOFF fields hold tp offsets.
-  bool dtpoff_is_tpoff = false;
-  for (size_t k = 0; p.has_tls_ld && k < p.relocs.size(); ++k)
-    if (p.relocs[k].kind == elf::RelocKind::TlsLd &&
-        arch::x86_64_read_site(p.pre, bytes, p.relocs, k, base, false).tls_ld_relaxed)
-      dtpoff_is_tpoff = true;
-
-  std::map<Key, size_t> seen;   // -> index in t.reveals
-  std::vector<std::pair<uint64_t, TargetAddr>> literal_sites;   // field offset, literal's run address
-  uint64_t pos = 0;
-  for (size_t k = 0; k < p.relocs.size();) {
-    const elf::Reloc& r = p.relocs[k];
-    bool inward = false;
-    if (const RunForm* f = rewritten(i, k, bytes, pos, inward)) {
-      uint64_t start = r.offset - f->assembled.size();
-      if (uint64_t d = equal_until(pos, start); d < start) return differ_at(d);
-      pos = r.offset + 4;
-      ++k;
-      continue;
-    }
-    if (inward) return differ_at(r.offset);
-    arch::SiteRead s = arch::x86_64_read_site(p.pre, bytes, p.relocs, k, base, dtpoff_is_tpoff);
-    uint64_t begin = std::max(pos, s.outcome == arch::SiteRead::Outcome::Read ? s.begin
-                                                                              : arch::x86_64_site_extent(p.pre, r).begin);
-    if (uint64_t d = equal_until(pos, begin); d < begin) return differ_at(d);
-    if (s.outcome == arch::SiteRead::Outcome::Differs) return differ_at(std::max(s.offset, pos));
-    pos = std::max(pos, s.end);
-    k += s.relocs;
-    if (s.reveals && s.view == Reveal::Address && p.literals.count(r.offset))
-      literal_sites.emplace_back(r.offset, TargetAddr(s.value + static_cast<uint64_t>(p.literals.at(r.offset).delta)));
-    if (!s.reveals || literal(r.symbol)) continue;
-    if (r.symbol == 0) {   // an absolute value: nothing to learn, but it must be what pre says
-      if (s.value != 0) return differ_at(r.offset);
-      continue;
-    }
-    std::string evidence = fmt::format("{}+{:#x}", p.req->label, r.offset);
-    if (!s.form.empty()) evidence += fmt::format(" ({})", s.form);
-    t.reveals.push_back(Reading{{r.symbol, s.view}, s.value, r.offset, std::move(evidence)});
-    const Reading& now = t.reveals.back();
-    auto [it, fresh] = seen.emplace(now.key, t.reveals.size() - 1);
-    if (!fresh && t.reveals[it->second].value != now.value) {
-      const Reading& then = t.reveals[it->second];
-      t.outcome = Trial::Outcome::Differs;
-      t.prefix = r.offset;
-      t.report = fmt::format("{} at {}+{:#x}: '{}' ({}) is {:#x} here but {:#x} at +{:#x}", p.req->label, t.at,
-                             r.offset, symbol_name(r.symbol), arch::to_string(s.view), now.value, then.value,
-                             then.site);
-      return;
-    }
-  }
-  if (uint64_t d = equal_until(pos, p.pre.size()); d < p.pre.size()) return differ_at(d);
-  // The code is the same; the literals it uses must be too (read only now, so that
-  // candidates whose code differs cost no reads).
-  for (const auto& [site, run_at] : literal_sites)
-    if (auto why = literal_differs(i, t.at, site, p.literals.at(site), run_at)) {
-      t.outcome = Trial::Outcome::Differs;
-      t.prefix = p.pre.size();   // closer than any candidate whose code differs
-      t.report = std::move(*why);
-      return;
-    }
-  // A file-local function is reached directly, never through a PLT: its own run symbols
-  // must name this very address, which lets call sites elsewhere confirm or refute it.
-  if (p.local)
-    for (uint32_t a : p.aliases)
-      t.reveals.push_back(Reading{{a, Reveal::Address}, base, 0, fmt::format("{} matched here", p.req->label)});
-  t.outcome = Trial::Outcome::Matched;
-  t.prefix = p.pre.size();
-}
-
-Trial Matcher::evaluate(size_t i, TargetAddr at, std::span<const uint8_t> bytes, std::string origin) const {
-  Trial t;
-  t.at = at;
-  t.origin = std::move(origin);
-  compare(i, t, bytes);
-  return t;
 }
 
 const Trial& Matcher::trial(size_t i, TargetAddr at, const std::string& origin) {
@@ -708,7 +405,7 @@ Result<Match> Matcher::run() {
   return m;
 }
 
-}  // namespace
+}  // namespace detail
 
 const std::vector<RunForm>* Rewrites::forms_for(std::string_view symbol) const {
   if (by_symbol.empty()) return nullptr;
@@ -720,7 +417,7 @@ const std::vector<RunForm>* Rewrites::forms_for(std::string_view symbol) const {
 
 Result<Match> match(Context& ctx, const CodeSource& run, const elf::Object& update, const std::vector<Request>& requests,
                     const Rewrites& rewrites) {
-  return Matcher(ctx, run, update, requests, rewrites).run();
+  return detail::Matcher(ctx, run, update, requests, rewrites).run();
 }
 
 }  // namespace ls::match
