@@ -39,6 +39,19 @@ std::string Matcher::differs_report(size_t i, TargetAddr at, std::span<const uin
                      expected, found);
 }
 
+// The same, when the run instruction at hand is at another offset than pre's.
+std::string Matcher::differs_report(size_t i, TargetAddr at, std::span<const uint8_t> run, uint64_t pre_off,
+                                    uint64_t run_off) const {
+  if (pre_off == run_off) return differs_report(i, at, run, pre_off);
+  const Prepared& p = preps_[i];
+  auto want = arch::x86_64_disassemble(p.pre, pre_off, at.value() + run_off - pre_off, p.fields);
+  auto got = arch::x86_64_disassemble(run, run_off, at.value());
+  std::string expected = want ? want->text : "bytes " + hex_bytes(p.pre, pre_off, 8);
+  std::string found = got ? got->text : "bytes " + hex_bytes(run, run_off, 8);
+  return fmt::format("{} at {}+{:#x} (pre +{:#x}): run code differs from pre: expected '{}', found '{}'",
+                     p.req->label, at, run_off, pre_off, expected, found);
+}
+
 // A literal as a report shows it: C escapes for strings, hex bytes for constants.
 std::string show_literal(std::span<const uint8_t> b, bool string, uint64_t entsize) {
   constexpr size_t kMax = 120;
@@ -134,6 +147,57 @@ const RunForm* Matcher::rewritten(size_t i, size_t k, std::span<const uint8_t> b
   return nullptr;
 }
 
+// Takes in what site relocs[k] read; false (and `t` says why) when it contradicts an
+// earlier site of the same symbol or pre's absolute value.
+bool Matcher::take_site(size_t i, Trial& t, Walk& w, size_t k, const arch::SiteRead& s) const {
+  const Prepared& p = preps_[i];
+  const elf::Reloc& r = p.relocs[k];
+  if (s.reveals && s.view == Reveal::Address && p.literals.count(r.offset))
+    w.literal_sites.emplace_back(r.offset, TargetAddr(s.value + static_cast<uint64_t>(p.literals.at(r.offset).delta)));
+  if (!s.reveals || literal(r.symbol)) return true;
+  if (r.symbol == 0) {   // an absolute value: nothing to learn, but it must be what pre says
+    if (s.value == 0) return true;
+    t.outcome = Trial::Outcome::Differs;
+    t.prefix = r.offset;
+    t.report = fmt::format("{} at {}: the absolute value at pre +{:#x} is {:#x} in run, 0 in pre", p.req->label,
+                           t.at, r.offset, s.value);
+    return false;
+  }
+  std::string evidence = fmt::format("{}+{:#x}", p.req->label, r.offset);
+  if (!s.form.empty()) evidence += fmt::format(" ({})", s.form);
+  t.reveals.push_back(Reading{{r.symbol, s.view}, s.value, r.offset, std::move(evidence)});
+  const Reading& now = t.reveals.back();
+  auto [it, fresh] = w.seen.emplace(now.key, t.reveals.size() - 1);
+  if (fresh || t.reveals[it->second].value == now.value) return true;
+  const Reading& then = t.reveals[it->second];
+  t.outcome = Trial::Outcome::Differs;
+  t.prefix = r.offset;
+  t.report = fmt::format("{} at {}+{:#x}: '{}' ({}) is {:#x} here but {:#x} at +{:#x}", p.req->label, t.at, r.offset,
+                         symbol_name(r.symbol), arch::to_string(s.view), now.value, then.value, then.site);
+  return false;
+}
+
+void Matcher::finish(size_t i, Trial& t, const Walk& w) const {
+  const Prepared& p = preps_[i];
+  // The code is the same; the literals it uses must be too (read only now, so that
+  // candidates whose code differs cost no reads).
+  for (const auto& [site, run_at] : w.literal_sites)
+    if (auto why = literal_differs(i, t.at, site, p.literals.at(site), run_at)) {
+      t.outcome = Trial::Outcome::Differs;
+      t.prefix = p.pre.size();   // closer than any candidate whose code differs
+      t.report = std::move(*why);
+      return;
+    }
+  // A file-local function is reached directly, never through a PLT: its own run symbols
+  // must name this very address, which lets call sites elsewhere confirm or refute it.
+  if (p.local)
+    for (uint32_t a : p.aliases)
+      t.reveals.push_back(Reading{{a, Reveal::Address}, t.at.value(), 0, fmt::format("{} matched here", p.req->label)});
+  t.outcome = Trial::Outcome::Matched;
+  t.prefix = p.pre.size();
+}
+
+// Bytes at equal offsets; `bytes` is exactly as long as pre.
 void Matcher::compare(size_t i, Trial& t, std::span<const uint8_t> bytes) const {
   const Prepared& p = preps_[i];
   const uint64_t base = t.at.value();
@@ -154,8 +218,7 @@ void Matcher::compare(size_t i, Trial& t, std::span<const uint8_t> bytes) const 
         arch::x86_64_read_site(p.pre, bytes, p.relocs, k, base, false).tls_ld_relaxed)
       dtpoff_is_tpoff = true;
 
-  std::map<Key, size_t> seen;   // -> index in t.reveals
-  std::vector<std::pair<uint64_t, TargetAddr>> literal_sites;   // field offset, literal's run address
+  Walk w;
   uint64_t pos = 0;
   for (size_t k = 0; k < p.relocs.size();) {
     const elf::Reloc& r = p.relocs[k];
@@ -174,54 +237,177 @@ void Matcher::compare(size_t i, Trial& t, std::span<const uint8_t> bytes) const 
     if (uint64_t d = equal_until(pos, begin); d < begin) return differ_at(d);
     if (s.outcome == arch::SiteRead::Outcome::Differs) return differ_at(std::max(s.offset, pos));
     pos = std::max(pos, s.end);
+    if (!take_site(i, t, w, k, s)) return;
     k += s.relocs;
-    if (s.reveals && s.view == Reveal::Address && p.literals.count(r.offset))
-      literal_sites.emplace_back(r.offset, TargetAddr(s.value + static_cast<uint64_t>(p.literals.at(r.offset).delta)));
-    if (!s.reveals || literal(r.symbol)) continue;
-    if (r.symbol == 0) {   // an absolute value: nothing to learn, but it must be what pre says
-      if (s.value != 0) return differ_at(r.offset);
-      continue;
-    }
-    std::string evidence = fmt::format("{}+{:#x}", p.req->label, r.offset);
-    if (!s.form.empty()) evidence += fmt::format(" ({})", s.form);
-    t.reveals.push_back(Reading{{r.symbol, s.view}, s.value, r.offset, std::move(evidence)});
-    const Reading& now = t.reveals.back();
-    auto [it, fresh] = seen.emplace(now.key, t.reveals.size() - 1);
-    if (!fresh && t.reveals[it->second].value != now.value) {
-      const Reading& then = t.reveals[it->second];
-      t.outcome = Trial::Outcome::Differs;
-      t.prefix = r.offset;
-      t.report = fmt::format("{} at {}+{:#x}: '{}' ({}) is {:#x} here but {:#x} at +{:#x}", p.req->label, t.at,
-                             r.offset, symbol_name(r.symbol), arch::to_string(s.view), now.value, then.value,
-                             then.site);
-      return;
-    }
   }
   if (uint64_t d = equal_until(pos, p.pre.size()); d < p.pre.size()) return differ_at(d);
-  // The code is the same; the literals it uses must be too (read only now, so that
-  // candidates whose code differs cost no reads).
-  for (const auto& [site, run_at] : literal_sites)
-    if (auto why = literal_differs(i, t.at, site, p.literals.at(site), run_at)) {
-      t.outcome = Trial::Outcome::Differs;
-      t.prefix = p.pre.size();   // closer than any candidate whose code differs
-      t.report = std::move(*why);
-      return;
+  finish(i, t, w);
+  if (t.outcome == Trial::Outcome::Matched) t.run_size = p.pre.size();
+}
+
+// Instruction by instruction, pre offsets mapped to run offsets as the walk goes:
+//  - padding (NOPs of any length, in either) is skipped on each side;
+//  - a jump inside the function may be short in one and long in the other; its target
+//    must map to its run target (checked at the end, when every label is mapped);
+//  - a jump to another function, a relocation site in pre, may be a short jump in run
+//    (gas resolved it within .text): it is read as the long form it stands for;
+//  - every other instruction is the same bytes, relocation sites read as usual with
+//    run's bytes moved to pre's offsets (ld's rewrites never change an instruction's
+//    length).
+void Matcher::compare_relaxed(size_t i, Trial& t, std::span<const uint8_t> run) const {
+  const Prepared& p = preps_[i];
+  const uint64_t size = p.pre.size();
+  std::map<uint64_t, uint64_t> run_of;   // pre offset of an instruction -> its run offset
+  struct Jump {
+    uint64_t pre_at, run_at;
+    int64_t pre_target, run_target;
+  };
+  std::vector<Jump> jumps;
+  std::vector<uint8_t> moved(size, 0);   // run bytes of the instruction at hand, at pre's offsets
+  bool dtpoff_is_tpoff = false;
+  Walk w;
+  uint64_t po = 0, ro = 0;
+  size_t k = 0;
+  auto differ_at = [&](uint64_t pre_off, uint64_t run_off) {
+    t.outcome = Trial::Outcome::Differs;
+    t.prefix = pre_off;
+    t.report = differs_report(i, t.at, run, pre_off, run_off);
+  };
+  // Whether the next site begins before `to` (sites before the walk's place are done).
+  auto site_in = [&](uint64_t to) { return k < p.relocs.size() && p.relocs[k].offset < to; };
+  auto skip_padding = [](std::span<const uint8_t> code, uint64_t& at, uint64_t limit) {
+    while (at < limit) {
+      auto d = arch::x86_64_decode(code.first(limit), at);
+      if (!d || !d->nop) break;
+      at += d->length;
     }
-  // A file-local function is reached directly, never through a PLT: its own run symbols
-  // must name this very address, which lets call sites elsewhere confirm or refute it.
-  if (p.local)
-    for (uint32_t a : p.aliases)
-      t.reveals.push_back(Reading{{a, Reveal::Address}, base, 0, fmt::format("{} matched here", p.req->label)});
-  t.outcome = Trial::Outcome::Matched;
-  t.prefix = p.pre.size();
+  };
+
+  while (po < size) {
+    auto dp = arch::x86_64_decode(p.pre, po);
+    if (!dp) return differ_at(po, ro);
+    const uint64_t pend = po + dp->length;
+    const bool site = site_in(pend);
+    if (dp->nop && !site) {
+      run_of.emplace(po, ro);
+      while (po < size) {   // the whole padding, up to a site
+        auto d = arch::x86_64_decode(p.pre, po);
+        if (!d || !d->nop || site_in(po + d->length)) break;
+        po += d->length;
+      }
+      skip_padding(run, ro, run.size());
+      continue;
+    }
+    // Padding only run has. Not before a site the target itself may turn into a NOP.
+    const bool own_rewrite = site && rewrites_.forms_for(symbol_name(p.relocs[k].symbol)) != nullptr;
+    if (!own_rewrite) skip_padding(run, ro, run.size());
+    run_of.emplace(po, ro);
+    if (ro >= run.size()) return differ_at(po, ro);
+    auto dr = arch::x86_64_decode(run, ro);
+
+    if (site) {
+      const elf::Reloc& first = p.relocs[k];
+      const int64_t delta = static_cast<int64_t>(ro) - static_cast<int64_t>(po);
+      constexpr uint64_t kWindow = 48;   // longer than any site's instructions (a TLS sequence is 16)
+      for (uint64_t x = po; x < std::min(size, po + kWindow); ++x) {
+        uint64_t from = static_cast<uint64_t>(static_cast<int64_t>(x) + delta);
+        moved[x] = from < run.size() ? run[from] : 0;
+      }
+      uint64_t run_len = 0;   // when run's instruction is not pre's length
+      // (Not where the target rewrites its own code: its table says what such a site may be.)
+      if (!own_rewrite && dp->branch && !dp->short_branch && dr && dr->branch && dr->short_branch &&
+          dr->mnemonic == dp->mnemonic &&
+          first.offset + 4 == pend && elf::is_pc_relative(first.kind) && first.width == 4) {
+        // The long form it stands for: pre's opcode, run's target.
+        std::copy(p.pre.begin() + static_cast<ptrdiff_t>(po), p.pre.begin() + static_cast<ptrdiff_t>(first.offset),
+                  moved.begin() + static_cast<ptrdiff_t>(po));
+        auto disp = static_cast<int32_t>(dr->target - delta - static_cast<int64_t>(pend));
+        std::memcpy(moved.data() + first.offset, &disp, sizeof disp);
+        run_len = dr->length;
+      }
+      const uint64_t run_base = static_cast<uint64_t>(static_cast<int64_t>(t.at.value()) + delta);
+      uint64_t pos = po, cover = pend;
+      while (k < p.relocs.size() && p.relocs[k].offset < cover) {
+        const elf::Reloc& r = p.relocs[k];
+        auto equal_until = [&](uint64_t lo, uint64_t hi) {
+          for (uint64_t x = lo; x < hi; ++x)
+            if (p.pre[x] != moved[x]) return x;
+          return hi;
+        };
+        bool inward = false;
+        if (const RunForm* f = rewritten(i, k, moved, pos, inward)) {
+          uint64_t start = r.offset - f->assembled.size();
+          if (uint64_t d = equal_until(pos, start); d < start) return differ_at(d, d + delta);
+          pos = r.offset + 4;
+          cover = std::max(cover, pos);
+          ++k;
+          continue;
+        }
+        if (inward) return differ_at(r.offset, r.offset + delta);
+        arch::SiteRead s = arch::x86_64_read_site(p.pre, moved, p.relocs, k, run_base, dtpoff_is_tpoff);
+        if (r.kind == elf::RelocKind::TlsLd && s.tls_ld_relaxed) dtpoff_is_tpoff = true;
+        uint64_t begin = std::max(pos, s.outcome == arch::SiteRead::Outcome::Read
+                                           ? s.begin
+                                           : arch::x86_64_site_extent(p.pre, r).begin);
+        if (uint64_t d = equal_until(pos, begin); d < begin) return differ_at(d, d + delta);
+        if (s.outcome == arch::SiteRead::Outcome::Differs) {
+          uint64_t d = std::max(s.offset, pos);
+          return differ_at(d, d + delta);
+        }
+        pos = std::max(pos, s.end);
+        cover = std::max(cover, s.end);
+        if (!take_site(i, t, w, k, s)) return;
+        k += s.relocs;
+      }
+      for (uint64_t x = pos; x < cover; ++x)
+        if (p.pre[x] != moved[x]) return differ_at(x, x + delta);
+      ro += run_len ? run_len : cover - po;
+      po = cover;
+      continue;
+    }
+
+    if (dp->branch) {
+      if (!dr || !dr->branch || dr->mnemonic != dp->mnemonic) return differ_at(po, ro);
+      jumps.push_back({po, ro, dp->target, dr->target});
+      po = pend;
+      ro += dr->length;
+      continue;
+    }
+    if (ro + dp->length > run.size()) return differ_at(po, ro);
+    for (uint64_t x = 0; x < dp->length; ++x)
+      if (p.pre[po + x] != run[ro + x]) return differ_at(po + x, ro + x);
+    po = pend;
+    ro += dp->length;
+  }
+  run_of.emplace(po, ro);
+  for (const Jump& j : jumps) {
+    auto to = j.pre_target >= 0 ? run_of.find(static_cast<uint64_t>(j.pre_target)) : run_of.end();
+    if (to != run_of.end() && static_cast<int64_t>(to->second) == j.run_target) continue;
+    t.outcome = Trial::Outcome::Differs;
+    t.prefix = j.pre_at;
+    t.report = differs_report(i, t.at, run, j.pre_at, j.run_at);
+    t.report += to == run_of.end()
+                    ? fmt::format(" (pre's target +{:#x} is not an instruction of it)", j.pre_target)
+                    : fmt::format(" (pre's target +{:#x} is at {} in run)", j.pre_target,
+                                  t.at + static_cast<int64_t>(to->second));
+    return;
+  }
+  finish(i, t, w);
+  if (t.outcome == Trial::Outcome::Matched) t.run_size = ro;
 }
 
 Trial Matcher::evaluate(size_t i, TargetAddr at, std::span<const uint8_t> bytes, std::string origin) const {
+  const Prepared& p = preps_[i];
   Trial t;
   t.at = at;
   t.origin = std::move(origin);
-  compare(i, t, bytes);
-  return t;
+  if (bytes.size() >= p.pre.size()) compare(i, t, bytes.first(p.pre.size()));
+  if (t.outcome == Trial::Outcome::Matched || !p.relaxable) return t;
+  Trial r;
+  r.at = at;
+  r.origin = t.origin;
+  compare_relaxed(i, r, bytes);
+  return r.outcome == Trial::Outcome::Matched || r.prefix >= t.prefix ? r : t;
 }
 
 }  // namespace ls::match::detail

@@ -39,6 +39,7 @@ struct Trial {
   TargetAddr at;
   std::string origin;     // "symbol table", "revealed by …", "content search"
   uint64_t prefix = 0;    // pre bytes equal before the first difference
+  uint64_t run_size = 0;  // Matched: the function's length in run (pre's, unless encodings differ)
   std::string report;     // for Differs / Unreadable
   std::vector<Reading> reveals;
 };
@@ -76,6 +77,10 @@ struct Prepared {
   std::map<uint64_t, arch::FieldSymbol> fields;
   std::map<uint64_t, LiteralSite> literals;   // by field offset
   uint64_t anchor_off = 0, anchor_len = 0; // longest run of bytes no site may rewrite
+  // Whether the run build may encode this code otherwise (it has jumps or padding), and
+  // how much longer than pre it may then be (bytes read past pre's length).
+  bool relaxable = false;
+  uint64_t slack = 0;
 };
 
 class Matcher {
@@ -91,9 +96,20 @@ class Matcher {
   Status prepare(size_t i);
   Trial evaluate(size_t i, TargetAddr at, std::span<const uint8_t> bytes, std::string origin) const;
   void compare(size_t i, Trial& t, std::span<const uint8_t> bytes) const;
+  void compare_relaxed(size_t i, Trial& t, std::span<const uint8_t> run) const;
+  // What compare and compare_relaxed share: taking in what one site read, and the end of
+  // a comparison whose code was equal (literals, then the function's own names).
+  struct Walk {
+    std::map<Key, size_t> seen;   // -> index in Trial::reveals
+    std::vector<std::pair<uint64_t, TargetAddr>> literal_sites;   // field offset, literal's run address
+  };
+  bool take_site(size_t i, Trial& t, Walk& w, size_t k, const arch::SiteRead& s) const;
+  void finish(size_t i, Trial& t, const Walk& w) const;
   const RunForm* rewritten(size_t i, size_t k, std::span<const uint8_t> bytes, uint64_t pos, bool& inward) const;
   Status check_rewrites() const;
   std::string differs_report(size_t i, TargetAddr at, std::span<const uint8_t> bytes, uint64_t off) const;
+  std::string differs_report(size_t i, TargetAddr at, std::span<const uint8_t> run, uint64_t pre_off,
+                             uint64_t run_off) const;
   std::optional<std::string> literal_differs(size_t i, TargetAddr at, uint64_t site, const LiteralSite& l,
                                              TargetAddr run_at) const;
   const elf::Section* carried_pool(uint32_t sym) const;

@@ -169,16 +169,47 @@ Status Matcher::prepare(size_t i) {
           std::fill(variable.begin() + static_cast<ptrdiff_t>(r.offset - f.assembled.size()),
                     variable.begin() + static_cast<ptrdiff_t>(std::min<uint64_t>(r.offset + 4, p.pre.size())), true);
   }
-  constexpr uint64_t kAnchorMax = 32;   // long enough to be rare, short enough to be cheap
-  for (uint64_t k = 0, run = 0; k <= p.pre.size(); ++k) {
-    if (k < p.pre.size() && !variable[k]) {
-      ++run;
-      continue;
+  // Jumps and padding may be encoded otherwise in run (see compare.cc): never part of an
+  // anchor, and everything after the first of them may sit at another offset in run.
+  uint64_t first_shift = p.pre.size(), short_jumps = 0;
+  {
+    size_t k = 0;
+    for (uint64_t at = 0; at < p.pre.size();) {
+      auto d = arch::x86_64_decode(p.pre, at);
+      if (!d) break;
+      while (k < p.relocs.size() && p.relocs[k].offset < at) ++k;
+      const bool site = k < p.relocs.size() && p.relocs[k].offset < at + d->length;
+      if ((d->branch && (!site || !d->short_branch)) || (d->nop && !site)) {
+        p.relaxable = true;
+        first_shift = std::min(first_shift, at);
+        if (d->short_branch) ++short_jumps;
+        std::fill(variable.begin() + static_cast<ptrdiff_t>(at),
+                  variable.begin() + static_cast<ptrdiff_t>(at + d->length), true);
+      }
+      at += d->length;
     }
-    if (run > p.anchor_len) p.anchor_len = run, p.anchor_off = k - run;
-    run = 0;
   }
-  p.anchor_len = std::min(p.anchor_len, kAnchorMax);
+  // Run may be longer: each short jump long (4 more bytes), more padding (at most 15 a place).
+  p.slack = p.relaxable ? 4 * short_jumps + std::max<uint64_t>(64, p.pre.size() / 8) : 0;
+  constexpr uint64_t kAnchorMax = 32;   // long enough to be rare, short enough to be cheap
+  constexpr uint64_t kAnchorEnough = 12;
+  auto longest = [&](uint64_t limit) {
+    std::pair<uint64_t, uint64_t> best{0, 0};   // offset, length
+    for (uint64_t k = 0, run = 0; k <= limit; ++k) {
+      if (k < limit && !variable[k]) {
+        ++run;
+        continue;
+      }
+      if (run > best.second) best = {k - run, run};
+      run = 0;
+    }
+    return best;
+  };
+  // Preferably before the first jump or padding, where run's offsets are pre's.
+  auto [off, len] = longest(first_shift);
+  if (len < kAnchorEnough) std::tie(off, len) = longest(p.pre.size());
+  p.anchor_off = off;
+  p.anchor_len = std::min(len, kAnchorMax);
 
   // The run symbols other functions' code uses to name this one.
   if (auto f = functions_by_section_.find(req.pre_section); f != functions_by_section_.end()) {
@@ -193,9 +224,16 @@ Status Matcher::prepare(size_t i) {
 
 const Trial& Matcher::trial(size_t i, TargetAddr at, const std::string& origin) {
   if (auto it = trials_[i].find(at); it != trials_[i].end()) return it->second;
-  std::vector<uint8_t> bytes(preps_[i].pre.size());
+  const Prepared& p = preps_[i];
+  // Read past pre's length where run may be longer; near the end of a mapping, only pre's.
+  std::vector<uint8_t> bytes(p.pre.size() + p.slack);
+  Status s = run_.read(at, bytes);
+  if (!s.ok() && p.slack) {
+    bytes.resize(p.pre.size());
+    s = run_.read(at, bytes);
+  }
   Trial t;
-  if (Status s = run_.read(at, bytes); !s.ok()) {
+  if (!s.ok()) {
     t.at = at;
     t.origin = origin;
     t.outcome = Trial::Outcome::Unreadable;
@@ -278,7 +316,8 @@ bool Matcher::scan(size_t i) {
       uint64_t off = hit - p.anchor_off;
       TargetAddr at = r.start + static_cast<int64_t>(off);
       if (at.value() % p.align != 0 || off + p.pre.size() > b.size()) continue;
-      Trial t = evaluate(i, at, b.subspan(off, p.pre.size()), "content search");
+      Trial t = evaluate(i, at, b.subspan(off, std::min<uint64_t>(p.pre.size() + p.slack, b.size() - off)),
+                         "content search");
       if (t.outcome == Trial::Outcome::Matched) {
         ++hits;
         trials_[i].emplace(at, t);
@@ -386,7 +425,10 @@ Result<Match> Matcher::run() {
                                    Exit::Unsafe);
 
   Match m;
-  for (size_t i = 0; i < n; ++i) m.function_at.push_back(*at_[i]);
+  for (size_t i = 0; i < n; ++i) {
+    m.function_at.push_back(*at_[i]);
+    m.function_size.push_back(trials_[i].at(*at_[i]).run_size);
+  }
   auto exported = [](Reveal r) -> std::optional<View> {
     switch (r) {
       case Reveal::Address: return View::Address;

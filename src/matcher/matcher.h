@@ -56,6 +56,9 @@ struct Resolution {
 
 struct Match {
   std::vector<TargetAddr> function_at;   // per request, in request order
+  // Per request, its length in run: pre's, unless the running build encoded jumps or
+  // padding otherwise (longer or shorter then). What a stack check must guard.
+  std::vector<uint64_t> function_size;
   // What pre code revealed, keyed by update symbol index (a run symbol) and view. A
   // replaced function's own run symbols (the names other code calls it by) also get
   // its matched address as View::Address, unless a call site already revealed one.

@@ -196,10 +196,11 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
     auto to = image->symbol_at.find(f.post_symbol);
     if (to == image->symbol_at.end())
       return fail_with(error("{}: new code has no address after linking", f.label()));
-    auto t = make_trampoline(*mem, f.label(), at, f.pre_size, to->second);
+    const uint64_t run_size = matched->function_size[i];   // pre's, unless run encodes jumps otherwise
+    auto t = make_trampoline(*mem, f.label(), at, run_size, to->second);
     if (!t) return fail_with(t.status());
     Guarded g;
-    g.range = {at, at + static_cast<int64_t>(f.pre_size)};
+    g.range = {at, at + static_cast<int64_t>(run_size)};
     g.patched = {t->site, t->site + static_cast<int64_t>(t->jump.size())};
     g.label = f.label();
     p.guarded.push_back(std::move(g));
