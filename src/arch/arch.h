@@ -43,8 +43,8 @@ std::optional<Instruction> x86_64_instruction_at(std::span<const uint8_t> code, 
 
 // What run-pre matching needs to know of one instruction when the assembler may have
 // encoded the same code differently: its length, whether it is alignment padding (a NOP
-// of any length), and whether it is a direct jmp or jcc (rel8 or rel32) and then where
-// it goes, as an offset in `code` (may lie outside it). `mnemonic` tells a jcc's
+// of any length), and whether it is a direct jmp, jcc (rel8 or rel32) or call, and then
+// where it goes, as an offset in `code` (may lie outside it). `mnemonic` tells a jcc's
 // condition apart (Zydis's mnemonic number); equal for both widths of one branch.
 struct Decoded {
   unsigned length = 0;

@@ -108,9 +108,11 @@ std::optional<Decoded> x86_64_decode(std::span<const uint8_t> code, uint64_t off
   d.length = insn.length;
   d.mnemonic = static_cast<int>(insn.mnemonic);
   d.nop = insn.mnemonic == ZYDIS_MNEMONIC_NOP;
-  // Direct relative jumps: jmp and the sixteen jcc (not loop/jrcxz, which have no rel32
-  // form an assembler could choose instead).
-  const bool jump = insn.meta.category == ZYDIS_CATEGORY_UNCOND_BR || insn.meta.category == ZYDIS_CATEGORY_COND_BR;
+  // Direct relative jumps: jmp, the sixteen jcc and call (a function calling itself
+  // through a local alias has no relocation either); not loop/jrcxz, which no
+  // assembler would encode another way.
+  const bool jump = insn.meta.category == ZYDIS_CATEGORY_UNCOND_BR || insn.meta.category == ZYDIS_CATEGORY_COND_BR ||
+                    insn.meta.category == ZYDIS_CATEGORY_CALL;
   const bool relative = (insn.attributes & ZYDIS_ATTRIB_IS_RELATIVE) != 0 && insn.raw.imm[0].size != 0 &&
                         insn.raw.imm[0].is_relative;
   if (jump && relative && insn.mnemonic != ZYDIS_MNEMONIC_JRCXZ && insn.mnemonic != ZYDIS_MNEMONIC_JECXZ &&
