@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 
 #include "process/guardian.h"
 #include "process/ptrace.h"
@@ -127,11 +128,28 @@ Status RegionSet::map(const std::vector<RegionRequest>& requests) {
   return {};
 }
 
+namespace {
+
+// The memfd behind a region, opened through /proc/PID/map_files. A region whose code
+// part is executable and whose data part is writable is two mappings of the one file
+// (mprotect split it), so the entry is the one that starts where the region starts.
+int open_region_file(pid_t pid, TargetRange r) {
+  std::string dir = fmt::format("/proc/{}/map_files/", pid);
+  int fd = ::open((dir + fmt::format("{:x}-{:x}", r.start.value(), r.end.value())).c_str(), O_RDWR | O_CLOEXEC);
+  if (fd >= 0 || errno != ENOENT) return fd;
+  std::error_code ec;
+  const std::string prefix = fmt::format("{:x}-", r.start.value());
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec))
+    if (e.path().filename().string().starts_with(prefix)) return ::open(e.path().c_str(), O_RDWR | O_CLOEXEC);
+  errno = ENOENT;
+  return -1;
+}
+
+}  // namespace
+
 Status RegionSet::write(size_t i, uint64_t offset, std::span<const uint8_t> bytes) const {
   if (i >= regions_.size()) return error("no region {}", i);
-  const auto& r = regions_[i].range;
-  std::string path = fmt::format("/proc/{}/map_files/{:x}-{:x}", pid_, r.start.value(), r.end.value());
-  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  int fd = open_region_file(pid_, regions_[i].range);
   if (fd < 0) return error("process {}: cannot open {}: {}", pid_, regions_[i].name, std::strerror(errno));
   ssize_t n = ::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(offset));
   ::close(fd);

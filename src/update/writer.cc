@@ -234,6 +234,23 @@ SymRef Builder::run_symbol(size_t k, const elf::Object& obj, const elf::Section&
       addend += static_cast<int64_t>(t.value);
     }
   }
+  // GCC numbers file-local statics (`__PRETTY_FUNCTION__.6`, `buf.3`) in the order it
+  // meets them, so a patch that adds one renumbers the rest: post code names a datum by
+  // its post name, the running program has the pre name. A local datum the differ paired
+  // with one in pre is named as pre names it; pre code's references to it then resolve
+  // the very same run symbol.
+  if (local && !section && &obj == in_.units[k].post && in_.units[k].diff) {
+    const elf::Symbol* named = &t;
+    if (t.type == elf::SymbolType::Section)
+      for (const auto& c : obj.symbols())
+        if (c.name == name && c.section == t.section && c.local()) named = &c;
+    const auto index = static_cast<int>(named - obj.symbols().data());
+    for (const auto& d : in_.units[k].diff->symbols)
+      if (d.post_symbol == index && d.pre_symbol >= 0 && d.status == diff::Status::Same) {
+        name = in_.units[k].pre->symbol(static_cast<uint32_t>(d.pre_symbol)).name;
+        break;
+      }
+  }
   std::string key = local ? fmt::format("{}\n{}\n{}", k, section ? "section" : "symbol", name) : name;
   if (auto it = run_by_key_.find(key); it != run_by_key_.end()) return run_symbols_[it->second].ref;
   OutSymbol s;

@@ -177,6 +177,19 @@ TEST_F(Live, HiddenGlobalCalledByNewCode) {
   update_cycle(prog, update(), "sentinel 1001 base 1001", "sentinel 2002 base 1001", "sentinel");
 }
 
+// 6c. The fix adds a function-local static after sentinel()'s, so GCC numbers
+// sentinel()'s `value` differently in the fixed build (value.1) than in the running one
+// (value.0, while value.1 does not exist there): the new code must use the running one.
+TEST_F(Live, RenumberedStaticLocalKeepsItsRunningCopy) {
+  build_case("renumbered", src());
+  RunResult nm = must({"nm", src() + "/prog"});
+  ASSERT_NE(nm.out.find(" d value.0\n"), std::string::npos) << "the case needs GCC's numbering:\n" << nm.out;
+  Program prog({src() + "/prog"});
+  prog.wait_for("sentinel 1001");
+  create_update(src(), patch("renumbered"), update());
+  update_cycle(prog, update(), "sentinel 1001", "sentinel 2002", "sentinel");
+}
+
 // 7. A stripped executable (no .symtab: static functions have no names left). The
 // update is made from the unstripped tree it was built from; matching finds the code.
 TEST_F(Live, StrippedExecutable) {
