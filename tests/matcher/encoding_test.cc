@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <tuple>
 
 #include "arch/arch.h"
 #include "support.h"
@@ -83,12 +84,22 @@ size_t symbol_size(const std::vector<Sym>& syms, const std::string& name) {
   return 0;
 }
 
+// busy built as a distribution would, and the update that changes its first loop.
+struct Built {
+  Project p{files()};
+  std::string update, app;
+  std::vector<Sym> syms;
+  Built() {
+    p.make();
+    update = p.create("busy.c", busy_c("2"));
+    app = p / "busy";
+    syms = symbols(app);
+  }
+};
+
 TEST(Encodings, ShortTailCallAndMovedPaddingStillMatchAndRevealTheCallee) {
-  Project p(files());
-  p.make();
-  std::string update = p.create("busy.c", busy_c("2"));
-  std::string app = p / "busy";
-  auto syms = symbols(app);
+  Built b;
+  const auto& [update, app, syms] = std::tie(b.update, b.app, b.syms);
   // The premise: the running build's busy jumps to helper with a short jmp.
   FileImage file(app);
   ASSERT_NE(short_jump_to(file, symbol(syms, "busy"), symbol_size(syms, "busy"), symbol(syms, "helper")), 0u)
@@ -108,11 +119,8 @@ TEST(Encodings, ShortTailCallAndMovedPaddingStillMatchAndRevealTheCallee) {
 }
 
 TEST(Encodings, AJumpWhoseTargetDoesNotMapIsStillADifference) {
-  Project p(files());
-  p.make();
-  std::string update = p.create("busy.c", busy_c("2"));
-  std::string app = p / "busy";
-  auto syms = symbols(app);
+  Built b;
+  const auto& [update, app, syms] = std::tie(b.update, b.app, b.syms);
   FileImage file(app);
   const uint64_t at = symbol(syms, "busy");
   const size_t size = symbol_size(syms, "busy");
