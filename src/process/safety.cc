@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -61,6 +63,50 @@ class RealtimeScope {
   int policy_ = -1;
   sched_param saved_{};
   bool raised_ = false;
+};
+
+// For the length of one attempt the stopping process runs on the CPU the target last
+// ran on. Waking a thread on another CPU is an inter-processor interrupt, and in a
+// virtual machine whose other vCPU is halted, waiting for that vCPU to be scheduled
+// again; on the same CPU the wake-up is local, and the stopped thread's report back is
+// too. Restored after the attempt; without a CPU to read, the attempt runs as it is.
+class CpuScope {
+ public:
+  explicit CpuScope(pid_t pid) {
+    int cpu = last_cpu(pid);
+    if (cpu < 0 || sched_getaffinity(0, sizeof saved_, &saved_) != 0 || !CPU_ISSET(cpu, &saved_)) return;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    moved_ = sched_setaffinity(0, sizeof one, &one) == 0;
+  }
+  ~CpuScope() { end(); }
+  CpuScope(const CpuScope&) = delete;
+  CpuScope& operator=(const CpuScope&) = delete;
+  void end() {
+    if (moved_) (void)sched_setaffinity(0, sizeof saved_, &saved_);
+    moved_ = false;
+  }
+
+ private:
+  // Field 39 of /proc/PID/stat: the CPU the process's main thread last ran on.
+  static int last_cpu(pid_t pid) {
+    char path[64], buf[1024];
+    std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+    FILE* f = std::fopen(path, "re");
+    if (!f) return -1;
+    size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    buf[n] = 0;
+    const char* p = std::strrchr(buf, ')');
+    if (!p) return -1;
+    int field = 2;   // p is at the end of field 2 (comm)
+    for (++p; *p && field < 39; ++p)
+      if (*p == ' ') ++field;
+    return field == 39 ? std::atoi(p) : -1;
+  }
+  cpu_set_t saved_{};
+  bool moved_ = false;
 };
 
 }  // namespace
@@ -190,6 +236,7 @@ Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& 
   StackScratch scratch;
   for (int attempt = 0; attempt <= retries; ++attempt) {
     LS_TRY(before_attempt());
+    CpuScope cpu(pid);
     RealtimeScope realtime;
     auto stop = ThreadGroupStop::stop(pid);
     if (!stop) return stop.status();
@@ -199,6 +246,7 @@ Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& 
     if (blocker->has_value()) {
       (*stop)->resume();
       realtime.end();
+      cpu.end();
       last = **blocker;
       std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
       continue;
