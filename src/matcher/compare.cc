@@ -384,7 +384,7 @@ void Matcher::compare_relaxed(size_t i, Trial& t, std::span<const uint8_t> run) 
     auto to = j.pre_target >= 0 ? run_of.find(static_cast<uint64_t>(j.pre_target)) : run_of.end();
     if (to != run_of.end() && static_cast<int64_t>(to->second) == j.run_target) continue;
     t.outcome = Trial::Outcome::Differs;
-    t.prefix = j.pre_at;
+    t.prefix = size;   // every instruction was the same: closer than any that differs
     t.report = differs_report(i, t.at, run, j.pre_at, j.run_at);
     t.report += to == run_of.end()
                     ? fmt::format(" (pre's target +{:#x} is not an instruction of it)", j.pre_target)
@@ -407,7 +407,7 @@ Trial Matcher::evaluate(size_t i, TargetAddr at, std::span<const uint8_t> bytes,
   r.at = at;
   r.origin = t.origin;
   compare_relaxed(i, r, bytes);
-  return r.outcome == Trial::Outcome::Matched || r.prefix >= t.prefix ? r : t;
+  return r.outcome == Trial::Outcome::Matched || r.prefix > t.prefix ? r : t;
 }
 
 }  // namespace ls::match::detail
