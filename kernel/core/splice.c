@@ -58,12 +58,17 @@ struct ls_stop {
 /*
  * Whether a frame address lies in a checked function: on apply the running
  * functions (their whole extent: a task anywhere in one would come back to
- * code we are about to change); on undo the replacements.
+ * code we are about to change); on undo the replacements, and all of the
+ * code memory the set brought, which is freed afterwards.
  */
 static bool ls_checked(const struct ls_stop *s, unsigned long a)
 {
+	const struct ls_region *r = s->set->region;
 	unsigned int i;
 
+	/* Undo frees the set's code: no task may be anywhere in it. */
+	if (s->undo && r && a >= r->base && a < r->base + r->exec_size)
+		return true;
 	for (i = 0; i < s->set->nsites; i++) {
 		const struct ls_site *site = &s->set->sites[i];
 		unsigned long start = s->undo ? site->new_addr : site->old_addr;

@@ -13,8 +13,16 @@
  * against kallsyms itself (it must be the start of a symbol) and takes the
  * function's extent from there.
  *
+ * The replacement code either lives in a module already loaded, or in memory
+ * the core allocates for it (LS_K_ALLOC, near kernel text as module code is),
+ * the tool fills once with linked code (LS_K_FILL: then read-only and
+ * executable) and hands to the set that uses it (ls_k_apply.region); undoing
+ * that set frees it. Memory allocated and not handed over is freed when the
+ * device file is closed, so a tool that dies leaves nothing behind.
+ *
  * Non-exported kernel functions the core needs (text_poke, text_mutex,
- * stop_machine_cpuslocked, __module_address, idle_task) are module parameters, given
+ * stop_machine_cpuslocked, __module_address, idle_task, module_alloc,
+ * module_memfree, set_memory_ro, set_memory_x) are module parameters, given
  * by the tool from /proc/kallsyms when it loads the core; the core refuses
  * to load unless each one names the symbol it claims to.
  *
@@ -69,6 +77,7 @@ struct ls_k_apply {
 	__u32 retries;          /* in: further attempts after a blocked one */
 	__u32 retry_delay_ms;   /* in: sleep between attempts */
 	__u32 flags;            /* in: 0 */
+	__u64 region;           /* in: LS_K_ALLOC's address holding new code, or 0 */
 	struct ls_k_result result; /* out */
 };
 
@@ -88,6 +97,8 @@ struct ls_k_listed {
 	__u32 len;
 	__u8 original[LS_K_MAX_PATCH];
 	__u64 pause_ns;         /* the pause of the apply that wrote it */
+	__u64 region;           /* the set's allocated code, or 0 */
+	__u64 region_size;
 };
 
 struct ls_k_list {
@@ -96,9 +107,29 @@ struct ls_k_list {
 	__u32 count;            /* out: how many exist (may exceed capacity) */
 };
 
+/* Memory for new code, writable until filled (LS_K_FILL). */
+struct ls_k_alloc {
+	__u64 size;             /* in: bytes (rounded up to pages) */
+	__u64 addr;             /* out: page aligned, within rel32 reach of kernel text */
+};
+
+/*
+ * Fill an allocation once: size bytes (exactly its size) copied in, then
+ * [addr, addr + exec_size) read-only and executable (exec_size page aligned);
+ * the rest stays writable data, never executable.
+ */
+struct ls_k_fill {
+	__u64 addr;
+	__u64 bytes;            /* in: user pointer */
+	__u64 size;
+	__u64 exec_size;
+};
+
 #define LS_K_IOC_MAGIC 0xb5
 #define LS_K_APPLY _IOWR(LS_K_IOC_MAGIC, 1, struct ls_k_apply)
 #define LS_K_UNDO  _IOWR(LS_K_IOC_MAGIC, 2, struct ls_k_undo)
 #define LS_K_LIST  _IOWR(LS_K_IOC_MAGIC, 3, struct ls_k_list)
+#define LS_K_ALLOC _IOWR(LS_K_IOC_MAGIC, 4, struct ls_k_alloc)
+#define LS_K_FILL  _IOW(LS_K_IOC_MAGIC, 5, struct ls_k_fill)
 
 #endif

@@ -10,6 +10,7 @@
 #include "create/create.h"
 #include "create/kernel_create.h"
 #include "differ/report.h"
+#include "kernel/apply.h"
 #include "process/apply.h"
 #include "update/update.h"
 
@@ -33,7 +34,9 @@ int main(int argc, char** argv) {
       "  livesplice diff pre.o post.o                                 compare one object built twice\n"
       "  livesplice apply --pid PID fix.lsu                          apply it to a running process\n"
       "  livesplice view --pid PID                                    what is applied there\n"
-      "  livesplice undo --pid PID [ID | --all]                       take it out again\n\n"
+      "  livesplice undo --pid PID [ID | --all]                       take it out again\n"
+      "  livesplice apply --kernel fix.lsu [--core livesplice.ko]     apply it to the running kernel (root)\n"
+      "  livesplice view --kernel / undo --kernel [ID]                what is applied there / take it out\n\n"
       "Exit codes: 0 ok, 1 tool error, 2 cannot be patched safely, 3 no change.",
       "livesplice"};
   app.require_subcommand(1);
@@ -87,7 +90,13 @@ int main(int argc, char** argv) {
                "(run-pre matching); then all threads are stopped, checked to be outside the\n"
                "functions being replaced, the functions are redirected, and the threads resume.\n"
                "If a thread stays in the way after the retries, nothing is changed (exit 2).");
-  apply->add_option("--pid", aopt.pid, "Process to update")->required();
+  auto* apply_pid = apply->add_option("--pid", aopt.pid, "Process to update");
+  // The running kernel instead (src/kernel/apply.h): same stages, livesplice.ko does the stop.
+  bool apply_kernel = false;
+  ls::kernel::KernelApplyOptions kaopt;
+  apply->add_flag("--kernel", apply_kernel, "Update the running kernel instead of a process (as root)")
+      ->excludes(apply_pid);
+  apply->add_option("--core", kaopt.core, "--kernel: livesplice.ko, loaded if it is not yet")->check(CLI::ExistingFile);
   apply->add_option("update", aopt.update, "Update file made by livesplice create")->required()->check(CLI::ExistingFile);
   apply->add_option("--retries", aopt.retries, "Further attempts when a thread is in the way")->capture_default_str();
   apply->add_option("--retry-delay", aopt.retry_delay_ms, "Milliseconds between attempts")->capture_default_str();
@@ -97,7 +106,9 @@ int main(int argc, char** argv) {
   auto* undo = app.add_subcommand(
       "undo", "Remove an applied update from a running process (the newest one when no ID is given).\n"
               "Updates stack: undo the newest update of a function first, or use --all.");
-  undo->add_option("--pid", uopt.pid, "Process")->required();
+  auto* undo_pid = undo->add_option("--pid", uopt.pid, "Process");
+  bool undo_kernel = false;
+  undo->add_flag("--kernel", undo_kernel, "Undo a kernel update (the newest when no ID is given)")->excludes(undo_pid);
   undo->add_option("id", uopt.id, "Update id (a prefix is enough), as livesplice view shows");
   undo->add_flag("--all", uopt.all, "Undo every update, newest first");
   undo->add_option("--retries", uopt.retries, "Further attempts when a thread is in the way")->capture_default_str();
@@ -107,7 +118,9 @@ int main(int argc, char** argv) {
   pid_t view_pid = 0;
   bool view_patch = false;
   auto* view = app.add_subcommand("view", "List the updates applied to a running process (from its own ledger)");
-  view->add_option("--pid", view_pid, "Process")->required();
+  auto* view_pid_opt = view->add_option("--pid", view_pid, "Process");
+  bool view_kernel = false;
+  view->add_flag("--kernel", view_kernel, "The updates applied to the running kernel")->excludes(view_pid_opt);
   view->add_flag("--patch", view_patch, "Also print each update's patch text");
   view->add_flag("--json", ctx.json, "Print JSON on stdout");
 
@@ -134,6 +147,19 @@ int main(int argc, char** argv) {
       rc = ls::create::run_create(ctx, copt);
     }
     else if (*info) rc = ls::update::run_info(ctx, update_path);
+    else if ((*apply && !apply_kernel && !*apply_pid) || (*undo && !undo_kernel && !*undo_pid) ||
+             (*view && !view_kernel && !*view_pid_opt))
+      throw ls::Error("give --pid PID (a process) or --kernel (the running kernel)");
+    else if (*apply && apply_kernel) {
+      kaopt.update = aopt.update;
+      kaopt.retries = aopt.retries;
+      kaopt.retry_delay_ms = aopt.retry_delay_ms;
+      rc = ls::kernel::run_kernel_apply(ctx, kaopt);
+    } else if (*undo && undo_kernel) {
+      if (uopt.all) throw ls::Error("undo --kernel takes one ID or none (the newest), not --all");
+      rc = ls::kernel::run_kernel_undo(ctx, {uopt.id, static_cast<unsigned>(uopt.retries),
+                                             static_cast<unsigned>(uopt.retry_delay_ms)});
+    } else if (*view && view_kernel) rc = ls::kernel::run_kernel_view(ctx);
     else if (*apply) rc = ls::proc::run_apply(ctx, aopt);   // LS_APPLY_WIRED
     else if (*undo) rc = ls::proc::run_undo(ctx, uopt);
     else if (*view) rc = ls::proc::run_view(ctx, view_pid, view_patch);

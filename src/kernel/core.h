@@ -67,6 +67,8 @@ struct Applied {
   uint32_t offset = 0;
   std::vector<uint8_t> original;
   uint64_t pause_ns = 0;
+  TargetAddr region;          // the set's code memory (alloc), or 0
+  uint64_t region_size = 0;
 };
 
 // /dev/livesplice. Every call is one transaction in the kernel: all or nothing.
@@ -80,9 +82,17 @@ class CoreDevice {
   // Failure codes: Exit::Unsafe when a task stayed in a function on every attempt or the
   // running bytes are not the expected ones (nothing was written); Exit::ToolError else.
   // `out` is filled in both cases.
-  Status apply(const std::string& id, std::span<const Redirect> funcs, Retry retry, Outcome& out);
+  // `region`: code memory from alloc(), filled, that the set takes over (freed on undo).
+  Status apply(const std::string& id, std::span<const Redirect> funcs, Retry retry, Outcome& out,
+               TargetAddr region = {});
   Status undo(const std::string& id, Retry retry, Outcome& out);
   Result<std::vector<Applied>> list();
+
+  // Kernel memory for new code, within rel32 reach of kernel text, page aligned, writable
+  // until fill(). Freed when this device is closed unless an apply took it.
+  Result<TargetAddr> alloc(uint64_t size);
+  // Copies `bytes` in once, then makes [at, at + exec_size) read-only and executable.
+  Status fill(TargetAddr at, std::span<const uint8_t> bytes, uint64_t exec_size);
 
  private:
   explicit CoreDevice(int fd) : fd_(fd) {}

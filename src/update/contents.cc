@@ -86,6 +86,9 @@ Contents Contents::load(const std::string& path) {
     }
     for (const auto& s : manifest.at("sections"))
       if (s.at("role") == "post") c.post_sections.push_back(s.at("index"));
+      else if (s.at("role") == "special") c.special_sections.emplace_back(s.at("index").get<uint32_t>(), s.value("original", std::string()));
+    if (auto k = manifest.find("kernel"); k != manifest.end() && k->is_object())
+      c.kernel_release = k->value("release", "");
     c.patch_name = manifest.at("patch").value("name", "");
     c.patch_text = manifest.at("patch").value("text", "");
   } catch (const nlohmann::json::exception& e) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "elf/object.h"
@@ -49,6 +50,11 @@ struct Contents {
   std::string patch_name;
   std::string patch_text;
   std::vector<std::string> targets;      // basenames
+  // Kernel updates only: the release (uname -r) they are for, and the kernel tables
+  // they carry (role "special": section index, the table's own name such as
+  // "__bug_table").
+  std::string kernel_release;
+  std::vector<std::pair<uint32_t, std::string>> special_sections;
 
   // Throws ls::Error for anything that is not a readable update.
   static Contents load(const std::string& path);

@@ -1,0 +1,69 @@
+# `livesplice apply --kernel` end to end, on updates made by `livesplice create --kernel`
+# (run-match-test puts them in /updates): the new code is linked into memory livesplice.ko
+# allocates, the running function redirected to it; view lists it; undo restores it; an
+# update made from other source is refused by run-pre matching with nothing changed.
+fail() { echo "FAIL: $*"; exit 1; }
+read_fn() { ktool read cmdline_proc_show 16; }
+
+before=$(cat /proc/cmdline)
+code_before=$(read_fn)
+
+# Nothing applied, livesplice.ko not loaded yet: view says so, undo has nothing to do (3).
+livesplice view --kernel | grep -q 'no kernel updates applied' || fail "view before: $(livesplice view --kernel)"
+rc=0; livesplice undo --kernel 2>/dev/null || rc=$?
+[ $rc = 3 ] || fail "undo with nothing applied: exit $rc, expected 3"
+
+# Without --core, and livesplice.ko not loaded: a clear error (1), nothing loaded.
+rc=0; out=$(livesplice apply --kernel /updates/cmdline.lsu 2>&1) || rc=$?
+[ $rc = 1 ] || fail "apply without the core: exit $rc: $out"
+echo "$out" | grep -q -- '--core' || fail "apply without the core: $out"
+[ -c /dev/livesplice ] && fail "the core was loaded anyway"
+
+# The update from other source: refused by matching (2), naming the function and the
+# difference; the core gets loaded, but the kernel's code and output do not change.
+rc=0; out=$(livesplice apply --kernel /updates/cmdline-other.lsu --core /modules/livesplice.ko 2>&1) || rc=$?
+echo "   $out" | head -5
+[ $rc = 2 ] || fail "other source: exit $rc, expected 2"
+echo "$out" | grep -q 'cmdline_proc_show' || fail "other source: the function is not named"
+echo "$out" | grep -q 'nothing changed' || fail "other source: $out"
+[ "$(cat /proc/cmdline)" = "$before" ] || fail "other source: /proc/cmdline changed"
+[ "$(read_fn)" = "$code_before" ] || fail "other source: the code changed"
+livesplice view --kernel | grep -q 'no kernel updates applied' || fail "other source: view: $(livesplice view --kernel)"
+echo "ok: an update from other source is refused by run-pre matching, nothing changed"
+
+# Apply: /proc/cmdline carries the patch's text; the jump sits after the fentry NOP.
+out=$(livesplice apply --kernel /updates/cmdline.lsu --json) || fail "apply: $out"
+echo "$out" | grep -q '"applied": true' || fail "apply --json: $out"
+pause=$(echo "$out" | sed -n 's/.*"pause_ns": \([0-9]*\).*/\1/p')
+[ -n "$pause" ] && [ "$pause" -gt 0 ] || fail "no pause reported: $out"
+echo "   applied, pause ${pause} ns"
+now=$(cat /proc/cmdline)
+[ "$now" = "$before livesplice=cmdline" ] || fail "/proc/cmdline after apply: '$now'"
+case $(read_fn) in 0f1f440000e9*) ;; *) fail "no jmp after the fentry NOP: $(read_fn)";; esac
+echo "ok: /proc/cmdline is '$now'"
+
+# view lists it, by id and function; applying it again is refused.
+view=$(livesplice view --kernel) || fail "view"
+echo "$view" | sed 's/^/   /'
+echo "$view" | grep -q '^  cmdline_proc_show$' || fail "view does not list cmdline_proc_show"
+livesplice view --kernel --json | grep -q '"cmdline_proc_show"' || fail "view --json"
+rc=0; livesplice apply --kernel /updates/cmdline.lsu >/dev/null 2>&1 || rc=$?
+[ $rc = 1 ] || fail "applied twice: exit $rc"
+# The core holds the set; it cannot be unloaded under it.
+if rmmod livesplice 2>/dev/null; then fail "livesplice unloaded while an update is applied"; fi
+
+# undo (the newest, no id given): output and code as before.
+livesplice undo --kernel || fail "undo"
+[ "$(cat /proc/cmdline)" = "$before" ] || fail "/proc/cmdline after undo: '$(cat /proc/cmdline)'"
+[ "$(read_fn)" = "$code_before" ] || fail "code not restored"
+livesplice view --kernel | grep -q 'no kernel updates applied' || fail "view after undo"
+echo "ok: undo restored /proc/cmdline and the code"
+
+# Again, undone by id prefix; then the core unloads (its code memory was freed).
+id=$(livesplice apply --kernel /updates/cmdline.lsu --json | sed -n 's/.*"id": "\([0-9a-f]*\)".*/\1/p')
+[ -n "$id" ] || fail "apply again"
+[ "$(cat /proc/cmdline)" = "$before livesplice=cmdline" ] || fail "second apply"
+livesplice undo --kernel "${id%????????}" || fail "undo by id prefix"
+[ "$(cat /proc/cmdline)" = "$before" ] || fail "after undo by id"
+rmmod livesplice || fail "rmmod livesplice with nothing applied"
+echo "ok: applied again, undone by id, the core unloads"
