@@ -33,6 +33,7 @@ struct ls_kernel {
 	void (*module_memfree)(void *region);
 	int (*set_memory_ro)(unsigned long addr, int numpages);
 	int (*set_memory_x)(unsigned long addr, int numpages);
+	void (*apply_alternatives)(void *start, void *end);  /* struct alt_instr * */
 	bool scan_only;  /* stack_check=scan: every stack scanned word by word */
 };
 

@@ -41,7 +41,7 @@ MODULE_DESCRIPTION("livesplice: redirect kernel functions at one instant after a
 
 static unsigned long text_poke_addr, text_mutex_addr, stop_machine_cpuslocked_addr,
 	module_address_addr, idle_task_addr, module_alloc_addr, module_memfree_addr,
-	set_memory_ro_addr, set_memory_x_addr;
+	set_memory_ro_addr, set_memory_x_addr, apply_alternatives_addr;
 module_param_named(text_poke, text_poke_addr, ulong, 0400);
 MODULE_PARM_DESC(text_poke, "address of text_poke (from /proc/kallsyms)");
 module_param_named(text_mutex, text_mutex_addr, ulong, 0400);
@@ -60,6 +60,8 @@ module_param_named(set_memory_ro, set_memory_ro_addr, ulong, 0400);
 MODULE_PARM_DESC(set_memory_ro, "address of set_memory_ro");
 module_param_named(set_memory_x, set_memory_x_addr, ulong, 0400);
 MODULE_PARM_DESC(set_memory_x, "address of set_memory_x");
+module_param_named(apply_alternatives, apply_alternatives_addr, ulong, 0400);
+MODULE_PARM_DESC(apply_alternatives, "address of apply_alternatives");
 static char *stack_check = "unwind";
 module_param(stack_check, charp, 0400);
 MODULE_PARM_DESC(stack_check, "unwind (default: ORC, scanning a stack it cannot finish) or scan (every word of every stack)");
@@ -476,6 +478,41 @@ static long ls_alloc(struct file *file, struct ls_k_alloc __user *uarg)
 	return copy_to_user(uarg, &a, sizeof(a)) ? -EFAULT : 0;
 }
 
+/* Layout of the kernel's struct alt_instr (arch/x86/include/asm/alternative.h, 6.1). */
+struct ls_alt_instr {
+	s32 instr_offset;
+	s32 repl_offset;
+	u16 cpuid;
+	u8 instrlen;
+	u8 replacementlen;
+} __packed;
+
+/*
+ * Every entry of the table, the instruction it patches and its replacement
+ * lie in the region's executable part: apply_alternatives writes where the
+ * table says, so the table must not point outside the memory we own.
+ */
+static int ls_check_alternatives(const struct ls_region *r, const struct ls_k_fill *f)
+{
+	unsigned long lo = r->base, hi = r->base + f->exec_size;
+	const struct ls_alt_instr *a;
+
+	if (f->alt == f->alt_end)
+		return 0;
+	if (f->alt < lo || f->alt_end > hi || f->alt > f->alt_end ||
+	    (f->alt_end - f->alt) % sizeof(*a))
+		return -EINVAL;
+	for (a = (void *)f->alt; (unsigned long)a < f->alt_end; a++) {
+		unsigned long instr = (unsigned long)&a->instr_offset + a->instr_offset;
+		unsigned long repl = (unsigned long)&a->repl_offset + a->repl_offset;
+
+		if (instr < lo || instr + a->instrlen > hi || repl < lo ||
+		    repl + a->replacementlen > hi)
+			return -EINVAL;
+	}
+	return 0;
+}
+
 static long ls_fill(struct file *file, struct ls_k_fill __user *uarg)
 {
 	struct ls_k_fill f;
@@ -496,6 +533,12 @@ static long ls_fill(struct file *file, struct ls_k_fill __user *uarg)
 		err = -EFAULT;
 		if (copy_from_user((void *)r->base, u64_to_user_ptr(f.bytes), f.size))
 			break;
+		err = ls_check_alternatives(r, &f);
+		if (err)
+			break;
+		/* Still writable and not executable: patched in place, as for a module. */
+		if (f.alt != f.alt_end)
+			core.k.apply_alternatives((void *)f.alt, (void *)f.alt_end);
 		pages = f.exec_size >> PAGE_SHIFT;
 		/* Read-only first, then executable: never writable and executable. */
 		err = core.k.set_memory_ro(r->base, pages) ?: core.k.set_memory_x(r->base, pages);
@@ -567,6 +610,8 @@ static int __init ls_init(void)
 	err = err ?: ls_check_param("module_memfree", "module_memfree", module_memfree_addr);
 	err = err ?: ls_check_param("set_memory_ro", "set_memory_ro", set_memory_ro_addr);
 	err = err ?: ls_check_param("set_memory_x", "set_memory_x", set_memory_x_addr);
+	err = err ?: ls_check_param("apply_alternatives", "apply_alternatives",
+				    apply_alternatives_addr);
 	if (err)
 		return err;
 	if (strcmp(stack_check, "unwind") && strcmp(stack_check, "scan")) {
@@ -583,6 +628,7 @@ static int __init ls_init(void)
 	core.k.module_memfree = (void *)module_memfree_addr;
 	core.k.set_memory_ro = (void *)set_memory_ro_addr;
 	core.k.set_memory_x = (void *)set_memory_x_addr;
+	core.k.apply_alternatives = (void *)apply_alternatives_addr;
 	return misc_register(&ls_dev);
 }
 

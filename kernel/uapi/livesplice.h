@@ -22,7 +22,8 @@
  *
  * Non-exported kernel functions the core needs (text_poke, text_mutex,
  * stop_machine_cpuslocked, __module_address, idle_task, module_alloc,
- * module_memfree, set_memory_ro, set_memory_x) are module parameters, given
+ * module_memfree, set_memory_ro, set_memory_x, apply_alternatives) are module
+ * parameters, given
  * by the tool from /proc/kallsyms when it loads the core; the core refuses
  * to load unless each one names the symbol it claims to.
  *
@@ -114,15 +115,19 @@ struct ls_k_alloc {
 };
 
 /*
- * Fill an allocation once: size bytes (exactly its size) copied in, then
- * [addr, addr + exec_size) read-only and executable (exec_size page aligned);
- * the rest stays writable data, never executable.
+ * Fill an allocation once: size bytes copied in; the kernel's alternatives
+ * table among them (struct alt_instr entries at [alt, alt_end), 0 if none)
+ * applied as the module loader applies a module's; then [addr, addr +
+ * exec_size) read-only and executable (exec_size page aligned); the rest
+ * stays writable data, never executable.
  */
 struct ls_k_fill {
 	__u64 addr;
 	__u64 bytes;            /* in: user pointer */
 	__u64 size;
 	__u64 exec_size;
+	__u64 alt;              /* in: kernel addresses inside [addr, addr + exec_size) */
+	__u64 alt_end;
 };
 
 #define LS_K_IOC_MAGIC 0xb5

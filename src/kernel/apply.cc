@@ -3,10 +3,13 @@
 // What is hard:
 // - Refusing what cannot be loaded correctly. The post code comes with the kernel's
 //   tables for it (src/differ/special_sections.h). A table the kernel consults at run
-//   time for this code (a BUG/WARN's entry, an exception fixup, alternatives, jump
-//   labels, static calls) would have to be registered with the kernel, which this loader
-//   does not do: running the code without it is wrong (a WARN would oops, a user access
-//   fault would not be fixed up), so such an update is refused before anything changes.
+//   time for this code (a BUG/WARN's entry, an exception fixup, jump labels, static
+//   calls) would have to be registered with the kernel, which this loader does not do:
+//   running the code without it is wrong (a WARN would oops, a user access fault would
+//   not be fixed up), so such an update is refused before anything changes.
+//   Alternatives are applied once, before the code can run, by the kernel's own
+//   apply_alternatives (livesplice.ko calls it on the filled memory, as the module
+//   loader does for a module): the table and replacements are loaded beside the code.
 //   The tables that only describe the code (ORC, the fentry, return and retpoline site
 //   lists) are honoured the way the kernel's module loader would: fentry calls become
 //   the 5-byte NOP; return and retpoline thunks are called as assembled, which is what
@@ -52,7 +55,10 @@ constexpr uint8_t kNop5[] = {0x0f, 0x1f, 0x44, 0x00, 0x00};
 const std::set<std::string> kHonoured = {"__mcount_loc", "__patchable_function_entries",
                                          ".return_sites", ".retpoline_sites", ".call_sites",
                                          ".smp_locks", ".ibt_endbr_seal", ".orc_unwind",
-                                         ".orc_unwind_ip"};
+                                         ".orc_unwind_ip", ".altinstructions", ".altinstr_replacement"};
+
+// Kernel tables loaded with the code (the core applies them when it fills the memory).
+const std::set<std::string> kLoaded = {".altinstructions", ".altinstr_replacement"};
 
 Status refuse_tables(const update::Contents& u) {
   std::vector<std::string> refused;
@@ -246,7 +252,15 @@ Exit run_kernel_apply(Context& ctx, const KernelApplyOptions& opt) {
                                 matched.status().code() == Exit::ToolError ? Exit::ToolError : Exit::Unsafe));
 
   // 3. Code memory near kernel text; the image linked to run there.
-  auto plan = load::plan(ctx, u.file, u.post_sections);
+  std::vector<uint32_t> load_sections = u.post_sections;
+  uint32_t alt_table = 0;
+  for (const auto& [index, table] : u.special_sections)
+    if (kLoaded.count(table)) {
+      load_sections.push_back(index);
+      if (table == ".altinstructions") alt_table = index;
+    }
+  std::sort(load_sections.begin(), load_sections.end());
+  auto plan = load::plan(ctx, u.file, load_sections);
   if (!plan) return failed(plan.status());
   uint64_t slack = plan->align > kPage ? plan->align - kPage : 0;   // allocations are page aligned
   auto region = dev->alloc(plan->size + slack);
@@ -261,7 +275,12 @@ Exit run_kernel_apply(Context& ctx, const KernelApplyOptions& opt) {
   std::vector<uint8_t> bytes(base - *region, 0);   // alignment padding, if any
   bytes.insert(bytes.end(), image->bytes.begin(), image->bytes.end());
   uint64_t exec_size = ((base - *region) + plan->writable_offset + kPage - 1) / kPage * kPage;
-  if (Status s = dev->fill(*region, bytes, exec_size); !s.ok()) return failed(s);
+  TargetRange alternatives;
+  if (alt_table) {
+    alternatives.start = image->section_at.at(alt_table);
+    alternatives.end = alternatives.start + static_cast<int64_t>(u.file.section(alt_table).size);
+  }
+  if (Status s = dev->fill(*region, bytes, exec_size, alternatives); !s.ok()) return failed(s);
 
   // 4. One redirect per replaced function, from the bytes there now.
   std::vector<Redirect> redirects;

@@ -17,7 +17,8 @@ namespace {
 // The non-exported kernel symbols livesplice.ko takes as parameters (kernel/core/main.c).
 constexpr const char* kCoreParams[] = {"text_poke",      "text_mutex",   "stop_machine_cpuslocked",
                                        "__module_address", "idle_task",  "module_alloc",
-                                       "module_memfree", "set_memory_ro", "set_memory_x"};
+                                       "module_memfree", "set_memory_ro", "set_memory_x",
+                                       "apply_alternatives"};
 
 constexpr uint8_t kNop5[] = {0x0f, 0x1f, 0x44, 0x00, 0x00};   // nopl 0x0(%rax,%rax,1)
 constexpr uint8_t kEndbr64[] = {0xf3, 0x0f, 0x1e, 0xfa};
@@ -185,8 +186,10 @@ Result<TargetAddr> CoreDevice::alloc(uint64_t size) {
   return TargetAddr(a.addr);
 }
 
-Status CoreDevice::fill(TargetAddr at, std::span<const uint8_t> bytes, uint64_t exec_size) {
+Status CoreDevice::fill(TargetAddr at, std::span<const uint8_t> bytes, uint64_t exec_size, TargetRange alternatives) {
   ls_k_fill f{};
+  f.alt = alternatives.start.value();
+  f.alt_end = alternatives.end.value();
   f.addr = at.value();
   f.bytes = reinterpret_cast<uintptr_t>(bytes.data());
   f.size = bytes.size();

@@ -91,8 +91,10 @@ class CoreDevice {
   // Kernel memory for new code, within rel32 reach of kernel text, page aligned, writable
   // until fill(). Freed when this device is closed unless an apply took it.
   Result<TargetAddr> alloc(uint64_t size);
-  // Copies `bytes` in once, then makes [at, at + exec_size) read-only and executable.
-  Status fill(TargetAddr at, std::span<const uint8_t> bytes, uint64_t exec_size);
+  // Copies `bytes` in once, applies the kernel's alternatives table among them
+  // (`alternatives`, struct alt_instr entries; empty: none) as the module loader does,
+  // then makes [at, at + exec_size) read-only and executable.
+  Status fill(TargetAddr at, std::span<const uint8_t> bytes, uint64_t exec_size, TargetRange alternatives = {});
 
  private:
   explicit CoreDevice(int fd) : fd_(fd) {}

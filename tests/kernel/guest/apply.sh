@@ -59,6 +59,34 @@ livesplice undo --kernel || fail "undo"
 livesplice view --kernel | grep -q 'no kernel updates applied' || fail "view after undo"
 echo "ok: undo restored /proc/cmdline and the code"
 
+# meminfo_proc_show carries alternatives (static_cpu_has): the kernel's
+# apply_alternatives patches the loaded copy before it is made executable.
+grep -q '^Livesplice:' /proc/meminfo && fail "/proc/meminfo has the line before apply"
+livesplice apply --kernel /updates/meminfo.lsu || fail "apply meminfo"
+grep -q '^Livesplice: *1$' /proc/meminfo || fail "/proc/meminfo after apply: no Livesplice line"
+grep -q '^MemTotal:' /proc/meminfo || fail "/proc/meminfo after apply: no MemTotal"
+echo "ok: /proc/meminfo has '$(grep ^Livesplice: /proc/meminfo)'"
+
+# Two updates applied: view lists both, newest first; undo without id takes the newest.
+livesplice apply --kernel /updates/cmdline.lsu >/dev/null || fail "apply cmdline over meminfo"
+livesplice view --kernel | grep -v '^ ' | wc -l | grep -q '^2$' || fail "view of two: $(livesplice view --kernel)"
+livesplice view --kernel | sed -n 2p | grep -q cmdline_proc_show || fail "newest first: $(livesplice view --kernel)"
+livesplice undo --kernel || fail "undo the newest"
+[ "$(cat /proc/cmdline)" = "$before" ] || fail "undo took the wrong one: /proc/cmdline '$(cat /proc/cmdline)'"
+grep -q '^Livesplice: *1$' /proc/meminfo || fail "undo took the wrong one: meminfo"
+livesplice undo --kernel || fail "undo meminfo"
+grep -q '^Livesplice:' /proc/meminfo && fail "/proc/meminfo after undo still has the line"
+echo "ok: two updates, undone newest first"
+
+# ext4's fix comes with WARN entries (__bug_table) and static calls, which this loader
+# cannot register: refused before anything changes, naming them.
+modprobe ext4 || fail "modprobe ext4"
+rc=0; out=$(livesplice apply --kernel /updates/ext4-mballoc-6.1.192-2.lsu 2>&1) || rc=$?
+[ $rc = 1 ] || fail "ext4: exit $rc: $out"
+echo "$out" | grep -q '__bug_table' || fail "ext4: refused for another reason: $out"
+livesplice view --kernel | grep -q 'no kernel updates applied' || fail "ext4: something was applied"
+echo "ok: refused an update whose tables cannot be registered: $out"
+
 # Again, undone by id prefix; then the core unloads (its code memory was freed).
 id=$(livesplice apply --kernel /updates/cmdline.lsu --json | sed -n 's/.*"id": "\([0-9a-f]*\)".*/\1/p')
 [ -n "$id" ] || fail "apply again"
