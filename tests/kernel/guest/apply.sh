@@ -78,6 +78,15 @@ livesplice undo --kernel || fail "undo meminfo"
 grep -q '^Livesplice:' /proc/meminfo && fail "/proc/meminfo after undo still has the line"
 echo "ok: two updates, undone newest first"
 
+# A new function and a new global (tests/kcreate's new-function-and-global.patch): the
+# counter lives in the update's writable data, starts at zero and keeps counting.
+livesplice apply --kernel /updates/new-function-and-global.lsu || fail "apply new-function-and-global"
+[ "$(cat /proc/cmdline)" = "$before reads=1" ] || fail "new global, first read: '$(cat /proc/cmdline)'"
+[ "$(cat /proc/cmdline)" = "$before reads=2" ] || fail "new global, second read: '$(cat /proc/cmdline)'"
+livesplice undo --kernel || fail "undo new-function-and-global"
+[ "$(cat /proc/cmdline)" = "$before" ] || fail "after undo of the new function: '$(cat /proc/cmdline)'"
+echo "ok: a new function and a new global, counting in the update's data"
+
 # ext4's fix comes with WARN entries (__bug_table) and static calls, which this loader
 # cannot register: refused before anything changes, naming them.
 modprobe ext4 || fail "modprobe ext4"
