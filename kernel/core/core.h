@@ -34,6 +34,8 @@ struct ls_kernel {
 	int (*set_memory_ro)(unsigned long addr, int numpages);
 	int (*set_memory_x)(unsigned long addr, int numpages);
 	void (*apply_alternatives)(void *start, void *end);  /* struct alt_instr * */
+	struct list_head *module_bug_list;  /* lib/bug.c: where BUG/WARN entries are found */
+	struct mutex *module_mutex;
 	bool scan_only;  /* stack_check=scan: every stack scanned word by word */
 };
 
@@ -56,6 +58,7 @@ struct ls_region {
 	unsigned long base, size;
 	unsigned long exec_size;           /* [base, base+exec_size): read-only, executable */
 	bool filled;
+	struct module *bugs;               /* carries its bug table on module_bug_list, or NULL */
 	const void *owner;                 /* the struct file, until adopted */
 	struct ls_set *set;                /* the set using it, once applied */
 };

@@ -23,11 +23,13 @@
  *   update of the same function redirects the previous replacement instead,
  *   and an older set cannot be undone while a newer one jumps out of its code.
  */
+#include <linux/bug.h>
 #include <linux/fs.h>
 #include <linux/kallsyms.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/module.h>
+#include <linux/rculist.h>
 #include <linux/sizes.h>
 #include <linux/slab.h>
 #include <linux/string.h>
@@ -41,7 +43,8 @@ MODULE_DESCRIPTION("livesplice: redirect kernel functions at one instant after a
 
 static unsigned long text_poke_addr, text_mutex_addr, stop_machine_cpuslocked_addr,
 	module_address_addr, idle_task_addr, module_alloc_addr, module_memfree_addr,
-	set_memory_ro_addr, set_memory_x_addr, apply_alternatives_addr;
+	set_memory_ro_addr, set_memory_x_addr, apply_alternatives_addr, module_bug_list_addr,
+	module_mutex_addr;
 module_param_named(text_poke, text_poke_addr, ulong, 0400);
 MODULE_PARM_DESC(text_poke, "address of text_poke (from /proc/kallsyms)");
 module_param_named(text_mutex, text_mutex_addr, ulong, 0400);
@@ -62,6 +65,10 @@ module_param_named(set_memory_x, set_memory_x_addr, ulong, 0400);
 MODULE_PARM_DESC(set_memory_x, "address of set_memory_x");
 module_param_named(apply_alternatives, apply_alternatives_addr, ulong, 0400);
 MODULE_PARM_DESC(apply_alternatives, "address of apply_alternatives");
+module_param_named(module_bug_list, module_bug_list_addr, ulong, 0400);
+MODULE_PARM_DESC(module_bug_list, "address of module_bug_list (lib/bug.c)");
+module_param_named(module_mutex, module_mutex_addr, ulong, 0400);
+MODULE_PARM_DESC(module_mutex, "address of module_mutex");
 static char *stack_check = "unwind";
 module_param(stack_check, charp, 0400);
 MODULE_PARM_DESC(stack_check, "unwind (default: ORC, scanning a stack it cannot finish) or scan (every word of every stack)");
@@ -92,6 +99,13 @@ static struct ls_region *ls_region_at(unsigned long addr)
 static void ls_free_region(struct ls_region *r)
 {
 	list_del(&r->node);
+	if (r->bugs) {
+		mutex_lock(core.k.module_mutex);
+		list_del_rcu(&r->bugs->bug_list);
+		mutex_unlock(core.k.module_mutex);
+		synchronize_rcu();  /* a BUG/WARN may be walking the list */
+		kfree(r->bugs);
+	}
 	/* module_alloc set VM_FLUSH_RESET_PERMS: vfree makes the pages RW+NX again. */
 	core.k.module_memfree((void *)r->base);
 	kfree(r);
@@ -513,6 +527,41 @@ static int ls_check_alternatives(const struct ls_region *r, const struct ls_k_fi
 	return 0;
 }
 
+/*
+ * The region's bug table, registered the way module_bug_finalize registers a
+ * module's: lib/bug.c finds a BUG/WARN's entry through module_bug_list, whose
+ * elements are struct module (only bug_list, bug_table and num_bugs are read).
+ * The stand-in module carries nothing else and is on no other list.
+ */
+static int ls_register_bugs(struct ls_region *r, const struct ls_k_fill *f)
+{
+	unsigned long lo = r->base, hi = r->base + f->size;
+	const struct bug_entry *b;
+	struct module *m;
+
+	if (f->bug == f->bug_end)
+		return 0;
+	if (f->bug < lo || f->bug_end > hi || f->bug > f->bug_end ||
+	    (f->bug_end - f->bug) % sizeof(*b))
+		return -EINVAL;
+	for (b = (void *)f->bug; (unsigned long)b < f->bug_end; b++) {
+		unsigned long at = (unsigned long)&b->bug_addr_disp + b->bug_addr_disp;
+
+		if (at < lo || at >= r->base + f->exec_size)
+			return -EINVAL;
+	}
+	m = kzalloc(sizeof(*m), GFP_KERNEL);
+	if (!m)
+		return -ENOMEM;
+	m->bug_table = (void *)f->bug;
+	m->num_bugs = (f->bug_end - f->bug) / sizeof(*b);
+	mutex_lock(core.k.module_mutex);
+	list_add_rcu(&m->bug_list, core.k.module_bug_list);
+	mutex_unlock(core.k.module_mutex);
+	r->bugs = m;
+	return 0;
+}
+
 static long ls_fill(struct file *file, struct ls_k_fill __user *uarg)
 {
 	struct ls_k_fill f;
@@ -539,6 +588,9 @@ static long ls_fill(struct file *file, struct ls_k_fill __user *uarg)
 		/* Still writable and not executable: patched in place, as for a module. */
 		if (f.alt != f.alt_end)
 			core.k.apply_alternatives((void *)f.alt, (void *)f.alt_end);
+		err = ls_register_bugs(r, &f);
+		if (err)
+			break;
 		pages = f.exec_size >> PAGE_SHIFT;
 		/* Read-only first, then executable: never writable and executable. */
 		err = core.k.set_memory_ro(r->base, pages) ?: core.k.set_memory_x(r->base, pages);
@@ -612,6 +664,8 @@ static int __init ls_init(void)
 	err = err ?: ls_check_param("set_memory_x", "set_memory_x", set_memory_x_addr);
 	err = err ?: ls_check_param("apply_alternatives", "apply_alternatives",
 				    apply_alternatives_addr);
+	err = err ?: ls_check_param("module_bug_list", "module_bug_list", module_bug_list_addr);
+	err = err ?: ls_check_param("module_mutex", "module_mutex", module_mutex_addr);
 	if (err)
 		return err;
 	if (strcmp(stack_check, "unwind") && strcmp(stack_check, "scan")) {
@@ -629,6 +683,8 @@ static int __init ls_init(void)
 	core.k.set_memory_ro = (void *)set_memory_ro_addr;
 	core.k.set_memory_x = (void *)set_memory_x_addr;
 	core.k.apply_alternatives = (void *)apply_alternatives_addr;
+	core.k.module_bug_list = (struct list_head *)module_bug_list_addr;
+	core.k.module_mutex = (struct mutex *)module_mutex_addr;
 	return misc_register(&ls_dev);
 }
 

@@ -22,8 +22,8 @@
  *
  * Non-exported kernel functions the core needs (text_poke, text_mutex,
  * stop_machine_cpuslocked, __module_address, idle_task, module_alloc,
- * module_memfree, set_memory_ro, set_memory_x, apply_alternatives) are module
- * parameters, given
+ * module_memfree, set_memory_ro, set_memory_x, apply_alternatives,
+ * module_bug_list, module_mutex) are module parameters, given
  * by the tool from /proc/kallsyms when it loads the core; the core refuses
  * to load unless each one names the symbol it claims to.
  *
@@ -117,9 +117,11 @@ struct ls_k_alloc {
 /*
  * Fill an allocation once: size bytes copied in; the kernel's alternatives
  * table among them (struct alt_instr entries at [alt, alt_end), 0 if none)
- * applied as the module loader applies a module's; then [addr, addr +
- * exec_size) read-only and executable (exec_size page aligned); the rest
- * stays writable data, never executable.
+ * applied as the module loader applies a module's; its bug table (struct
+ * bug_entry at [bug, bug_end), writable: WARN_ONCE marks entries) registered
+ * where the kernel looks up a module's, until the memory is freed; then
+ * [addr, addr + exec_size) read-only and executable (exec_size page aligned);
+ * the rest stays writable data, never executable.
  */
 struct ls_k_fill {
 	__u64 addr;
@@ -128,6 +130,8 @@ struct ls_k_fill {
 	__u64 exec_size;
 	__u64 alt;              /* in: kernel addresses inside [addr, addr + exec_size) */
 	__u64 alt_end;
+	__u64 bug;              /* in: kernel addresses inside [addr, addr + size) */
+	__u64 bug_end;
 };
 
 #define LS_K_IOC_MAGIC 0xb5

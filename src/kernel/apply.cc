@@ -2,19 +2,19 @@
 //
 // What is hard:
 // - Refusing what cannot be loaded correctly. The post code comes with the kernel's
-//   tables for it (src/differ/special_sections.h). A table the kernel consults at run
-//   time for this code (a BUG/WARN's entry, an exception fixup, jump labels, static
-//   calls) would have to be registered with the kernel, which this loader does not do:
-//   running the code without it is wrong (a WARN would oops, a user access fault would
-//   not be fixed up), so such an update is refused before anything changes.
-//   Alternatives are applied once, before the code can run, by the kernel's own
-//   apply_alternatives (livesplice.ko calls it on the filled memory, as the module
-//   loader does for a module): the table and replacements are loaded beside the code.
-//   The tables that only describe the code (ORC, the fentry, return and retpoline site
-//   lists) are honoured the way the kernel's module loader would: fentry calls become
-//   the 5-byte NOP; return and retpoline thunks are called as assembled, which is what
-//   the kernel runs unpatched. Without ORC for the new code, a stack through it cannot
-//   be unwound and the core's check scans it word by word instead (conservative).
+//   tables for it (src/differ/special_sections.h). Some the kernel must know of for the
+//   code to run correctly; they are loaded beside the code and livesplice.ko hands them
+//   to the kernel as the module loader would: alternatives applied once by the kernel's
+//   own apply_alternatives before the code can run, the bug table (a WARN's entry;
+//   without it a WARN would oops) registered where BUG/WARN look. Others this loader
+//   cannot register yet (an exception fixup, jump labels): running the code without
+//   them is wrong (a faulting user access would not be fixed up, a jump label would not
+//   follow its key), so such an update is refused before anything changes. The tables
+//   that only describe the code are honoured the way the kernel's module loader would:
+//   fentry calls become the 5-byte NOP; return and retpoline thunks and static call
+//   trampolines are called as assembled, which is correct unpatched (the trampoline
+//   follows static_call_update). Without ORC for the new code, a stack through it
+//   cannot be unwound and the core's check scans it word by word instead (conservative).
 // - Which code is "the function" now. A function an applied update already redirected
 //   runs its newest replacement: that is where run-pre matching looks first, and where
 //   the new jump goes (the core redirects the previous replacement, never the same site
@@ -55,10 +55,12 @@ constexpr uint8_t kNop5[] = {0x0f, 0x1f, 0x44, 0x00, 0x00};
 const std::set<std::string> kHonoured = {"__mcount_loc", "__patchable_function_entries",
                                          ".return_sites", ".retpoline_sites", ".call_sites",
                                          ".smp_locks", ".ibt_endbr_seal", ".orc_unwind",
-                                         ".orc_unwind_ip", ".altinstructions", ".altinstr_replacement"};
+                                         ".orc_unwind_ip", ".static_call_sites", ".altinstructions",
+                                         ".altinstr_replacement", "__bug_table"};
 
-// Kernel tables loaded with the code (the core applies them when it fills the memory).
-const std::set<std::string> kLoaded = {".altinstructions", ".altinstr_replacement"};
+// Kernel tables loaded with the code (the core hands them to the kernel when it fills
+// the memory).
+const std::set<std::string> kLoaded = {".altinstructions", ".altinstr_replacement", "__bug_table"};
 
 Status refuse_tables(const update::Contents& u) {
   std::vector<std::string> refused;
@@ -253,11 +255,12 @@ Exit run_kernel_apply(Context& ctx, const KernelApplyOptions& opt) {
 
   // 3. Code memory near kernel text; the image linked to run there.
   std::vector<uint32_t> load_sections = u.post_sections;
-  uint32_t alt_table = 0;
+  uint32_t alt_table = 0, bug_table = 0;
   for (const auto& [index, table] : u.special_sections)
     if (kLoaded.count(table)) {
       load_sections.push_back(index);
       if (table == ".altinstructions") alt_table = index;
+      if (table == "__bug_table") bug_table = index;
     }
   std::sort(load_sections.begin(), load_sections.end());
   auto plan = load::plan(ctx, u.file, load_sections);
@@ -275,12 +278,13 @@ Exit run_kernel_apply(Context& ctx, const KernelApplyOptions& opt) {
   std::vector<uint8_t> bytes(base - *region, 0);   // alignment padding, if any
   bytes.insert(bytes.end(), image->bytes.begin(), image->bytes.end());
   uint64_t exec_size = ((base - *region) + plan->writable_offset + kPage - 1) / kPage * kPage;
-  TargetRange alternatives;
-  if (alt_table) {
-    alternatives.start = image->section_at.at(alt_table);
-    alternatives.end = alternatives.start + static_cast<int64_t>(u.file.section(alt_table).size);
-  }
-  if (Status s = dev->fill(*region, bytes, exec_size, alternatives); !s.ok()) return failed(s);
+  auto range_of = [&](uint32_t section) {
+    if (!section) return TargetRange{};
+    TargetAddr at = image->section_at.at(section);
+    return TargetRange{at, at + static_cast<int64_t>(u.file.section(section).size)};
+  };
+  if (Status s = dev->fill(*region, bytes, exec_size, range_of(alt_table), range_of(bug_table)); !s.ok())
+    return failed(s);
 
   // 4. One redirect per replaced function, from the bytes there now.
   std::vector<Redirect> redirects;

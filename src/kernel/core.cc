@@ -18,7 +18,7 @@ namespace {
 constexpr const char* kCoreParams[] = {"text_poke",      "text_mutex",   "stop_machine_cpuslocked",
                                        "__module_address", "idle_task",  "module_alloc",
                                        "module_memfree", "set_memory_ro", "set_memory_x",
-                                       "apply_alternatives"};
+                                       "apply_alternatives", "module_bug_list", "module_mutex"};
 
 constexpr uint8_t kNop5[] = {0x0f, 0x1f, 0x44, 0x00, 0x00};   // nopl 0x0(%rax,%rax,1)
 constexpr uint8_t kEndbr64[] = {0xf3, 0x0f, 0x1e, 0xfa};
@@ -186,8 +186,11 @@ Result<TargetAddr> CoreDevice::alloc(uint64_t size) {
   return TargetAddr(a.addr);
 }
 
-Status CoreDevice::fill(TargetAddr at, std::span<const uint8_t> bytes, uint64_t exec_size, TargetRange alternatives) {
+Status CoreDevice::fill(TargetAddr at, std::span<const uint8_t> bytes, uint64_t exec_size, TargetRange alternatives,
+                        TargetRange bugs) {
   ls_k_fill f{};
+  f.bug = bugs.start.value();
+  f.bug_end = bugs.end.value();
   f.alt = alternatives.start.value();
   f.alt_end = alternatives.end.value();
   f.addr = at.value();

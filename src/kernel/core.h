@@ -93,8 +93,10 @@ class CoreDevice {
   Result<TargetAddr> alloc(uint64_t size);
   // Copies `bytes` in once, applies the kernel's alternatives table among them
   // (`alternatives`, struct alt_instr entries; empty: none) as the module loader does,
-  // then makes [at, at + exec_size) read-only and executable.
-  Status fill(TargetAddr at, std::span<const uint8_t> bytes, uint64_t exec_size, TargetRange alternatives = {});
+  // registers their bug table (`bugs`, struct bug_entry) where BUG/WARN look up a
+  // module's, then makes [at, at + exec_size) read-only and executable.
+  Status fill(TargetAddr at, std::span<const uint8_t> bytes, uint64_t exec_size, TargetRange alternatives = {},
+              TargetRange bugs = {});
 
  private:
   explicit CoreDevice(int fd) : fd_(fd) {}
