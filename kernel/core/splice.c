@@ -13,7 +13,9 @@
  * - How to walk them. The ORC unwinder is exported (__unwind_start,
  *   unwind_next_frame); it reports every return address and, at a pt_regs
  *   frame from kernel mode, the interrupted instruction. When it cannot finish
- *   a stack (unwind_error), we fall back to a conservative scan of every word
+ *   a stack (unwind_error, or a frame in code it does not know as text: the
+ *   code memory the core allocates for updates has no ORC and is not a
+ *   module), we fall back to a conservative scan of every word
  *   from the saved stack pointer to the top of the stack: any word inside a
  *   checked function blocks. A false block costs a retry, never safety.
  *   (stack_check=scan makes every stack take that path: Ksplice's own check.)
@@ -100,6 +102,7 @@ static unsigned long ls_check_task(struct ls_stop *s, struct task_struct *t)
 {
 	struct unwind_state state;
 	unsigned int frames = 0;
+	bool stuck = false;
 
 	if (s->k->scan_only) {
 		unsigned long addr = ls_scan_stack(s, t);
@@ -115,14 +118,24 @@ static unsigned long ls_check_task(struct ls_stop *s, struct task_struct *t)
 		if (regs && user_mode(regs))
 			return 0;  /* reached the entry from user space: done */
 		addr = unwind_get_return_address(&state);
-		if (!addr)
+		if (!addr) {
+			/*
+			 * An address the unwinder does not take for kernel
+			 * text: code memory the core allocated is neither
+			 * vmlinux nor a module. It may be what we check; and
+			 * without ORC for it the rest of the stack is unknown.
+			 */
+			if (ls_checked(s, state.ip))
+				return state.ip;
+			stuck = true;
 			break;
+		}
 		if (ls_checked(s, addr))
 			return addr;
 		if (++frames >= LS_MAX_FRAMES)
 			break;
 	}
-	if (unwind_error(&state) || frames >= LS_MAX_FRAMES) {
+	if (stuck || unwind_error(&state) || frames >= LS_MAX_FRAMES) {
 		unsigned long addr = ls_scan_stack(s, t);
 
 		if (addr)

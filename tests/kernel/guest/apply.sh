@@ -137,6 +137,22 @@ umount /mnt || fail "umount"
 rmmod ext4 || fail "rmmod ext4 after undo"
 echo "ok: ext4 undone, the module unloads"
 
+# Undo frees the new code: no task may be inside it. cmdline-sleep's cmdline_proc_show
+# sleeps 3 s in msleep; while `cat` is in there (its return address in the new code,
+# which has no ORC and is not a module), undo is refused naming it, and goes through
+# once it has left.
+livesplice apply --kernel /updates/cmdline-sleep.lsu >/dev/null || fail "apply cmdline-sleep"
+cat /proc/cmdline > /tmp/slept & cpid=$!
+sleep 1
+rc=0; out=$(livesplice undo --kernel --retries 2 --retry-delay 10 2>&1) || rc=$?
+echo "   $out"
+[ $rc = 2 ] || fail "undo while a task sleeps in the new code: exit $rc, expected 2"
+echo "$out" | grep -q '(cat)' || fail "the sleeping task is not named"
+wait $cpid || fail "cat /proc/cmdline"
+[ "$(cat /tmp/slept)" = "$before" ] || fail "cmdline-sleep output: '$(cat /tmp/slept)'"
+livesplice undo --kernel || fail "undo after the task left"
+echo "ok: undo refused while a task sleeps inside the new code, done once it left"
+
 # Again, undone by id prefix; then the core unloads (its code memory was freed).
 id=$(livesplice apply --kernel /updates/cmdline.lsu --json | sed -n 's/.*"id": "\([0-9a-f]*\)".*/\1/p')
 [ -n "$id" ] || fail "apply again"
