@@ -19,6 +19,13 @@ rc=0; out=$(livesplice apply --kernel /updates/cmdline.lsu 2>&1) || rc=$?
 echo "$out" | grep -q -- '--core' || fail "apply without the core: $out"
 [ -c /dev/livesplice ] && fail "the core was loaded anyway"
 
+# An update for another release: refused (2) before anything is looked at.
+rc=0; out=$(livesplice apply --kernel /updates/cmdline-release.lsu --core /modules/livesplice.ko 2>&1) || rc=$?
+[ $rc = 2 ] || fail "other release: exit $rc, expected 2: $out"
+echo "$out" | grep -q 'is for kernel 6.1.0-54-amd64, this one is 6.1.0-55-amd64' || fail "other release: $out"
+[ -c /dev/livesplice ] && fail "other release: the core was loaded"
+echo "ok: an update for another release is refused"
+
 # The update from other source: refused by matching (2), naming the function and the
 # difference; the core gets loaded, but the kernel's code and output do not change.
 rc=0; out=$(livesplice apply --kernel /updates/cmdline-other.lsu --core /modules/livesplice.ko 2>&1) || rc=$?
