@@ -194,9 +194,16 @@ std::vector<Labelled> by_set(const std::vector<Applied>& applied, const Kallsyms
   return out;
 }
 
-Exit fail(Context& ctx, const char* what, const std::string& subject, const Status& s) {
+// Reports a failure on stderr (and as JSON on stdout, `done_key` false, as the process
+// target does); returns its exit code.
+Exit fail(Context& ctx, const char* what, const char* done_key, const std::string& subject, const Status& s,
+          const std::string& id = {}) {
   fmt::print(stderr, "livesplice: {} {}: {}\n", what, subject, s.message());
-  if (ctx.json) fmt::print("{}\n", nlohmann::json{{"ok", false}, {"id", subject}, {"error", s.message()}}.dump(2));
+  if (ctx.json) {
+    nlohmann::json j{{done_key, false}, {"error", s.message()}};
+    if (!id.empty()) j["id"] = id;
+    fmt::print("{}\n", j.dump(2));
+  }
   return s.code() == Exit::Ok ? Exit::ToolError : s.code();
 }
 
@@ -206,7 +213,7 @@ Exit run_kernel_apply(Context& ctx, const KernelApplyOptions& opt) {
   auto t0 = std::chrono::steady_clock::now();
   update::Contents u = update::Contents::load(opt.update);   // throws ls::Error: nothing touched yet
   const std::string id = u.id;
-  auto failed = [&](const Status& s) { return fail(ctx, "apply", id.substr(0, 8) + " to the kernel", s); };
+  auto failed = [&](const Status& s) { return fail(ctx, "apply", "applied", id.substr(0, 8) + " to the kernel", s, id); };
 
   // 1. Is it for this kernel, and can its code be loaded correctly?
   if (u.kernel_release.empty())
@@ -335,7 +342,7 @@ Exit run_kernel_apply(Context& ctx, const KernelApplyOptions& opt) {
 }
 
 Exit run_kernel_undo(Context& ctx, const KernelUndoOptions& opt) {
-  auto failed = [&](const std::string& what, const Status& s) { return fail(ctx, "undo", what, s); };
+  auto failed = [&](const std::string& what, const Status& s) { return fail(ctx, "undo", "undone", what, s, what.starts_with("-") ? "" : what); };
   if (access(LS_K_DEVICE, F_OK) != 0)
     return failed(opt.id.empty() ? "--kernel" : opt.id,
                   Status::error("no kernel update is applied (livesplice.ko is not loaded)", Exit::NoChange));
@@ -374,9 +381,9 @@ Exit run_kernel_view(Context& ctx) {
   std::vector<Labelled> sets;
   if (access(LS_K_DEVICE, F_OK) == 0) {
     auto dev = CoreDevice::open();
-    if (!dev) return fail(ctx, "view", "--kernel", dev.status());
+    if (!dev) return fail(ctx, "view", "ok", "--kernel", dev.status());
     auto applied = dev->list();
-    if (!applied) return fail(ctx, "view", "--kernel", applied.status());
+    if (!applied) return fail(ctx, "view", "ok", "--kernel", applied.status());
     auto syms = Kallsyms::read();
     sets = by_set(*applied, syms ? &*syms : nullptr);
   }

@@ -36,6 +36,8 @@ echo "$out" | grep -q 'nothing changed' || fail "other source: $out"
 [ "$(cat /proc/cmdline)" = "$before" ] || fail "other source: /proc/cmdline changed"
 [ "$(read_fn)" = "$code_before" ] || fail "other source: the code changed"
 livesplice view --kernel | grep -q 'no kernel updates applied' || fail "other source: view: $(livesplice view --kernel)"
+rc=0; out=$(livesplice apply --kernel /updates/cmdline-other.lsu --json 2>/dev/null) || rc=$?
+[ $rc = 2 ] && echo "$out" | grep -q '"applied": false' || fail "other source --json: exit $rc: $out"
 echo "ok: an update from other source is refused by run-pre matching, nothing changed"
 
 # Apply: /proc/cmdline carries the patch's text; the jump sits after the fentry NOP.
