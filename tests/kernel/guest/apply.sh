@@ -146,6 +146,15 @@ umount /mnt || fail "umount"
 rmmod ext4 || fail "rmmod ext4 after undo"
 echo "ok: ext4 undone, the module unloads"
 
+# A WARN in the new code (cmdline-warn: WARN_ON at fs/proc/cmdline.c:9) is reported with
+# its file and line from the bug table the core registered, and the read goes on; without
+# the entry it would be an invalid opcode, an oops (and with oops=panic, the end).
+livesplice apply --kernel /updates/cmdline-warn.lsu >/dev/null || fail "apply cmdline-warn"
+[ "$(cat /proc/cmdline)" = "$before" ] || fail "cmdline-warn output: '$(cat /proc/cmdline)'"
+dmesg | grep -q 'WARNING: .* at fs/proc/cmdline.c:9 ' || fail "no WARNING at fs/proc/cmdline.c:9: $(dmesg | tail -5)"
+livesplice undo --kernel || fail "undo cmdline-warn"
+echo "ok: a WARN in the new code reported as $(dmesg | grep -o 'WARNING: .* at fs/proc/cmdline.c:9' | head -1)"
+
 # Undo frees the new code: no task may be inside it. cmdline-sleep's cmdline_proc_show
 # sleeps 3 s in msleep; while `cat` is in there (its return address in the new code,
 # which has no ORC and is not a module), undo is refused naming it, and goes through
