@@ -75,20 +75,33 @@ class Resolver : public load::SymbolResolver {
         if (found.size() > 1)
           return error("run symbol '{}' ({}): {} candidates in {} and no pre code refers to it to decide",
                        rs->name, rs->local ? "local to " + rs->source : "global", found.size(), home_.name);
-        if (rs->hidden) {
-          // Hidden visibility: the linker made it a local of the binary the code is in.
-          auto hidden = home_.lookup(rs->name, true, "");
-          if (hidden.size() == 1) return hidden.front();
-          if (hidden.size() > 1)
-            return error("run symbol '{}' (hidden global): {} local candidates in {} and no pre code refers to it "
-                         "to decide", rs->name, hidden.size(), home_.name);
+        if (!rs->local) {
+          // A global its binary does not export is a local of that binary: hidden
+          // visibility, or kept out of the dynamic symbols by a version script
+          // (`local: *;`, as libraries that list their API do). The static linker bound
+          // the reference to that definition, so it goes before other modules' globals.
+          // GNU ld puts such symbols in the group of an empty STT_FILE, apart from each
+          // file's statics: a static of the same name is no candidate there.
+          const char* what = rs->hidden ? "hidden global" : "global, not exported";
+          auto localized = home_.lookup_localized(rs->name);
+          if (localized.size() == 1) return localized.front();
+          if (localized.size() > 1)
+            return error("run symbol '{}' ({}): {} local candidates in {} and no pre code refers to it to decide",
+                         rs->name, what, localized.size(), home_.name);
+          if (!rs->hidden)
+            for (const auto& mod : modules_) {
+              if (&mod == &home_) continue;
+              auto g = mod.lookup(rs->name, false, "");
+              if (!g.empty()) return g.front();
+            }
+          // Linkers that give such symbols no group of their own (lld): when no other
+          // module defines the name, the one local of that name in the binary is it.
+          auto any = home_.lookup(rs->name, true, "");
+          if (any.size() == 1) return any.front();
+          if (any.size() > 1)
+            return error("run symbol '{}' ({}): {} local candidates in {} and no pre code refers to it to decide",
+                         rs->name, what, any.size(), home_.name);
         }
-        if (!rs->local && !rs->hidden)
-          for (const auto& mod : modules_) {
-            if (&mod == &home_) continue;
-            auto g = mod.lookup(rs->name, false, "");
-            if (!g.empty()) return g.front();
-          }
       }
     }
     const update::RunSymbol* rs = u_.run_symbol(sym);

@@ -110,6 +110,14 @@ std::vector<TargetAddr> Module::lookup(const std::string& name, bool local, cons
   return !same_file.empty() ? same_file : all;
 }
 
+std::vector<TargetAddr> Module::lookup_localized(const std::string& name) const {
+  std::vector<TargetAddr> out;
+  for (const auto& s : symbols)
+    if (s.local && s.name == name && s.file.empty() && std::find(out.begin(), out.end(), s.address) == out.end())
+      out.push_back(s.address);
+  return out;
+}
+
 Result<std::vector<Module>> read_modules(pid_t pid, const std::vector<Mapping>& maps) {
   std::vector<Module> out;
   std::map<std::string, size_t> index;

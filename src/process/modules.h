@@ -42,6 +42,10 @@ struct Module {
   // Addresses of symbols called `name`; for locals, only those from `source_file` when
   // that narrows it down (basename comparison).
   std::vector<TargetAddr> lookup(const std::string& name, bool local, const std::string& source_file) const;
+  // Addresses of locals called `name` outside every source file's group: the group of
+  // an empty STT_FILE, where GNU ld puts globals it made local (hidden visibility, or
+  // not exported by a version script).
+  std::vector<TargetAddr> lookup_localized(const std::string& name) const;
 };
 
 // Every ELF file mapped executable in the process, with symbols loaded.

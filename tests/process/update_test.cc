@@ -177,6 +177,24 @@ TEST_F(Live, HiddenGlobalCalledByNewCode) {
   update_cycle(prog, update(), "sentinel 1001 base 1001", "sentinel 2002 base 1001", "sentinel");
 }
 
+// 6b'. The same for a global of default visibility that a library's version script does
+// not export (`local: *;`): the new code calls a function and a function pointer that
+// the linker made locals of the library. A static function of the same name in another
+// file of the library must not be taken for the global one.
+TEST_F(Live, GlobalLocalizedByVersionScript) {
+  build_case("localized", src());
+  RunResult nm = must({"nm", src() + "/libgreet.so"});
+  ASSERT_NE(nm.out.find(" d scale\n"), std::string::npos) << "scale must be a local of libgreet.so:\n" << nm.out;
+  size_t bases = 0;
+  for (size_t at = 0; (at = nm.out.find(" t base\n", at)) != std::string::npos; ++at) ++bases;
+  ASSERT_EQ(bases, 2u) << "the case needs base() made local and the decoy static base():\n" << nm.out;
+  ASSERT_EQ(nm.out.find(" T base\n"), std::string::npos) << "base must not be exported:\n" << nm.out;
+  Program prog({src() + "/prog"});
+  prog.wait_for("greeting v1 ");
+  create_update(src(), patch("localized"), update());
+  update_cycle(prog, update(), "greeting v1 ", " base 2002 decoy 8", "greet");
+}
+
 // 6c. The fix adds a function-local static after sentinel()'s, so GCC numbers
 // sentinel()'s `value` differently in the fixed build (value.1) than in the running one
 // (value.0, while value.1 does not exist there): the new code must use the running one.

@@ -1,0 +1,3 @@
+/* What libgreet.so exports. */
+int greet(char *buf, unsigned long size);
+int decoy(void);
