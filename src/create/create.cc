@@ -257,8 +257,24 @@ Exit Pipeline::run() {
                pairs.size() == 1 ? "" : "s");
     for (const auto& d : diffs)
       for (const auto& n : d.notes) fmt::print(stderr, "  note: {}\n", n);
+    // An object with no code before or after the patch: its source is compiled but its
+    // preprocessor conditionals leave nothing in this configuration (a TLS backend not
+    // chosen, say). Said apart, since the fix matters to builds configured otherwise.
+    auto has_code = [](const elf::Object& o) {
+      return std::any_of(o.sections().begin(), o.sections().end(),
+                         [](const elf::Section& sec) { return sec.exec() && sec.size > 0; });
+    };
+    std::vector<std::string> without_code;
+    for (size_t i = 0; i < pairs.size(); ++i)
+      if (!has_code(*pre_objs[i]) && !has_code(*post_objs[i]))
+        without_code.push_back(relative_to(pairs[i].object, build_root));
+    for (const auto& o : without_code)
+      fmt::print(stderr, "  note: {}: no code before or after the patch: its source compiles to nothing in this "
+                         "configuration\n", o);
     if (ctx_.json)
-      fmt::print("{}\n", nlohmann::json{{"result", "no-change"}, {"objects_rebuilt", pairs.size()}}.dump());
+      fmt::print("{}\n", nlohmann::json{{"result", "no-change"},
+                                        {"objects_rebuilt", pairs.size()},
+                                        {"objects_without_code", without_code}}.dump());
     guard.restore();
     return Exit::NoChange;
   }

@@ -300,6 +300,22 @@ TEST_F(Create, CommentOnlyPatchIsNoChange) {
   expect_tree_unchanged(before);
 }
 
+// The patched file is compiled, but its conditionals leave no code in this
+// configuration: no change, and the object is named as one without code.
+TEST_F(Create, PatchOfCodeNotBuiltHereIsNoChangeNamingTheEmptyObject) {
+  copy_project("calc-make");
+  run_ok({"make"}, src());
+  auto before = picture();
+  auto r = create(patch_file("calc-make", "legacy.patch"), {"--json"});
+  EXPECT_EQ(r.status, 3) << r.err;
+  Json j = Json::parse(r.out);
+  EXPECT_EQ(j["result"], "no-change");
+  EXPECT_EQ(j["objects_without_code"], Json::array({"src/legacy.o"})) << j.dump(2);
+  EXPECT_NE(r.err.find("src/legacy.o: no code before or after the patch"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(update()));
+  expect_tree_unchanged(before);
+}
+
 TEST_F(Create, InterruptedDuringThePostBuildRestoresTheTree) {
   copy_project("calc-make");
   run_ok({"make"}, src());
