@@ -178,7 +178,7 @@ TEST_F(Create, MakeProjectFromACleanTree) {
   auto before = picture();
   auto r = create(patch_file("calc-make", "fix.patch"));
   ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_NE(r.err.find("pre build: 4 objects compiled, 2 linked"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("pre build: 5 objects compiled, 2 linked"), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("recompiling"), std::string::npos) << "pre objects come from this run's pre build";
   expect_update(kCalcFunctions, {{"calc", ""}, {"libcalcfmt.so", ""}});
   expect_tree_unchanged(before);
