@@ -243,10 +243,28 @@ Exit Pipeline::run() {
     diffs.push_back(diff::diff_objects(ctx_, *pre_objs.back(), *post_objs.back()));
     signals_.check();
   }
+  // Which binaries the objects end up in.
+  Records all = pre;
+  all.compiles.insert(all.compiles.end(), post.compiles.begin(), post.compiles.end());
+  all.links.insert(all.links.end(), post.links.begin(), post.links.end());
+  all.archives.insert(all.archives.end(), post.archives.begin(), post.archives.end());
+  auto bins = map_objects_to_binaries(all);
+  std::map<std::string, const LinkRecord*> link_of;
+  for (const auto& l : all.links) link_of[l.output] = &l;
+  // libtool compiles each source twice (PIC for the shared library, plain for the static
+  // archive). A copy that only went into an archive no link of this build used cannot
+  // be running anywhere the update can name, and matching it against the binary that
+  // runs the other copy fails; so, when some object does reach a binary, the ones that
+  // reach none are left out (below), and their verdicts do not count here either.
+  const bool some_linked =
+      std::any_of(pairs.begin(), pairs.end(), [&](const Pair& p) { return !bins[p.object].empty(); });
+  auto left_out = [&](size_t i) { return some_linked && bins[pairs[i].object].empty(); };
+
   std::vector<std::string> unsafe;
   for (size_t i = 0; i < diffs.size(); ++i)
-    for (const auto& u : diffs[i].unsafe)
-      unsafe.push_back(fmt::format("  {}: {}: {}", relative_to(pairs[i].object, build_root), u.symbol, u.reason));
+    if (!left_out(i))
+      for (const auto& u : diffs[i].unsafe)
+        unsafe.push_back(fmt::format("  {}: {}: {}", relative_to(pairs[i].object, build_root), u.symbol, u.reason));
   if (!unsafe.empty())
     throw Error(fmt::format("{} cannot be applied to a running program safely:\n{}", patch.name,
                             fmt::join(unsafe, "\n")),
@@ -279,14 +297,6 @@ Exit Pipeline::run() {
     return Exit::NoChange;
   }
 
-  // Which binaries the objects end up in.
-  Records all = pre;
-  all.compiles.insert(all.compiles.end(), post.compiles.begin(), post.compiles.end());
-  all.links.insert(all.links.end(), post.links.begin(), post.links.end());
-  all.archives.insert(all.archives.end(), post.archives.begin(), post.archives.end());
-  auto bins = map_objects_to_binaries(all);
-  std::map<std::string, const LinkRecord*> link_of;
-  for (const auto& l : all.links) link_of[l.output] = &l;
 
   update::UpdateInput in;
   in.patch_name = patch.name;
@@ -294,15 +304,9 @@ Exit Pipeline::run() {
   in.patch_files = patch.files;
   in.build_system = plan.system;
   std::map<std::string, size_t> target_index;
-  // libtool compiles each source twice (PIC for the shared library, plain for the static
-  // archive). A copy that only went into an archive no link of this build used cannot
-  // be running anywhere the update can name, and matching it against the binary that
-  // runs the other copy fails; so, when some object does reach a binary, the ones that
-  // reach none are left out, saying where they went instead.
-  const bool some_linked =
-      std::any_of(pairs.begin(), pairs.end(), [&](const Pair& p) { return !bins[p.object].empty(); });
   for (size_t i = 0; i < pairs.size(); ++i) {
-    if (some_linked && bins[pairs[i].object].empty()) {
+    if (left_out(i)) {   // saying where it went instead
+
       std::set<std::string> into;   // the pre and the post build each archived it
       for (const auto& a : all.archives)
         if (std::find(a.objects.begin(), a.objects.end(), pairs[i].object) != a.objects.end())

@@ -289,6 +289,20 @@ TEST_F(Create, UnsafePatchIsRefusedNamingSymbolAndObject) {
   expect_tree_unchanged(before);
 }
 
+// The refusal names the copy that runs, not also libtool's archived-only one.
+TEST_F(Create, UnsafeVerdictOfAnArchivedOnlyCopyIsNotRepeated) {
+  copy_project("calc-make");
+  {
+    std::ofstream mk(src() + "/Makefile", std::ios::app);
+    mk << "\nlibtablepic.a: src/table.pic.o\n\t$(AR) rcs $@ $^\n";
+  }
+  auto r = create(patch_file("calc-make", "unsafe.patch"), {"--build-cmd", "make all libtablepic.a"});
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("src/table.o: calc_limit: "), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("src/table.pic.o"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(update()));
+}
+
 TEST_F(Create, CommentOnlyPatchIsNoChange) {
   copy_project("calc-make");
   auto before = picture();
