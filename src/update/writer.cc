@@ -153,6 +153,7 @@ class Builder {
   std::vector<OutSection> sections_;
   std::vector<OutSymbol> locals_, globals_;
   std::map<std::string, size_t> run_by_key_;
+  std::map<size_t, std::map<int, std::string>> pre_name_of_post_;   // per unit, built on first use
   std::vector<RunSymbol> run_symbols_;
   std::vector<UnitMap> maps_;
   std::vector<Json> section_notes_;
@@ -187,6 +188,7 @@ uint32_t Builder::copy_section(const elf::Section& s, std::string_view prefix, b
 SymRef Builder::run_symbol(size_t k, const elf::Object& obj, const elf::Section& from,
                            const elf::Reloc& r, int64_t& addend) {
   const elf::Symbol& t = obj.symbol(r.symbol);
+  const elf::Symbol* named = &t;   // the symbol `name` comes from
   std::string name = t.name;
   bool local = t.local() && t.defined();
   bool section = false;
@@ -221,6 +223,7 @@ SymRef Builder::run_symbol(size_t k, const elf::Object& obj, const elf::Section&
     }
     const elf::Symbol* best = covering ? covering : lowest;
     if (best) {
+      named = best;
       name = best->name;
       local = best->local();
       type = stt(best->type);
@@ -240,16 +243,13 @@ SymRef Builder::run_symbol(size_t k, const elf::Object& obj, const elf::Section&
   // with one in pre is named as pre names it; pre code's references to it then resolve
   // the very same run symbol.
   if (local && !section && &obj == in_.units[k].post && in_.units[k].diff) {
-    const elf::Symbol* named = &t;
-    if (t.type == elf::SymbolType::Section)
-      for (const auto& c : obj.symbols())
-        if (c.name == name && c.section == t.section && c.local()) named = &c;
-    const auto index = static_cast<int>(named - obj.symbols().data());
-    for (const auto& d : in_.units[k].diff->symbols)
-      if (d.post_symbol == index && d.pre_symbol >= 0 && d.status == diff::Status::Same) {
-        name = in_.units[k].pre->symbol(static_cast<uint32_t>(d.pre_symbol)).name;
-        break;
-      }
+    auto [pairs, fresh] = pre_name_of_post_.try_emplace(k);
+    if (fresh)   // once per unit: post symbol index -> the name of its pre twin
+      for (const auto& d : in_.units[k].diff->symbols)
+        if (d.post_symbol >= 0 && d.pre_symbol >= 0 && d.status == diff::Status::Same)
+          pairs->second.emplace(d.post_symbol, in_.units[k].pre->symbol(static_cast<uint32_t>(d.pre_symbol)).name);
+    if (auto it = pairs->second.find(static_cast<int>(named - obj.symbols().data())); it != pairs->second.end())
+      name = it->second;
   }
   std::string key = local ? fmt::format("{}\n{}\n{}", k, section ? "section" : "symbol", name) : name;
   if (auto it = run_by_key_.find(key); it != run_by_key_.end()) return run_symbols_[it->second].ref;
