@@ -52,6 +52,9 @@ Status undo_one(Context& ctx, pid_t pid, Ledger& ledger, const std::string& id, 
     guarded.push_back({{t.site, t.site + static_cast<int64_t>(t.jump.size())},
                        {t.site, t.site + static_cast<int64_t>(t.jump.size())}, t.function + " (its trampoline)", {}});
   LS_TRY(load_guarded_code(*mem, guarded));
+  // As apply does: the pages the restore writes become this process's own copies now
+  // (a fork since the apply shares them again), not inside the pause.
+  LS_TRY(privatize_sites(*mem, e.trampolines));
 
   // The stop/check/restore loop runs in a guardian child: our death cannot cut it in half.
   pid_t parent = getpid();
