@@ -54,15 +54,30 @@ bool exiting(pid_t pid, pid_t tid) {
 }
 
 // The kernel's count of the threads in the group, or 0: procfs gives the task
-// directory a link count of two plus the number of threads. One stat() is several
-// times cheaper than generating /proc/PID/stat, which sums every thread's times.
-size_t count_threads(pid_t pid) {
-  char path[64];
-  snprintf(path, sizeof path, "/proc/%d/task", pid);
-  struct stat st;
-  if (::stat(path, &st) != 0 || st.st_nlink < 2) return 0;
-  return st.st_nlink - 2;
-}
+// directory a link count of two plus the number of threads, computed at each stat.
+// One fstat() of the directory opened before the pause (no path to walk inside it) is
+// several times cheaper than generating /proc/PID/stat, which sums every thread's times.
+class ThreadCount {
+ public:
+  explicit ThreadCount(pid_t pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", pid);
+    fd_ = ::open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  }
+  ~ThreadCount() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  ThreadCount(const ThreadCount&) = delete;
+  ThreadCount& operator=(const ThreadCount&) = delete;
+  size_t now() const {
+    struct stat st;
+    if (fd_ < 0 || ::fstat(fd_, &st) != 0 || st.st_nlink < 2) return 0;
+    return st.st_nlink - 2;
+  }
+
+ private:
+  int fd_ = -1;
+};
 
 }  // namespace
 
@@ -141,6 +156,7 @@ Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_one(pid_t pid) { 
 Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_some(pid_t pid, size_t limit) {
   std::unique_ptr<ThreadGroupStop> g(new ThreadGroupStop(pid));
   std::set<pid_t> seen;
+  ThreadCount count(pid);
 
   // 1. Before the pause: seize (attach without stopping) every thread, re-reading the
   //    task list until it shows none we have not seized.
@@ -168,7 +184,7 @@ Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_some(pid_t pid, s
       in_clone |= !t.gone && (t.regs.orig_rax == SYS_clone || t.regs.orig_rax == SYS_clone3);
     }
     size_t held = std::count_if(g->threads_.begin(), g->threads_.end(), [](const Thread& t) { return !t.gone; });
-    if (!in_clone && count_threads(pid) <= held) break;
+    if (!in_clone && count.now() <= held) break;
     checked = g->threads_.size();
     auto fresh = g->seize_fresh(seen, limit);
     if (!fresh) return fresh.status();

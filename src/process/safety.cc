@@ -40,6 +40,28 @@ bool preceded_by_call(const Guarded& g, TargetAddr ret) {
   return false;
 }
 
+// Field `field` (1-based, as proc(5) numbers them; 3 or later) of /proc/PID/stat, or -1.
+int64_t stat_field(pid_t pid, int field) {
+  char path[64], buf[1024];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  FILE* f = std::fopen(path, "re");
+  if (!f) return -1;
+  size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = 0;
+  const char* p = std::strrchr(buf, ')');   // the end of field 2 (comm), which may hold spaces
+  if (!p) return -1;
+  int at = 2;
+  for (++p; *p && at < field; ++p)
+    if (*p == ' ') ++at;
+  return at == field ? std::strtoll(p, nullptr, 10) : -1;
+}
+
+TargetAddr start_stack(pid_t pid) {
+  int64_t v = stat_field(pid, 28);
+  return TargetAddr(v > 0 ? static_cast<uint64_t>(v) : 0);
+}
+
 // For the length of one attempt the stopping process runs at the lowest real-time
 // priority: a thread it resumes (or whose stop wakes it) cannot then preempt it, which
 // on a busy machine otherwise adds a scheduler turn per thread to the pause. Without
@@ -93,21 +115,7 @@ class CpuScope {
 
  private:
   // Field 39 of /proc/PID/stat: the CPU the process's main thread last ran on.
-  static int last_cpu(pid_t pid) {
-    char path[64], buf[1024];
-    std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-    FILE* f = std::fopen(path, "re");
-    if (!f) return -1;
-    size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-    std::fclose(f);
-    buf[n] = 0;
-    const char* p = std::strrchr(buf, ')');
-    if (!p) return -1;
-    int field = 2;   // p is at the end of field 2 (comm)
-    for (++p; *p && field < 39; ++p)
-      if (*p == ' ') ++field;
-    return field == 39 ? std::atoi(p) : -1;
-  }
+  static int last_cpu(pid_t pid) { return static_cast<int>(stat_field(pid, 39)); }
   cpu_set_t saved_{};
   bool moved_ = false;
 };
@@ -150,7 +158,7 @@ void rehearse(pid_t target, const std::vector<Guarded>& guarded, StackScratch& s
   auto stop = ThreadGroupStop::stop(stand_in.pid());
   if (!stop) return;
   auto maps = read_maps(stand_in.pid());
-  if (maps) (void)check_threads(stand_in.pid(), *maps, (*stop)->threads(), guarded, scratch);
+  if (maps) (void)check_threads(stand_in.pid(), *maps, (*stop)->threads(), guarded, start_stack(stand_in.pid()), scratch);
   (*stop)->resume();
 }
 
@@ -176,7 +184,8 @@ Status load_guarded_code(const Memory& mem, std::vector<Guarded>& guarded) {
 
 Result<std::optional<Blocker>> check_threads(pid_t pid, const std::vector<Mapping>& maps,
                                              const std::vector<Thread>& threads,
-                                             const std::vector<Guarded>& guarded, StackScratch& scratch) {
+                                             const std::vector<Guarded>& guarded, TargetAddr start_stack,
+                                             StackScratch& scratch) {
   if (guarded.empty()) return std::optional<Blocker>();
   TargetAddr lo = guarded.front().range.start, hi = guarded.front().range.end;
   for (const auto& g : guarded) {
@@ -253,6 +262,7 @@ Result<std::optional<Blocker>> check_threads(pid_t pid, const std::vector<Mappin
     // not reading it is a good part of the check.
     TargetAddr tcb(threads[i].regs.fs_base);
     if (m && m->range.contains(tcb) && tcb > at) left = std::min<uint64_t>(left, tcb - at);
+    if (m && m->range.contains(start_stack) && start_stack > at) left = std::min<uint64_t>(left, start_stack - at);
     while (left >= 8) {
       if (used == scratch.buffer.size() || scratch.pieces.size() == StackScratch::kMaxPieces)
         if (auto b = scan()) return b;
@@ -279,6 +289,7 @@ Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& 
                            const std::function<Status()>& before_attempt, const std::function<Status()>& act) {
   std::optional<Blocker> last;
   StackScratch scratch;
+  TargetAddr main_stack_start = start_stack(pid);
   rehearse(pid, guarded, scratch);
   for (int attempt = 0; attempt <= retries; ++attempt) {
     LS_TRY(before_attempt());
@@ -286,7 +297,7 @@ Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& 
     RealtimeScope realtime;
     auto stop = ThreadGroupStop::stop(pid);
     if (!stop) return stop.status();
-    auto blocker = check_threads(pid, maps, (*stop)->threads(), guarded, scratch);
+    auto blocker = check_threads(pid, maps, (*stop)->threads(), guarded, main_stack_start, scratch);
     auto checked = std::chrono::steady_clock::now();
     if (!blocker) return blocker.status();
     if (blocker->has_value()) {

@@ -65,10 +65,13 @@ struct StackScratch {
 };
 
 // nullopt when no thread blocks. `maps` may be stale: stacks not found in it are read
-// up to 64 KiB.
+// up to 64 KiB. `start_stack` (proc(5)'s startstack: where argc was at exec; null when
+// unknown) bounds the main thread's stack: above it are only argv, the environment and
+// the auxiliary vector, often most of what the main stack holds.
 Result<std::optional<Blocker>> check_threads(pid_t pid, const std::vector<Mapping>& maps,
                                              const std::vector<Thread>& threads,
-                                             const std::vector<Guarded>& guarded, StackScratch& scratch);
+                                             const std::vector<Guarded>& guarded, TargetAddr start_stack,
+                                             StackScratch& scratch);
 
 struct SafeStop {
   double pause_us = 0;
