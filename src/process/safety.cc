@@ -1,5 +1,7 @@
 #include "process/safety.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/uio.h>
@@ -162,6 +164,65 @@ void rehearse(pid_t target, const std::vector<Guarded>& guarded, StackScratch& s
   (*stop)->resume();
 }
 
+// The stack pointer a thread blocked in a system call will return to user space with
+// (the next-to-last field of /proc/PID/task/TID/syscall), or null: a thread running
+// user code reports "running", and then nothing is known before it is stopped.
+TargetAddr blocked_sp(pid_t pid, const char* tid) {
+  char path[96], buf[256];
+  std::snprintf(path, sizeof path, "/proc/%d/task/%s/syscall", static_cast<int>(pid), tid);
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return TargetAddr();
+  ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return TargetAddr();
+  buf[n] = 0;
+  char* fields[10];
+  int count = 0;
+  for (char* save = nullptr, *f = strtok_r(buf, " \n", &save); f && count < 10; f = strtok_r(nullptr, " \n", &save))
+    fields[count++] = f;
+  return count == 9 ? TargetAddr(std::strtoull(fields[7], nullptr, 16)) : TargetAddr();
+}
+
+// Reading a page of the target for the first time from a (freshly forked) process
+// costs several times a repeated read on a virtual machine: with 256 threads, the first
+// check of their stacks took 2.8 ms and a second one 0.25 ms. So, before the stop,
+// the stacks of the threads blocked in system calls (most threads of a server) are
+// read once the way the check will read them: from the stack pointer they will return
+// with, to the end of the mapping. Nothing depends on what is read.
+void warm_stacks(pid_t pid, const std::vector<Mapping>& maps, TargetAddr start_stack, StackScratch& scratch) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/task", static_cast<int>(pid));
+  DIR* dir = opendir(path);
+  if (!dir) return;
+  scratch.local.clear();
+  scratch.remote.clear();
+  size_t used = 0;
+  auto flush = [&] {
+    if (!scratch.local.empty())
+      (void)process_vm_readv(pid, scratch.local.data(), scratch.local.size(), scratch.remote.data(),
+                             scratch.remote.size(), 0);
+    scratch.local.clear();
+    scratch.remote.clear();
+    used = 0;
+  };
+  while (dirent* e = readdir(dir)) {
+    if (e->d_name[0] == '.') continue;
+    TargetAddr sp = blocked_sp(pid, e->d_name);
+    const Mapping* m = sp.value() ? mapping_at(maps, sp) : nullptr;
+    if (!m) continue;
+    TargetAddr end = m->range.end;
+    if (m->range.contains(start_stack) && start_stack > sp) end = start_stack;
+    uint64_t take = std::min<uint64_t>(end - sp, 64 << 10);
+    if (used + take > scratch.buffer.size() || scratch.local.size() == StackScratch::kMaxPieces) flush();
+    if (take > scratch.buffer.size()) continue;
+    scratch.local.push_back({scratch.buffer.data() + used, take});
+    scratch.remote.push_back({reinterpret_cast<void*>(sp.value()), take});
+    used += take;
+  }
+  closedir(dir);
+  flush();
+}
+
 }  // namespace
 
 std::string Blocker::describe() const {
@@ -291,6 +352,7 @@ Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& 
   StackScratch scratch;
   TargetAddr main_stack_start = start_stack(pid);
   rehearse(pid, guarded, scratch);
+  warm_stacks(pid, maps, main_stack_start, scratch);
   for (int attempt = 0; attempt <= retries; ++attempt) {
     LS_TRY(before_attempt());
     CpuScope cpu(pid);
