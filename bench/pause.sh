@@ -19,6 +19,10 @@
 # BENCH_PAUSE_FUNCTIONS and BENCH_PAUSE_BUSY (threads for the busy rows, F = 1) override
 # the matrix (an empty BENCH_PAUSE_BUSY drops the busy rows).
 #
+# Beside each row, the floor (bench/stop_floor.cc): a bare ptrace stop and resume of the
+# same process, hot, with nothing checked or written, and the ratio apply / floor: what
+# livesplice adds to the cost of stopping the threads at all, which is the machine's.
+#
 # Targets: median under 100 us for 1 thread / 1 function, under 1 ms for 256 threads /
 # 10 functions. For scale, Ksplice reported a 0.7 ms pause for kernel updates.
 set -euo pipefail
@@ -30,6 +34,8 @@ threads_list=${BENCH_PAUSE_THREADS:-1 16 64 256}
 functions_list=${BENCH_PAUSE_FUNCTIONS:-1 10 100}
 busy_list=${BENCH_PAUSE_BUSY-1 16}
 ls_bin="$build/livesplice"
+floor_bin="$build/bench/bench-stop-floor"
+[[ -x $floor_bin ]] || { echo "bench/pause: $floor_bin is missing (cmake --build BUILD --target bench-stop-floor)" >&2; exit 1; }
 log() { echo "==> $*" >&2; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/livesplice-bench-pause.XXXXXX")
@@ -149,8 +155,11 @@ measure() {
     jq -c -n --argjson a "$a" --argjson u "$u" \
       '{apply: $a.pause_us, attempts: $a.attempts, apply_ms: $a.prepare_ms, undo: $u.undone[0].pause_us}' >> "$samples"
   done
+  # The yardstick: a bare stop and resume of the same process (bench/stop_floor.cc).
+  local floor
+  floor=$("$floor_bin" "$target_pid" "$runs") || { echo "bench/pause: bench-stop-floor failed" >&2; return 1; }
   kill "$target_pid"; wait "$target_pid" 2>/dev/null || true; target_pid=
-  jq -s --argjson f "$nfun" --argjson t "$nthr" --arg load "$load" --argjson loadavg "$loadavg" '
+  jq -s --argjson f "$nfun" --argjson t "$nthr" --arg load "$load" --argjson loadavg "$loadavg" --argjson floor "$floor" '
     def stats: sort as $s | length as $n |
       { median: (if $n % 2 == 1 then $s[($n - 1) / 2] else ($s[$n / 2 - 1] + $s[$n / 2]) / 2 end),
         p99: $s[((0.99 * $n) | ceil) - 1], min: $s[0], max: $s[-1], mean: (add / $n) }
@@ -158,6 +167,8 @@ measure() {
     { threads: $t, functions: $f, load: $load, runs: length, machine_load_average_1m: $loadavg,
       apply_pause_us: (map(.apply) | stats), undo_pause_us: (map(.undo) | stats),
       apply_attempts_max: (map(.attempts) | max),
+      stop_floor_us: ($floor | {median: .median_us, min: .min_us, max: .max_us}),
+      apply_over_floor: ((map(.apply) | stats).median / $floor.median_us * 100 | round / 100),
       apply_wall_ms_median: (map(.apply_ms) | sort | .[length / 2 | floor] * 10 | round / 10) }' "$samples"
 }
 
@@ -201,14 +212,14 @@ jq -s --argjson cpus "$(nproc)" '
 
 # A table for people.
 {
-  printf '\n%-8s %-5s %-7s | %-33s | %-33s | %s\n' threads funcs load \
-    "apply pause us: median p99 min max" "undo pause us: median p99 min max" "attempts max"
+  printf '\n%-8s %-5s %-7s | %-33s | %-33s | %-12s | %s\n' threads funcs load \
+    "apply pause us: median p99 min max" "undo pause us: median p99 min max" "attempts max" "floor us (apply/floor)"
   jq -r '.configurations[] | [.threads, .functions, .load,
           .apply_pause_us.median, .apply_pause_us.p99, .apply_pause_us.min, .apply_pause_us.max,
           .undo_pause_us.median, .undo_pause_us.p99, .undo_pause_us.min, .undo_pause_us.max,
-          .apply_attempts_max] | @tsv' "$out" |
-    while IFS=$'\t' read -r t f l am ap an ax um up un ux at; do
-      printf '%-8s %-5s %-7s | %8s %8s %7s %8s | %8s %8s %7s %8s | %s\n' "$t" "$f" "$l" "$am" "$ap" "$an" "$ax" "$um" "$up" "$un" "$ux" "$at"
+          .apply_attempts_max, .stop_floor_us.median, .apply_over_floor] | @tsv' "$out" |
+    while IFS=$'\t' read -r t f l am ap an ax um up un ux at fm fr; do
+      printf '%-8s %-5s %-7s | %8s %8s %7s %8s | %8s %8s %7s %8s | %-12s | %s (%sx)\n' "$t" "$f" "$l" "$am" "$ap" "$an" "$ax" "$um" "$up" "$un" "$ux" "$at" "$fm" "$fr"
     done
   jq -r '.targets[] | "target: \(.what) below \(.below_us) us: measured \(.measured_us) us, \(if .met then "met" else "NOT met" end)"' "$out"
   echo "reference: Ksplice reported a 0.7 ms pause for kernel updates"
