@@ -23,7 +23,7 @@ attrs="nr_requests max_sectors_kb max_segments max_discard_segments max_integrit
   optimal_io_size discard_granularity discard_max_hw_bytes discard_max_bytes
   discard_zeroes_data write_same_max_bytes write_zeroes_max_bytes max_hw_sectors_kb
   virt_boundary_mask dma_alignment"
-queue() { for a in $attrs; do echo "$a: $(cat /sys/block/vda/queue/$a)"; done; }
+queue() { for f in $attrs; do echo "$f: $(cat /sys/block/vda/queue/$f)"; done; }
 # expect N: exactly the first N files are marked.
 expect() {
   q=$(queue)

@@ -85,6 +85,7 @@ jq -n --argjson rounds "$BENCH_ROUNDS" --arg load "$load" \
   | ($klp | group_by(.functions) | map({functions: .[0].functions,
      update: "lsb_klp\(.[0].functions).ko",
      enable: stats(.enable_ns), load: stats(.load_ns),
+     transition_after_load: stats(.enable_ns - .load_ns),
      disable: stats(.disable_ns), unload: stats(.unload_ns),
      disable_and_unload: stats(.disable_ns + .unload_ns),
      transition_over_at_load: (map(.done_at_load) | add),
@@ -92,7 +93,7 @@ jq -n --argjson rounds "$BENCH_ROUNDS" --arg load "$load" \
   | {benchmark: "kernel-pause", timing: "qemu TCG, 2 vCPUs (emulated: not hardware figures)",
      rounds: $rounds, host_load_average: $load,
      results: $rows,
-     livepatch: {what: "kernel livepatch, same guest, same change as blk-sysfs-N.lsu: enable = load the module until /sys/kernel/livepatch/NAME/transition reads 0 (load = the finit_module call alone); disable = write 0 to enabled until transition reads 0; unload = delete_module after that; no stop-the-world pause (per-task consistency model)",
+     livepatch: {what: "kernel livepatch, same guest, same change as blk-sysfs-N.lsu: enable = load the module until /sys/kernel/livepatch/NAME/transition reads 0 (load = the finit_module call alone, which registers the ftrace handlers and makes the first try at switching every task; transition_after_load = the rest); disable = write 0 to enabled until transition reads 0; unload = delete_module after that; no stop-the-world pause (per-task consistency model)",
        results: $lp},
      ratios: {what: "livesplice / livepatch, medians, for blk-sysfs-N.lsu against lsb_klpN.ko. apply_command_vs_enable and undo_command_vs_disable_unload compare end to end (command start until every task runs the new/old code); pause_vs_enable compares livesplice stop-the-world pause with livepatch total enable time, which stops nothing",
        results: [ $lp[] as $k | ($rows[] | select(.update == "blk-sysfs-\($k.functions)")) as $r
