@@ -1,8 +1,8 @@
 /* The new bodies of bench/kernel-patches/blk-sysfs-20.patch, written again for a livepatch
  * module: the same twenty block/blk-sysfs.c show functions, each printing its value
  * followed by " patched". Everything they read comes from <linux/blkdev.h>, so no
- * unexported symbol (and no klp relocation) is needed. LSB_KLP_FUNCS lists them as
- * klp_func entries, LSB_KLP_FUNC(i) picks the first i of them.
+ * unexported symbol (and no klp relocation) is needed. LSB_KLP_FUNCS_1 and _20 list the
+ * klp_func entries of the 1- and 20-function patches; LSB_KLP_MODULE makes the module.
  *
  * Kept in step with the patch by hand: bench/kernel-guest.sh reads all twenty sysfs files
  * after each enable and disable, so a body that differs from the patch's output fails
