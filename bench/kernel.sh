@@ -100,7 +100,7 @@ jq -n --argjson rounds "$BENCH_ROUNDS" --arg load "$load" \
      results: $rows,
      livepatch: {what: "kernel livepatch, same guest, same change as blk-sysfs-N.lsu: enable = load the module until /sys/kernel/livepatch/NAME/transition reads 0 (load = the finit_module call alone, which registers the ftrace handlers and makes the first try at switching every task; transition_after_load = the rest); disable = write 0 to enabled until transition reads 0; unload = delete_module after that; no stop-the-world pause (per-task consistency model)",
        results: $lp},
-     ratios: {what: "livesplice / livepatch, medians, for blk-sysfs-N.lsu against lsb_klpN.ko. apply_command_vs_enable and undo_command_vs_disable_unload compare end to end (command start until every task runs the new/old code); pause_vs_enable compares livesplice stop-the-world pause with livepatch total enable time, which stops nothing",
+     ratios: {what: "livesplice / livepatch, medians, for blk-sysfs-N.lsu against lsb_klpN.ko. apply_command_vs_enable and undo_command_vs_disable_unload compare end to end (command start until every task runs the new/old code); apply_pause_vs_enable and undo_pause_vs_disable set livesplice stop-the-world pause against livepatch transition (enable / disable) time, which stops nothing: not like for like",
        results: [ $lp[] as $k | ($rows[] | select(.update == "blk-sysfs-\($k.functions)")) as $r
          | {functions: $k.functions,
             apply_command_vs_enable: ratio($r.apply_command.median_us; $k.enable.median_us),
