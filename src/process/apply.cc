@@ -289,6 +289,7 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
       (void)unmap_regions(opt.pid, entry.regions);
       return error("livesplice was killed during apply; nothing changed");
     };
+    LS_TRY(privatize_sites(*mem, p.trampolines));   // again, from this process (trampoline.h)
     auto done = when_safe(ctx, opt.pid, *maps, p.guarded, opt.retries, opt.retry_delay_ms, orphaned,
                           [&] { return write_trampolines(*mem, p.trampolines); });
     if (!done) return done.status();

@@ -4,11 +4,13 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -122,14 +124,17 @@ class CpuScope {
   bool moved_ = false;
 };
 
-// A child of ours that only waits: something to stop, check and resume once, with the
-// very calls of a real attempt, before the target is stopped (see rehearse).
+// A process of ours that only waits: something to stop, check and resume once, with the
+// very calls of a real attempt, before the target is stopped (see rehearse). Spawned
+// (vfork and exec), not forked: a fork would make every page of ours copy-on-write
+// again, and the pause would then take a write fault on each page it writes.
 class StandIn {
  public:
   StandIn() {
-    pid_ = fork();
-    if (pid_ == 0)
-      for (;;) pause();   // async-signal-safe: the parent may have other threads
+    char sleep_path[] = "/bin/sleep", forever[] = "infinity";
+    char* argv[] = {sleep_path, forever, nullptr};
+    char* envp[] = {nullptr};
+    if (posix_spawn(&pid_, sleep_path, nullptr, nullptr, argv, envp) != 0) pid_ = -1;
   }
   ~StandIn() {
     if (pid_ <= 0) return;
@@ -207,11 +212,20 @@ void warm_target(pid_t pid, const std::vector<Mapping>& maps, TargetAddr start_s
     scratch.remote.clear();
     used = 0;
   };
-  for (const auto& g : guarded)
-    if (g.patched.size() > 0 && used + g.patched.size() <= scratch.buffer.size()) {
-      scratch.local.push_back({scratch.buffer.data() + used, g.patched.size()});
-      scratch.remote.push_back({reinterpret_cast<void*>(g.patched.start.value()), g.patched.size()});
-      used += g.patched.size();
+  // The splice reads and writes whole pages' worth of sites at once (trampoline.h):
+  // per page, from its first site to the end of its last.
+  std::map<uint64_t, TargetRange> pages;
+  for (const auto& g : guarded) {
+    if (g.patched.size() == 0) continue;
+    auto [it, fresh] = pages.try_emplace(g.patched.start.value() >> 12, g.patched);
+    if (!fresh)
+      it->second = {std::min(it->second.start, g.patched.start), std::max(it->second.end, g.patched.end)};
+  }
+  for (const auto& [page, r] : pages)
+    if (used + r.size() <= scratch.buffer.size()) {
+      scratch.local.push_back({scratch.buffer.data() + used, r.size()});
+      scratch.remote.push_back({reinterpret_cast<void*>(r.start.value()), r.size()});
+      used += r.size();
       if (scratch.local.size() == StackScratch::kMaxPieces) flush();
     }
   while (dirent* e = readdir(dir)) {

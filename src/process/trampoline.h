@@ -24,10 +24,15 @@ Result<Trampoline> make_trampoline(const Memory& mem, const std::string& label, 
 // Writes each site's own bytes back over it, before the stop. Code pages are shared
 // with the executable file until first written; the first write makes the kernel copy
 // the page, which on a virtual machine costs tens of µs. Doing that now, with bytes
-// that do not change, keeps it out of the pause.
+// that do not change, keeps it out of the pause; and done by the process that will
+// splice (the guardian child), through the same code, it leaves nothing of the splice
+// to be touched for the first time inside the pause.
 Status privatize_sites(const Memory& mem, const std::vector<Trampoline>& trampolines);
 
-// Writes every trampoline, or none: on a failure the ones written are restored.
+// Writes every trampoline, after checking that every site still holds its original
+// bytes; all or none: on a failure the ones written are restored. Sites in one page
+// are written with one system call (the bytes between them read and written back
+// unchanged: every thread is stopped).
 Status write_trampolines(const Memory& mem, const std::vector<Trampoline>& trampolines);
 
 // Puts the original bytes back, after checking that each site still holds its jump;

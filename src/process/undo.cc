@@ -71,6 +71,7 @@ Status undo_one(Context& ctx, pid_t pid, Ledger& ledger, const std::string& id, 
       }
       return {};
     };
+    LS_TRY(privatize_sites(*mem, e.trampolines));   // again, from this process (trampoline.h)
     auto done = when_safe(ctx, pid, *maps, guarded, opt.retries, opt.retry_delay_ms, orphaned, restore);
     if (!done) return done.status();
     payload = fmt::format("{}", done->pause_us);
