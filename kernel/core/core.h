@@ -29,13 +29,6 @@ struct ls_kernel {
 				       const struct cpumask *cpus);
 	struct module *(*module_address)(unsigned long addr);
 	struct task_struct *(*idle_task)(int cpu);
-	void *(*module_alloc)(unsigned long size);
-	void (*module_memfree)(void *region);
-	int (*set_memory_ro)(unsigned long addr, int numpages);
-	int (*set_memory_x)(unsigned long addr, int numpages);
-	void (*apply_alternatives)(void *start, void *end);  /* struct alt_instr * */
-	struct list_head *module_bug_list;  /* lib/bug.c: where BUG/WARN entries are found */
-	struct mutex *module_mutex;
 	bool scan_only;  /* stack_check=scan: every stack scanned word by word */
 };
 
@@ -49,25 +42,12 @@ struct ls_site {
 	struct module *old_mod, *new_mod;  /* pinned while applied (NULL: vmlinux) */
 };
 
-/*
- * Memory the core allocated for new code (LS_K_ALLOC). Until a set adopts it,
- * it belongs to the open file that asked for it and goes away with it.
- */
-struct ls_region {
-	struct list_head node;
-	unsigned long base, size;
-	unsigned long exec_size;           /* [base, base+exec_size): read-only, executable */
-	bool filled;
-	struct module *bugs;               /* carries its bug table on module_bug_list, or NULL */
-	const void *owner;                 /* the struct file, until adopted */
-	struct ls_set *set;                /* the set using it, once applied */
-};
-
 struct ls_set {
 	struct list_head node;
 	char id[LS_K_ID_LEN];
 	u64 pause_ns;
-	struct ls_region *region;          /* its new code, freed on undo; or NULL */
+	struct module *code;               /* the module loaded for its new code (pinned;
+					    * unloaded by the tool after undo), or NULL */
 	unsigned int nsites;
 	struct ls_site sites[];
 };

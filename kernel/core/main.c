@@ -13,24 +13,20 @@
  *   code and the module holding the replaced function (ext4, say) are pinned,
  *   and so is this core, whose memory is the ledger: none of them can be
  *   unloaded under a jump.
- * - Code memory the core allocates (LS_K_ALLOC): not a module, so it has no
- *   kallsyms symbols. A replacement inside it is accepted when it lies in the
- *   read-only executable part of the allocation the set brings; its extent is
- *   taken to that part's end. The memory is writable only before LS_K_FILL,
- *   and freed on undo after a stack check of all of it, or on close of the
- *   file that allocated it when no set took it.
+ * - The module the tool loaded for a set's new code (ls_k_apply.code) is
+ *   pinned with the set; after undo the tool unloads it, so undo checks every
+ *   stack against all of its text, not only the replacements (a task may sleep
+ *   in a new helper function the replacement called).
  * - Stacking. A site already written by an applied set is refused; a newer
  *   update of the same function redirects the previous replacement instead,
  *   and an older set cannot be undone while a newer one jumps out of its code.
  */
-#include <linux/bug.h>
 #include <linux/fs.h>
 #include <linux/kallsyms.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/rculist.h>
-#include <linux/sizes.h>
 #include <linux/slab.h>
 #include <linux/string.h>
 #include <linux/uaccess.h>
@@ -42,9 +38,7 @@ MODULE_LICENSE("GPL");
 MODULE_DESCRIPTION("livesplice: redirect kernel functions at one instant after a stack check");
 
 static unsigned long text_poke_addr, text_mutex_addr, stop_machine_cpuslocked_addr,
-	module_address_addr, idle_task_addr, module_alloc_addr, module_memfree_addr,
-	set_memory_ro_addr, set_memory_x_addr, apply_alternatives_addr, module_bug_list_addr,
-	module_mutex_addr;
+	module_address_addr, idle_task_addr;
 module_param_named(text_poke, text_poke_addr, ulong, 0400);
 MODULE_PARM_DESC(text_poke, "address of text_poke (from /proc/kallsyms)");
 module_param_named(text_mutex, text_mutex_addr, ulong, 0400);
@@ -55,20 +49,6 @@ module_param_named(__module_address, module_address_addr, ulong, 0400);
 MODULE_PARM_DESC(__module_address, "address of __module_address");
 module_param_named(idle_task, idle_task_addr, ulong, 0400);
 MODULE_PARM_DESC(idle_task, "address of idle_task");
-module_param_named(module_alloc, module_alloc_addr, ulong, 0400);
-MODULE_PARM_DESC(module_alloc, "address of module_alloc");
-module_param_named(module_memfree, module_memfree_addr, ulong, 0400);
-MODULE_PARM_DESC(module_memfree, "address of module_memfree");
-module_param_named(set_memory_ro, set_memory_ro_addr, ulong, 0400);
-MODULE_PARM_DESC(set_memory_ro, "address of set_memory_ro");
-module_param_named(set_memory_x, set_memory_x_addr, ulong, 0400);
-MODULE_PARM_DESC(set_memory_x, "address of set_memory_x");
-module_param_named(apply_alternatives, apply_alternatives_addr, ulong, 0400);
-MODULE_PARM_DESC(apply_alternatives, "address of apply_alternatives");
-module_param_named(module_bug_list, module_bug_list_addr, ulong, 0400);
-MODULE_PARM_DESC(module_bug_list, "address of module_bug_list (lib/bug.c)");
-module_param_named(module_mutex, module_mutex_addr, ulong, 0400);
-MODULE_PARM_DESC(module_mutex, "address of module_mutex");
 static char *stack_check = "unwind";
 module_param(stack_check, charp, 0400);
 MODULE_PARM_DESC(stack_check, "unwind (default: ORC, scanning a stack it cannot finish) or scan (every word of every stack)");
@@ -76,40 +56,12 @@ MODULE_PARM_DESC(stack_check, "unwind (default: ORC, scanning a stack it cannot 
 /* The one instance of the core's state. */
 static struct ls_core {
 	struct ls_kernel k;
-	struct mutex lock;          /* one transaction at a time; guards sets, regions */
+	struct mutex lock;          /* one transaction at a time; guards sets */
 	struct list_head sets;      /* applied, newest first */
-	struct list_head regions;   /* allocated code memory */
 } core = {
 	.lock = __MUTEX_INITIALIZER(core.lock),
 	.sets = LIST_HEAD_INIT(core.sets),
-	.regions = LIST_HEAD_INIT(core.regions),
 };
-
-/* The filled region whose executable part holds addr, or NULL. */
-static struct ls_region *ls_region_at(unsigned long addr)
-{
-	struct ls_region *r;
-
-	list_for_each_entry(r, &core.regions, node)
-		if (r->filled && addr >= r->base && addr < r->base + r->exec_size)
-			return r;
-	return NULL;
-}
-
-static void ls_free_region(struct ls_region *r)
-{
-	list_del(&r->node);
-	if (r->bugs) {
-		mutex_lock(core.k.module_mutex);
-		list_del_rcu(&r->bugs->bug_list);
-		mutex_unlock(core.k.module_mutex);
-		synchronize_rcu();  /* a BUG/WARN may be walking the list */
-		kfree(r->bugs);
-	}
-	/* module_alloc set VM_FLUSH_RESET_PERMS: vfree makes the pages RW+NX again. */
-	core.k.module_memfree((void *)r->base);
-	kfree(r);
-}
 
 /*
  * The symbol starting exactly at addr: its name (without module) and its
@@ -187,8 +139,7 @@ static void ls_free_set(struct ls_set *set)
 {
 	unsigned int i;
 
-	if (set->region)
-		ls_free_region(set->region);
+	module_put(set->code);  /* NULL-safe */
 	for (i = 0; i < set->nsites; i++) {
 		module_put(set->sites[i].old_mod);  /* NULL-safe */
 		module_put(set->sites[i].new_mod);
@@ -211,9 +162,8 @@ static struct ls_set *ls_find(const char *id)
 
 /* Fill one site from the request; every check that needs no stop. */
 static int ls_prepare_site(struct ls_site *site, const struct ls_k_func *f,
-			   const struct ls_region *region, struct ls_k_result *res)
+			   struct ls_k_result *res)
 {
-	const struct ls_region *old_r, *new_r;
 	char name[KSYM_NAME_LEN];
 	u8 now[LS_K_MAX_PATCH];
 	unsigned long from;
@@ -231,28 +181,14 @@ static int ls_prepare_site(struct ls_site *site, const struct ls_k_func *f,
 	if (ls_pin(site->old_addr, &site->old_mod) || ls_pin(site->new_addr, &site->new_mod))
 		return FAIL(res, -ENOENT, "%#lx -> %#lx: a module is being unloaded",
 			    site->old_addr, site->new_addr);
-	old_r = ls_region_at(site->old_addr);
-	if (old_r && !old_r->set)
-		return FAIL(res, -EINVAL, "%#lx: in code memory no applied set uses",
-			    site->old_addr);
-	if (old_r) {
-		/* A replacement an applied set brought: a newer update stacks on it. */
-		site->old_size = old_r->base + old_r->exec_size - site->old_addr;
-		snprintf(name, sizeof(name), "%#lx", site->old_addr);
-	} else if (ls_symbol_at(site->old_addr, name, sizeof(name), &site->old_size)) {
+	if (ls_symbol_at(site->old_addr, name, sizeof(name), &site->old_size)) {
 		return FAIL(res, -EINVAL, "%#lx (%pS) is not the start of a kernel symbol",
 			    site->old_addr, (void *)site->old_addr);
 	}
 	if ((unsigned long)site->offset + site->len > site->old_size)
 		return FAIL(res, -EINVAL, "%s: site +%#x..+%#x runs past its end (size %#lx)",
 			    name, site->offset, site->offset + site->len, site->old_size);
-	new_r = ls_region_at(site->new_addr);
-	if (new_r && new_r != region)
-		return FAIL(res, -EINVAL, "replacement %#lx: in code memory this set does not bring",
-			    site->new_addr);
-	if (new_r)
-		site->new_size = new_r->base + new_r->exec_size - site->new_addr;
-	else if (ls_symbol_at(site->new_addr, name, sizeof(name), &site->new_size))
+	if (ls_symbol_at(site->new_addr, name, sizeof(name), &site->new_size))
 		return FAIL(res, -EINVAL, "replacement %#lx (%pS) is not the start of a kernel symbol",
 			    site->new_addr, (void *)site->new_addr);
 
@@ -291,10 +227,9 @@ static int ls_prepare_site(struct ls_site *site, const struct ls_k_func *f,
 
 static long ls_apply(struct file *file, struct ls_k_apply __user *uarg)
 {
-	struct ls_region *region = NULL;
 	struct ls_k_apply a;
 	struct ls_k_func *funcs = NULL;
-	struct ls_set *set = NULL;
+	struct ls_set *set = NULL, *other;
 	unsigned int i, j;
 	long err;
 
@@ -326,17 +261,22 @@ static long ls_apply(struct file *file, struct ls_k_apply __user *uarg)
 		err = FAIL(&a.result, -EEXIST, "%s: already applied", set->id);
 		goto unlock;
 	}
-	if (a.region) {
-		region = ls_region_at(a.region);
-		if (!region || region->base != a.region || region->set || region->owner != file) {
-			err = FAIL(&a.result, -EINVAL,
-				   "%s: %#llx is not filled code memory allocated through this file",
-				   set->id, a.region);
+	if (a.code) {
+		/* The module holding the set's new code: pinned now, unpinned by undo. */
+		if (ls_pin(a.code, &set->code) || !set->code) {
+			err = FAIL(&a.result, -EINVAL, "%s: %#llx is not in a live module",
+				   set->id, a.code);
 			goto unlock;
 		}
+		list_for_each_entry(other, &core.sets, node)
+			if (other->code == set->code) {
+				err = FAIL(&a.result, -EBUSY, "%s: module %s already holds %s's code",
+					   set->id, set->code->name, other->id);
+				goto unlock;
+			}
 	}
 	for (i = 0; i < a.nfuncs; i++) {
-		err = ls_prepare_site(&set->sites[i], &funcs[i], region, &a.result);
+		err = ls_prepare_site(&set->sites[i], &funcs[i], &a.result);
 		set->nsites = i + 1;  /* what ls_free_set unpins */
 		if (err)
 			goto unlock;
@@ -351,11 +291,6 @@ static long ls_apply(struct file *file, struct ls_k_apply __user *uarg)
 	err = ls_splice(&core.k, set, false, a.retries, a.retry_delay_ms, &a.result);
 	if (!err) {
 		set->pause_ns = a.result.pause_ns;
-		if (region) {
-			region->set = set;
-			region->owner = NULL;
-			set->region = region;
-		}
 		list_add(&set->node, &core.sets);
 		__module_get(THIS_MODULE);  /* the ledger lives here */
 		pr_info("livesplice: applied %s: %u functions, pause %llu ns (%u attempts)\n",
@@ -452,9 +387,10 @@ static long ls_list(struct ls_k_list __user *uarg)
 			e.len = s->len;
 			memcpy(e.original, s->original, s->len);
 			e.pause_ns = set->pause_ns;
-			if (set->region) {
-				e.region = set->region->base;
-				e.region_size = set->region->size;
+			if (set->code) {
+				e.code = (unsigned long)set->code->core_layout.base;
+				e.code_size = set->code->core_layout.text_size;
+				strscpy(e.module, set->code->name, sizeof(e.module));
 			}
 			if (copy_to_user(u64_to_user_ptr(l.entries) + n * sizeof(e), &e, sizeof(e)))
 				err = -EFAULT;
@@ -466,156 +402,6 @@ static long ls_list(struct ls_k_list __user *uarg)
 	return err;
 }
 
-static long ls_alloc(struct file *file, struct ls_k_alloc __user *uarg)
-{
-	struct ls_k_alloc a;
-	struct ls_region *r;
-
-	if (copy_from_user(&a, uarg, sizeof(a)))
-		return -EFAULT;
-	if (!a.size || a.size > SZ_64M)
-		return -EINVAL;
-	r = kzalloc(sizeof(*r), GFP_KERNEL);
-	if (!r)
-		return -ENOMEM;
-	r->size = PAGE_ALIGN(a.size);
-	r->base = (unsigned long)core.k.module_alloc(r->size);
-	if (!r->base) {
-		kfree(r);
-		return -ENOMEM;
-	}
-	r->owner = file;
-	mutex_lock(&core.lock);
-	list_add(&r->node, &core.regions);
-	mutex_unlock(&core.lock);
-	a.addr = r->base;
-	return copy_to_user(uarg, &a, sizeof(a)) ? -EFAULT : 0;
-}
-
-/* Layout of the kernel's struct alt_instr (arch/x86/include/asm/alternative.h, 6.1). */
-struct ls_alt_instr {
-	s32 instr_offset;
-	s32 repl_offset;
-	u16 cpuid;
-	u8 instrlen;
-	u8 replacementlen;
-} __packed;
-
-/*
- * Every entry of the table, the instruction it patches and its replacement
- * lie in the region's executable part: apply_alternatives writes where the
- * table says, so the table must not point outside the memory we own.
- */
-static int ls_check_alternatives(const struct ls_region *r, const struct ls_k_fill *f)
-{
-	unsigned long lo = r->base, hi = r->base + f->exec_size;
-	const struct ls_alt_instr *a;
-
-	if (f->alt == f->alt_end)
-		return 0;
-	if (f->alt < lo || f->alt_end > hi || f->alt > f->alt_end ||
-	    (f->alt_end - f->alt) % sizeof(*a))
-		return -EINVAL;
-	for (a = (void *)f->alt; (unsigned long)a < f->alt_end; a++) {
-		unsigned long instr = (unsigned long)&a->instr_offset + a->instr_offset;
-		unsigned long repl = (unsigned long)&a->repl_offset + a->repl_offset;
-
-		if (instr < lo || instr + a->instrlen > hi || repl < lo ||
-		    repl + a->replacementlen > hi)
-			return -EINVAL;
-	}
-	return 0;
-}
-
-/*
- * The region's bug table, registered the way module_bug_finalize registers a
- * module's: lib/bug.c finds a BUG/WARN's entry through module_bug_list, whose
- * elements are struct module (only bug_list, bug_table and num_bugs are read).
- * The stand-in module carries nothing else and is on no other list.
- */
-static int ls_register_bugs(struct ls_region *r, const struct ls_k_fill *f)
-{
-	unsigned long lo = r->base, hi = r->base + f->size;
-	const struct bug_entry *b;
-	struct module *m;
-
-	if (f->bug == f->bug_end)
-		return 0;
-	if (f->bug < lo || f->bug_end > hi || f->bug > f->bug_end ||
-	    (f->bug_end - f->bug) % sizeof(*b))
-		return -EINVAL;
-	for (b = (void *)f->bug; (unsigned long)b < f->bug_end; b++) {
-		unsigned long at = (unsigned long)&b->bug_addr_disp + b->bug_addr_disp;
-
-		if (at < lo || at >= r->base + f->exec_size)
-			return -EINVAL;
-	}
-	m = kzalloc(sizeof(*m), GFP_KERNEL);
-	if (!m)
-		return -ENOMEM;
-	m->bug_table = (void *)f->bug;
-	m->num_bugs = (f->bug_end - f->bug) / sizeof(*b);
-	mutex_lock(core.k.module_mutex);
-	list_add_rcu(&m->bug_list, core.k.module_bug_list);
-	mutex_unlock(core.k.module_mutex);
-	r->bugs = m;
-	return 0;
-}
-
-static long ls_fill(struct file *file, struct ls_k_fill __user *uarg)
-{
-	struct ls_k_fill f;
-	struct ls_region *r;
-	long err = -ENOENT;
-	int pages;
-
-	if (copy_from_user(&f, uarg, sizeof(f)))
-		return -EFAULT;
-	mutex_lock(&core.lock);
-	list_for_each_entry(r, &core.regions, node) {
-		if (r->base != f.addr || r->owner != file)
-			continue;
-		err = -EINVAL;
-		if (r->filled || f.size > r->size || f.exec_size > r->size ||
-		    !PAGE_ALIGNED(f.exec_size))
-			break;
-		err = -EFAULT;
-		if (copy_from_user((void *)r->base, u64_to_user_ptr(f.bytes), f.size))
-			break;
-		err = ls_check_alternatives(r, &f);
-		if (err)
-			break;
-		/* Still writable and not executable: patched in place, as for a module. */
-		if (f.alt != f.alt_end)
-			core.k.apply_alternatives((void *)f.alt, (void *)f.alt_end);
-		err = ls_register_bugs(r, &f);
-		if (err)
-			break;
-		pages = f.exec_size >> PAGE_SHIFT;
-		/* Read-only first, then executable: never writable and executable. */
-		err = core.k.set_memory_ro(r->base, pages) ?: core.k.set_memory_x(r->base, pages);
-		if (err)
-			break;
-		r->exec_size = f.exec_size;
-		r->filled = true;
-		break;
-	}
-	mutex_unlock(&core.lock);
-	return err;
-}
-
-static int ls_release(struct inode *inode, struct file *file)
-{
-	struct ls_region *r, *tmp;
-
-	mutex_lock(&core.lock);
-	list_for_each_entry_safe(r, tmp, &core.regions, node)
-		if (r->owner == file && !r->set)
-			ls_free_region(r);
-	mutex_unlock(&core.lock);
-	return 0;
-}
-
 static long ls_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
 	if (!capable(CAP_SYS_MODULE))
@@ -623,10 +409,6 @@ static long ls_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	switch (cmd) {
 	case LS_K_APPLY:
 		return ls_apply(file, (void __user *)arg);
-	case LS_K_ALLOC:
-		return ls_alloc(file, (void __user *)arg);
-	case LS_K_FILL:
-		return ls_fill(file, (void __user *)arg);
 	case LS_K_UNDO:
 		return ls_undo((void __user *)arg);
 	case LS_K_LIST:
@@ -638,7 +420,6 @@ static long ls_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 static const struct file_operations ls_fops = {
 	.owner = THIS_MODULE,
 	.unlocked_ioctl = ls_ioctl,
-	.release = ls_release,
 };
 
 static struct miscdevice ls_dev = {
@@ -658,14 +439,6 @@ static int __init ls_init(void)
 				    stop_machine_cpuslocked_addr);
 	err = err ?: ls_check_param("__module_address", "__module_address", module_address_addr);
 	err = err ?: ls_check_param("idle_task", "idle_task", idle_task_addr);
-	err = err ?: ls_check_param("module_alloc", "module_alloc", module_alloc_addr);
-	err = err ?: ls_check_param("module_memfree", "module_memfree", module_memfree_addr);
-	err = err ?: ls_check_param("set_memory_ro", "set_memory_ro", set_memory_ro_addr);
-	err = err ?: ls_check_param("set_memory_x", "set_memory_x", set_memory_x_addr);
-	err = err ?: ls_check_param("apply_alternatives", "apply_alternatives",
-				    apply_alternatives_addr);
-	err = err ?: ls_check_param("module_bug_list", "module_bug_list", module_bug_list_addr);
-	err = err ?: ls_check_param("module_mutex", "module_mutex", module_mutex_addr);
 	if (err)
 		return err;
 	if (strcmp(stack_check, "unwind") && strcmp(stack_check, "scan")) {
@@ -678,13 +451,6 @@ static int __init ls_init(void)
 	core.k.stop_machine_cpuslocked = (void *)stop_machine_cpuslocked_addr;
 	core.k.module_address = (void *)module_address_addr;
 	core.k.idle_task = (void *)idle_task_addr;
-	core.k.module_alloc = (void *)module_alloc_addr;
-	core.k.module_memfree = (void *)module_memfree_addr;
-	core.k.set_memory_ro = (void *)set_memory_ro_addr;
-	core.k.set_memory_x = (void *)set_memory_x_addr;
-	core.k.apply_alternatives = (void *)apply_alternatives_addr;
-	core.k.module_bug_list = (struct list_head *)module_bug_list_addr;
-	core.k.module_mutex = (struct mutex *)module_mutex_addr;
 	return misc_register(&ls_dev);
 }
 

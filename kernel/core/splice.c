@@ -13,9 +13,8 @@
  * - How to walk them. The ORC unwinder is exported (__unwind_start,
  *   unwind_next_frame); it reports every return address and, at a pt_regs
  *   frame from kernel mode, the interrupted instruction. When it cannot finish
- *   a stack (unwind_error, or a frame in code it does not know as text: the
- *   code memory the core allocates for updates has no ORC and is not a
- *   module), we fall back to a conservative scan of every word
+ *   a stack (unwind_error, or a frame in code it does not know as text),
+ *   we fall back to a conservative scan of every word
  *   from the saved stack pointer to the top of the stack: any word inside a
  *   checked function blocks. A false block costs a retry, never safety.
  *   (stack_check=scan makes every stack take that path: Ksplice's own check.)
@@ -60,16 +59,17 @@ struct ls_stop {
 /*
  * Whether a frame address lies in a checked function: on apply the running
  * functions (their whole extent: a task anywhere in one would come back to
- * code we are about to change); on undo the replacements, and all of the
- * code memory the set brought, which is freed afterwards.
+ * code we are about to change); on undo the replacements, and all of the text
+ * of the module the set brought, which is unloaded afterwards.
  */
 static bool ls_checked(const struct ls_stop *s, unsigned long a)
 {
-	const struct ls_region *r = s->set->region;
+	const struct module *code = s->set->code;
 	unsigned int i;
 
-	/* Undo frees the set's code: no task may be anywhere in it. */
-	if (s->undo && r && a >= r->base && a < r->base + r->exec_size)
+	/* The set's module is unloaded after undo: no task may be anywhere in its text. */
+	if (s->undo && code && a >= (unsigned long)code->core_layout.base &&
+	    a < (unsigned long)code->core_layout.base + code->core_layout.text_size)
 		return true;
 	for (i = 0; i < s->set->nsites; i++) {
 		const struct ls_site *site = &s->set->sites[i];
@@ -121,9 +121,8 @@ static unsigned long ls_check_task(struct ls_stop *s, struct task_struct *t)
 		if (!addr) {
 			/*
 			 * An address the unwinder does not take for kernel
-			 * text: code memory the core allocated is neither
-			 * vmlinux nor a module. It may be what we check; and
-			 * without ORC for it the rest of the stack is unknown.
+			 * text (neither vmlinux nor a module): it may be what
+			 * we check, and the rest of the stack is unknown.
 			 */
 			if (ls_checked(s, state.ip))
 				return state.ip;

@@ -13,19 +13,15 @@
  * against kallsyms itself (it must be the start of a symbol) and takes the
  * function's extent from there.
  *
- * The replacement code either lives in a module already loaded, or in memory
- * the core allocates for it (LS_K_ALLOC, near kernel text as module code is),
- * the tool fills once with linked code (LS_K_FILL: then read-only and
- * executable) and hands to the set that uses it (ls_k_apply.region); undoing
- * that set frees it. Memory allocated and not handed over is freed when the
- * device file is closed, so a tool that dies leaves nothing behind.
+ * The replacement code lives in a module already loaded: the module the tool
+ * built and loaded for the update (ls_k_apply.code names it), which the set
+ * pins while applied. Undoing such a set checks every stack against all of
+ * that module's text, since the tool unloads it afterwards.
  *
  * Non-exported kernel functions the core needs (text_poke, text_mutex,
- * stop_machine_cpuslocked, __module_address, idle_task, module_alloc,
- * module_memfree, set_memory_ro, set_memory_x, apply_alternatives,
- * module_bug_list, module_mutex) are module parameters, given
- * by the tool from /proc/kallsyms when it loads the core; the core refuses
- * to load unless each one names the symbol it claims to.
+ * stop_machine_cpuslocked, __module_address, idle_task) are module
+ * parameters, given by the tool from /proc/kallsyms when it loads the core;
+ * the core refuses to load unless each one names the symbol it claims to.
  *
  * Shared by kernel/core/ (C, kernel) and src/kernel/ (C++, userspace).
  */
@@ -45,6 +41,7 @@
 #define LS_K_MAX_FUNCS 4096
 #define LS_K_MAX_PATCH 16       /* bytes at one site */
 #define LS_K_MESSAGE_LEN 224
+#define LS_K_MODULE_LEN 56      /* MODULE_NAME_LEN on 64-bit */
 
 /* One function to redirect. */
 struct ls_k_func {
@@ -78,7 +75,8 @@ struct ls_k_apply {
 	__u32 retries;          /* in: further attempts after a blocked one */
 	__u32 retry_delay_ms;   /* in: sleep between attempts */
 	__u32 flags;            /* in: 0 */
-	__u64 region;           /* in: LS_K_ALLOC's address holding new code, or 0 */
+	__u64 code;             /* in: an address in the module loaded for this set's
+	                         * new code (its text is checked on undo), or 0 */
 	struct ls_k_result result; /* out */
 };
 
@@ -98,8 +96,9 @@ struct ls_k_listed {
 	__u32 len;
 	__u8 original[LS_K_MAX_PATCH];
 	__u64 pause_ns;         /* the pause of the apply that wrote it */
-	__u64 region;           /* the set's allocated code, or 0 */
-	__u64 region_size;
+	__u64 code;             /* the text of the set's own module, or 0 */
+	__u64 code_size;
+	char module[LS_K_MODULE_LEN]; /* that module's name, or "" */
 };
 
 struct ls_k_list {
@@ -108,37 +107,9 @@ struct ls_k_list {
 	__u32 count;            /* out: how many exist (may exceed capacity) */
 };
 
-/* Memory for new code, writable until filled (LS_K_FILL). */
-struct ls_k_alloc {
-	__u64 size;             /* in: bytes (rounded up to pages) */
-	__u64 addr;             /* out: page aligned, within rel32 reach of kernel text */
-};
-
-/*
- * Fill an allocation once: size bytes copied in; the kernel's alternatives
- * table among them (struct alt_instr entries at [alt, alt_end), 0 if none)
- * applied as the module loader applies a module's; its bug table (struct
- * bug_entry at [bug, bug_end), writable: WARN_ONCE marks entries) registered
- * where the kernel looks up a module's, until the memory is freed; then
- * [addr, addr + exec_size) read-only and executable (exec_size page aligned);
- * the rest stays writable data, never executable.
- */
-struct ls_k_fill {
-	__u64 addr;
-	__u64 bytes;            /* in: user pointer */
-	__u64 size;
-	__u64 exec_size;
-	__u64 alt;              /* in: kernel addresses inside [addr, addr + exec_size) */
-	__u64 alt_end;
-	__u64 bug;              /* in: kernel addresses inside [addr, addr + size) */
-	__u64 bug_end;
-};
-
 #define LS_K_IOC_MAGIC 0xb5
 #define LS_K_APPLY _IOWR(LS_K_IOC_MAGIC, 1, struct ls_k_apply)
 #define LS_K_UNDO  _IOWR(LS_K_IOC_MAGIC, 2, struct ls_k_undo)
 #define LS_K_LIST  _IOWR(LS_K_IOC_MAGIC, 3, struct ls_k_list)
-#define LS_K_ALLOC _IOWR(LS_K_IOC_MAGIC, 4, struct ls_k_alloc)
-#define LS_K_FILL  _IOW(LS_K_IOC_MAGIC, 5, struct ls_k_fill)
 
 #endif

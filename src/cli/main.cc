@@ -75,6 +75,9 @@ int main(int argc, char** argv) {
   auto* kconfig = create->add_option("--config", kopt.config, "--kernel: the kernel's config (/boot/config-RELEASE)")
                       ->check(CLI::ExistingFile);
   create->add_option("--release", kopt.release, "--kernel: uname -r of the kernel (default: from the config's name)");
+  create->add_option("--headers", kopt.headers,
+                     "--kernel: the kernel's linux-headers directory, for the update's module "
+                     "(default: /usr/src/linux-headers-RELEASE)");
   create->add_option("--cache-dir", kopt.cache_dir,
                      "--kernel: where the unpacked source and prepared build live (default: ~/.cache/livesplice/kernel)");
 

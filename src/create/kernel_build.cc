@@ -348,3 +348,55 @@ KernelObject KernelBuild::build_object(const std::string& source, const std::str
 }
 
 }  // namespace ls::create
+
+namespace ls::create {
+
+// The skeleton is built once per headers directory and compiler, into the cache: a
+// module with nothing but a license and a description (no init or exit function, so
+// that its struct module carries no relocation and the update's module unloads).
+std::vector<uint8_t> build_skeleton_module(Context& ctx, const std::string& headers, const std::string& compiler,
+                                           const std::string& release, const std::string& cache_dir) {
+  if (!fs::is_directory(headers) || !fs::exists(fs::path(headers) / "Makefile"))
+    fail("{}: not a kernel headers directory (linux-headers-{}); give the matching headers package's directory "
+         "with --headers",
+         headers, release);
+  std::string abs = fs::canonical(headers).string();
+  std::string cache = cache_dir.empty() ? default_kernel_cache() : cache_dir;
+  std::string dir = fmt::format("{}/skeleton/{}", cache, hash_hex(abs + "\n" + compiler + "\n" + release).substr(0, 16));
+  std::string ko = dir + "/" + std::string(kSkeletonName) + ".ko";
+  if (!fs::exists(ko)) {
+    ctx.progress(fmt::format("building the update's skeleton module against {}", abs));
+    std::string tmp = fmt::format("{}.tmp.{}", dir, getpid());
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    write_text(tmp + "/Kbuild", fmt::format("obj-m := {}.o\n", kSkeletonName));
+    write_text(tmp + "/" + std::string(kSkeletonName) + ".c",
+               "// SPDX-License-Identifier: GPL-2.0\n"
+               "// The identity of a livesplice kernel update's module (vermagic, struct module, __versions).\n"
+               "#include <linux/module.h>\n"
+               "MODULE_LICENSE(\"GPL\");\n"
+               "MODULE_DESCRIPTION(\"livesplice: the new code of a kernel update\");\n");
+    RunResult r = run({"make", "-s", "-C", abs, "M=" + tmp, "CC=" + compiler, "HOSTCC=" + compiler, "modules"});
+    if (r.status != 0) {
+      fs::remove_all(tmp);
+      fail("building the skeleton module against {} failed:\n{}", abs, r.output);
+    }
+    // Only its identity is used: its debug information would only make every update bigger.
+    RunResult strip = run({"objcopy", "--strip-debug", tmp + "/" + std::string(kSkeletonName) + ".ko"});
+    if (strip.status != 0) fail("objcopy --strip-debug of the skeleton module failed:\n{}", strip.output);
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+    fs::rename(tmp, dir, ec);
+    if (ec && !fs::exists(ko)) fail("{}: {}", dir, ec.message());
+    fs::remove_all(tmp, ec);
+  }
+  std::string text = read_text(ko);
+  // Its vermagic must be the running kernel's: headers of another release would make a
+  // module the kernel refuses, or worse, one built for another struct module.
+  std::string want = "vermagic=" + release + " ";
+  if (text.find(want) == std::string::npos)
+    fail("{}: the headers in {} are not for kernel {} (no '{}' in the skeleton's .modinfo)", ko, abs, release, want);
+  return {text.begin(), text.end()};
+}
+
+}  // namespace ls::create

@@ -79,4 +79,12 @@ std::string release_from_config(const std::string& config_path);
 // `${XDG_CACHE_HOME:-$HOME/.cache}/livesplice/kernel`
 std::string default_kernel_cache();
 
+// The module every kernel update carries as the identity of its new code's module
+// (src/kernel/module.h): built with `compiler` against `headers` (the kernel's
+// linux-headers package), cached under `<cache>/skeleton/`; its bytes. Throws ls::Error,
+// also when its vermagic is not for `release`.
+inline constexpr std::string_view kSkeletonName = "livesplice_update";
+std::vector<uint8_t> build_skeleton_module(Context& ctx, const std::string& headers, const std::string& compiler,
+                                           const std::string& release, const std::string& cache_dir);
+
 }  // namespace ls::create

@@ -126,6 +126,13 @@ Exit run_kernel_create(Context& ctx, const KernelCreateOptions& opt) {
       fail("{}: cannot tell the kernel release from the config's name or CONFIG_BUILD_SALT; give --release",
            opt.config);
 
+    // The headers the update's module is built against: checked now, used once the diff
+    // says there is an update to write.
+    std::string headers = !opt.headers.empty() ? opt.headers : "/usr/src/linux-headers-" + release;
+    if (!fs::exists(fs::path(headers) / "Makefile"))
+      fail("{}: no kernel headers there; install linux-headers-{} or give its directory with --headers", headers,
+           release);
+
     KernelBuild kb(ctx, opt.source, opt.config, release, opt.cache_dir, signals);
     const std::string& src = kb.source_dir();
     WorkDir work(ctx, opt.keep_work);
@@ -203,6 +210,7 @@ Exit run_kernel_create(Context& ctx, const KernelCreateOptions& opt) {
     in.build_system = "kbuild";
     in.kernel_release = release;
     in.kernel_version = kb.kernel_version();
+    in.kernel_module = build_skeleton_module(ctx, headers, kb.compiler(), release, opt.cache_dir);
     std::map<std::string, size_t> target_of_module;
     for (size_t i = 0; i < built.size(); ++i) {
       const std::string& module = built[i].post.module;

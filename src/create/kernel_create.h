@@ -15,6 +15,7 @@ struct KernelCreateOptions {
   std::string release;      // uname -r of the kernel; default: from the config's file name
   std::string patch_file;
   std::string output;
+  std::string headers;      // the kernel's linux-headers directory; default /usr/src/linux-headers-RELEASE
   std::string cache_dir;    // default: ${XDG_CACHE_HOME:-$HOME/.cache}/livesplice/kernel
   bool keep_work = false;
 };

@@ -1,20 +1,12 @@
 // The apply pipeline for the running kernel (see apply.h for the order of stages).
 //
 // What is hard:
-// - Refusing what cannot be loaded correctly. The post code comes with the kernel's
-//   tables for it (src/differ/special_sections.h). Some the kernel must know of for the
-//   code to run correctly; they are loaded beside the code and livesplice.ko hands them
-//   to the kernel as the module loader would: alternatives applied once by the kernel's
-//   own apply_alternatives before the code can run, the bug table (a WARN's entry;
-//   without it a WARN would oops) registered where BUG/WARN look. Others this loader
-//   cannot register yet (an exception fixup, jump labels): running the code without
-//   them is wrong (a faulting user access would not be fixed up, a jump label would not
-//   follow its key), so such an update is refused before anything changes. The tables
-//   that only describe the code are honoured the way the kernel's module loader would:
-//   fentry calls become the 5-byte NOP; return and retpoline thunks and static call
-//   trampolines are called as assembled, which is correct unpatched (the trampoline
-//   follows static_call_update). Without ORC for the new code, a stack through it
-//   cannot be unwound and the core's check scans it word by word instead (conservative).
+// - The new code is a real kernel module (kernel/module.h), written once every run
+//   symbol is known and loaded before anything is redirected, so that the kernel's own
+//   loader registers everything the code needs (exception table, jump labels, ORC, bug
+//   table, alternatives...). A failure between loading it and redirecting unloads it
+//   again (LoadedModule); undo unloads it once the core has restored the old code and
+//   checked that no task is anywhere in its text.
 // - Which code is "the function" now. A function an applied update already redirected
 //   runs its newest replacement: that is where run-pre matching looks first, and where
 //   the new jump goes (the core redirects the previous replacement, never the same site
@@ -38,6 +30,7 @@
 #include "kernel/core.h"
 #include "kernel/kallsyms.h"
 #include "kernel/kcore.h"
+#include "kernel/module.h"
 #include "kernel/rewrites.h"
 #include "loader/link.h"
 #include "matcher/matcher.h"
@@ -47,34 +40,6 @@
 namespace ls::kernel {
 
 namespace {
-
-constexpr uint64_t kPage = 4096;
-constexpr uint8_t kNop5[] = {0x0f, 0x1f, 0x44, 0x00, 0x00};
-
-// Tables that describe the code and need nothing registered for it to run correctly.
-const std::set<std::string> kHonoured = {"__mcount_loc", "__patchable_function_entries",
-                                         ".return_sites", ".retpoline_sites", ".call_sites",
-                                         ".smp_locks", ".ibt_endbr_seal", ".orc_unwind",
-                                         ".orc_unwind_ip", ".static_call_sites", ".altinstructions",
-                                         ".altinstr_replacement", "__bug_table"};
-
-// Kernel tables loaded with the code (the core hands them to the kernel when it fills
-// the memory).
-const std::set<std::string> kLoaded = {".altinstructions", ".altinstr_replacement", "__bug_table"};
-
-Status refuse_tables(const update::Contents& u) {
-  std::vector<std::string> refused;
-  for (const auto& [index, table] : u.special_sections)
-    if (!kHonoured.count(table)) refused.push_back(table);
-  if (refused.empty()) return {};
-  std::sort(refused.begin(), refused.end());
-  refused.erase(std::unique(refused.begin(), refused.end()), refused.end());
-  std::string list;
-  for (const auto& t : refused) list += (list.empty() ? "" : ", ") + t;
-  return error("the new code comes with kernel table entries ({}) that apply --kernel cannot register with the "
-               "running kernel yet; nothing changed",
-               list);
-}
 
 std::string kernel_release() {
   utsname u{};
@@ -137,33 +102,6 @@ TargetAddr current_version(const std::vector<Applied>& applied, TargetAddr entry
   return entry;
 }
 
-// The fentry calls the kernel's __mcount_loc lists for the new code become the 5-byte
-// NOP, as ftrace makes them when it loads a module (calling __fentry__ is harmless but
-// is not what the kernel runs).
-Status nop_fentry_sites(const update::Contents& u, const load::Image& image, TargetAddr fentry,
-                        std::vector<uint8_t>& bytes) {
-  for (const auto& [index, table] : u.special_sections) {
-    if (table != "__mcount_loc") continue;
-    for (const elf::Reloc& r : u.file.section(index).relocs) {
-      const elf::Symbol& s = u.file.symbol(r.symbol);
-      TargetAddr site;
-      if (auto at = image.section_at.find(s.section); s.in_section() && at != image.section_at.end())
-        site = at->second + static_cast<int64_t>(s.value) + r.addend;
-      else
-        return error("{}: an entry names {} outside the loaded code", u.file.where(u.file.section(index), r.offset),
-                     s.name);
-      uint64_t off = site - image.base;
-      if (off + 5 > bytes.size()) return error("fentry site {} outside the image", site);
-      int32_t rel;
-      memcpy(&rel, &bytes[off + 1], 4);
-      if (bytes[off] != 0xe8 || site + 5 + rel != fentry)
-        return error("fentry site {}: not a call to __fentry__ ({:02x})", site, bytes[off]);
-      memcpy(&bytes[off], kNop5, sizeof(kNop5));
-    }
-  }
-  return {};
-}
-
 Result<CoreDevice> open_core(Context& ctx, const Kallsyms& syms, const std::string& core) {
   if (access(LS_K_DEVICE, F_OK) != 0) {
     if (core.empty())
@@ -176,8 +114,9 @@ Result<CoreDevice> open_core(Context& ctx, const Kallsyms& syms, const std::stri
 struct Labelled {
   std::string id;
   std::vector<std::string> functions;
-  TargetAddr region;
-  uint64_t region_size = 0;
+  std::string module;
+  TargetAddr code;
+  uint64_t code_size = 0;
   uint64_t pause_ns = 0;
 };
 
@@ -185,7 +124,7 @@ struct Labelled {
 std::vector<Labelled> by_set(const std::vector<Applied>& applied, const Kallsyms* syms) {
   std::vector<Labelled> out;
   for (const Applied& a : applied) {
-    if (out.empty() || out.back().id != a.id) out.push_back({a.id, {}, a.region, a.region_size, a.pause_ns});
+    if (out.empty() || out.back().id != a.id) out.push_back({a.id, {}, a.module, a.code, a.code_size, a.pause_ns});
     const KSymbol* s = syms ? syms->containing(a.old_fn) : nullptr;
     std::string name = s && s->addr == a.old_fn ? s->name + (s->module.empty() ? "" : " [" + s->module + "]")
                                                 : fmt::format("{}", a.old_fn);
@@ -221,7 +160,6 @@ Exit run_kernel_apply(Context& ctx, const KernelApplyOptions& opt) {
   if (std::string running = kernel_release(); running != u.kernel_release)
     return failed(Status::error(fmt::format("the update is for kernel {}, this one is {}; nothing changed",
                                             u.kernel_release, running), Exit::Unsafe));
-  if (Status s = refuse_tables(u); !s.ok()) return failed(s);
 
   auto syms = Kallsyms::read();
   if (!syms) return failed(syms.status());
@@ -260,64 +198,51 @@ Exit run_kernel_apply(Context& ctx, const KernelApplyOptions& opt) {
     return failed(Status::error("run-pre matching failed, nothing changed: " + matched.status().message(),
                                 matched.status().code() == Exit::ToolError ? Exit::ToolError : Exit::Unsafe));
 
-  // 3. Code memory near kernel text; the image linked to run there.
-  std::vector<uint32_t> load_sections = u.post_sections;
-  uint32_t alt_table = 0, bug_table = 0;
-  for (const auto& [index, table] : u.special_sections)
-    if (kLoaded.count(table)) {
-      load_sections.push_back(index);
-      if (table == ".altinstructions") alt_table = index;
-      if (table == "__bug_table") bug_table = index;
-    }
-  std::sort(load_sections.begin(), load_sections.end());
-  auto plan = load::plan(ctx, u.file, load_sections);
-  if (!plan) return failed(plan.status());
-  uint64_t slack = plan->align > kPage ? plan->align - kPage : 0;   // allocations are page aligned
-  auto region = dev->alloc(plan->size + slack);
-  if (!region) return failed(region.status());
-  TargetAddr base((region->value() + plan->align - 1) / plan->align * plan->align);
+  // 3. The new code as a module, linked against what matching and kallsyms resolved, and
+  // loaded: the kernel's module loader registers its tables.
   Resolver resolver(u, *matched, *syms);
-  auto image = load::link(ctx, u.file, *plan, base, resolver);
-  if (!image) return failed(image.status());
-  auto fentry = syms->unique("__fentry__", "vmlinux");
-  if (!fentry) return failed(fentry.status());
-  if (Status s = nop_fentry_sites(u, *image, (*fentry)->addr, image->bytes); !s.ok()) return failed(s);
-  std::vector<uint8_t> bytes(base - *region, 0);   // alignment padding, if any
-  bytes.insert(bytes.end(), image->bytes.begin(), image->bytes.end());
-  uint64_t exec_size = ((base - *region) + plan->writable_offset + kPage - 1) / kPage * kPage;
-  auto range_of = [&](uint32_t section) {
-    if (!section) return TargetRange{};
-    TargetAddr at = image->section_at.at(section);
-    return TargetRange{at, at + static_cast<int64_t>(u.file.section(section).size)};
+  auto module = build_module(ctx, u, resolver, module_name(id));
+  if (!module) return failed(module.status());
+  auto loaded = LoadedModule::load(*module);
+  if (!loaded) return failed(loaded.status());
+  auto address_of = [&](uint32_t symbol) -> Result<TargetAddr> {
+    const elf::Symbol& s = u.file.symbol(symbol);
+    auto placed = module->placed.find(s.section);
+    if (!s.in_section() || placed == module->placed.end())
+      return error("symbol {} is not in the module", s.name);
+    auto base = loaded->section(placed->second.first);
+    if (!base) return base.status();
+    return *base + static_cast<int64_t>(placed->second.second + s.value);
   };
-  if (Status s = dev->fill(*region, bytes, exec_size, range_of(alt_table), range_of(bug_table)); !s.ok())
-    return failed(s);
 
   // 4. One redirect per replaced function, from the bytes there now.
   std::vector<Redirect> redirects;
+  TargetAddr code;
   for (size_t i = 0; i < replaced.size(); ++i) {
     const update::FunctionPatch& f = *replaced[i];
-    auto to = image->symbol_at.find(f.post_symbol);
-    if (to == image->symbol_at.end()) return failed(error("{}: new code has no address after linking", f.label()));
+    auto to = address_of(f.post_symbol);
+    if (!to) return failed(to.status().context(f.label()));
     KSymbol old_fn{f.name, "", matched->function_at[i], matched->function_size[i], 't'};
-    KSymbol new_fn{f.name, "", to->second, 0, 't'};
+    KSymbol new_fn{f.name, "", *to, 0, 't'};
     auto r = plan_redirect(*mem, *syms, old_fn, new_fn);
     if (!r) return failed(r.status().context(f.label()));
     r->label = f.label();
     redirects.push_back(std::move(*r));
+    code = *to;
   }
   double prepare_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  ctx.note(fmt::format("prepared in {:.1f} ms: {} bytes of new code at {}", prepare_ms, bytes.size(), *region));
+  ctx.note(fmt::format("prepared in {:.1f} ms: module {} ({} bytes)", prepare_ms, module->name, module->bytes.size()));
 
   // 5. Every function at one instant, or none.
   Outcome out;
-  Status s = dev->apply(id, redirects, Retry{opt.retries, opt.retry_delay_ms}, out, *region);
+  Status s = dev->apply(id, redirects, Retry{opt.retries, opt.retry_delay_ms}, out, code);
   if (!s.ok()) {
     if (!out.blocked_comm.empty())
       fmt::print(stderr, "livesplice: blocked by task {} ({}) at {} on each of {} attempts\n", out.blocked_pid,
                  out.blocked_comm, out.blocked_addr, out.attempts);
     return failed(s);
   }
+  loaded->keep();   // the core pins it now; undo unloads it
   if (ctx.json) {
     nlohmann::json fs = nlohmann::json::array();
     for (const Redirect& r : redirects) fs.push_back(r.label);
@@ -328,13 +253,12 @@ Exit run_kernel_apply(Context& ctx, const KernelApplyOptions& opt) {
                      {"pause_ns", out.pause_ns},
                      {"work_ns", out.work_ns},
                      {"attempts", out.attempts},
-                     {"code_at", fmt::format("{}", *region)},
-                     {"code_bytes", bytes.size()},
+                     {"module", module->name},
                      {"prepare_ms", prepare_ms}};
     fmt::print("{}\n", j.dump(2));
   } else {
-    fmt::print("applied {} to the kernel: {} function(s) replaced, pause {:.0f} us{}\n", id.substr(0, 8),
-               redirects.size(), out.pause_ns / 1000.0,
+    fmt::print("applied {} to the kernel: {} function(s) replaced by module {}, pause {:.0f} us{}\n",
+               id.substr(0, 8), redirects.size(), module->name, out.pause_ns / 1000.0,
                out.attempts > 1 ? fmt::format(" ({} attempts)", out.attempts) : "");
     for (const Redirect& r : redirects) fmt::print("  {}\n", r.label);
   }
@@ -364,16 +288,24 @@ Exit run_kernel_undo(Context& ctx, const KernelUndoOptions& opt) {
       }
     if (id.empty()) return failed(opt.id, Status::error("no applied kernel update has this id", Exit::NoChange));
   }
+  std::string module;
+  for (const Labelled& l : sets)
+    if (l.id == id) module = l.module;
   Outcome out;
   Status s = dev->undo(id, Retry{opt.retries, opt.retry_delay_ms}, out);
   if (!s.ok()) return failed(id.substr(0, 8), s);
+  // The old code runs again and no task is in the module's text: it can go.
+  Status unloaded = module.empty() ? Status{} : unload_module(module);
+  if (!unloaded.ok())
+    return failed(id.substr(0, 8), error("the old code runs again, but {}", unloaded.message()));
   if (ctx.json)
     fmt::print("{}\n", nlohmann::json{{"undone", true}, {"id", id}, {"pause_ns", out.pause_ns},
-                                      {"work_ns", out.work_ns}, {"attempts", out.attempts}}
+                                      {"work_ns", out.work_ns}, {"attempts", out.attempts}, {"module", module}}
                            .dump(2));
   else
-    fmt::print("undid {} in the kernel: pause {:.0f} us{}\n", id.substr(0, 8), out.pause_ns / 1000.0,
-               out.attempts > 1 ? fmt::format(" ({} attempts)", out.attempts) : "");
+    fmt::print("undid {} in the kernel: pause {:.0f} us{}{}\n", id.substr(0, 8), out.pause_ns / 1000.0,
+               out.attempts > 1 ? fmt::format(" ({} attempts)", out.attempts) : "",
+               module.empty() ? "" : ", module " + module + " unloaded");
   return Exit::Ok;
 }
 
@@ -393,15 +325,16 @@ Exit run_kernel_view(Context& ctx) {
       j.push_back({{"id", l.id},
                    {"functions", l.functions},
                    {"pause_ns", l.pause_ns},
-                   {"code_at", l.region_size ? fmt::format("{}", l.region) : ""},
-                   {"code_bytes", l.region_size}});
+                   {"module", l.module},
+                   {"code_at", l.code_size ? fmt::format("{}", l.code) : ""},
+                   {"code_bytes", l.code_size}});
     fmt::print("{}\n", nlohmann::json{{"kernel", kernel_release()}, {"updates", j}}.dump(2));
     return Exit::Ok;
   }
   if (sets.empty()) fmt::print("no kernel updates applied\n");
   for (const Labelled& l : sets) {
     fmt::print("{}  pause {:.0f} us{}\n", l.id, l.pause_ns / 1000.0,
-               l.region_size ? fmt::format("  code {} bytes at {}", l.region_size, l.region) : "");
+               l.module.empty() ? "" : fmt::format("  module {} ({} bytes of text at {})", l.module, l.code_size, l.code));
     for (const auto& f : l.functions) fmt::print("  {}\n", f);
   }
   return Exit::Ok;

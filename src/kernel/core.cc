@@ -15,10 +15,8 @@ namespace ls::kernel {
 namespace {
 
 // The non-exported kernel symbols livesplice.ko takes as parameters (kernel/core/main.c).
-constexpr const char* kCoreParams[] = {"text_poke",      "text_mutex",   "stop_machine_cpuslocked",
-                                       "__module_address", "idle_task",  "module_alloc",
-                                       "module_memfree", "set_memory_ro", "set_memory_x",
-                                       "apply_alternatives", "module_bug_list", "module_mutex"};
+constexpr const char* kCoreParams[] = {"text_poke", "text_mutex", "stop_machine_cpuslocked", "__module_address",
+                                       "idle_task"};
 
 constexpr uint8_t kNop5[] = {0x0f, 0x1f, 0x44, 0x00, 0x00};   // nopl 0x0(%rax,%rax,1)
 constexpr uint8_t kEndbr64[] = {0xf3, 0x0f, 0x1e, 0xfa};
@@ -115,7 +113,7 @@ CoreDevice::~CoreDevice() {
 }
 
 Status CoreDevice::apply(const std::string& id, std::span<const Redirect> funcs, Retry retry,
-                         Outcome& out, TargetAddr region) {
+                         Outcome& out, TargetAddr code) {
   ls_k_apply a{};
   if (id.empty() || id.size() >= sizeof(a.id)) return error("update id '{}': 1 to {} characters", id, sizeof(a.id) - 1);
   memcpy(a.id, id.data(), id.size());
@@ -134,7 +132,7 @@ Status CoreDevice::apply(const std::string& id, std::span<const Redirect> funcs,
   a.nfuncs = static_cast<uint32_t>(fs.size());
   a.retries = retry.retries;
   a.retry_delay_ms = retry.delay_ms;
-  a.region = region.value();
+  a.code = code.value();
   int err = ioctl(fd_, LS_K_APPLY, &a) == 0 ? 0 : errno;
   return from_result("apply", id, err, a.result, out);
 }
@@ -170,37 +168,13 @@ Result<std::vector<Applied>> CoreDevice::list() {
       a.offset = e.offset;
       a.original.assign(e.original, e.original + std::min<uint32_t>(e.len, sizeof(e.original)));
       a.pause_ns = e.pause_ns;
-      a.region = TargetAddr(e.region);
-      a.region_size = e.region_size;
+      a.code = TargetAddr(e.code);
+      a.code_size = e.code_size;
+      a.module = std::string(e.module, strnlen(e.module, sizeof(e.module)));
       out.push_back(std::move(a));
     }
     return out;
   }
-}
-
-Result<TargetAddr> CoreDevice::alloc(uint64_t size) {
-  ls_k_alloc a{};
-  a.size = size;
-  if (ioctl(fd_, LS_K_ALLOC, &a) != 0)
-    return error("{}: allocating {} bytes for new code: {}", LS_K_DEVICE, size, strerror(errno));
-  return TargetAddr(a.addr);
-}
-
-Status CoreDevice::fill(TargetAddr at, std::span<const uint8_t> bytes, uint64_t exec_size, TargetRange alternatives,
-                        TargetRange bugs) {
-  ls_k_fill f{};
-  f.bug = bugs.start.value();
-  f.bug_end = bugs.end.value();
-  f.alt = alternatives.start.value();
-  f.alt_end = alternatives.end.value();
-  f.addr = at.value();
-  f.bytes = reinterpret_cast<uintptr_t>(bytes.data());
-  f.size = bytes.size();
-  f.exec_size = exec_size;
-  if (ioctl(fd_, LS_K_FILL, &f) != 0)
-    return error("{}: filling {} bytes at {} ({} executable): {}", LS_K_DEVICE, bytes.size(), at, exec_size,
-                 strerror(errno));
-  return {};
 }
 
 }  // namespace ls::kernel

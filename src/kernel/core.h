@@ -67,8 +67,9 @@ struct Applied {
   uint32_t offset = 0;
   std::vector<uint8_t> original;
   uint64_t pause_ns = 0;
-  TargetAddr region;          // the set's code memory (alloc), or 0
-  uint64_t region_size = 0;
+  TargetAddr code;            // the text of the module holding the set's new code, or 0
+  uint64_t code_size = 0;
+  std::string module;         // that module ("" when the new code was in no module of its own)
 };
 
 // /dev/livesplice. Every call is one transaction in the kernel: all or nothing.
@@ -82,21 +83,12 @@ class CoreDevice {
   // Failure codes: Exit::Unsafe when a task stayed in a function on every attempt or the
   // running bytes are not the expected ones (nothing was written); Exit::ToolError else.
   // `out` is filled in both cases.
-  // `region`: code memory from alloc(), filled, that the set takes over (freed on undo).
+  // `code`: an address in the module loaded for this set's new code; the set pins it,
+  // and undo checks every stack against all of its text (the caller unloads it after).
   Status apply(const std::string& id, std::span<const Redirect> funcs, Retry retry, Outcome& out,
-               TargetAddr region = {});
+               TargetAddr code = {});
   Status undo(const std::string& id, Retry retry, Outcome& out);
   Result<std::vector<Applied>> list();
-
-  // Kernel memory for new code, within rel32 reach of kernel text, page aligned, writable
-  // until fill(). Freed when this device is closed unless an apply took it.
-  Result<TargetAddr> alloc(uint64_t size);
-  // Copies `bytes` in once, applies the kernel's alternatives table among them
-  // (`alternatives`, struct alt_instr entries; empty: none) as the module loader does,
-  // registers their bug table (`bugs`, struct bug_entry) where BUG/WARN look up a
-  // module's, then makes [at, at + exec_size) read-only and executable.
-  Status fill(TargetAddr at, std::span<const uint8_t> bytes, uint64_t exec_size, TargetRange alternatives = {},
-              TargetRange bugs = {});
 
  private:
   explicit CoreDevice(int fd) : fd_(fd) {}

@@ -50,7 +50,9 @@
 //               "kernel" (name "vmlinux") or "kernel-module" (name: the module); their
 //               sections[] also hold role "special" entries, one per kernel table
 //               (`.livesplice.post__ex_table`...: the entries of carried code, compacted,
-//               with "entries": how many)
+//               with "entries": how many), and `module_section`: the index of
+//               `.livesplice.kernel_module`, the skeleton module (a .ko built against
+//               the kernel's headers) whose identity the new code's module takes
 #pragma once
 
 #include <string>
@@ -104,6 +106,10 @@ struct UpdateInput {
   // the module), and kernel tables travel as role "special" sections.
   std::string kernel_release;
   std::string kernel_version;
+  // Kernel updates: the skeleton module built against the kernel's headers (a .ko),
+  // carried whole in `.livesplice.kernel_module`; apply --kernel takes the new code's
+  // module identity from it (src/kernel/module.h).
+  std::vector<uint8_t> kernel_module;
 };
 
 struct WriteSummary {

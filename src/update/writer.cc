@@ -157,6 +157,7 @@ class Builder {
   std::vector<RunSymbol> run_symbols_;
   std::vector<UnitMap> maps_;
   std::vector<Json> section_notes_;
+  uint32_t kernel_module_ = 0;   // the skeleton module's section, once added
 };
 
 SymRef Builder::add_symbol(OutSymbol s) {
@@ -503,8 +504,10 @@ Json Builder::manifest(const WriteSummary& summary) const {
   j["created"] = iso_time();
   j["arch"] = "x86_64";
   j["build_system"] = in_.build_system;
-  if (!in_.kernel_release.empty())
+  if (!in_.kernel_release.empty()) {
     j["kernel"] = Json{{"release", in_.kernel_release}, {"version", in_.kernel_version}};
+    if (kernel_module_ != 0) j["kernel"]["module_section"] = kernel_module_;
+  }
   Json targets = Json::array();
   for (const auto& t : in_.targets) {
     auto id = [](const std::string& s) { return s.empty() ? Json(nullptr) : Json(s); };
@@ -600,6 +603,16 @@ std::vector<uint8_t> Builder::finish(WriteSummary& summary) {
     }
   for (const auto& n : section_notes_) (n["role"] == "pre" ? summary.pre_sections : summary.post_sections)++;
   summary.run_symbols = run_symbols_.size();
+
+  if (!in_.kernel_module.empty()) {
+    OutSection ko;
+    ko.name = ".livesplice.kernel_module";
+    ko.align = 8;
+    ko.data = in_.kernel_module;
+    ko.size = ko.data.size();
+    sections_.push_back(std::move(ko));
+    kernel_module_ = static_cast<uint32_t>(sections_.size() - 1);
+  }
 
   // The symbol and string tables come last, so every index is known.
   auto symtab_index = static_cast<uint32_t>(sections_.size());

@@ -25,6 +25,7 @@ const std::string kRelease = "6.1.0-55-amd64";
 struct Inputs {
   std::string tarball;   // linux-source-6.1.tar.xz
   std::string config;    // boot/config-6.1.0-55-amd64
+  std::string headers;   // linux-headers-6.1.0-55-amd64, for the update's module
   std::string error;     // why they could not be had
 };
 
@@ -47,7 +48,8 @@ const Inputs& inputs() {
       if [ ! -d "$dir" ]; then rm -rf "$dir.tmp.$$"; mkdir -p "$dir.tmp.$$"
         dpkg-deb -x "$deb" "$dir.tmp.$$"; mv "$dir.tmp.$$" "$dir"; fi
       echo "$dir/usr/src/linux-source-6.1.tar.xz"
-      echo "$cache/pkgs/linux-image-6.1.0-55-amd64-unsigned_6.1.192-1_amd64/boot/config-6.1.0-55-amd64")");
+      echo "$cache/pkgs/linux-image-6.1.0-55-amd64-unsigned_6.1.192-1_amd64/boot/config-6.1.0-55-amd64"
+      ")" + std::string(KCREATE_REPO) + R"(/scripts/kernel-testbed" env | sed -n 's/^headers=//p')");
     if (u.status != 0) {
       r.error = "unpacking linux-source-6.1 failed:\n" + u.describe();
       return r;
@@ -55,7 +57,9 @@ const Inputs& inputs() {
     std::istringstream lines(u.out);
     std::getline(lines, r.tarball);
     std::getline(lines, r.config);
-    if (!fs::exists(r.tarball) || !fs::exists(r.config)) r.error = "missing after fetch: " + r.tarball + " " + r.config;
+    std::getline(lines, r.headers);
+    if (!fs::exists(r.tarball) || !fs::exists(r.config) || !fs::exists(r.headers + "/Makefile"))
+      r.error = "missing after fetch: " + r.tarball + " " + r.config + " " + r.headers;
     return r;
   }();
   return in;
@@ -77,7 +81,7 @@ Created create(const lstest::TempDir& dir, const std::string& patch, bool keep_w
   }
   c.update = dir / "update.lsu";
   std::vector<std::string> argv = {lstest::livesplice(), "create", "--kernel", "--source", in.tarball,
-                                   "--config", in.config, "--patch", std::string(KCREATE_PATCHES) + "/" + patch,
+                                   "--config", in.config, "--headers", in.headers, "--patch", std::string(KCREATE_PATCHES) + "/" + patch,
                                    "-o", c.update, "--json"};
   if (keep_work) argv.push_back("--keep-work");
   c.run = lstest::run(argv);

@@ -13,9 +13,13 @@
 //                                       against /proc/kcore (candidates from kallsyms),
 //                                       tolerating the kernel's rewrites (kernel/rewrites.h;
 //                                       --plain: none, byte for byte)
+//   ktool module UPDATE OUT.ko          the module apply --kernel would load for UPDATE, with
+//                                       every run symbol at a made-up address (to inspect
+//                                       with readelf/modinfo; never to load)
 //
 // apply and undo print "pause_ns=N work_ns=N attempts=N" and exit with livesplice's
 // codes: 0 done, 2 refused (blocked on every attempt, or bytes differ), 1 error.
+#include <fstream>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -27,6 +31,7 @@
 #include "kernel/core.h"
 #include "kernel/kallsyms.h"
 #include "kernel/kcore.h"
+#include "kernel/module.h"
 #include "kernel/rewrites.h"
 #include "matcher/matcher.h"
 #include "update/contents.h"
@@ -59,6 +64,14 @@ void print_outcome(const Outcome& o) {
   if (!o.blocked_comm.empty()) fmt::print(" blocked_pid={} blocked_comm={} blocked_addr={}", o.blocked_pid, o.blocked_comm, o.blocked_addr);
   fmt::print("\n");
 }
+
+// Every run symbol at a distinct made-up kernel address.
+class FakeResolver : public load::SymbolResolver {
+ public:
+  Result<TargetAddr> resolve(uint32_t sym, View) const override {
+    return TargetAddr(0xffffffff81000000ull + 0x100ull * sym);
+  }
+};
 
 }  // namespace
 
@@ -156,6 +169,20 @@ int main(int argc, char** argv) {
       if (!m) return report(m.status());
       for (size_t i = 0; i < reqs.size(); ++i) fmt::print("{} at {}\n", reqs[i].label, m->function_at[i]);
       return 0;
+    } catch (const Error& e) {
+      fmt::print(stderr, "ktool: {}\n", e.what());
+      return static_cast<int>(e.code());
+    }
+  }
+  if (cmd == "module" && pos.size() == 3) {
+    try {
+      update::Contents u = update::Contents::load(pos[1]);
+      FakeResolver r;
+      ModuleFile m = take(build_module(ctx, u, r, module_name(u.id)));
+      std::ofstream out(pos[2], std::ios::binary);
+      out.write(reinterpret_cast<const char*>(m.bytes.data()), static_cast<std::streamsize>(m.bytes.size()));
+      fmt::print("{}\n", m.name);
+      return out ? 0 : 1;
     } catch (const Error& e) {
       fmt::print(stderr, "ktool: {}\n", e.what());
       return static_cast<int>(e.code());
