@@ -1,9 +1,12 @@
 # `livesplice apply --kernel` end to end, on updates made by `livesplice create --kernel`
-# (run-match-test puts them in /updates): the new code is linked into memory livesplice.ko
-# allocates, the running function redirected to it; view lists it; undo restores it; an
-# update made from other source is refused by run-pre matching with nothing changed.
+# (run-match-test puts them in /updates): the new code becomes a kernel module
+# (livesplice_<id>) the kernel's loader loads, the running function is redirected to it;
+# view lists it; undo restores it and unloads the module; an update made from other
+# source is refused by run-pre matching with nothing changed.
 fail() { echo "FAIL: $*"; exit 1; }
-read_fn() { ktool read cmdline_proc_show 16; }
+# The running kernel's function (the update's module has one of the same name).
+read_fn() { ktool read vmlinux:cmdline_proc_show 16; }
+modules() { grep -o '^livesplice_[0-9a-f]*' /proc/modules; }
 
 before=$(cat /proc/cmdline)
 code_before=$(read_fn)
@@ -50,6 +53,13 @@ now=$(cat /proc/cmdline)
 [ "$now" = "$before livesplice=cmdline" ] || fail "/proc/cmdline after apply: '$now'"
 case $(read_fn) in 0f1f440000e9*) ;; *) fail "no jmp after the fentry NOP: $(read_fn)";; esac
 echo "ok: /proc/cmdline is '$now'"
+# The new code is a module of its own, named after the update, pinned while it runs.
+mod=$(modules)
+[ -n "$mod" ] && [ "$(echo "$mod" | wc -l)" = 1 ] || fail "no update module in /proc/modules: $(cat /proc/modules)"
+awk -v m="[$mod]" '$3 == "cmdline_proc_show" && $4 == m' /proc/kallsyms | grep -q . ||
+  fail "kallsyms has no cmdline_proc_show in $mod"
+if rmmod "$mod" 2>/dev/null; then fail "$mod unloaded while the update is applied"; fi
+echo "ok: the new code is module $mod"
 
 # view lists it, by id and function; applying it again is refused.
 view=$(livesplice view --kernel) || fail "view"
@@ -66,7 +76,8 @@ livesplice undo --kernel || fail "undo"
 [ "$(cat /proc/cmdline)" = "$before" ] || fail "/proc/cmdline after undo: '$(cat /proc/cmdline)'"
 [ "$(read_fn)" = "$code_before" ] || fail "code not restored"
 livesplice view --kernel | grep -q 'no kernel updates applied' || fail "view after undo"
-echo "ok: undo restored /proc/cmdline and the code"
+[ -z "$(modules)" ] || fail "undo left the module loaded: $(modules)"
+echo "ok: undo restored /proc/cmdline and the code, and unloaded $mod"
 
 # meminfo_proc_show carries alternatives (static_cpu_has): the kernel's
 # apply_alternatives patches the loaded copy before it is made executable.
@@ -152,12 +163,54 @@ echo "ok: ext4 undone, the module unloads"
 livesplice apply --kernel /updates/cmdline-warn.lsu >/dev/null || fail "apply cmdline-warn"
 [ "$(cat /proc/cmdline)" = "$before" ] || fail "cmdline-warn output: '$(cat /proc/cmdline)'"
 dmesg | grep -q 'WARNING: .* at fs/proc/cmdline.c:9 ' || fail "no WARNING at fs/proc/cmdline.c:9: $(dmesg | tail -5)"
+# Its report names the update's module: the kernel knows the new code as a module's.
+dmesg | grep -q 'RIP: 0010:cmdline_proc_show+0x[0-9a-f]*/0x[0-9a-f]* \[livesplice_[0-9a-f]*\]' ||
+  fail "the WARN's RIP does not name the update's module: $(dmesg | grep 'RIP:' | tail -2)"
 livesplice undo --kernel || fail "undo cmdline-warn"
 echo "ok: a WARN in the new code reported as $(dmesg | grep -o 'WARNING: .* at fs/proc/cmdline.c:9' | head -1)"
+echo "   $(dmesg | grep -o 'RIP: 0010:cmdline_proc_show.*' | head -1)"
 
-# Undo frees the new code: no task may be inside it. cmdline-sleep's cmdline_proc_show
-# sleeps 3 s in msleep; while `cat` is in there (its return address in the new code,
-# which has no ORC and is not a module), undo is refused naming it, and goes through
+# A syscall path (newuname, uname-put-user.patch): `uname -v` gains " livesplice", and the
+# new code's inline __put_user faults on a bad pointer; the exception table of the
+# update's module (registered and sorted by the kernel's loader) turns that into EFAULT.
+# Without the entry it is an oops, and with oops=panic the end of the guest.
+chmod +x /bin/uname-efault
+uname -v | grep -q ' livesplice$' && fail "uname -v before apply: $(uname -v)"
+uname-efault || fail "uname with a bad pointer before apply"
+livesplice apply --kernel /updates/uname-put-user.lsu >/dev/null || fail "apply uname-put-user"
+uname -v | grep -q ' livesplice$' || fail "uname -v after apply: $(uname -v)"
+out=$(uname-efault) || fail "uname with a bad pointer after apply: $out"
+uname -a >/dev/null || fail "uname -a after the fault"
+livesplice undo --kernel || fail "undo uname-put-user"
+uname -v | grep -q ' livesplice$' && fail "uname -v after undo: $(uname -v)"
+echo "ok: newuname's new code faults on a bad pointer and returns EFAULT ($out)"
+
+# A jump label in the new code (cmdline-jump-label.patch: static_branch_unlikely on the
+# kernel's sched_schedstats key): the kernel's loader registers the module's __jump_table
+# under the key, so switching the key switches the new code too.
+livesplice apply --kernel /updates/cmdline-jump-label.lsu >/dev/null || fail "apply cmdline-jump-label"
+[ "$(cat /proc/cmdline)" = "$before" ] || fail "jump label, key off: '$(cat /proc/cmdline)'"
+echo 1 > /proc/sys/kernel/sched_schedstats || fail "sched_schedstats on"
+[ "$(cat /proc/cmdline)" = "$before schedstats" ] || fail "jump label, key on: '$(cat /proc/cmdline)'"
+echo 0 > /proc/sys/kernel/sched_schedstats || fail "sched_schedstats off"
+[ "$(cat /proc/cmdline)" = "$before" ] || fail "jump label, key off again: '$(cat /proc/cmdline)'"
+livesplice undo --kernel || fail "undo cmdline-jump-label"
+echo "ok: a jump label in the new code follows its key (sched_schedstats)"
+
+# A static local variable in the new code (cmdline-static-local.patch): it lives in the
+# module's data, counts across reads, and starts again with a fresh module.
+livesplice apply --kernel /updates/cmdline-static-local.lsu >/dev/null || fail "apply cmdline-static-local"
+[ "$(cat /proc/cmdline)" = "$before shown=1" ] || fail "static local, first read: '$(cat /proc/cmdline)'"
+[ "$(cat /proc/cmdline)" = "$before shown=2" ] || fail "static local, second read: '$(cat /proc/cmdline)'"
+livesplice undo --kernel || fail "undo cmdline-static-local"
+livesplice apply --kernel /updates/cmdline-static-local.lsu >/dev/null || fail "apply cmdline-static-local again"
+[ "$(cat /proc/cmdline)" = "$before shown=1" ] || fail "static local after re-apply: '$(cat /proc/cmdline)'"
+livesplice undo --kernel || fail "undo cmdline-static-local again"
+echo "ok: a static local in the new code counts in the module's data"
+
+# Undo unloads the new code: no task may be inside it. cmdline-sleep's cmdline_proc_show
+# sleeps 3 s in msleep; while `cat` is in there (unwound with the module's ORC, a
+# return address in the module's text), undo is refused naming it, and goes through
 # once it has left.
 livesplice apply --kernel /updates/cmdline-sleep.lsu >/dev/null || fail "apply cmdline-sleep"
 cat /proc/cmdline > /tmp/slept & cpid=$!
@@ -171,11 +224,12 @@ wait $cpid || fail "cat /proc/cmdline"
 livesplice undo --kernel || fail "undo after the task left"
 echo "ok: undo refused while a task sleeps inside the new code, done once it left"
 
-# Again, undone by id prefix; then the core unloads (its code memory was freed).
+# Again, undone by id prefix; then the core unloads, and no update module is left.
 id=$(livesplice apply --kernel /updates/cmdline.lsu --json | sed -n 's/.*"id": "\([0-9a-f]*\)".*/\1/p')
 [ -n "$id" ] || fail "apply again"
 [ "$(cat /proc/cmdline)" = "$before livesplice=cmdline" ] || fail "second apply"
 livesplice undo --kernel "${id%????????}" || fail "undo by id prefix"
 [ "$(cat /proc/cmdline)" = "$before" ] || fail "after undo by id"
 rmmod livesplice || fail "rmmod livesplice with nothing applied"
+[ -z "$(modules)" ] || fail "update modules left: $(modules)"
 echo "ok: applied again, undone by id, the core unloads"
