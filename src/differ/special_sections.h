@@ -60,6 +60,10 @@ struct SpecialSection {
   int piece_field = -1;
   int piece_length_field = -1;
   std::string_view what;        // one line, for messages and docs
+  // Carry: what the kernel's module loader does with the table, found by this name in
+  // the module apply --kernel loads the new code as (src/kernel/module.h); every carried
+  // table travels there under its own name, so describing a table is all it takes.
+  std::string_view loader;
 };
 
 // The table. Sections not listed are ordinary code and data to the differ.

@@ -192,9 +192,14 @@ Result<ModuleFile> build_module(Context& ctx, const update::Contents& u, const l
       secs.push_back(std::move(o));
     }
     OutSection& o = secs[it->second];
+    const diff::SpecialSection* row = diff::find_special(out_name);
+    bool table = std::any_of(u.special_sections.begin(), u.special_sections.end(),
+                             [&](const auto& t) { return t.first == i; });
+    if (table && (!row || row->policy != diff::SpecialPolicy::Carry))
+      return error("{}: a kernel table with no description of what the kernel does with it", f.where(s));
     // objtool writes some tables byte-aligned; in the module each entry is aligned as
     // its fields are, as vmlinux's linker script aligns them.
-    if (const diff::SpecialSection* row = diff::find_special(out_name); row && row->entry_size)
+    if (row && row->entry_size)
       o.align = std::max<uint64_t>(o.align, row->entry_size % 8 == 0 ? 8 : row->entry_size % 4 == 0 ? 4 : 2);
     if (o.type == SHT_NOBITS && !s.nobits()) return error("{}: data in a section of no bits ({})", f.where(s), out_name);
     o.align = std::max<uint64_t>(o.align, std::max<uint64_t>(s.align, 1));

@@ -119,7 +119,11 @@ Exit run_info(Context& ctx, const std::string& path) {
              j["version"].get<int>(), str(j["livesplice_version"]), str(j["created"]), size_of(path));
   // Kernel updates name the kernel by release; their targets are vmlinux and modules.
   if (j.contains("kernel") && j["kernel"].is_object())
-    fmt::print("kernel {} (Linux {})\n", str(j["kernel"]["release"]), str(j["kernel"]["version"]));
+    fmt::print("kernel {} (Linux {}){}\n", str(j["kernel"]["release"]), str(j["kernel"]["version"]),
+               j["kernel"].contains("module_section")
+                   ? fmt::format(", its new code's module made from the skeleton in section {}",
+                                 j["kernel"]["module_section"].dump())
+                   : std::string(", no skeleton module (made before apply --kernel loaded modules)"));
   for (const auto& t : targets) {
     fmt::print("target {} ({}, {})\n", str(t["name"]), str(t["kind"]), str(t["path"]));
     if (str(t["kind"]).rfind("kernel", 0) == 0) continue;
