@@ -1,15 +1,14 @@
 // `livesplice apply | undo | view --kernel`: live updates of the running Linux kernel.
 //
-// apply = load the update → check it is for this kernel (release) and carries only
-// kernel tables this loader honours → load livesplice.ko if it is not → run-pre match
-// every replaced function against /proc/kcore (candidates from /proc/kallsyms, or the
-// newest replacement of an applied update; the kernel's own rewrites tolerated) →
-// allocate code memory near kernel text through the core → link the post code there
-// (src/loader; run symbols from matching, then kallsyms) → fill it, read-only and
-// executable → redirect every replaced function as one set inside stop_machine after a
-// stack check, with bounded retries → report the pause. Nothing in the kernel changes
-// before the last step, and the code memory goes away with the device file if that
-// step is refused.
+// apply = load the update → check it is for this kernel (release) → load livesplice.ko
+// if it is not → run-pre match every replaced function against /proc/kcore (candidates
+// from /proc/kallsyms, or the newest replacement of an applied update; the kernel's own
+// rewrites tolerated) → write the new code as a kernel module (kernel/module.h; run
+// symbols from matching, then kallsyms, as absolute symbols) and load it: the kernel's
+// loader registers its tables → redirect every replaced function as one set inside
+// stop_machine after a stack check, with bounded retries → report the pause. Nothing
+// the running code does changes before the last step, and the module is unloaded again
+// if that step is refused. undo = restore the set, then unload its module.
 #pragma once
 
 #include <string>
