@@ -152,6 +152,35 @@ TEST(KernelCreate, CmdlineProcShowIsTheOneChangedFunction) {
       << "the source tree was not restored";
 }
 
+// The update carries the skeleton module built against the headers package: apply
+// --kernel takes its new code's module identity from it, so its vermagic must be the
+// release's and its struct module must be there.
+TEST(KernelCreate, CarriesASkeletonModuleBuiltAgainstTheHeaders) {
+  lstest::TempDir dir;
+  Created c = create(dir, "cmdline.patch");
+  ASSERT_EQ(c.run.status, 0) << c.run.describe();
+  ASSERT_TRUE(c.manifest["kernel"].contains("module_section")) << c.manifest["kernel"].dump();
+  RunResult sec = lstest::sh("readelf -SW '" + c.update + "' | grep -c '\\.livesplice\\.kernel_module'");
+  EXPECT_EQ(sec.out, "1\n") << sec.describe();
+  std::string bytes = lstest::read_file(c.update);
+  EXPECT_NE(bytes.find("vermagic=" + kRelease + " SMP"), std::string::npos);
+  EXPECT_NE(bytes.find("name=livesplice_update"), std::string::npos);
+  EXPECT_NE(bytes.find(".gnu.linkonce.this_module"), std::string::npos);
+}
+
+// Headers that are not there are refused before anything is built.
+TEST(KernelCreate, MissingHeadersAreRefusedFirst) {
+  const Inputs& in = inputs();
+  ASSERT_TRUE(in.error.empty()) << in.error;
+  lstest::TempDir dir;
+  RunResult r = lstest::run({lstest::livesplice(), "create", "--kernel", "--source", in.tarball, "--config",
+                             in.config, "--headers", dir / "no-headers", "--patch",
+                             std::string(KCREATE_PATCHES) + "/cmdline.patch", "-o", dir / "u.lsu"});
+  EXPECT_EQ(r.status, 1) << r.describe();
+  EXPECT_NE(r.output().find("--headers"), std::string::npos) << r.describe();
+  EXPECT_FALSE(fs::exists(dir / "u.lsu"));
+}
+
 TEST(KernelCreate, MeminfoProcShow) {
   lstest::TempDir dir;
   Created c = create(dir, "meminfo.patch");
