@@ -272,7 +272,8 @@ TEST(KernelCreate, InterruptedCreateRestoresTheSource) {
   RunResult r = lstest::sh(file_cmd + R"(
     before=$(md5sum < "$f")$(stat -c %Y "$f")
     )" + lstest::quote(lstest::livesplice()) + " create --kernel --source " + lstest::quote(in.tarball) +
-                           " --config " + lstest::quote(in.config) + " --patch " +
+                           " --config " + lstest::quote(in.config) + " --headers " + lstest::quote(in.headers) +
+                           " --patch " +
                            lstest::quote(std::string(KCREATE_PATCHES) + "/ext4-mballoc-6.1.192-2.patch") + " -o " +
                            lstest::quote(dir / "update.lsu") + R"( 2> err &
     pid=$!
