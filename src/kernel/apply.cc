@@ -203,6 +203,13 @@ Exit run_kernel_apply(Context& ctx, const KernelApplyOptions& opt) {
   Resolver resolver(u, *matched, *syms);
   auto module = build_module(ctx, u, resolver, module_name(id));
   if (!module) return failed(module.status());
+  // This update is not applied (checked above), so a module of its name is one an
+  // interrupted apply left behind: it holds nothing and goes.
+  if (access(("/sys/module/" + module->name).c_str(), F_OK) == 0) {
+    ctx.warn(fmt::format("module {} is loaded but holds no applied update (an interrupted apply?): unloading it",
+                         module->name));
+    if (Status s = unload_module(module->name); !s.ok()) return failed(s);
+  }
   auto loaded = LoadedModule::load(*module);
   if (!loaded) return failed(loaded.status());
   auto address_of = [&](uint32_t symbol) -> Result<TargetAddr> {
