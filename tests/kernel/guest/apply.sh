@@ -224,6 +224,24 @@ wait $cpid || fail "cat /proc/cmdline"
 livesplice undo --kernel || fail "undo after the task left"
 echo "ok: undo refused while a task sleeps inside the new code, done once it left"
 
+# The whole module goes on undo, not just the replacements: cmdline-nap's
+# cmdline_proc_show is a tail call (a bare jmp) to a new function, livesplice_nap, that
+# sleeps 3 s. With `cat` asleep there, no frame of it is in the replacement, yet undo is
+# refused, naming the new function in the update's module; unloading under it would
+# crash the guest.
+livesplice apply --kernel /updates/cmdline-nap.lsu >/dev/null || fail "apply cmdline-nap"
+cat /proc/cmdline > /tmp/napped & cpid=$!
+sleep 1
+rc=0; out=$(livesplice undo --kernel --retries 2 --retry-delay 10 2>&1) || rc=$?
+echo "   $out"
+[ $rc = 2 ] || fail "undo while a task sleeps in a new function of the module: exit $rc, expected 2"
+echo "$out" | grep -q 'livesplice_nap+0x[0-9a-f]*/0x[0-9a-f]* \[livesplice_' || fail "the new function is not named"
+wait $cpid || fail "cat /proc/cmdline (nap)"
+[ "$(cat /tmp/napped)" = "$before" ] || fail "cmdline-nap output: '$(cat /tmp/napped)'"
+livesplice undo --kernel || fail "undo cmdline-nap after the task left"
+[ -z "$(modules)" ] || fail "cmdline-nap's module left: $(modules)"
+echo "ok: undo refused while a task sleeps in a new function of the module, done once it left"
+
 # Again, undone by id prefix; then the core unloads, and no update module is left.
 id=$(livesplice apply --kernel /updates/cmdline.lsu --json | sed -n 's/.*"id": "\([0-9a-f]*\)".*/\1/p')
 [ -n "$id" ] || fail "apply again"
