@@ -207,6 +207,8 @@ Result<ModuleFile> build_module(Context& ctx, const update::Contents& u, const l
     if (!s.nobits()) {
       o.data.resize(off, 0);
       o.data.insert(o.data.end(), s.bytes.begin(), s.bytes.end());
+    } else if (o.type != SHT_NOBITS) {
+      o.data.resize(off + s.size, 0);   // zeroed data merged into a section with contents
     }
     o.size = off + s.size;
     at[i] = {it->second, off};
