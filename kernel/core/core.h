@@ -16,6 +16,7 @@
 #ifndef LIVESPLICE_CORE_H
 #define LIVESPLICE_CORE_H
 
+#include <linux/fs.h>
 #include <linux/list.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
@@ -29,6 +30,7 @@ struct ls_kernel {
 				       const struct cpumask *cpus);
 	struct module *(*module_address)(unsigned long addr);
 	struct task_struct *(*idle_task)(int cpu);
+	struct module *(*find_module)(const char *name);  /* with preemption off */
 	bool scan_only;  /* stack_check=scan: every stack scanned word by word */
 };
 
@@ -59,5 +61,23 @@ struct ls_set {
  */
 int ls_splice(const struct ls_kernel *k, struct ls_set *set, bool undo,
 	      unsigned int retries, unsigned int delay_ms, struct ls_k_result *res);
+
+/* main.c, for pending.c: the core's lock and ledger. */
+void ls_lock(void);
+void ls_unlock(void);
+bool ls_applied(const char *id);                /* with the lock held */
+void ls_forget_sets_in(struct module *mod);     /* takes the lock */
+
+/*
+ * pending.c: updates waiting for their module to load (kernel/uapi), and the
+ * module notifier that applies them when it does.
+ */
+int ls_pending_init(const struct ls_kernel *k);
+void ls_pending_exit(void);
+long ls_pending_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
+void ls_pending_release(struct file *file);
+/* Around LS_K_APPLY, with the core's lock held: coming is LS_K_APPLY_COMING. */
+int ls_pending_begin(const char *id, bool coming, struct ls_k_result *res);
+void ls_pending_end(const char *id, int err, const char *message);
 
 #endif

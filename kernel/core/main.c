@@ -20,6 +20,10 @@
  * - Stacking. A site already written by an applied set is refused; a newer
  *   update of the same function redirects the previous replacement instead,
  *   and an older set cannot be undone while a newer one jumps out of its code.
+ * - A set applied to a module while it loads (pending.c) pins it like any
+ *   other; should the module still fail to load after that (its init fails),
+ *   the kernel frees it whatever its references, so the set is forgotten
+ *   when the module goes (ls_forget_sets_in), its text going with it.
  */
 #include <linux/fs.h>
 #include <linux/kallsyms.h>
@@ -38,7 +42,7 @@ MODULE_LICENSE("GPL");
 MODULE_DESCRIPTION("livesplice: redirect kernel functions at one instant after a stack check");
 
 static unsigned long text_poke_addr, text_mutex_addr, stop_machine_cpuslocked_addr,
-	module_address_addr, idle_task_addr;
+	module_address_addr, idle_task_addr, find_module_addr;
 module_param_named(text_poke, text_poke_addr, ulong, 0400);
 MODULE_PARM_DESC(text_poke, "address of text_poke (from /proc/kallsyms)");
 module_param_named(text_mutex, text_mutex_addr, ulong, 0400);
@@ -49,6 +53,8 @@ module_param_named(__module_address, module_address_addr, ulong, 0400);
 MODULE_PARM_DESC(__module_address, "address of __module_address");
 module_param_named(idle_task, idle_task_addr, ulong, 0400);
 MODULE_PARM_DESC(idle_task, "address of idle_task");
+module_param_named(find_module, find_module_addr, ulong, 0400);
+MODULE_PARM_DESC(find_module, "address of find_module");
 static char *stack_check = "unwind";
 module_param(stack_check, charp, 0400);
 MODULE_PARM_DESC(stack_check, "unwind (default: ORC, scanning a stack it cannot finish) or scan (every word of every stack)");
@@ -147,6 +153,43 @@ static void ls_free_set(struct ls_set *set)
 	kvfree(set);
 }
 
+void ls_lock(void)
+{
+	mutex_lock(&core.lock);
+}
+
+void ls_unlock(void)
+{
+	mutex_unlock(&core.lock);
+}
+
+static struct ls_set *ls_find(const char *id);
+
+bool ls_applied(const char *id)
+{
+	return ls_find(id) != NULL;
+}
+
+void ls_forget_sets_in(struct module *mod)
+{
+	struct ls_set *set, *tmp;
+	unsigned int i;
+
+	mutex_lock(&core.lock);
+	list_for_each_entry_safe(set, tmp, &core.sets, node)
+		for (i = 0; i < set->nsites; i++)
+			if (set->sites[i].old_mod == mod) {
+				pr_warn("livesplice: module %s failed to load after update %s was applied to it: the update is forgotten%s%s\n",
+					mod->name, set->id, set->code ? "; unload its module " : "",
+					set->code ? set->code->name : "");
+				list_del(&set->node);
+				ls_free_set(set);
+				module_put(THIS_MODULE);
+				break;
+			}
+	mutex_unlock(&core.lock);
+}
+
 static struct ls_set *ls_find(const char *id)
 {
 	struct ls_set *set;
@@ -231,6 +274,7 @@ static long ls_apply(struct file *file, struct ls_k_apply __user *uarg)
 	struct ls_k_func *funcs = NULL;
 	struct ls_set *set = NULL, *other;
 	unsigned int i, j;
+	bool coming = false;
 	long err;
 
 	if (copy_from_user(&a, uarg, sizeof(a)))
@@ -240,7 +284,7 @@ static long ls_apply(struct file *file, struct ls_k_apply __user *uarg)
 		err = FAIL(&a.result, -EINVAL, "bad id");
 		goto out;
 	}
-	if (!a.nfuncs || a.nfuncs > LS_K_MAX_FUNCS || a.flags) {
+	if (!a.nfuncs || a.nfuncs > LS_K_MAX_FUNCS || (a.flags & ~LS_K_APPLY_COMING)) {
 		err = FAIL(&a.result, -EINVAL, "%s: %u functions, flags %#x", a.id, a.nfuncs, a.flags);
 		goto out;
 	}
@@ -261,6 +305,11 @@ static long ls_apply(struct file *file, struct ls_k_apply __user *uarg)
 		err = FAIL(&a.result, -EEXIST, "%s: already applied", set->id);
 		goto unlock;
 	}
+	/* A pending update is applied only by its waiter, while its module loads. */
+	err = ls_pending_begin(set->id, a.flags & LS_K_APPLY_COMING, &a.result);
+	if (err)
+		goto unlock;
+	coming = a.flags & LS_K_APPLY_COMING;
 	if (a.code) {
 		/* The module holding the set's new code: pinned now, unpinned by undo. */
 		if (ls_pin(a.code, &set->code) || !set->code) {
@@ -300,6 +349,8 @@ static long ls_apply(struct file *file, struct ls_k_apply __user *uarg)
 		pr_info("livesplice: %s not applied: %s\n", a.id, a.result.message);
 	}
 unlock:
+	if (coming)
+		ls_pending_end(a.id, err, a.result.message);
 	mutex_unlock(&core.lock);
 out:
 	if (set)
@@ -414,12 +465,19 @@ static long ls_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	case LS_K_LIST:
 		return ls_list((void __user *)arg);
 	}
-	return -ENOTTY;
+	return ls_pending_ioctl(file, cmd, arg);
+}
+
+static int ls_release(struct inode *inode, struct file *file)
+{
+	ls_pending_release(file);
+	return 0;
 }
 
 static const struct file_operations ls_fops = {
 	.owner = THIS_MODULE,
 	.unlocked_ioctl = ls_ioctl,
+	.release = ls_release,
 };
 
 static struct miscdevice ls_dev = {
@@ -439,6 +497,7 @@ static int __init ls_init(void)
 				    stop_machine_cpuslocked_addr);
 	err = err ?: ls_check_param("__module_address", "__module_address", module_address_addr);
 	err = err ?: ls_check_param("idle_task", "idle_task", idle_task_addr);
+	err = err ?: ls_check_param("find_module", "find_module", find_module_addr);
 	if (err)
 		return err;
 	if (strcmp(stack_check, "unwind") && strcmp(stack_check, "scan")) {
@@ -451,12 +510,21 @@ static int __init ls_init(void)
 	core.k.stop_machine_cpuslocked = (void *)stop_machine_cpuslocked_addr;
 	core.k.module_address = (void *)module_address_addr;
 	core.k.idle_task = (void *)idle_task_addr;
-	return misc_register(&ls_dev);
+	core.k.find_module = (void *)find_module_addr;
+	err = ls_pending_init(&core.k);
+	if (err)
+		return err;
+	err = misc_register(&ls_dev);
+	if (err)
+		ls_pending_exit();
+	return err;
 }
 
 static void __exit ls_exit(void)
 {
-	misc_deregister(&ls_dev);  /* no set is applied: each one holds a reference */
+	/* No set is applied and no update is pending: each one holds a reference. */
+	misc_deregister(&ls_dev);
+	ls_pending_exit();
 }
 
 module_init(ls_init);

@@ -112,4 +112,42 @@ struct ls_k_list {
 #define LS_K_UNDO  _IOWR(LS_K_IOC_MAGIC, 2, struct ls_k_undo)
 #define LS_K_LIST  _IOWR(LS_K_IOC_MAGIC, 3, struct ls_k_list)
 
+/*
+ * Pending updates (kernel/core/pending.c). An update for a module that is not
+ * loaded is recorded (LS_K_PEND) and a waiting process blocks in LS_K_WAIT.
+ * When the module loads, the core's module notifier (its code relocated, not
+ * yet run) wakes the waiter and holds the load until the waiter has applied
+ * the update with LS_K_APPLY and LS_K_APPLY_COMING, or said why not
+ * (LS_K_FAIL), or gone away: then the module's load fails, its reason in the
+ * kernel log. LS_K_CANCEL forgets a pending update while its module is not
+ * loading; LS_K_PENDING_LIST lists them.
+ */
+#define LS_K_APPLY_COMING 1     /* ls_k_apply.flags: the set of a pending update
+                                 * whose module is loading now */
+
+#define LS_K_PENDING_WAITING 0  /* its module is not loaded */
+#define LS_K_PENDING_COMING 1   /* its module is loading; the waiter is woken */
+#define LS_K_PENDING_APPLYING 2 /* the waiter's LS_K_APPLY is under way */
+
+struct ls_k_pending {
+	char id[LS_K_ID_LEN];         /* in */
+	char module[LS_K_MODULE_LEN]; /* in (PEND), out (list): the module it waits for */
+	__s32 waiter_pid;             /* out (list): the waiting process, 0 if none */
+	__u32 state;                  /* out (list): LS_K_PENDING_* */
+	char message[LS_K_MESSAGE_LEN]; /* in (FAIL): why it was not applied;
+	                                 * out: why a request was refused */
+};
+
+struct ls_k_pending_list {
+	__u64 entries;          /* in: user pointer to struct ls_k_pending[capacity] */
+	__u32 capacity;         /* in */
+	__u32 count;            /* out: how many exist (may exceed capacity) */
+};
+
+#define LS_K_PEND   _IOWR(LS_K_IOC_MAGIC, 4, struct ls_k_pending)
+#define LS_K_WAIT   _IOWR(LS_K_IOC_MAGIC, 5, struct ls_k_pending)
+#define LS_K_FAIL   _IOWR(LS_K_IOC_MAGIC, 6, struct ls_k_pending)
+#define LS_K_CANCEL _IOWR(LS_K_IOC_MAGIC, 7, struct ls_k_pending)
+#define LS_K_PENDING_LIST _IOWR(LS_K_IOC_MAGIC, 8, struct ls_k_pending_list)
+
 #endif

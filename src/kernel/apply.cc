@@ -31,6 +31,7 @@
 #include "kernel/kallsyms.h"
 #include "kernel/kcore.h"
 #include "kernel/module.h"
+#include "kernel/pending.h"
 #include "kernel/rewrites.h"
 #include "loader/link.h"
 #include "matcher/matcher.h"
@@ -152,7 +153,10 @@ Exit run_kernel_apply(Context& ctx, const KernelApplyOptions& opt) {
   auto t0 = std::chrono::steady_clock::now();
   update::Contents u = update::Contents::load(opt.update);   // throws ls::Error: nothing touched yet
   const std::string id = u.id;
-  auto failed = [&](const Status& s) { return fail(ctx, "apply", "applied", id.substr(0, 8) + " to the kernel", s, id); };
+  auto failed = [&](const Status& s) {
+    if (opt.failure) *opt.failure = s.message();
+    return fail(ctx, "apply", "applied", id.substr(0, 8) + " to the kernel", s, id);
+  };
 
   // 1. Is it for this kernel, and can its code be loaded correctly?
   if (u.kernel_release.empty())
@@ -172,17 +176,22 @@ Exit run_kernel_apply(Context& ctx, const KernelApplyOptions& opt) {
   for (const Applied& a : *applied)
     if (a.id == id) return failed(error("update {} is already applied (see livesplice view --kernel)", id));
 
+  // A module that is not loaded: the update waits for it (pending.h).
+  std::set<std::string> unloaded;
+  for (const auto& f : u.functions)
+    if (std::string home = home_of(f.targets); f.replace && home != "vmlinux" && syms->named(f.name, home).empty() &&
+        std::none_of(syms->symbols().begin(), syms->symbols().end(),
+                     [&](const KSymbol& s) { return s.module == home; }))
+      unloaded.insert(home);
+  if (!unloaded.empty() && opt.coming.empty()) return pend_kernel_apply(ctx, opt, u, *dev, unloaded);
+  if (!unloaded.empty()) return failed(error("module {} is not in /proc/kallsyms as it loads", *unloaded.begin()));
+
   // 2. Run-pre matching of every replaced function.
   std::vector<match::Request> requests;
   std::vector<const update::FunctionPatch*> replaced;
   for (const auto& f : u.functions) {
     if (!f.replace) continue;
     std::string home = home_of(f.targets);
-    if (home != "vmlinux" && syms->named(f.name, home).empty() &&
-        std::none_of(syms->symbols().begin(), syms->symbols().end(),
-                     [&](const KSymbol& s) { return s.module == home; }))
-      return failed(error("{}: module {} is not loaded (updating a module loaded later is not supported yet)",
-                          f.label(), home));
     match::Request r;
     r.label = f.label();
     r.pre_section = f.pre_section;
@@ -242,7 +251,7 @@ Exit run_kernel_apply(Context& ctx, const KernelApplyOptions& opt) {
 
   // 5. Every function at one instant, or none.
   Outcome out;
-  Status s = dev->apply(id, redirects, Retry{opt.retries, opt.retry_delay_ms}, out, code);
+  Status s = dev->apply(id, redirects, Retry{opt.retries, opt.retry_delay_ms}, out, code, !opt.coming.empty());
   if (!s.ok()) {
     if (!out.blocked_comm.empty())
       fmt::print(stderr, "livesplice: blocked by task {} ({}) at {} on each of {} attempts\n", out.blocked_pid,
@@ -282,6 +291,8 @@ Exit run_kernel_undo(Context& ctx, const KernelUndoOptions& opt) {
   auto applied = dev->list();
   if (!applied) return failed(opt.id, applied.status());
   std::vector<Labelled> sets = by_set(*applied, nullptr);
+  // An update still pending (its module not loaded) is cancelled instead.
+  if (auto cancelled = cancel_kernel_pending(ctx, *dev, opt.id, sets.empty())) return *cancelled;
   if (sets.empty()) return failed(opt.id.empty() ? "--kernel" : opt.id,
                                   Status::error("no kernel update is applied", Exit::NoChange));
   std::string id;
@@ -318,6 +329,7 @@ Exit run_kernel_undo(Context& ctx, const KernelUndoOptions& opt) {
 
 Exit run_kernel_view(Context& ctx) {
   std::vector<Labelled> sets;
+  std::vector<Pending> pending;
   if (access(LS_K_DEVICE, F_OK) == 0) {
     auto dev = CoreDevice::open();
     if (!dev) return fail(ctx, "view", "ok", "--kernel", dev.status());
@@ -325,7 +337,15 @@ Exit run_kernel_view(Context& ctx) {
     if (!applied) return fail(ctx, "view", "ok", "--kernel", applied.status());
     auto syms = Kallsyms::read();
     sets = by_set(*applied, syms ? &*syms : nullptr);
+    auto waiting = dev->pending();
+    if (!waiting) return fail(ctx, "view", "ok", "--kernel", waiting.status());
+    pending = std::move(*waiting);
   }
+  // Pending updates: waiting for their module to load (pending.h).
+  auto state_of = [](const Pending& p) {
+    return p.state == LS_K_PENDING_WAITING ? p.waiter_pid ? "waiting" : "no waiter (it exited)"
+                                           : "being applied";
+  };
   if (ctx.json) {
     nlohmann::json j = nlohmann::json::array();
     for (const Labelled& l : sets)
@@ -335,10 +355,16 @@ Exit run_kernel_view(Context& ctx) {
                    {"module", l.module},
                    {"code_at", l.code_size ? fmt::format("{}", l.code) : ""},
                    {"code_bytes", l.code_size}});
-    fmt::print("{}\n", nlohmann::json{{"kernel", kernel_release()}, {"updates", j}}.dump(2));
+    nlohmann::json pj = nlohmann::json::array();
+    for (const Pending& p : pending)
+      pj.push_back({{"id", p.id}, {"waits_for", p.module}, {"waiter_pid", p.waiter_pid}, {"state", state_of(p)}});
+    fmt::print("{}\n", nlohmann::json{{"kernel", kernel_release()}, {"updates", j}, {"pending", pj}}.dump(2));
     return Exit::Ok;
   }
   if (sets.empty()) fmt::print("no kernel updates applied\n");
+  for (const Pending& p : pending)
+    fmt::print("{}  pending until module {} loads ({}{})\n", p.id, p.module, state_of(p),
+               p.waiter_pid ? fmt::format(", process {}", p.waiter_pid) : "");
   for (const Labelled& l : sets) {
     fmt::print("{}  pause {:.0f} us{}\n", l.id, l.pause_ns / 1000.0,
                l.module.empty() ? "" : fmt::format("  module {} ({} bytes of text at {})", l.module, l.code_size, l.code));

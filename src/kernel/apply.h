@@ -9,6 +9,8 @@
 // stop_machine after a stack check, with bounded retries → report the pause. Nothing
 // the running code does changes before the last step, and the module is unloaded again
 // if that step is refused. undo = restore the set, then unload its module.
+// An update of a module that is not loaded is left pending instead (pending.h): a
+// waiting process applies it when the module loads, before its code runs.
 #pragma once
 
 #include <string>
@@ -22,6 +24,8 @@ struct KernelApplyOptions {
   std::string core;             // livesplice.ko to load when /dev/livesplice is missing
   unsigned retries = 20;        // further attempts after a blocked one
   unsigned retry_delay_ms = 20;
+  std::string coming;           // the waiter of a pending update: its module, loading now
+  std::string* failure = nullptr;   // if set, why the apply failed
 };
 
 struct KernelUndoOptions {

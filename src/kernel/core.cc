@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -16,7 +17,7 @@ namespace {
 
 // The non-exported kernel symbols livesplice.ko takes as parameters (kernel/core/main.c).
 constexpr const char* kCoreParams[] = {"text_poke", "text_mutex", "stop_machine_cpuslocked", "__module_address",
-                                       "idle_task"};
+                                       "idle_task", "find_module"};
 
 constexpr uint8_t kNop5[] = {0x0f, 0x1f, 0x44, 0x00, 0x00};   // nopl 0x0(%rax,%rax,1)
 constexpr uint8_t kEndbr64[] = {0xf3, 0x0f, 0x1e, 0xfa};
@@ -113,7 +114,7 @@ CoreDevice::~CoreDevice() {
 }
 
 Status CoreDevice::apply(const std::string& id, std::span<const Redirect> funcs, Retry retry,
-                         Outcome& out, TargetAddr code) {
+                         Outcome& out, TargetAddr code, bool coming) {
   ls_k_apply a{};
   if (id.empty() || id.size() >= sizeof(a.id)) return error("update id '{}': 1 to {} characters", id, sizeof(a.id) - 1);
   memcpy(a.id, id.data(), id.size());
@@ -133,6 +134,7 @@ Status CoreDevice::apply(const std::string& id, std::span<const Redirect> funcs,
   a.retries = retry.retries;
   a.retry_delay_ms = retry.delay_ms;
   a.code = code.value();
+  a.flags = coming ? LS_K_APPLY_COMING : 0;
   int err = ioctl(fd_, LS_K_APPLY, &a) == 0 ? 0 : errno;
   return from_result("apply", id, err, a.result, out);
 }
@@ -172,6 +174,63 @@ Result<std::vector<Applied>> CoreDevice::list() {
       a.code_size = e.code_size;
       a.module = std::string(e.module, strnlen(e.module, sizeof(e.module)));
       out.push_back(std::move(a));
+    }
+    return out;
+  }
+}
+
+namespace {
+
+// One LS_K_PEND, WAIT, FAIL or CANCEL; the core's message when it refuses.
+Status pending_call(int fd, unsigned long cmd, const char* what, const std::string& id,
+                    const std::string& module, const std::string& message = {}) {
+  ls_k_pending p{};
+  if (id.empty() || id.size() >= sizeof(p.id)) return error("update id '{}': 1 to {} characters", id, sizeof(p.id) - 1);
+  if (module.size() >= sizeof(p.module)) return error("module name '{}' is too long", module);
+  memcpy(p.id, id.data(), id.size());
+  memcpy(p.module, module.data(), module.size());
+  memcpy(p.message, message.data(), std::min(message.size(), sizeof(p.message) - 1));
+  if (ioctl(fd, cmd, &p) == 0) return {};
+  int err = errno;
+  std::string msg(p.message, strnlen(p.message, sizeof(p.message)));
+  if (msg.empty() || cmd == LS_K_FAIL) msg = strerror(err);
+  return Status::error(fmt::format("{} {}: {}", what, id, msg), err == ECANCELED ? Exit::NoChange : Exit::ToolError);
+}
+
+}  // namespace
+
+Status CoreDevice::pend(const std::string& id, const std::string& module) {
+  return pending_call(fd_, LS_K_PEND, "pend", id, module);
+}
+
+Status CoreDevice::wait(const std::string& id) {
+  return pending_call(fd_, LS_K_WAIT, "wait for", id, {});   // killable only: no EINTR
+}
+
+Status CoreDevice::fail(const std::string& id, const std::string& why) {
+  return pending_call(fd_, LS_K_FAIL, "fail", id, {}, why);
+}
+
+Status CoreDevice::cancel(const std::string& id) {
+  return pending_call(fd_, LS_K_CANCEL, "cancel", id, {});
+}
+
+Result<std::vector<Pending>> CoreDevice::pending() {
+  std::vector<ls_k_pending> buf(16);
+  for (;;) {
+    ls_k_pending_list l{};
+    l.entries = reinterpret_cast<uintptr_t>(buf.data());
+    l.capacity = static_cast<uint32_t>(buf.size());
+    if (ioctl(fd_, LS_K_PENDING_LIST, &l) != 0) return error("{}: pending list: {}", LS_K_DEVICE, strerror(errno));
+    if (l.count > buf.size()) {
+      buf.resize(l.count);
+      continue;
+    }
+    std::vector<Pending> out;
+    for (uint32_t i = 0; i < l.count; ++i) {
+      const ls_k_pending& e = buf[i];
+      out.push_back({std::string(e.id, strnlen(e.id, sizeof(e.id))),
+                     std::string(e.module, strnlen(e.module, sizeof(e.module))), e.waiter_pid, e.state});
     }
     return out;
   }

@@ -72,6 +72,14 @@ struct Applied {
   std::string module;         // that module ("" when the new code was in no module of its own)
 };
 
+// An update waiting for its module to load (kernel/core/pending.c).
+struct Pending {
+  std::string id;
+  std::string module;         // the module it waits for
+  int waiter_pid = 0;         // the process that applies it then; 0: none (it exited)
+  unsigned state = 0;         // LS_K_PENDING_*: waiting, coming, applying
+};
+
 // /dev/livesplice. Every call is one transaction in the kernel: all or nothing.
 class CoreDevice {
  public:
@@ -85,10 +93,20 @@ class CoreDevice {
   // `out` is filled in both cases.
   // `code`: an address in the module loaded for this set's new code; the set pins it,
   // and undo checks every stack against all of its text (the caller unloads it after).
+  // `coming`: the set of a pending update, whose module is loading now (pending.h).
   Status apply(const std::string& id, std::span<const Redirect> funcs, Retry retry, Outcome& out,
-               TargetAddr code = {});
+               TargetAddr code = {}, bool coming = false);
   Status undo(const std::string& id, Retry retry, Outcome& out);
   Result<std::vector<Applied>> list();
+
+  // Pending updates (kernel/uapi/livesplice.h): record one for `module`; block until
+  // that module loads (Exit::NoChange when the update was cancelled instead); tell the
+  // core the update could not be applied (the module's load fails with `why`); cancel.
+  Status pend(const std::string& id, const std::string& module);
+  Status wait(const std::string& id);
+  Status fail(const std::string& id, const std::string& why);
+  Status cancel(const std::string& id);
+  Result<std::vector<Pending>> pending();
 
  private:
   explicit CoreDevice(int fd) : fd_(fd) {}
