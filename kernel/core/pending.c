@@ -31,6 +31,9 @@
  *   kernel frees. Before that, a timeout, a killed modprobe, LS_K_FAIL, or the
  *   waiter's file closing fails the record; LS_K_APPLY_COMING for a record that
  *   is not COMING is refused, so a late waiter never patches a failed load.
+ * - A failed record stays, and fails every later load of its module, until it
+ *   is cancelled: a module the administrator wants updated from its first
+ *   instruction does not start without the update because a load was retried.
  * - One pending update per module: a second one for the same module would
  *   leave the first applied inside a module whose load the second fails.
  */
@@ -45,12 +48,11 @@
 
 #include "core.h"
 
-static unsigned int coming_timeout = 60;
+static unsigned int coming_timeout = 30;
 module_param(coming_timeout, uint, 0600);
 MODULE_PARM_DESC(coming_timeout,
-		 "seconds a loading module waits for its pending update to be applied (default 60) before its load fails");
+		 "seconds a loading module waits for its pending update to be applied (default 30) before its load fails");
 
-#define LS_PENDING_FAILED 3     /* the load of its module is failed */
 #define LS_PENDING_DONE 4       /* applied */
 
 struct ls_pending {
@@ -193,7 +195,7 @@ static long ls_fail(struct ls_k_pending *req)
 	if (!p || p->state != LS_K_PENDING_COMING) {
 		err = FAIL(req->message, -ENOENT, "%s: its module is not loading", req->id);
 	} else {
-		p->state = LS_PENDING_FAILED;
+		p->state = LS_K_PENDING_FAILED;
 		strscpy(p->message, req->message, sizeof(p->message));
 		complete(&p->done);
 	}
@@ -211,7 +213,7 @@ static long ls_cancel(struct ls_k_pending *req)
 	p = ls_pending_by_id(req->id);
 	if (!p)
 		err = FAIL(req->message, -ENOENT, "%s: not pending", req->id);
-	else if (p->state != LS_K_PENDING_WAITING)
+	else if (p->state != LS_K_PENDING_WAITING && p->state != LS_K_PENDING_FAILED)
 		err = FAIL(req->message, -EBUSY, "%s: module %s is loading, the update is being applied",
 			   req->id, p->module);
 	else
@@ -246,7 +248,9 @@ static long ls_pending_list(struct ls_k_pending_list __user *uarg)
 			strscpy(buf[n].id, p->id, sizeof(buf[n].id));
 			strscpy(buf[n].module, p->module, sizeof(buf[n].module));
 			buf[n].waiter_pid = p->waiter ? p->waiter_pid : 0;
-			buf[n].state = min_t(unsigned int, p->state, LS_K_PENDING_APPLYING);
+			buf[n].state = p->state;
+			if (p->state == LS_K_PENDING_FAILED)
+				strscpy(buf[n].message, p->message, sizeof(buf[n].message));
 		}
 		n++;
 	}
@@ -299,7 +303,7 @@ void ls_pending_release(struct file *file)
 		p->waiter = NULL;
 		p->waiter_pid = 0;
 		if (p->state == LS_K_PENDING_COMING) {
-			p->state = LS_PENDING_FAILED;
+			p->state = LS_K_PENDING_FAILED;
 			strscpy(p->message, "its waiting process exited before applying it", sizeof(p->message));
 			complete(&p->done);
 		}
@@ -331,7 +335,7 @@ void ls_pending_end(const char *id, int err, const char *message)
 	spin_lock(&pending_lock);
 	p = ls_pending_by_id(id);
 	if (p && p->state == LS_K_PENDING_APPLYING) {
-		p->state = err ? LS_PENDING_FAILED : LS_PENDING_DONE;
+		p->state = err ? LS_K_PENDING_FAILED : LS_PENDING_DONE;
 		if (err)
 			strscpy(p->message, message, sizeof(p->message));
 		complete(&p->done);
@@ -353,11 +357,11 @@ static int ls_coming(struct module *mod)
 		spin_unlock(&pending_lock);
 		return 0;
 	}
-	if (!p->waiter) {
-		p->state = LS_PENDING_FAILED;
-		snprintf(p->message, sizeof(p->message),
-			 "no process waits to apply it (its waiter exited; livesplice undo --kernel %s cancels it)",
-			 p->id);
+	if (p->state == LS_K_PENDING_FAILED) {
+		/* Failed at an earlier load: the module stays out until it is cancelled. */
+	} else if (!p->waiter) {
+		p->state = LS_K_PENDING_FAILED;
+		strscpy(p->message, "no process waits to apply it (its waiter exited)", sizeof(p->message));
 	} else {
 		p->state = LS_K_PENDING_COMING;
 	}
@@ -370,7 +374,7 @@ static int ls_coming(struct module *mod)
 		left = wait_for_completion_killable_timeout(&p->done, coming_timeout * HZ);
 		spin_lock(&pending_lock);
 		if (p->state == LS_K_PENDING_COMING) {
-			p->state = LS_PENDING_FAILED;
+			p->state = LS_K_PENDING_FAILED;
 			if (left == 0)
 				snprintf(p->message, sizeof(p->message), "not applied within %u s (coming_timeout)",
 					 coming_timeout);
@@ -383,18 +387,20 @@ static int ls_coming(struct module *mod)
 			wait_for_completion(&p->done);  /* the splice ends by itself: retries are bounded */
 	}
 
+	/*
+	 * A failed record stays: another attempt to load the module (busybox's
+	 * modprobe retries at once with init_module) fails too, until the update
+	 * is cancelled (undo), so the module never runs without it unnoticed.
+	 */
+	if (p->state == LS_K_PENDING_FAILED) {
+		pr_err("livesplice: module %s not loaded: pending update %s was not applied: %s (livesplice undo --kernel %s cancels it)\n",
+		       mod->name, p->id, p->message, p->id);
+		return -ECANCELED;
+	}
 	spin_lock(&pending_lock);
 	list_del(&p->node);
 	spin_unlock(&pending_lock);
-	wake_up_all(&pending_wq);  /* a waiter that was not woken yet: the record is gone */
-	if (p->state == LS_PENDING_FAILED) {
-		pr_err("livesplice: module %s not loaded: pending update %s was not applied: %s\n",
-		       mod->name, p->id, p->message);
-		err = -ECANCELED;
-	} else {
-		pr_info("livesplice: pending update %s applied to module %s before its init\n", p->id,
-			mod->name);
-	}
+	pr_info("livesplice: pending update %s applied to module %s before its init\n", p->id, mod->name);
 	kfree(p);
 	module_put(THIS_MODULE);
 	return err;

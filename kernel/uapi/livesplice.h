@@ -119,8 +119,9 @@ struct ls_k_list {
  * yet run) wakes the waiter and holds the load until the waiter has applied
  * the update with LS_K_APPLY and LS_K_APPLY_COMING, or said why not
  * (LS_K_FAIL), or gone away: then the module's load fails, its reason in the
- * kernel log. LS_K_CANCEL forgets a pending update while its module is not
- * loading; LS_K_PENDING_LIST lists them.
+ * kernel log, and so does every later load until the update is cancelled.
+ * LS_K_CANCEL forgets a pending update while its module is not loading;
+ * LS_K_PENDING_LIST lists them.
  */
 #define LS_K_APPLY_COMING 1     /* ls_k_apply.flags: the set of a pending update
                                  * whose module is loading now */
@@ -128,6 +129,8 @@ struct ls_k_list {
 #define LS_K_PENDING_WAITING 0  /* its module is not loaded */
 #define LS_K_PENDING_COMING 1   /* its module is loading; the waiter is woken */
 #define LS_K_PENDING_APPLYING 2 /* the waiter's LS_K_APPLY is under way */
+#define LS_K_PENDING_FAILED 3   /* not applied when its module loaded: every load of
+                                 * the module fails until it is cancelled */
 
 struct ls_k_pending {
 	char id[LS_K_ID_LEN];         /* in */
@@ -135,7 +138,8 @@ struct ls_k_pending {
 	__s32 waiter_pid;             /* out (list): the waiting process, 0 if none */
 	__u32 state;                  /* out (list): LS_K_PENDING_* */
 	char message[LS_K_MESSAGE_LEN]; /* in (FAIL): why it was not applied;
-	                                 * out: why a request was refused */
+	                                 * out: why a request was refused; (list)
+	                                 * why a FAILED one failed */
 };
 
 struct ls_k_pending_list {

@@ -342,9 +342,11 @@ Exit run_kernel_view(Context& ctx) {
     pending = std::move(*waiting);
   }
   // Pending updates: waiting for their module to load (pending.h).
-  auto state_of = [](const Pending& p) {
-    return p.state == LS_K_PENDING_WAITING ? p.waiter_pid ? "waiting" : "no waiter (it exited)"
-                                           : "being applied";
+  auto state_of = [](const Pending& p) -> std::string {
+    if (p.state == LS_K_PENDING_FAILED)
+      return fmt::format("failed: {}; {} cannot load until it is cancelled (undo --kernel {})", p.failure, p.module,
+                         p.id.substr(0, 8));
+    return p.state == LS_K_PENDING_WAITING ? p.waiter_pid ? "waiting" : "no waiter (it exited)" : "being applied";
   };
   if (ctx.json) {
     nlohmann::json j = nlohmann::json::array();
@@ -357,7 +359,13 @@ Exit run_kernel_view(Context& ctx) {
                    {"code_bytes", l.code_size}});
     nlohmann::json pj = nlohmann::json::array();
     for (const Pending& p : pending)
-      pj.push_back({{"id", p.id}, {"waits_for", p.module}, {"waiter_pid", p.waiter_pid}, {"state", state_of(p)}});
+      pj.push_back({{"id", p.id},
+                    {"waits_for", p.module},
+                    {"waiter_pid", p.waiter_pid},
+                    {"state", p.state == LS_K_PENDING_FAILED    ? "failed"
+                              : p.state == LS_K_PENDING_WAITING ? "waiting"
+                                                                : "applying"},
+                    {"failure", p.failure}});
     fmt::print("{}\n", nlohmann::json{{"kernel", kernel_release()}, {"updates", j}, {"pending", pj}}.dump(2));
     return Exit::Ok;
   }

@@ -230,7 +230,8 @@ Result<std::vector<Pending>> CoreDevice::pending() {
     for (uint32_t i = 0; i < l.count; ++i) {
       const ls_k_pending& e = buf[i];
       out.push_back({std::string(e.id, strnlen(e.id, sizeof(e.id))),
-                     std::string(e.module, strnlen(e.module, sizeof(e.module))), e.waiter_pid, e.state});
+                     std::string(e.module, strnlen(e.module, sizeof(e.module))), e.waiter_pid, e.state,
+                     std::string(e.message, strnlen(e.message, sizeof(e.message)))});
     }
     return out;
   }

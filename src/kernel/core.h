@@ -77,7 +77,8 @@ struct Pending {
   std::string id;
   std::string module;         // the module it waits for
   int waiter_pid = 0;         // the process that applies it then; 0: none (it exited)
-  unsigned state = 0;         // LS_K_PENDING_*: waiting, coming, applying
+  unsigned state = 0;         // LS_K_PENDING_*: waiting, coming, applying, failed
+  std::string failure;        // failed: why (the module cannot load until it is cancelled)
 };
 
 // /dev/livesplice. Every call is one transaction in the kernel: all or nothing.
