@@ -168,6 +168,26 @@ dmesg | grep -q "livesplice: module ext4 not loaded: pending update $id was not 
 livesplice undo --kernel "$id" >/dev/null || fail "cancel after the waiter was killed"
 echo "ok: with its waiter killed, ext4's load fails naming the update"
 
+# A waiter that does not apply the update in time (stopped: SIGSTOP cannot be ignored):
+# the load fails after coming_timeout; continued, the late waiter is refused and leaves
+# nothing behind.
+out=$(livesplice apply --kernel $u --json) || fail "ext4 pending for the timeout: $out"
+waiter=$(echo "$out" | sed -n 's/.*"waiter_pid": \([0-9]*\).*/\1/p')
+echo 2 > /sys/module/livesplice/parameters/coming_timeout
+kill -STOP "$waiter"
+if modprobe ext4 2>/dev/null; then fail "ext4 loaded although its update was not applied in time"; fi
+dmesg | grep -q "livesplice: module ext4 not loaded: pending update $id was not applied: not applied within 2 s" ||
+  fail "no timeout in the kernel log: $(dmesg | grep livesplice: | tail -2)"
+kill -CONT "$waiter"
+i=0; while kill -0 "$waiter" 2>/dev/null && [ $i -lt 30 ]; do sleep 1; i=$((i + 1)); done
+kill -0 "$waiter" 2>/dev/null && fail "the late waiter did not exit"
+grep -q '^ext4 ' /proc/modules && fail "ext4 loaded by the late waiter"
+grep -q '^livesplice_' /proc/modules && fail "the late waiter left its module: $(grep ^livesplice_ /proc/modules)"
+livesplice view --kernel | grep -q 'failed: not applied within 2 s' || fail "view after the timeout: $(livesplice view --kernel)"
+livesplice undo --kernel "$id" >/dev/null || fail "cancel after the timeout"
+echo 30 > /sys/module/livesplice/parameters/coming_timeout
+echo "ok: a waiter too late: ext4's load fails after coming_timeout, the late waiter changes nothing"
+
 # Pending again: the core cannot go, the waiter ignores SIGTERM and SIGHUP; modprobe
 # ext4 applies it before ext4's init runs, and ext4 is updated from its first call.
 out=$(livesplice apply --kernel $u) || fail "ext4 pending again: $out"
