@@ -169,8 +169,8 @@ livesplice undo --kernel "$id" >/dev/null || fail "cancel after the waiter was k
 echo "ok: with its waiter killed, ext4's load fails naming the update"
 
 # A waiter that does not apply the update in time (stopped: SIGSTOP cannot be ignored):
-# the load fails after coming_timeout; continued, the late waiter is refused and leaves
-# nothing behind.
+# the load fails after coming_timeout; continued, the late waiter fails (ext4 is gone by
+# then, so it never asks the core to apply) and leaves nothing behind.
 out=$(livesplice apply --kernel $u --json) || fail "ext4 pending for the timeout: $out"
 waiter=$(echo "$out" | sed -n 's/.*"waiter_pid": \([0-9]*\).*/\1/p')
 echo 2 > /sys/module/livesplice/parameters/coming_timeout
