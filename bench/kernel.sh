@@ -54,11 +54,12 @@ dir="$cache/pkgs/linux-source-6.1_6.1.192-1_all"
 )
 tarball="$dir/usr/src/linux-source-6.1.tar.xz"
 config="$cache/pkgs/linux-image-6.1.0-55-amd64-unsigned_6.1.192-1_amd64/boot/config-6.1.0-55-amd64"
+headers=$("$tb" env | sed -n 's/^headers=//p')   # each update carries a module built against them
 files=()
 for patch in "$root"/tests/kcreate/patches/{cmdline,meminfo,ext4-mballoc-6.1.192-2}.patch \
              "$root"/bench/kernel-patches/blk-sysfs-{1,20}.patch; do
   p=$(basename "$patch" .patch)
-  "$livesplice" create -q --kernel --source "$tarball" --config "$config" \
+  "$livesplice" create -q --kernel --source "$tarball" --config "$config" --headers "$headers" \
     --patch "$patch" -o "$work/updates/$p.lsu"
   files+=(--file "$work/updates/$p.lsu=/updates/$p.lsu")
 done
