@@ -40,7 +40,7 @@ constexpr SpecialSection kTable[] = {
      "sorted (post_relocation), searched by the page fault handler"},
     {".altinstructions", P::Carry, 12, 0, 0, 0, true, {}, 4, 11,
      "alternatives: insn PC32, replacement PC32, cpuid u16, lengths u8 u8",
-     "module_finalize: apply_alternatives"},
+     "module_finalize: apply_alternatives", true},
     {".altinstr_replacement", P::Carry, 0, -1, 0, 0, false, {}, -1, -1,
      "replacement code, carried piece by piece through .altinstructions",
      "code: copied from by apply_alternatives"},
@@ -49,7 +49,7 @@ constexpr SpecialSection kTable[] = {
      "module_finalize: apply_paravirt"},
     {"__jump_table", P::Carry, 16, 0, 0, 0, true, {}, -1, -1,
      "jump labels: code PC32, target PC32, key PC64 (+ flag bits)",
-     "jump_label_add_module: linked under each key, set to the key's state"},
+     "jump_label_add_module: linked under each key, set to the key's state", true},
     {".static_call_sites", P::Carry, 8, 0, 0, 0, true, {}, -1, -1,
      "static call sites: call PC32, key PC32 (+ tail flag)",
      "static_call_add_module: sites set to the key's function"},
@@ -370,6 +370,27 @@ void carry_special(const Units& post, ObjectDiff& out) {
         out.included_anonymous_sections.end())
       out.included_anonymous_sections.push_back(s);
   std::sort(out.included_anonymous_sections.begin(), out.included_anonymous_sections.end());
+}
+
+std::vector<CarriedEntries> pre_site_entries(const elf::Object& obj, const std::set<uint32_t>& code) {
+  std::map<uint32_t, std::set<std::pair<uint64_t, uint64_t>>> carried;
+  for (const auto& sec : obj.sections()) {
+    const SpecialSection* row = find_special(sec.name);
+    if (!row || !row->pre_sites || sec.nobits()) continue;
+    if (sec.size % row->entry_size != 0)
+      throw Error(fmt::format("{}: size {:#x} is not a multiple of its {}-byte entries ({})", obj.where(sec), sec.size,
+                              row->entry_size, row->what));
+    for (uint64_t off = 0; off < sec.size; off += row->entry_size) {
+      const elf::Reloc* r = reloc_at(sec, off + static_cast<uint64_t>(row->owner_field));
+      auto t = r ? target_of(obj, *r) : std::nullopt;
+      if (!t || !code.count(t->first)) continue;
+      carried[sec.index].insert({off, row->entry_size});
+      if (auto p = piece_of(obj, sec, *row, Entry{off, -1, 0})) carried[p->section].insert({p->offset, p->size});
+    }
+  }
+  std::vector<CarriedEntries> out;
+  for (auto& [sec, ranges] : carried) out.push_back(CarriedEntries{sec, {ranges.begin(), ranges.end()}});
+  return out;
 }
 
 }  // namespace ls::diff

@@ -27,6 +27,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -64,6 +65,10 @@ struct SpecialSection {
   // the module apply --kernel loads the new code as (src/kernel/module.h); every carried
   // table travels there under its own name, so describing a table is all it takes.
   std::string_view loader;
+  // Whether the kernel rewrites the code at each entry's place while it runs (an
+  // alternative, a jump label): the entries owned by a replaced function's pre code then
+  // travel with it, so that run-pre matching knows those sites (src/kernel/rewrites.h).
+  bool pre_sites = false;
 };
 
 // The table. Sections not listed are ordinary code and data to the differ.
@@ -85,5 +90,8 @@ void compare_special(const Units& pre, Units& post, ObjectDiff& out);
 // Runs after inclusion: the entries (and pieces) owned by included post code, into
 // out.special. Throws ls::Error for a table whose entries do not fit its description.
 void carry_special(const Units& post, ObjectDiff& out);
+// The entries of pre_sites tables owned by code in sections `code` of `obj` (the pre
+// code of replaced functions), and their pieces; as carry_special's, ranges per section.
+std::vector<CarriedEntries> pre_site_entries(const elf::Object& obj, const std::set<uint32_t>& code);
 
 }  // namespace ls::diff

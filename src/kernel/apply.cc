@@ -202,7 +202,9 @@ Exit run_kernel_apply(Context& ctx, const KernelApplyOptions& opt) {
   }
   if (requests.empty()) return failed(Status::error("the update replaces no function", Exit::NoChange));
   ctx.progress(fmt::format("matching {} function(s) against the running kernel", requests.size()));
-  auto matched = match::match(ctx, *mem, u.file, requests, x86_64_rewrites());
+  match::Rewrites rewrites = x86_64_rewrites();
+  if (Status s = x86_64_table_sites(u.file, rewrites); !s.ok()) return failed(std::move(s).context(opt.update));
+  auto matched = match::match(ctx, *mem, u.file, requests, rewrites);
   if (!matched)
     return failed(Status::error("run-pre matching failed, nothing changed: " + matched.status().message(),
                                 matched.status().code() == Exit::ToolError ? Exit::ToolError : Exit::Unsafe));

@@ -2,8 +2,16 @@
 // code writes it; the encodings are the instruction set's, the choices the kernel's.
 #include "kernel/rewrites.h"
 
+#include <algorithm>
 #include <array>
+#include <cstring>
+#include <map>
+#include <optional>
 #include <string>
+
+#include <fmt/format.h>
+
+#include "arch/arch.h"
 
 namespace ls::kernel {
 namespace {
@@ -54,7 +62,248 @@ std::vector<RunForm> retpoline_forms(int reg) {
   return f;
 }
 
+// x86_nops (asm/nops.h, 64-bit): the NOP of each length up to 8 the kernel writes.
+const std::array<Bytes, 9> kNops{Bytes{},
+                                 Bytes{0x90},
+                                 Bytes{0x66, 0x90},
+                                 Bytes{0x0f, 0x1f, 0x00},
+                                 Bytes{0x0f, 0x1f, 0x40, 0x00},
+                                 Bytes{0x0f, 0x1f, 0x44, 0x00, 0x00},
+                                 Bytes{0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00},
+                                 Bytes{0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00},
+                                 Bytes{0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00}};
+
+// add_nops: `n` bytes of NOPs, the longest first.
+void add_nops(Bytes& b, size_t at, size_t n) {
+  while (n > 0) {
+    size_t k = std::min<size_t>(n, 8);
+    std::copy(kNops[k].begin(), kNops[k].end(), b.begin() + static_cast<ptrdiff_t>(at));
+    at += k;
+    n -= k;
+  }
+}
+
+// optimize_nops: instruction by instruction, each run of two or more single-byte NOPs
+// becomes add_nops of its length. Stops where the code does not decode, as the kernel's.
+Bytes optimize_nops(Bytes b) {
+  for (size_t i = 0; i < b.size();) {
+    auto d = arch::x86_64_decode(b, i);
+    if (!d) break;
+    if (d->length == 1 && b[i] == 0x90) {
+      size_t j = i;
+      while (j < b.size() && b[j] == 0x90) ++j;
+      if (j - i > 1) add_nops(b, i, j - i);
+      i = j;
+    } else {
+      i += d->length;
+    }
+  }
+  return b;
+}
+
+// The tables of one update, as read.
+struct Tables {
+  const elf::Object& u;
+  // Where a data relocation points: (section, offset); PC-relative fields of tables
+  // are `target - .`, so the addend is the whole story.
+  struct Place {
+    bool known = false;
+    uint32_t section = 0;
+    int64_t offset = 0;
+  };
+  Place target(const elf::Reloc* r) const {
+    if (!r || r->symbol == 0 || !u.symbol(r->symbol).in_section()) return {};
+    const elf::Symbol& s = u.symbol(r->symbol);
+    return {true, s.section, static_cast<int64_t>(s.value) + r->addend};
+  }
+  bool pre_code(uint32_t sec) const {
+    const elf::Section& s = u.section(sec);
+    return s.name.starts_with(".livesplice.pre.") && s.exec() && !s.nobits();
+  }
+  static const elf::Reloc* at(const elf::Section& s, uint64_t off) {
+    for (const auto& r : s.relocs)
+      if (r.offset == off && r.kind != elf::RelocKind::None) return &r;
+    return nullptr;
+  }
+};
+
+// A call or jump field of code in section `code_sec` at `field` (relocation `r`) as a
+// form's field: inside function `fn` (an offset there) or a symbol's address. Nothing
+// when the relocation is not a plain rel32.
+std::optional<match::SiteForm::Field> branch_field(const Tables& t, const elf::Reloc& r, uint32_t fn, uint64_t at) {
+  if ((r.kind != elf::RelocKind::PcRel32 && r.kind != elf::RelocKind::Plt32) || r.width != 4) return std::nullopt;
+  match::SiteForm::Field f;
+  f.at = at;
+  const elf::Symbol& s = t.u.symbol(r.symbol);
+  if (s.in_section() && s.section == fn) {
+    f.target = static_cast<int64_t>(s.value) + r.addend + 4;
+  } else if (!s.in_section()) {   // a run symbol
+    f.symbol = r.symbol;
+    f.target = r.addend + 4;
+  } else {
+    return std::nullopt;   // into other carried code: no run address to reveal
+  }
+  return f;
+}
+
+Bytes slice(std::span<const uint8_t> b, uint64_t off, uint64_t n) {
+  return Bytes(b.begin() + static_cast<ptrdiff_t>(off), b.begin() + static_cast<ptrdiff_t>(off + n));
+}
+
+// One .altinstructions entry (struct alt_instr: instr PC32, repl PC32, cpuid u16,
+// instrlen u8, replacementlen u8) as the site's forms.
+Status alternative(const Tables& t, const elf::Section& table, uint64_t e, match::RewrittenSite& site,
+                   uint32_t& fn) {
+  const elf::Reloc* ri = Tables::at(table, e);
+  const elf::Reloc* rr = Tables::at(table, e + 4);
+  auto instr = t.target(ri);
+  auto repl = t.target(rr);
+  if (!instr.known || !repl.known || !t.pre_code(instr.section) || instr.offset < 0 || repl.offset < 0)
+    return error("{}+{:#x}: an alternative whose original code is not carried pre code", table.name, e);
+  fn = instr.section;
+  uint16_t cpuid = 0;
+  std::memcpy(&cpuid, table.bytes.data() + e + 8, sizeof cpuid);
+  const unsigned len = table.bytes[e + 10], rlen = table.bytes[e + 11];
+  const elf::Section& code = t.u.section(fn);
+  const elf::Section& rsec = t.u.section(repl.section);
+  const auto off = static_cast<uint64_t>(instr.offset), roff = static_cast<uint64_t>(repl.offset);
+  if (off + len > code.bytes.size() || roff + rlen > rsec.bytes.size() || rlen > len)
+    return error("{}+{:#x}: an alternative of {} bytes at {}+{:#x} (replacement {} bytes) does not fit", table.name,
+                 e, len, code.name, off, rlen);
+  site.what = fmt::format("alternative (feature {}*32+{}{})", (cpuid & 0x7fff) >> 5, cpuid & 31,
+                          cpuid & 0x8000 ? ", inverted" : "");
+  site.offset = off;
+  site.size = len;
+  // The original: as assembled, and with its NOPs merged (optimize_nops runs on every
+  // site); its relocations, if any, become fields of the merged form.
+  Bytes orig = slice(code.bytes, off, len);
+  std::vector<match::SiteForm::Field> orig_fields;
+  bool orig_plain = true;
+  for (const auto& r : code.relocs)
+    if (r.kind != elf::RelocKind::None && r.offset + r.width > off && r.offset < off + len) {
+      auto f = r.offset >= off ? branch_field(t, r, fn, r.offset - off) : std::nullopt;
+      if (f) orig_fields.push_back(*f);
+      else orig_plain = false;
+    }
+  auto add = [&](std::string name, Bytes b, std::vector<match::SiteForm::Field> fields) {
+    for (const auto& f : site.forms)
+      if (f.bytes == b && f.fields == fields) return;
+    site.forms.push_back({std::move(name), std::move(b), std::move(fields)});
+  };
+  if (orig_plain) {
+    if (orig_fields.empty()) add("original", orig, {});
+    add("original, NOPs merged", optimize_nops(orig), orig_fields);
+  }
+  // The replacement, as apply_alternatives copies it.
+  Bytes b = slice(rsec.bytes, roff, rlen);
+  std::vector<const elf::Reloc*> relocs;
+  for (const auto& r : rsec.relocs)
+    if (r.kind != elf::RelocKind::None && r.offset + r.width > roff && r.offset < roff + rlen) relocs.push_back(&r);
+  const elf::Reloc* lead = relocs.size() == 1 && relocs[0]->offset == roff + 1 ? relocs[0] : nullptr;
+  auto field = lead ? branch_field(t, *lead, fn, 1) : std::nullopt;
+  auto pad = [&](Bytes x, std::vector<match::SiteForm::Field> fields, std::string name) {
+    x.resize(len, 0x90);
+    add(std::move(name), optimize_nops(std::move(x)), std::move(fields));
+  };
+  if (relocs.empty() && !(rlen == 5 && (b[0] == 0xe8 || b[0] == 0xe9 || b[0] == 0xeb))) {
+    pad(b, {}, "replacement");
+  } else if (rlen == 5 && b[0] == 0xe8 && field) {
+    pad(b, {*field}, "replacement call");
+  } else if (rlen == 5 && b[0] == 0xe9 && field) {
+    // recompute_jump: a 2-byte jmp (+ NOP3) when the target is ahead within reach of
+    // one (the kernel's test never takes a backward 2-byte jump).
+    auto jmp8 = [&](match::SiteForm::Field f) {
+      Bytes x{0xeb, 0x00};
+      x.insert(x.end(), kNops[3].begin(), kNops[3].end());
+      f.width = 1;
+      pad(x, {f}, "replacement jmp (short)");
+    };
+    if (field->symbol == 0) {
+      const int64_t n = field->target - static_cast<int64_t>(off);
+      if (n >= 0 && n - 2 <= 127) jmp8(*field);
+      else pad(b, {*field}, "replacement jmp");
+    } else {   // its distance is the run address's: either
+      jmp8(*field);
+      pad(b, {*field}, "replacement jmp");
+    }
+  }
+  return {};
+}
+
+// One __jump_table entry (struct jump_entry: code PC32, target PC32, key PC64).
+Status jump_label(const Tables& t, const elf::Section& table, uint64_t e, match::RewrittenSite& site, uint32_t& fn) {
+  const elf::Reloc* rc = Tables::at(table, e);
+  const elf::Reloc* rt = Tables::at(table, e + 4);
+  auto code = t.target(rc);
+  auto to = t.target(rt);
+  if (!code.known || !t.pre_code(code.section) || code.offset < 0)
+    return error("{}+{:#x}: a jump label whose code is not carried pre code", table.name, e);
+  fn = code.section;
+  const elf::Section& sec = t.u.section(fn);
+  const auto off = static_cast<uint64_t>(code.offset);
+  auto d = off < sec.bytes.size() ? arch::x86_64_decode(sec.bytes, off) : std::nullopt;
+  if (!d || (d->length != 2 && d->length != 5))
+    return error("{}+{:#x}: the jump label at {}+{:#x} is not a 2- or 5-byte instruction", table.name, e, sec.name,
+                 off);
+  site.what = "jump label";
+  site.offset = off;
+  site.size = d->length;
+  Bytes as = slice(sec.bytes, off, d->length);
+  site.forms.push_back({"NOP", kNops[d->length], {}});
+  if (to.known && to.section == fn) {   // its other state: the jmp to the entry's target
+    Bytes jmp(d->length, 0);
+    jmp[0] = d->length == 2 ? 0xeb : 0xe9;
+    site.forms.push_back({"jmp", jmp, {match::SiteForm::Field{1, d->length - 1u, 0, to.offset}}});
+  }
+  if (as != kNops[d->length] && as[0] != 0xeb && as[0] != 0xe9) site.forms.push_back({"as assembled", as, {}});
+  if (as[0] == 0xeb || as[0] == 0xe9) {
+    // As assembled, a jmp: it must be the one to the entry's target.
+    if (!to.known || to.section != fn) site.forms.clear();
+  }
+  return {};
+}
+
 }  // namespace
+
+Status x86_64_table_sites(const elf::Object& update, match::Rewrites& rw) {
+  Tables t{update};
+  std::map<uint32_t, std::vector<match::RewrittenSite>> found;
+  for (const elf::Section& sec : update.sections()) {
+    const bool alt = sec.name == ".livesplice.pre.altinstructions";
+    if (!alt && sec.name != ".livesplice.pre__jump_table") continue;
+    const uint64_t size = alt ? 12 : 16;
+    if (sec.bytes.size() % size != 0)
+      return error("{}: {} bytes, not a whole number of {}-byte entries", sec.name, sec.bytes.size(), size);
+    for (uint64_t e = 0; e < sec.bytes.size(); e += size) {
+      match::RewrittenSite site;
+      uint32_t fn = 0;
+      if (Status s = alt ? alternative(t, sec, e, site, fn) : jump_label(t, sec, e, site, fn); !s.ok()) return s;
+      if (site.size > 0 && !site.forms.empty()) found[fn].push_back(std::move(site));
+    }
+  }
+  // One site per place: alternatives of one place (ALTERNATIVE_2) pool their forms; a
+  // site overlapping another otherwise is left to match as assembled.
+  for (auto& [fn, sites] : found) {
+    std::stable_sort(sites.begin(), sites.end(), [](const auto& a, const auto& b) { return a.offset < b.offset; });
+    std::vector<match::RewrittenSite> out;
+    for (auto& s : sites) {
+      if (!out.empty() && out.back().offset == s.offset && out.back().size == s.size && out.back().what != "jump label" &&
+          s.what != "jump label") {
+        for (auto& f : s.forms)
+          if (std::none_of(out.back().forms.begin(), out.back().forms.end(),
+                           [&](const auto& g) { return g.bytes == f.bytes && g.fields == f.fields; }))
+            out.back().forms.push_back(std::move(f));
+        out.back().what += " / " + s.what;
+      } else if (!out.empty() && out.back().offset + out.back().size > s.offset) {
+        continue;
+      } else {
+        out.push_back(std::move(s));
+      }
+    }
+    rw.sites[fn] = std::move(out);
+  }
+  return {};
+}
 
 match::Rewrites x86_64_rewrites() {
   match::Rewrites rw;

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 
 #include <fmt/format.h>
 
@@ -165,16 +166,66 @@ bool Matcher::take_site(size_t i, Trial& t, Walk& w, size_t k, const arch::SiteR
   }
   std::string evidence = fmt::format("{}+{:#x}", p.req->label, r.offset);
   if (!s.form.empty()) evidence += fmt::format(" ({})", s.form);
-  t.reveals.push_back(Reading{{r.symbol, s.view}, s.value, r.offset, std::move(evidence)});
+  return take_reading(i, t, w, r.symbol, s.view, s.value, r.offset, std::move(evidence));
+}
+
+bool Matcher::take_reading(size_t i, Trial& t, Walk& w, uint32_t symbol, Reveal view, uint64_t value, uint64_t site,
+                           std::string evidence) const {
+  t.reveals.push_back(Reading{{symbol, view}, value, site, std::move(evidence)});
   const Reading& now = t.reveals.back();
   auto [it, fresh] = w.seen.emplace(now.key, t.reveals.size() - 1);
   if (fresh || t.reveals[it->second].value == now.value) return true;
   const Reading& then = t.reveals[it->second];
   t.outcome = Trial::Outcome::Differs;
-  t.prefix = r.offset;
-  t.report = fmt::format("{} at {}+{:#x}: '{}' ({}) is {:#x} here but {:#x} at +{:#x}", p.req->label, t.at, r.offset,
-                         symbol_name(r.symbol), arch::to_string(s.view), now.value, then.value, then.site);
+  t.prefix = site;
+  t.report = fmt::format("{} at {}+{:#x}: '{}' ({}) is {:#x} here but {:#x} at +{:#x}", preps_[i].req->label, t.at,
+                         site, symbol_name(symbol), arch::to_string(view), now.value, then.value, then.site);
   return false;
+}
+
+// The form of rewritten site `s` that run's bytes at `run_off` (from the function's start
+// at `at`) take, if any. `same_offsets`: run's code is at pre's offsets, so a field
+// inside the function must reach pre's very target (else the caller maps it).
+std::optional<FormRead> Matcher::site_form(const RewrittenSite& s, std::span<const uint8_t> run, uint64_t run_off,
+                                           TargetAddr at, bool same_offsets) const {
+  if (run_off + s.size > run.size()) return std::nullopt;
+  for (const SiteForm& f : s.forms) {
+    std::vector<bool> field(s.size, false);
+    for (const auto& x : f.fields) std::fill_n(field.begin() + static_cast<ptrdiff_t>(x.at), x.width, true);
+    bool same = true;
+    for (uint64_t k = 0; k < s.size && same; ++k) same = field[k] || f.bytes[k] == run[run_off + k];
+    if (!same) continue;
+    FormRead r;
+    r.form = &f;
+    for (const auto& x : f.fields) {
+      const uint8_t* d = run.data() + run_off + x.at;
+      int64_t disp = 0;
+      if (x.width == 1) {
+        disp = static_cast<int8_t>(*d);
+      } else {
+        int32_t d32 = 0;
+        std::memcpy(&d32, d, sizeof d32);
+        disp = d32;
+      }
+      const int64_t to = static_cast<int64_t>(run_off + x.at + x.width) + disp;   // from the function's start
+      if (x.symbol == 0) {
+        if (same_offsets && to != x.target) same = false;
+        r.inside.emplace_back(x.target, to);
+      } else {
+        r.symbols.emplace_back(x.symbol, static_cast<uint64_t>(static_cast<int64_t>(at.value()) + to - x.target));
+      }
+    }
+    if (same) return r;
+  }
+  return std::nullopt;
+}
+
+bool Matcher::take_form(size_t i, Trial& t, Walk& w, const RewrittenSite& s, const FormRead& f) const {
+  for (const auto& [symbol, addr] : f.symbols)
+    if (!take_reading(i, t, w, symbol, Reveal::Address, addr, s.offset,
+                      fmt::format("{}+{:#x} ({}: {})", preps_[i].req->label, s.offset, s.what, f.form->name)))
+      return false;
+  return true;
 }
 
 void Matcher::finish(size_t i, Trial& t, const Walk& w) const {
@@ -206,7 +257,7 @@ void Matcher::compare(size_t i, Trial& t, std::span<const uint8_t> bytes) const 
     t.prefix = off;
     t.report = differs_report(i, t.at, bytes, off);
   };
-  auto equal_until = [&](uint64_t lo, uint64_t hi) {
+  std::function<uint64_t(uint64_t, uint64_t)> equal_until = [&](uint64_t lo, uint64_t hi) {
     for (uint64_t k = lo; k < hi; ++k)
       if (p.pre[k] != bytes[k]) return k;
     return hi;
@@ -219,9 +270,36 @@ void Matcher::compare(size_t i, Trial& t, std::span<const uint8_t> bytes) const 
       dtpoff_is_tpoff = true;
 
   Walk w;
+  // Rewritten sites in one of their forms: compared here, skipped by the walk below
+  // (their bytes and relocations); a site in none of its forms is compared as pre has it.
+  std::vector<std::pair<uint64_t, uint64_t>> taken;   // [begin, end)
+  if (p.sites)
+    for (const RewrittenSite& s : *p.sites)
+      if (auto f = site_form(s, bytes, s.offset, t.at, true)) {
+        if (!take_form(i, t, w, s, *f)) return;
+        taken.emplace_back(s.offset, s.offset + s.size);
+      }
+  if (!taken.empty()) {
+    auto plain = equal_until;
+    equal_until = [&taken, plain](uint64_t lo, uint64_t hi) {
+      for (const auto& [b, e] : taken) {
+        if (e <= lo || b >= hi) continue;
+        if (uint64_t d = plain(lo, std::max(lo, b)); d < std::max(lo, b)) return d;
+        lo = std::max(lo, e);
+      }
+      return lo < hi ? plain(lo, hi) : hi;
+    };
+  }
+  auto in_taken = [&](uint64_t off) {
+    return std::any_of(taken.begin(), taken.end(), [&](const auto& r) { return off >= r.first && off < r.second; });
+  };
   uint64_t pos = 0;
   for (size_t k = 0; k < p.relocs.size();) {
     const elf::Reloc& r = p.relocs[k];
+    if (in_taken(r.offset)) {
+      ++k;
+      continue;
+    }
     bool inward = false;
     if (const RunForm* f = rewritten(i, k, bytes, pos, inward)) {
       uint64_t start = r.offset - f->assembled.size();
@@ -283,16 +361,41 @@ void Matcher::compare_relaxed(size_t i, Trial& t, std::span<const uint8_t> run) 
     }
   };
 
+  size_t ns = 0;   // the next rewritten site
+  auto rewritten_at = [&](uint64_t off) {
+    while (p.sites && ns < p.sites->size() && (*p.sites)[ns].offset < off) ++ns;
+    return p.sites && ns < p.sites->size() && (*p.sites)[ns].offset == off ? &(*p.sites)[ns] : nullptr;
+  };
+
   while (po < size) {
+    // A rewritten site in one of its forms (after padding only run has, if need be);
+    // in none, it is compared as pre has it, below.
+    if (const RewrittenSite* rs = rewritten_at(po)) {
+      uint64_t at = ro;
+      auto f = site_form(*rs, run, at, t.at, false);
+      if (!f) {
+        skip_padding(run, at, run.size());
+        if (at != ro) f = site_form(*rs, run, at, t.at, false);
+      }
+      if (f) {
+        if (!take_form(i, t, w, *rs, *f)) return;
+        run_of.emplace(po, at);
+        for (auto [pre_target, run_target] : f->inside) jumps.push_back({po, at, pre_target, run_target});
+        po += rs->size;
+        ro = at + rs->size;
+        while (k < p.relocs.size() && p.relocs[k].offset < po) ++k;
+        continue;
+      }
+    }
     auto dp = arch::x86_64_decode(p.pre, po);
     if (!dp) return differ_at(po, ro);
     const uint64_t pend = po + dp->length;
     const bool site = site_in(pend);
-    if (dp->nop && !site) {
+    if (dp->nop && !site && !rewritten_at(po)) {
       run_of.emplace(po, ro);
       while (po < size) {   // the whole padding, up to a site
         auto d = arch::x86_64_decode(p.pre, po);
-        if (!d || !d->nop || site_in(po + d->length)) break;
+        if (!d || !d->nop || site_in(po + d->length) || rewritten_at(po)) break;
         po += d->length;
       }
       skip_padding(run, ro, run.size());

@@ -81,6 +81,15 @@ struct Prepared {
   // how much longer than pre it may then be (bytes read past pre's length).
   bool relaxable = false;
   uint64_t slack = 0;
+  const std::vector<RewrittenSite>* sites = nullptr;   // Rewrites::sites of its section
+};
+
+// What a rewritten site's form read: the reveals of its symbol fields, and for each
+// field inside the function, pre's target and run's (offsets from the function's start).
+struct FormRead {
+  const SiteForm* form = nullptr;
+  std::vector<std::pair<uint32_t, uint64_t>> symbols;   // symbol, address
+  std::vector<std::pair<int64_t, int64_t>> inside;      // pre target, run target
 };
 
 class Matcher {
@@ -106,6 +115,11 @@ class Matcher {
   bool take_site(size_t i, Trial& t, Walk& w, size_t k, const arch::SiteRead& s) const;
   void finish(size_t i, Trial& t, const Walk& w) const;
   const RunForm* rewritten(size_t i, size_t k, std::span<const uint8_t> bytes, uint64_t pos, bool& inward) const;
+  std::optional<FormRead> site_form(const RewrittenSite& s, std::span<const uint8_t> run, uint64_t run_off,
+                                    TargetAddr at, bool same_offsets) const;
+  bool take_form(size_t i, Trial& t, Walk& w, const RewrittenSite& s, const FormRead& f) const;
+  bool take_reading(size_t i, Trial& t, Walk& w, uint32_t symbol, Reveal view, uint64_t value, uint64_t site,
+                    std::string evidence) const;
   Status check_rewrites() const;
   std::string differs_report(size_t i, TargetAddr at, std::span<const uint8_t> bytes, uint64_t off) const;
   std::string differs_report(size_t i, TargetAddr at, std::span<const uint8_t> run, uint64_t pre_off,

@@ -19,7 +19,10 @@
 // into a NOP and `jmp __x86_return_thunk` into `ret`). Those rewrites come in as data
 // (Rewrites): per symbol a relocation names, the forms its instruction may take. They are
 // tried before the linker's reading, and only at sites naming that symbol, so a NOP is
-// still a difference anywhere else; a rewritten site reveals nothing.
+// still a difference anywhere else; a rewritten site reveals nothing. Places the target
+// rewrites whole, found in its own tables rather than by a relocation (the kernel's
+// alternatives and jump labels), come as RewrittenSites: per function, a range and the
+// exact forms it may take, whose call and jump fields must reach the same places.
 //
 // Literals are compared by content, not by address: the linker merges string and
 // constant pools across objects (and may make "world" the tail of "hello world"), so a
@@ -168,6 +171,15 @@ Status Matcher::prepare(size_t i) {
         if (r.offset >= f.assembled.size())
           std::fill(variable.begin() + static_cast<ptrdiff_t>(r.offset - f.assembled.size()),
                     variable.begin() + static_cast<ptrdiff_t>(std::min<uint64_t>(r.offset + 4, p.pre.size())), true);
+  }
+  if (auto it = rewrites_.sites.find(req.pre_section); it != rewrites_.sites.end() && !it->second.empty()) {
+    p.sites = &it->second;
+    for (const RewrittenSite& s : it->second) {
+      if (s.offset + s.size > p.pre.size())
+        return error("{}+{:#x}: {} of {} bytes runs past the function's end ({:#x})", req.label, s.offset, s.what,
+                     s.size, p.pre.size());
+      std::fill_n(variable.begin() + static_cast<ptrdiff_t>(s.offset), s.size, true);
+    }
   }
   // Jumps and padding may be encoded otherwise in run (see compare.cc): never part of an
   // anchor, and everything after the first of them may sit at another offset in run.
@@ -375,6 +387,18 @@ Status Matcher::check_rewrites() const {
           (branch && f.displacement != 1 && f.displacement != 4) || (!branch && !f.after.empty()))
         return error("run-time rewrite '{}' of '{}': a {}-byte form of a {}-byte instruction", f.name, symbol, have,
                      f.assembled.size() + 4);
+    }
+  for (const auto& [section, sites] : rewrites_.sites)
+    for (size_t k = 0; k < sites.size(); ++k) {
+      const RewrittenSite& s = sites[k];
+      if (k > 0 && sites[k - 1].offset + sites[k - 1].size > s.offset)
+        return error("rewritten sites of section {} overlap at +{:#x}", section, s.offset);
+      for (const SiteForm& f : s.forms) {
+        bool ok = f.bytes.size() == s.size;
+        for (const auto& x : f.fields) ok = ok && (x.width == 1 || x.width == 4) && x.at + x.width <= s.size;
+        if (!ok) return error("{} at +{:#x} of section {}: form '{}' does not fit its {} bytes", s.what, s.offset,
+                              section, f.name, s.size);
+      }
     }
   return {};
 }

@@ -86,9 +86,35 @@ struct RunForm {
   unsigned displacement = 4;
   std::vector<uint8_t> after;
 };
+// A place in one function's pre code that the target rewrites whole, as tables the
+// update carries say (the kernel's alternatives and jump labels: src/kernel/rewrites.h
+// turns the tables into these). The code there runs as pre has it (compared as usual)
+// or as exactly one of `forms`: fixed bytes but for PC-relative displacements, each of
+// which must reach a given place of the function or reveals a symbol's address.
+struct SiteForm {
+  std::string name;                 // for messages: "replacement", "jump label: jmp"
+  std::vector<uint8_t> bytes;       // the whole site in run; a field's bytes are ignored
+  struct Field {
+    uint64_t at = 0;                // in the site; the displacement counts from the field's end
+    unsigned width = 4;             // 1 or 4
+    uint32_t symbol = 0;            // update symbol; 0: the field reaches `target`, an
+    int64_t target = 0;             // offset in the function; else symbol + target
+    bool operator==(const Field&) const = default;
+  };
+  std::vector<Field> fields;
+  bool operator==(const SiteForm&) const = default;
+};
+struct RewrittenSite {
+  std::string what;                 // "alternative", "jump label"
+  uint64_t offset = 0, size = 0;    // in the pre section
+  std::vector<SiteForm> forms;
+};
+
 struct Rewrites {
   // By the relocation's symbol name; a key ending in '*' is a prefix ("__SCT__*").
   std::map<std::string, std::vector<RunForm>> by_symbol;
+  // By pre section (Request::pre_section): its rewritten sites, disjoint, by offset.
+  std::map<uint32_t, std::vector<RewrittenSite>> sites;
   const std::vector<RunForm>* forms_for(std::string_view symbol) const;
 };
 
@@ -110,8 +136,8 @@ struct Rewrites {
 // static functions in different files are told apart.
 //
 // `rewrites`: the target's own run-time rewrites that are accepted at relocation sites
-// (none by default: every byte outside sites as pre has it, every site as a linker
-// leaves it). A malformed form is a tool error.
+// and at the rewritten sites it lists (none by default: every byte outside sites as pre
+// has it, every site as a linker leaves it). A malformed form is a tool error.
 Result<Match> match(Context& ctx, const CodeSource& run, const elf::Object& update,
                     const std::vector<Request>& requests, const Rewrites& rewrites = {});
 

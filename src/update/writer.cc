@@ -35,6 +35,8 @@
 
 #include "update/update.h"
 
+#include "differ/special_sections.h"
+
 namespace ls::update {
 namespace {
 
@@ -122,6 +124,7 @@ class Builder {
 
   void add_unit(size_t k);
   void add_special(size_t k);   // kernel tables: entries of carried code (see below)
+  void add_pre_sites(size_t k, const std::set<uint32_t>& pre_secs);   // kernel tables of pre code
   std::vector<uint8_t> finish(WriteSummary& summary);
 
  private:
@@ -395,7 +398,103 @@ void Builder::add_unit(size_t k) {
       sections_[rela].relocs.push_back({r.offset, r.type, ref, addend});
     }
   }
+  if (!in_.kernel_release.empty()) add_pre_sites(k, pre_secs);
   add_special(k);
+}
+
+// The kernel's tables of run-time rewrites (`.altinstructions` with its replacement
+// pieces, `__jump_table`: special_sections.h, pre_sites) for the pre code of replaced
+// functions: `.livesplice.pre<table>`, entries compacted, role "pre", never loaded. Their
+// relocations point into the carried pre code and pieces; replacement code's other
+// relocations name run symbols (revealed when a site runs the replacement). Anything
+// else an entry names (a jump label's key) matters to no match and is dropped.
+void Builder::add_pre_sites(size_t k, const std::set<uint32_t>& pre_secs) {
+  const Unit& u = in_.units[k];
+  const elf::Object& pre = *u.pre;
+  UnitMap& m = maps_[k];
+  auto entries = diff::pre_site_entries(pre, pre_secs);
+  if (entries.empty()) return;
+  struct Moved {
+    uint32_t out = 0;
+    std::vector<std::pair<uint64_t, uint64_t>> ranges;
+    std::vector<uint64_t> at;
+  };
+  std::map<uint32_t, Moved> moved;
+  for (const auto& c : entries) {
+    const auto& sec = pre.section(c.section);
+    OutSection o;
+    o.name = ".livesplice.pre" + sec.name;
+    o.type = sec.type;
+    o.flags = sec.flags & ~static_cast<uint64_t>(SHF_GROUP | SHF_LINK_ORDER | SHF_INFO_LINK | SHF_ALLOC);
+    o.align = sec.align ? sec.align : 1;
+    o.entsize = sec.entsize;
+    Moved mv;
+    for (auto [off, size] : c.ranges) {
+      mv.ranges.push_back({off, size});
+      mv.at.push_back(o.data.size());
+      o.data.insert(o.data.end(), sec.bytes.begin() + off, sec.bytes.begin() + off + size);
+    }
+    o.size = o.data.size();
+    sections_.push_back(std::move(o));
+    mv.out = static_cast<uint32_t>(sections_.size() - 1);
+    section_notes_.push_back(Json{{"index", mv.out}, {"name", sections_[mv.out].name}, {"role", "pre"},
+                                  {"object", k}, {"original", sec.name}});
+    moved[c.section] = std::move(mv);
+  }
+  std::map<uint32_t, SymRef> moved_symbol;
+  for (auto& [orig, mv] : moved) {
+    OutSymbol s;
+    s.type = STT_SECTION;
+    s.shndx = static_cast<uint16_t>(mv.out);
+    moved_symbol[orig] = add_symbol(s);
+  }
+  auto relocate = [&](uint32_t sec, int64_t off) -> std::optional<int64_t> {
+    auto it = moved.find(sec);
+    if (it == moved.end()) return std::nullopt;
+    for (bool at_end : {false, true})
+      for (size_t i = 0; i < it->second.ranges.size(); ++i) {
+        auto start = static_cast<int64_t>(it->second.ranges[i].first);
+        auto end = start + static_cast<int64_t>(it->second.ranges[i].second);
+        if (at_end ? off == end : off >= start && off < end) return static_cast<int64_t>(it->second.at[i]) + off - start;
+      }
+    return std::nullopt;
+  };
+  for (auto& [orig, mv] : moved) {
+    const auto& sec = pre.section(orig);
+    const bool table = diff::find_special(sec.name) && diff::find_special(sec.name)->entry_size > 0;
+    OutSection rela;
+    rela.name = ".rela" + sections_[mv.out].name;
+    rela.type = SHT_RELA;
+    rela.flags = SHF_INFO_LINK;
+    rela.align = 8;
+    rela.entsize = sizeof(Elf64_Rela);
+    rela.info = mv.out;
+    for (size_t i = 0; i < mv.ranges.size(); ++i) {
+      auto [start, size] = mv.ranges[i];
+      for (const auto& r : sec.relocs) {
+        if (r.offset < start || r.offset >= start + size) continue;
+        uint64_t offset = mv.at[i] + (r.offset - start);
+        int64_t addend = r.addend;
+        SymRef ref;
+        const auto& t = pre.symbol(r.symbol);
+        if (r.symbol == 0) continue;
+        if (t.in_section() && m.pre_out.count(t.section)) {
+          ref = m.pre_section_symbol.at(t.section);
+          addend += static_cast<int64_t>(t.value);
+        } else if (auto to = t.in_section() ? relocate(t.section, static_cast<int64_t>(t.value) + r.addend)
+                                            : std::nullopt) {
+          ref = moved_symbol.at(t.section);
+          addend = *to;
+        } else if (!table) {
+          ref = run_symbol(k, pre, sec, r, addend);
+        } else {
+          continue;
+        }
+        rela.relocs.push_back({offset, r.type, ref, addend});
+      }
+    }
+    if (!rela.relocs.empty()) sections_.push_back(std::move(rela));
+  }
 }
 
 // ---- kernel special sections ----------------------------------------------------------
