@@ -13,6 +13,11 @@
 //                                         (.rodata.f.str1.1, .rodata.cst8; SHF_MERGE kept,
 //                                         not SHF_ALLOC): the matcher compares the running
 //                                         program's literal at each site with it
+//        .livesplice.pre<table>           kernel updates: the entries of .altinstructions
+//                                         (+ .altinstr_replacement pieces) and __jump_table
+//                                         owned by that pre code, with their relocations
+//                                         (role "pre"): where the kernel rewrites the code
+//                                         matching compares (src/kernel/rewrites.h)
 //        .livesplice.post.<section>       post code, new data, literals, jump tables
 //        .rela.livesplice.post.<section>  against post sections when the target travels
 //                                         in the update, run symbols otherwise

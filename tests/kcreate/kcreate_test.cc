@@ -8,10 +8,13 @@
 // every test fails and says why.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
 
+#include "elf/object.h"
+#include "kernel/rewrites.h"
 #include "support/support.h"
 
 namespace fs = std::filesystem;
@@ -354,6 +357,61 @@ TEST(KernelCreate, PreObjectMatchesTheShippedModule) {
     EXPECT_EQ(s["pre_size"], s["post_size"]) << s["name"] << ": " << why;
   }
   EXPECT_GE(paired, 60) << "too few mballoc.c functions found in ext4.ko";
+}
+
+}  // namespace
+
+namespace {
+
+// The pre tables of a replaced function whose pre code has alternatives and jump labels
+// (tests/kernel/patches/rseq-update.patch: __rseq_handle_notify_resume, with the stac/clac
+// of user_write_access_begin/end and the rseq tracepoints), and the sites the kernel's
+// reading of them makes: each alternative as assembled, merged or replaced; each jump
+// label as the NOP or its jmp. The guest test (kernel.match) matches them for real.
+TEST(KernelCreate, PreTablesOfAlternativesAndJumpLabelsTravelForMatching) {
+  lstest::TempDir dir;
+  Created c = create(dir, "../../kernel/patches/rseq-update.patch");
+  ASSERT_EQ(c.run.status, 0) << c.run.describe();
+  std::map<std::string, int> pre;
+  for (const auto& s : c.manifest.value("sections", json::array()))
+    if (s.value("role", "") == "pre") pre[s["original"]]++;
+  EXPECT_EQ(pre[".altinstructions"], 1) << c.manifest["sections"].dump(2);
+  EXPECT_EQ(pre[".altinstr_replacement"], 1);
+  EXPECT_EQ(pre["__jump_table"], 1);
+
+  ls::elf::Object u = ls::elf::Object::load(c.update);
+  ls::match::Rewrites rw;
+  ASSERT_TRUE(ls::kernel::x86_64_table_sites(u, rw).ok());
+  uint32_t fn = 0;
+  for (const auto& s : u.sections())
+    if (s.name == ".livesplice.pre.text.__rseq_handle_notify_resume") fn = s.index;
+  ASSERT_NE(fn, 0u);
+  ASSERT_TRUE(rw.sites.count(fn));
+  const std::vector<uint8_t> stac{0x0f, 0x01, 0xcb}, clac{0x0f, 0x01, 0xca}, nop3{0x0f, 0x1f, 0x00},
+      nop5{0x0f, 0x1f, 0x44, 0x00, 0x00};
+  int stacs = 0, clacs = 0, labels = 0;
+  for (const auto& site : rw.sites.at(fn)) {
+    auto has = [&](const std::vector<uint8_t>& b) {
+      return std::any_of(site.forms.begin(), site.forms.end(), [&](const auto& f) { return f.bytes == b; });
+    };
+    if (site.what == "jump label") {
+      ++labels;
+      EXPECT_EQ(site.size, 5u);
+      EXPECT_TRUE(has(nop5));
+      bool jmp = std::any_of(site.forms.begin(), site.forms.end(), [](const auto& f) {
+        return f.bytes[0] == 0xe9 && f.fields.size() == 1 && f.fields[0].symbol == 0;
+      });
+      EXPECT_TRUE(jmp) << "jump label at +" << site.offset;
+    } else if (has(stac) || has(clac)) {
+      (has(stac) ? stacs : clacs)++;
+      EXPECT_EQ(site.size, 3u);
+      EXPECT_TRUE(has({0x90, 0x90, 0x90})) << "the original as assembled at +" << site.offset;
+      EXPECT_TRUE(has(nop3)) << "the original's NOPs merged at +" << site.offset;
+    }
+  }
+  EXPECT_GE(stacs, 1);
+  EXPECT_GE(clacs, 1);
+  EXPECT_GE(labels, 1);
 }
 
 }  // namespace

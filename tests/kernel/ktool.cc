@@ -9,10 +9,13 @@
 //   ktool list
 //   ktool offset SYM                    where the jump goes in SYM
 //   ktool read SYM LEN                  LEN bytes at SYM from /proc/kcore, in hex
-//   ktool match UPDATE [--plain]        run-pre matching of an update's replaced functions
+//   ktool match UPDATE [--plain|--no-tables]
+//                                       run-pre matching of an update's replaced functions
 //                                       against /proc/kcore (candidates from kallsyms),
 //                                       tolerating the kernel's rewrites (kernel/rewrites.h;
-//                                       --plain: none, byte for byte)
+//                                       --plain: none, byte for byte; --no-tables: those
+//                                       at relocations only, not the alternatives and jump
+//                                       labels of the update's pre tables)
 //   ktool module UPDATE OUT.ko          the module apply --kernel would load for UPDATE, with
 //                                       every run symbol at a made-up address (to inspect
 //                                       with readelf/modinfo; never to load)
@@ -78,12 +81,13 @@ class FakeResolver : public load::SymbolResolver {
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   Retry retry;
-  bool plain = false;
+  bool plain = false, no_tables = false;
   std::vector<std::string> pos;
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--retries" && i + 1 < args.size()) retry.retries = std::stoul(args[++i]);
     else if (args[i] == "--delay" && i + 1 < args.size()) retry.delay_ms = std::stoul(args[++i]);
     else if (args[i] == "--plain") plain = true;
+    else if (args[i] == "--no-tables") no_tables = true;
     else pos.push_back(args[i]);
   }
   if (pos.empty()) {
@@ -165,7 +169,11 @@ int main(int argc, char** argv) {
           if (s->text()) r.candidates.push_back(s->addr);
         reqs.push_back(std::move(r));
       }
-      auto m = match::match(ctx, mem, u.file, reqs, plain ? match::Rewrites{} : x86_64_rewrites());
+      match::Rewrites rw;
+      if (!plain) rw = x86_64_rewrites();
+      if (!plain && !no_tables)
+        if (Status s = x86_64_table_sites(u.file, rw); !s.ok()) return report(s);
+      auto m = match::match(ctx, mem, u.file, reqs, rw);
       if (!m) return report(m.status());
       for (size_t i = 0; i < reqs.size(); ++i) fmt::print("{} at {}\n", reqs[i].label, m->function_at[i]);
       return 0;
