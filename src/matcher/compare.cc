@@ -189,6 +189,7 @@ bool Matcher::take_reading(size_t i, Trial& t, Walk& w, uint32_t symbol, Reveal 
 std::optional<FormRead> Matcher::site_form(const RewrittenSite& s, std::span<const uint8_t> run, uint64_t run_off,
                                            TargetAddr at, bool same_offsets) const {
   if (run_off + s.size > run.size()) return std::nullopt;
+  std::optional<FormRead> found;
   for (const SiteForm& f : s.forms) {
     std::vector<bool> field(s.size, false);
     for (const auto& x : f.fields) std::fill_n(field.begin() + static_cast<ptrdiff_t>(x.at), x.width, true);
@@ -215,9 +216,13 @@ std::optional<FormRead> Matcher::site_form(const RewrittenSite& s, std::span<con
         r.symbols.emplace_back(x.symbol, static_cast<uint64_t>(static_cast<int64_t>(at.value()) + to - x.target));
       }
     }
-    if (same) return r;
+    if (!same) continue;
+    // Two forms that read alike but for what their fields name (ALTERNATIVE_CALL: a call
+    // to the original's function or the replacement's) match, and reveal neither.
+    if (found && found->symbols != r.symbols) found->symbols.clear();
+    if (!found) found = std::move(r);
   }
-  return std::nullopt;
+  return found;
 }
 
 bool Matcher::take_form(size_t i, Trial& t, Walk& w, const RewrittenSite& s, const FormRead& f) const {

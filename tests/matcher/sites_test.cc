@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "elf/object.h"
+#include "kernel/rewrites.h"
 #include "support.h"
 
 namespace mt {
@@ -195,6 +196,133 @@ TEST(RewrittenSites, AMalformedSiteListIsAToolError) {
   auto o = f.match(file, overlapping);
   ASSERT_FALSE(o.ok());
   EXPECT_EQ(o.status().code(), ls::Exit::ToolError);
+}
+
+// The kernel's reading of its tables (kernel::x86_64_table_sites) on an object laid out
+// as `create --kernel` writes an update's pre code and pre tables, assembled by gas:
+//   +0x01  7 bytes: 7 single-byte NOPs, replaced by `stac` (3 bytes)
+//   +0x08  5 bytes: 5 single-byte NOPs, replaced by `call alt_fn` (a lone call: recomputed)
+//   +0x0d  5 bytes: 5 single-byte NOPs, replaced by `jmp home` (a leading jmp: recomputed,
+//                   2 bytes + NOP3 since home is ahead within reach)
+//   +0x12  a jump label: the 5-byte NOP, its target `home`
+//   +0x17  5 bytes: `call orig_fn`, replaced by `call alt2_fn` (ALTERNATIVE_CALL): a call
+//          there is either, so it reveals neither
+const char* kPreTables = R"(
+	.section .livesplice.pre.text.f,"ax",@progbits
+f:	push %rbp
+1:	.byte 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90
+2:	.byte 0x90, 0x90, 0x90, 0x90, 0x90
+3:	.byte 0x90, 0x90, 0x90, 0x90, 0x90
+4:	.byte 0x0f, 0x1f, 0x44, 0x00, 0x00
+8:	call orig_fn
+	pop %rbp
+home:	ret
+	.section .livesplice.pre.altinstr_replacement,"ax",@progbits
+5:	stac
+6:	call alt_fn
+7:	jmp home
+9:	call alt2_fn
+	.section .livesplice.pre.altinstructions,"a",@progbits
+	.long 1b - ., 5b - .
+	.word 9*32+20
+	.byte 7, 3
+	.long 2b - ., 6b - .
+	.word 3*32+1
+	.byte 5, 5
+	.long 3b - ., 7b - .
+	.word 3*32+2
+	.byte 5, 5
+	.long 8b - ., 9b - .
+	.word 3*32+3
+	.byte 5, 5
+	.section .livesplice.pre__jump_table,"aw",@progbits
+	.long 4b - ., home - .
+	.quad 0
+)";
+
+class Bytes : public ls::match::CodeSource {
+ public:
+  Bytes(uint64_t at, std::vector<uint8_t> b) : at_(at), b_(std::move(b)) {}
+  ls::Status read(TargetAddr at, std::span<uint8_t> out) const override {
+    if (at.value() < at_ || at.value() + out.size() > at_ + b_.size()) return ls::error("unmapped {}", at);
+    std::copy_n(b_.begin() + static_cast<ptrdiff_t>(at.value() - at_), out.size(), out.begin());
+    return {};
+  }
+
+ private:
+  uint64_t at_;
+  std::vector<uint8_t> b_;
+};
+
+TEST(RewrittenSites, TheKernelsTablesGiveTheFormsApplyAlternativesLeaves) {
+  lstest::TempDir dir;
+  write_file(dir / "pre.s", kPreTables);
+  must("gcc -c -o pre.o pre.s", dir.path());
+  ls::elf::Object u = ls::elf::Object::load(dir / "pre.o");
+  Rewrites rw;
+  ASSERT_TRUE(ls::kernel::x86_64_table_sites(u, rw).ok());
+  const ls::elf::Section* fs = u.find_section(".livesplice.pre.text.f");
+  ASSERT_NE(fs, nullptr);
+  ASSERT_TRUE(rw.sites.count(fs->index));
+  const auto& sites = rw.sites.at(fs->index);
+  ASSERT_EQ(sites.size(), 5u);
+  auto bytes = [](const RewrittenSite& s) {
+    std::vector<std::vector<uint8_t>> out;
+    for (const auto& f : s.forms) out.push_back(f.bytes);
+    return out;
+  };
+  using V = std::vector<std::vector<uint8_t>>;
+  EXPECT_EQ(sites[0].offset, 1u);
+  EXPECT_EQ(bytes(sites[0]), (V{{0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90},
+                                {0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00},
+                                {0x0f, 0x01, 0xcb, 0x0f, 0x1f, 0x40, 0x00}}));
+  EXPECT_EQ(sites[2].offset, 0xdu);
+  EXPECT_EQ(bytes(sites[2]).back(), (std::vector<uint8_t>{0xeb, 0x00, 0x0f, 0x1f, 0x00}));
+  EXPECT_EQ(sites[3].what, "jump label");
+  const int64_t home = 0x1d;
+  ASSERT_EQ(u.section(fs->index).bytes[home], 0xc3);
+
+  // Run: every site as the kernel leaves it on a CPU with the features, the label on.
+  const uint64_t base = 0x100000, alt_fn = 0x200000;
+  std::vector<uint8_t> run(u.section(fs->index).bytes.begin(), u.section(fs->index).bytes.end());
+  auto put = [&](uint64_t at, std::vector<uint8_t> b) { std::copy(b.begin(), b.end(), run.begin() + static_cast<ptrdiff_t>(at)); };
+  auto rel32 = [](uint64_t from_end, uint64_t to) {
+    auto r = static_cast<int32_t>(static_cast<int64_t>(to) - static_cast<int64_t>(from_end));
+    std::vector<uint8_t> b(4);
+    std::memcpy(b.data(), &r, 4);
+    return b;
+  };
+  put(1, {0x0f, 0x01, 0xcb, 0x0f, 0x1f, 0x40, 0x00});
+  put(8, {0xe8});
+  put(9, rel32(base + 0xd, alt_fn));
+  put(0xd, {0xeb, static_cast<uint8_t>(home - 0xf), 0x0f, 0x1f, 0x00});
+  put(0x12, {0xe9});
+  put(0x13, rel32(0x17, home));
+  put(0x18, rel32(base + 0x1c, alt_fn + 0x40));
+  ls::match::Request req{"pre.o:f", fs->index, {TargetAddr(base)}, {}};
+  std::vector<ls::match::Request> reqs{req};
+  ls::Context ctx = quiet_context();
+  auto m = ls::match::match(ctx, Bytes(base, run), u, reqs, rw);
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  // The recomputed call revealed alt_fn.
+  std::map<std::string, uint32_t> sym;
+  for (const auto& x : u.symbols()) sym[x.name] = x.index;
+  ASSERT_TRUE(m->symbols.count({sym["alt_fn"], ls::View::Address}));
+  EXPECT_EQ(m->symbols.at({sym["alt_fn"], ls::View::Address}).value, TargetAddr(alt_fn));
+  EXPECT_EQ(m->symbols.count({sym["orig_fn"], ls::View::Address}), 0u);
+  EXPECT_EQ(m->symbols.count({sym["alt2_fn"], ls::View::Address}), 0u);
+  EXPECT_FALSE(ls::match::match(ctx, Bytes(base, run), u, reqs, {}).ok()) << "matched without the sites";
+
+  // What the kernel never leaves: the replacement's padding unmerged, the recomputed
+  // jmp in its long form.
+  for (auto [at, b] : {std::pair<uint64_t, std::vector<uint8_t>>{1, {0x0f, 0x01, 0xcb, 0x90, 0x90, 0x90, 0x90}},
+                       {0xd, {0xe9, static_cast<uint8_t>(home - 0x12), 0, 0, 0}}}) {
+    std::vector<uint8_t> other = run;
+    std::copy(b.begin(), b.end(), other.begin() + static_cast<ptrdiff_t>(at));
+    auto r = ls::match::match(ctx, Bytes(base, other), u, reqs, rw);
+    EXPECT_FALSE(r.ok()) << "+" << at;
+    if (!r.ok()) EXPECT_EQ(r.status().code(), ls::Exit::Unsafe);
+  }
 }
 
 }  // namespace
