@@ -321,7 +321,9 @@ TEST(RewrittenSites, TheKernelsTablesGiveTheFormsApplyAlternativesLeaves) {
     std::copy(b.begin(), b.end(), other.begin() + static_cast<ptrdiff_t>(at));
     auto r = ls::match::match(ctx, Bytes(base, other), u, reqs, rw);
     EXPECT_FALSE(r.ok()) << "+" << at;
-    if (!r.ok()) EXPECT_EQ(r.status().code(), ls::Exit::Unsafe);
+    if (!r.ok()) {
+      EXPECT_EQ(r.status().code(), ls::Exit::Unsafe);
+    }
   }
 }
 
