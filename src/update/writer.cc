@@ -111,6 +111,26 @@ std::string iso_time() {
 
 Json optional_index(bool present, uint32_t v) { return present ? Json(v) : Json(nullptr); }
 
+// A section carried in pieces (the entries of a table, the pre code's sites): which
+// ranges of the original went where in the output section.
+struct Moved {
+  uint32_t out = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;   // original [offset, size)
+  std::vector<uint64_t> at;                            // their offsets in the output
+
+  // Where original offset `off` landed, if it was carried: inside a range first, then at
+  // the end of one (an empty replacement, a label after the last instruction of a piece).
+  std::optional<int64_t> landed(int64_t off) const {
+    for (bool at_end : {false, true})
+      for (size_t i = 0; i < ranges.size(); ++i) {
+        auto start = static_cast<int64_t>(ranges[i].first);
+        auto end = start + static_cast<int64_t>(ranges[i].second);
+        if (at_end ? off == end : off >= start && off < end) return static_cast<int64_t>(at[i]) + off - start;
+      }
+    return std::nullopt;
+  }
+};
+
 class Builder {
  public:
   Builder(Context& ctx, const UpdateInput& in) : ctx_(ctx), in_(in) {
@@ -144,6 +164,8 @@ class Builder {
 
   uint32_t copy_section(const elf::Section& s, std::string_view prefix, bool pre);
   SymRef add_symbol(OutSymbol s);
+  // A section symbol for each carried section, by its original index.
+  std::map<uint32_t, SymRef> section_symbols(const std::map<uint32_t, Moved>& moved);
   SymRef run_symbol(size_t k, const elf::Object& obj, const elf::Section& from, const elf::Reloc& r,
                     int64_t& addend);
   uint32_t final_index(SymRef r) const {
@@ -162,6 +184,17 @@ class Builder {
   std::vector<Json> section_notes_;
   uint32_t kernel_module_ = 0;   // the skeleton module's section, once added
 };
+
+std::map<uint32_t, SymRef> Builder::section_symbols(const std::map<uint32_t, Moved>& moved) {
+  std::map<uint32_t, SymRef> out;
+  for (const auto& [orig, mv] : moved) {
+    OutSymbol s;
+    s.type = STT_SECTION;
+    s.shndx = static_cast<uint16_t>(mv.out);
+    out[orig] = add_symbol(s);
+  }
+  return out;
+}
 
 SymRef Builder::add_symbol(OutSymbol s) {
   if (s.bind == STB_LOCAL) {
@@ -414,11 +447,6 @@ void Builder::add_pre_sites(size_t k, const std::set<uint32_t>& pre_secs) {
   UnitMap& m = maps_[k];
   auto entries = diff::pre_site_entries(pre, pre_secs);
   if (entries.empty()) return;
-  struct Moved {
-    uint32_t out = 0;
-    std::vector<std::pair<uint64_t, uint64_t>> ranges;
-    std::vector<uint64_t> at;
-  };
   std::map<uint32_t, Moved> moved;
   for (const auto& c : entries) {
     const auto& sec = pre.section(c.section);
@@ -441,23 +469,10 @@ void Builder::add_pre_sites(size_t k, const std::set<uint32_t>& pre_secs) {
                                   {"object", k}, {"original", sec.name}});
     moved[c.section] = std::move(mv);
   }
-  std::map<uint32_t, SymRef> moved_symbol;
-  for (auto& [orig, mv] : moved) {
-    OutSymbol s;
-    s.type = STT_SECTION;
-    s.shndx = static_cast<uint16_t>(mv.out);
-    moved_symbol[orig] = add_symbol(s);
-  }
+  std::map<uint32_t, SymRef> moved_symbol = section_symbols(moved);
   auto relocate = [&](uint32_t sec, int64_t off) -> std::optional<int64_t> {
     auto it = moved.find(sec);
-    if (it == moved.end()) return std::nullopt;
-    for (bool at_end : {false, true})
-      for (size_t i = 0; i < it->second.ranges.size(); ++i) {
-        auto start = static_cast<int64_t>(it->second.ranges[i].first);
-        auto end = start + static_cast<int64_t>(it->second.ranges[i].second);
-        if (at_end ? off == end : off >= start && off < end) return static_cast<int64_t>(it->second.at[i]) + off - start;
-      }
-    return std::nullopt;
+    return it == moved.end() ? std::nullopt : it->second.landed(off);
   };
   for (auto& [orig, mv] : moved) {
     const auto& sec = pre.section(orig);
@@ -509,11 +524,6 @@ void Builder::add_special(size_t k) {
   const elf::Object& post = *u.post;
   UnitMap& m = maps_[k];
   if (u.diff->special.empty()) return;
-  struct Moved {
-    uint32_t out = 0;
-    std::vector<std::pair<uint64_t, uint64_t>> ranges;   // original [offset, size)
-    std::vector<uint64_t> at;                            // their offsets in the output
-  };
   std::map<uint32_t, Moved> moved;
   for (const auto& c : u.diff->special) {
     const auto& sec = post.section(c.section);
@@ -536,27 +546,10 @@ void Builder::add_special(size_t k) {
                                   {"object", k}, {"original", sec.name}, {"entries", c.ranges.size()}});
     moved[c.section] = std::move(mv);
   }
-  std::map<uint32_t, SymRef> moved_symbol;
-  for (auto& [orig, mv] : moved) {
-    OutSymbol s;
-    s.type = STT_SECTION;
-    s.shndx = static_cast<uint16_t>(mv.out);
-    moved_symbol[orig] = add_symbol(s);
-  }
-  // Where original (section, offset) landed in a compacted section, if it was carried.
+  std::map<uint32_t, SymRef> moved_symbol = section_symbols(moved);
   auto relocate = [&](uint32_t sec, int64_t off) -> std::optional<int64_t> {
     auto it = moved.find(sec);
-    if (it == moved.end()) return std::nullopt;
-    // Inside a range first; then at the end of one (an empty replacement, a label
-    // after the last instruction of a piece).
-    for (bool at_end : {false, true})
-      for (size_t i = 0; i < it->second.ranges.size(); ++i) {
-        auto start = static_cast<int64_t>(it->second.ranges[i].first);
-        auto end = start + static_cast<int64_t>(it->second.ranges[i].second);
-        if (at_end ? off == end : off >= start && off < end)
-          return static_cast<int64_t>(it->second.at[i]) + off - start;
-      }
-    return std::nullopt;
+    return it == moved.end() ? std::nullopt : it->second.landed(off);
   };
   for (auto& [orig, mv] : moved) {
     const auto& sec = post.section(orig);
