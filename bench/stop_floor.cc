@@ -7,9 +7,17 @@
 // "livesplice pause / this floor" (bench/pause.sh) says what livesplice adds to the
 // cost of a stop itself. Prints {"threads": N, "median_us": .., "min_us": .., "max_us": ..}.
 //
+// bench-stop-floor --group-stop ROUNDS -- PROGRAM ARGS...: the kernel's own stop of every
+// thread, with no tracer at all, as a second yardstick: PROGRAM is started as a child
+// (it prints "ready" when its threads run), then per round SIGSTOP, wait for the group
+// stop to complete (the last thread stopped), SIGCONT (which wakes every thread inside
+// the one kill). No tool that must stop all threads can beat this on the same machine;
+// when it alone exceeds a pause target, the target is out of reach there. Same output.
+//
 // Deliberately independent of livesplice's code: it is the yardstick, not a copy.
 #include <dirent.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/ptrace.h>
 #include <sys/user.h>
 #include <sys/wait.h>
@@ -87,27 +95,78 @@ double one_round(pid_t pid) {
   return ok ? std::chrono::duration<double, std::micro>(t1 - t0).count() : -1;
 }
 
+// One group stop and continue of a child: SIGSTOP until the kernel reports the whole
+// group stopped, then SIGCONT; microseconds, or negative when the child did not stop.
+double one_group_round(pid_t child) {
+  siginfo_t info{};
+  auto t0 = std::chrono::steady_clock::now();
+  kill(child, SIGSTOP);
+  if (waitid(P_PID, child, &info, WSTOPPED) != 0 || info.si_code != CLD_STOPPED) return -1;
+  kill(child, SIGCONT);
+  auto t1 = std::chrono::steady_clock::now();
+  waitid(P_PID, child, &info, WCONTINUED);
+  return std::chrono::duration<double, std::micro>(t1 - t0).count();
+}
+
+// Starts PROGRAM ARGS... with its stdout on a pipe and returns once it printed "ready".
+pid_t start_ready(char** argv) {
+  int out[2];
+  if (pipe(out) != 0) return -1;
+  pid_t child = fork();
+  if (child == 0) {
+    dup2(out[1], STDOUT_FILENO);
+    close(out[0]);
+    close(out[1]);
+    execvp(argv[0], argv);
+    _exit(127);
+  }
+  close(out[1]);
+  std::string seen;
+  char buf[256];
+  ssize_t n;
+  while (seen.find("ready") == std::string::npos && (n = read(out[0], buf, sizeof buf)) > 0) seen.append(buf, n);
+  close(out[0]);   // the program's later output goes nowhere; a write to it gets EPIPE
+  if (seen.find("ready") == std::string::npos) {
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
+    return -1;
+  }
+  return child;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: bench-stop-floor PID ROUNDS\n");
+  bool group = argc >= 5 && std::strcmp(argv[1], "--group-stop") == 0 && std::strcmp(argv[3], "--") == 0;
+  if (argc != 3 && !group) {
+    std::fprintf(stderr, "usage: bench-stop-floor PID ROUNDS\n"
+                         "       bench-stop-floor --group-stop ROUNDS -- PROGRAM ARGS...\n");
     return 1;
   }
-  pid_t pid = std::atoi(argv[1]);
+  pid_t pid = group ? start_ready(argv + 4) : std::atoi(argv[1]);
   int rounds = std::atoi(argv[2]);
+  if (pid <= 0) {
+    std::fprintf(stderr, "bench-stop-floor: %s did not start or never printed \"ready\"\n", argv[4]);
+    return 1;
+  }
   std::vector<double> us;
   for (int r = 0; r <= rounds; ++r) {
-    double d = one_round(pid);
+    double d = group ? one_group_round(pid) : one_round(pid);
     if (d < 0) {
       std::fprintf(stderr, "bench-stop-floor: could not stop process %d: %s\n", pid, std::strerror(errno));
+      if (group) kill(pid, SIGKILL);
       return 1;
     }
     if (r > 0) us.push_back(d);   // round 0 warms up
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  size_t threads = threads_of(pid).size();
+  if (group) {
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+  }
   std::sort(us.begin(), us.end());
   std::printf("{\"threads\": %zu, \"rounds\": %zu, \"median_us\": %.1f, \"min_us\": %.1f, \"max_us\": %.1f}\n",
-              threads_of(pid).size(), us.size(), us[us.size() / 2], us.front(), us.back());
+              threads, us.size(), us[us.size() / 2], us.front(), us.back());
   return 0;
 }
