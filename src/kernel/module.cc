@@ -16,6 +16,7 @@
 #include <fmt/ranges.h>
 
 #include "differ/special_sections.h"
+#include "elf/writer.h"
 
 namespace ls::kernel {
 namespace {
@@ -38,44 +39,7 @@ int kernel_reloc_width(uint32_t type) {
   }
 }
 
-struct SymRef {
-  bool global = false;
-  uint32_t index = 0;
-};
-
-struct OutSymbol {
-  std::string name;
-  unsigned char info = 0;
-  uint16_t shndx = SHN_UNDEF;
-  uint64_t value = 0;
-  uint64_t size = 0;
-};
-
-struct OutReloc {
-  uint64_t offset;
-  uint32_t type;
-  SymRef sym;
-  int64_t addend;
-};
-
-struct OutSection {
-  std::string name;
-  uint32_t type = SHT_PROGBITS;
-  uint64_t flags = 0;
-  uint64_t align = 1;
-  uint64_t entsize = 0;
-  uint64_t size = 0;
-  std::vector<uint8_t> data;
-  std::vector<OutReloc> relocs;
-  int symbol = -1;   // its STT_SECTION symbol (local), once made
-};
-
 uint64_t align_up(uint64_t v, uint64_t a) { return a <= 1 ? v : (v + a - 1) / a * a; }
-
-void put(std::vector<uint8_t>& out, const void* p, size_t n) {
-  auto* b = static_cast<const uint8_t*>(p);
-  out.insert(out.end(), b, b + n);
-}
 
 // `.modinfo` of the skeleton with its name= entry replaced.
 Result<std::vector<uint8_t>> rename_modinfo(const elf::Section& s, const std::string& name, std::string& old) {
@@ -125,8 +89,7 @@ Result<ModuleFile> build_module(Context& ctx, const update::Contents& u, const l
 
   ModuleFile m;
   m.name = name;
-  std::vector<OutSection> secs(1);
-  std::vector<OutSymbol> locals(1), globals;
+  elf::Writer w;
   std::vector<std::string> errors;
 
   // The skeleton's identity: .modinfo (renamed), struct module (renamed), __versions.
@@ -140,20 +103,18 @@ Result<ModuleFile> build_module(Context& ctx, const update::Contents& u, const l
   auto info = rename_modinfo(*modinfo, name, old_name);
   if (!info) return info.status();
   {
-    OutSection o;
+    elf::NewSection o;
     o.name = ".modinfo";
     o.flags = SHF_ALLOC;
     o.data = std::move(*info);
-    o.size = o.data.size();
-    secs.push_back(std::move(o));
+    w.add_section(std::move(o));
   }
   {
-    OutSection o;
+    elf::NewSection o;
     o.name = this_module->name;
     o.flags = this_module->flags;
     o.align = std::max<uint64_t>(this_module->align, 1);
     o.data.assign(this_module->bytes.begin(), this_module->bytes.end());
-    o.size = o.data.size();
     std::string needle = old_name + std::string(1, '\0');
     auto it = std::search(o.data.begin(), o.data.end(), needle.begin(), needle.end());
     auto at = static_cast<size_t>(it - o.data.begin());
@@ -161,16 +122,15 @@ Result<ModuleFile> build_module(Context& ctx, const update::Contents& u, const l
       return error("{}: the name '{}' is not in its struct module", skel.path(), old_name);
     std::fill(o.data.begin() + at, o.data.begin() + at + kModuleNameLen, 0);
     std::copy(name.begin(), name.end(), o.data.begin() + at);
-    secs.push_back(std::move(o));
+    w.add_section(std::move(o));
   }
   if (const elf::Section* v = skel.find_section("__versions")) {
-    OutSection o;
+    elf::NewSection o;
     o.name = v->name;
     o.flags = v->flags;
     o.align = std::max<uint64_t>(v->align, 1);
     o.data.assign(v->bytes.begin(), v->bytes.end());
-    o.size = o.data.size();
-    secs.push_back(std::move(o));
+    w.add_section(std::move(o));
   }
 
   // The update's sections, merged by name.
@@ -182,16 +142,16 @@ Result<ModuleFile> build_module(Context& ctx, const update::Contents& u, const l
     if (out_name.empty() || out_name == ".modinfo" || out_name == ".gnu.linkonce.this_module" ||
         out_name == "__versions")
       return error("{}: would be the module's own {}", f.where(s), out_name.empty() ? "(unnamed)" : out_name);
-    auto [it, fresh] = by_name.emplace(out_name, static_cast<uint32_t>(secs.size()));
+    auto [it, fresh] = by_name.emplace(out_name, w.section_count());
     if (fresh) {
-      OutSection o;
+      elf::NewSection o;
       o.name = out_name;
       o.type = s.nobits() ? SHT_NOBITS : SHT_PROGBITS;
-      o.flags = s.flags & ~static_cast<uint64_t>(SHF_GROUP | SHF_LINK_ORDER | SHF_INFO_LINK);
+      o.flags = elf::copied_flags(s.flags);
       o.entsize = s.entsize;
-      secs.push_back(std::move(o));
+      w.add_section(std::move(o));
     }
-    OutSection& o = secs[it->second];
+    elf::NewSection& o = w.section(it->second);
     const diff::SpecialSection* row = diff::find_special(out_name);
     bool table = std::any_of(u.special_sections.begin(), u.special_sections.end(),
                              [&](const auto& t) { return t.first == i; });
@@ -215,44 +175,26 @@ Result<ModuleFile> build_module(Context& ctx, const update::Contents& u, const l
     m.placed[i] = {out_name, off};
   }
 
-  auto add_symbol = [&](OutSymbol s) {
-    if (ELF64_ST_BIND(s.info) == STB_LOCAL) {
-      locals.push_back(std::move(s));
-      return SymRef{false, static_cast<uint32_t>(locals.size() - 1)};
-    }
-    globals.push_back(std::move(s));
-    return SymRef{true, static_cast<uint32_t>(globals.size() - 1)};
-  };
-  auto section_symbol = [&](uint32_t out) {
-    if (secs[out].symbol < 0) {
-      OutSymbol s;
-      s.info = ELF64_ST_INFO(STB_LOCAL, STT_SECTION);
-      s.shndx = static_cast<uint16_t>(out);
-      secs[out].symbol = static_cast<int>(add_symbol(s).index);
-    }
-    return SymRef{false, static_cast<uint32_t>(secs[out].symbol)};
-  };
   // Named definitions keep their names: kallsyms lists them under the module.
-  std::map<uint32_t, SymRef> defined;
+  std::map<uint32_t, elf::SymbolRef> defined;
   for (const elf::Symbol& s : f.symbols()) {
     if (!s.in_section() || !at.count(s.section) || s.name.empty() || s.type == elf::SymbolType::Section ||
         s.type == elf::SymbolType::File)
       continue;
     auto [out, off] = at.at(s.section);
-    OutSymbol o;
+    elf::NewSymbol o;
     o.name = s.name;
-    unsigned char type = s.type == elf::SymbolType::Func ? STT_FUNC : s.type == elf::SymbolType::Object ? STT_OBJECT : STT_NOTYPE;
-    unsigned char bind = s.binding == elf::Binding::Local ? STB_LOCAL : s.binding == elf::Binding::Weak ? STB_WEAK : STB_GLOBAL;
-    o.info = ELF64_ST_INFO(bind, type);
+    o.type = s.type == elf::SymbolType::Func ? STT_FUNC : s.type == elf::SymbolType::Object ? STT_OBJECT : STT_NOTYPE;
+    o.bind = elf::st_bind(s.binding);
     o.shndx = static_cast<uint16_t>(out);
     o.value = off + s.value;
     o.size = s.size;
-    defined[s.index] = add_symbol(o);
+    defined[s.index] = w.add_symbol(std::move(o));
   }
   // Run symbols: absolute, with the value matching or kallsyms gave.
-  std::map<uint32_t, SymRef> absolute;
+  std::map<uint32_t, elf::SymbolRef> absolute;
   std::set<uint32_t> unresolved;
-  auto run_symbol = [&](uint32_t sym) -> std::optional<SymRef> {
+  auto run_symbol = [&](uint32_t sym) -> std::optional<elf::SymbolRef> {
     if (auto it = absolute.find(sym); it != absolute.end()) return it->second;
     if (unresolved.count(sym)) return std::nullopt;
     auto v = resolver.resolve(sym, View::Address);
@@ -261,14 +203,15 @@ Result<ModuleFile> build_module(Context& ctx, const update::Contents& u, const l
       errors.push_back(v.status().message());
       return std::nullopt;
     }
-    OutSymbol o;
+    elf::NewSymbol o;
     o.name = f.symbol(sym).name;
-    o.info = ELF64_ST_INFO(STB_GLOBAL, STT_NOTYPE);
+    o.bind = STB_GLOBAL;
     o.shndx = SHN_ABS;
     o.value = v->value();
-    return absolute[sym] = add_symbol(o);
+    return absolute[sym] = w.add_symbol(std::move(o));
   };
 
+  std::map<uint32_t, std::vector<elf::NewReloc>> relocs;   // out section -> its relocations
   for (uint32_t i : loaded) {
     const elf::Section& s = f.section(i);
     auto [out, off] = at.at(i);
@@ -285,9 +228,9 @@ Result<ModuleFile> build_module(Context& ctx, const update::Contents& u, const l
       if (auto b = plan->bound.find(sym); b != plan->bound.end()) sym = b->second;
       const elf::Symbol& t = f.symbol(sym);
       int64_t addend = r.addend;
-      std::optional<SymRef> ref;
+      std::optional<elf::SymbolRef> ref;
       if (sym == 0) {
-        ref = SymRef{};
+        ref = elf::SymbolRef{};
       } else if (t.in_section()) {
         auto ts = at.find(t.section);
         if (ts == at.end()) {
@@ -296,7 +239,7 @@ Result<ModuleFile> build_module(Context& ctx, const update::Contents& u, const l
           continue;
         }
         if (t.type == elf::SymbolType::Section || !defined.count(sym)) {
-          ref = section_symbol(ts->second.first);
+          ref = w.section_symbol(ts->second.first);
           addend += static_cast<int64_t>(ts->second.second + (t.type == elf::SymbolType::Section ? 0 : t.value));
         } else {
           ref = defined.at(sym);
@@ -308,7 +251,7 @@ Result<ModuleFile> build_module(Context& ctx, const update::Contents& u, const l
         ref = run_symbol(sym);
         if (!ref) continue;
       }
-      OutSection& o = secs[out];
+      elf::NewSection& o = w.section(out);
       uint64_t field = off + r.offset;
       if (o.type != SHT_NOBITS) {
         if (field + width > o.data.size()) {
@@ -318,7 +261,7 @@ Result<ModuleFile> build_module(Context& ctx, const update::Contents& u, const l
         // The kernel writes only into zeroed fields; the addend travels in the relocation.
         std::fill(o.data.begin() + field, o.data.begin() + field + width, 0);
       }
-      o.relocs.push_back({field, r.type, *ref, addend});
+      relocs[out].push_back({field, r.type, *ref, addend});
     }
   }
   if (!errors.empty()) {
@@ -328,132 +271,12 @@ Result<ModuleFile> build_module(Context& ctx, const update::Contents& u, const l
                  n > kMaxReported ? fmt::format("\n  ... and {} more", n - kMaxReported) : "");
   }
 
-  // Relocation sections, then the symbol and string tables.
-  size_t nsecs = secs.size();
-  for (size_t i = 1; i < nsecs; ++i) {
-    if (secs[i].relocs.empty()) continue;
-    OutSection rela;
-    rela.name = ".rela" + secs[i].name;
-    rela.type = SHT_RELA;
-    rela.flags = SHF_INFO_LINK;
-    rela.align = 8;
-    rela.entsize = sizeof(Elf64_Rela);
-    rela.relocs = secs[i].relocs;
-    rela.symbol = static_cast<int>(i);   // reused: the section it applies to
-    secs.push_back(std::move(rela));
-  }
-  auto symtab = static_cast<uint32_t>(secs.size());
-  if (symtab + 3 >= SHN_LORESERVE) return error("the module would need {} sections", symtab + 3);
-  auto final_index = [&](SymRef r) { return r.global ? static_cast<uint32_t>(locals.size()) + r.index : r.index; };
-  std::string strtab(1, '\0');
-  std::vector<uint8_t> symdata;
-  for (const auto* list : {&locals, &globals})
-    for (const OutSymbol& s : *list) {
-      Elf64_Sym e{};
-      if (!s.name.empty()) {
-        e.st_name = static_cast<uint32_t>(strtab.size());
-        strtab += s.name;
-        strtab += '\0';
-      }
-      e.st_info = s.info;
-      e.st_shndx = s.shndx;
-      e.st_value = s.value;
-      e.st_size = s.size;
-      put(symdata, &e, sizeof e);
-    }
-  std::vector<uint32_t> link(secs.size(), 0), info_of(secs.size(), 0);
-  for (size_t i = nsecs; i < secs.size(); ++i) {
-    OutSection& s = secs[i];
-    for (const OutReloc& r : s.relocs) {
-      Elf64_Rela e{};
-      e.r_offset = r.offset;
-      e.r_info = ELF64_R_INFO(final_index(r.sym), r.type);
-      e.r_addend = r.addend;
-      put(s.data, &e, sizeof e);
-    }
-    s.size = s.data.size();
-    link[i] = symtab;
-    info_of[i] = static_cast<uint32_t>(s.symbol);
-  }
-  {
-    OutSection s;
-    s.name = ".symtab";
-    s.type = SHT_SYMTAB;
-    s.align = 8;
-    s.entsize = sizeof(Elf64_Sym);
-    s.data = std::move(symdata);
-    s.size = s.data.size();
-    secs.push_back(std::move(s));
-    link.push_back(symtab + 1);
-    info_of.push_back(static_cast<uint32_t>(locals.size()));
-    OutSection str;
-    str.name = ".strtab";
-    str.type = SHT_STRTAB;
-    str.data.assign(strtab.begin(), strtab.end());
-    str.size = str.data.size();
-    secs.push_back(std::move(str));
-    link.push_back(0);
-    info_of.push_back(0);
-    OutSection shstr;
-    shstr.name = ".shstrtab";
-    shstr.type = SHT_STRTAB;
-    secs.push_back(std::move(shstr));
-    link.push_back(0);
-    info_of.push_back(0);
-  }
-  std::string names(1, '\0');
-  std::vector<uint32_t> name_off(secs.size(), 0);
-  for (size_t i = 1; i < secs.size(); ++i) {
-    name_off[i] = static_cast<uint32_t>(names.size());
-    names += secs[i].name;
-    names += '\0';
-  }
-  secs.back().data.assign(names.begin(), names.end());
-  secs.back().size = names.size();
-
-  std::vector<uint8_t>& out = m.bytes;
-  out.assign(sizeof(Elf64_Ehdr), 0);
-  std::vector<uint64_t> offsets(secs.size(), 0);
-  for (size_t i = 1; i < secs.size(); ++i) {
-    out.resize(align_up(out.size(), secs[i].align), 0);
-    offsets[i] = out.size();
-    if (secs[i].type != SHT_NOBITS) put(out, secs[i].data.data(), secs[i].data.size());
-  }
-  out.resize(align_up(out.size(), 8), 0);
-  uint64_t shoff = out.size();
-  for (size_t i = 0; i < secs.size(); ++i) {
-    Elf64_Shdr h{};
-    if (i > 0) {
-      const OutSection& s = secs[i];
-      h.sh_name = name_off[i];
-      h.sh_type = s.type;
-      h.sh_flags = s.flags;
-      h.sh_offset = offsets[i];
-      h.sh_size = s.size;
-      h.sh_link = link.size() > i ? link[i] : 0;
-      h.sh_info = info_of.size() > i ? info_of[i] : 0;
-      h.sh_addralign = s.align;
-      h.sh_entsize = s.entsize;
-    }
-    put(out, &h, sizeof h);
-  }
-  Elf64_Ehdr eh{};
-  std::memcpy(eh.e_ident, ELFMAG, SELFMAG);
-  eh.e_ident[EI_CLASS] = ELFCLASS64;
-  eh.e_ident[EI_DATA] = ELFDATA2LSB;
-  eh.e_ident[EI_VERSION] = EV_CURRENT;
-  eh.e_ident[EI_OSABI] = ELFOSABI_SYSV;
-  eh.e_type = ET_REL;
-  eh.e_machine = EM_X86_64;
-  eh.e_version = EV_CURRENT;
-  eh.e_shoff = shoff;
-  eh.e_ehsize = sizeof(Elf64_Ehdr);
-  eh.e_shentsize = sizeof(Elf64_Shdr);
-  eh.e_shnum = static_cast<uint16_t>(secs.size());
-  eh.e_shstrndx = static_cast<uint16_t>(secs.size() - 1);
-  std::memcpy(out.data(), &eh, sizeof eh);
-  ctx.note(fmt::format("module {}: {} bytes, {} sections, {} run symbols", name, out.size(), secs.size(),
-                       absolute.size()));
+  for (auto& [out, list] : relocs) w.add_rela(out, std::move(list));
+  auto image = w.write();
+  if (!image) return error("cannot write the update's kernel module: {}", image.status().message());
+  m.bytes = std::move(image).value();
+  ctx.note(fmt::format("module {}: {} bytes, {} sections, {} run symbols", name, m.bytes.size(),
+                       w.section_count() + 3, absolute.size()));
   return m;
 }
 

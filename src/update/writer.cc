@@ -17,8 +17,7 @@
 // and pre relocations name them: the matcher compares the running literal at each site
 // with the carried one.
 //
-// The ELF image is assembled by hand, not through libelf: the layout is fixed and small,
-// and writing it directly keeps the output deterministic byte for byte.
+// The ELF image itself is laid out by elf/writer.h.
 #include <elf.h>
 
 #include <algorithm>
@@ -36,57 +35,14 @@
 #include "update/update.h"
 
 #include "differ/special_sections.h"
+#include "elf/writer.h"
 
 namespace ls::update {
 namespace {
 
 using Json = nlohmann::ordered_json;
 
-struct SymRef {
-  bool global = false;
-  uint32_t index = 0;   // into Builder::locals_ or Builder::globals_
-};
-
-struct OutSymbol {
-  std::string name;
-  unsigned char bind = STB_LOCAL;
-  unsigned char type = STT_NOTYPE;
-  unsigned char other = 0;
-  uint16_t shndx = SHN_UNDEF;
-  uint64_t value = 0;
-  uint64_t size = 0;
-};
-
-struct OutReloc {
-  uint64_t offset;
-  uint32_t type;
-  SymRef sym;
-  int64_t addend;
-};
-
-struct OutSection {
-  std::string name;
-  uint32_t type = SHT_PROGBITS;
-  uint64_t flags = 0;
-  uint64_t align = 1;
-  uint64_t entsize = 0;
-  uint64_t size = 0;
-  uint32_t link = 0;
-  uint32_t info = 0;
-  std::vector<uint8_t> data;
-  std::vector<OutReloc> relocs;   // for SHT_RELA sections, encoded once indices are final
-};
-
-unsigned char stt(elf::SymbolType t) {
-  switch (t) {
-    case elf::SymbolType::Func: return STT_FUNC;
-    case elf::SymbolType::Object: return STT_OBJECT;
-    case elf::SymbolType::Tls: return STT_TLS;
-    case elf::SymbolType::Section: return STT_SECTION;
-    case elf::SymbolType::File: return STT_FILE;
-    default: return STT_NOTYPE;
-  }
-}
+using elf::SymbolRef;
 
 // A pool of string literals or constants that the linker merges across objects.
 bool literal_pool(const elf::Section& s) {
@@ -129,17 +85,22 @@ struct Moved {
       }
     return std::nullopt;
   }
+  // f(offset in the output, relocation) for each relocation of `from` in a carried range.
+  template <typename F>
+  void each_reloc(const elf::Section& from, F f) const {
+    for (size_t i = 0; i < ranges.size(); ++i)
+      for (const auto& r : from.relocs)
+        if (r.offset >= ranges[i].first && r.offset < ranges[i].first + ranges[i].second)
+          f(at[i] + (r.offset - ranges[i].first), r);
+  }
 };
 
 class Builder {
  public:
   Builder(Context& ctx, const UpdateInput& in) : ctx_(ctx), in_(in) {
-    sections_.emplace_back();   // SHN_UNDEF
-    OutSection manifest;
+    elf::NewSection manifest;   // section 1; its text is written last
     manifest.name = std::string(kManifestSection);
-    manifest.type = SHT_PROGBITS;
-    sections_.push_back(manifest);
-    locals_.emplace_back();     // the null symbol
+    w_.add_section(std::move(manifest));
   }
 
   void add_unit(size_t k);
@@ -150,11 +111,11 @@ class Builder {
  private:
   struct UnitMap {
     std::map<uint32_t, uint32_t> pre_out, post_out;       // original section -> out section
-    std::map<uint32_t, SymRef> pre_def, post_def;         // original symbol -> out symbol
-    std::map<uint32_t, SymRef> pre_section_symbol, post_section_symbol;   // original section -> its STT_SECTION
+    std::map<uint32_t, SymbolRef> pre_def, post_def;         // original symbol -> out symbol
+    std::map<uint32_t, SymbolRef> pre_section_symbol, post_section_symbol;   // original section -> its STT_SECTION
   };
   struct RunSymbol {
-    SymRef ref;
+    SymbolRef ref;
     std::string name;
     bool local = false;
     bool section = false;
@@ -163,20 +124,17 @@ class Builder {
   };
 
   uint32_t copy_section(const elf::Section& s, std::string_view prefix, bool pre);
-  SymRef add_symbol(OutSymbol s);
+  // Entries `c` of a kernel table of `obj`, back to back as `.livesplice.{pre,post}<table>`.
+  Moved carry_entries(size_t k, const elf::Object& obj, const diff::CarriedEntries& c, bool pre);
   // A section symbol for each carried section, by its original index.
-  std::map<uint32_t, SymRef> section_symbols(const std::map<uint32_t, Moved>& moved);
-  SymRef run_symbol(size_t k, const elf::Object& obj, const elf::Section& from, const elf::Reloc& r,
+  std::map<uint32_t, SymbolRef> section_symbols(const std::map<uint32_t, Moved>& moved);
+  SymbolRef run_symbol(size_t k, const elf::Object& obj, const elf::Section& from, const elf::Reloc& r,
                     int64_t& addend);
-  uint32_t final_index(SymRef r) const {
-    return r.global ? static_cast<uint32_t>(locals_.size()) + r.index : r.index;
-  }
   Json manifest(const WriteSummary& summary) const;
 
   Context& ctx_;
   const UpdateInput& in_;
-  std::vector<OutSection> sections_;
-  std::vector<OutSymbol> locals_, globals_;
+  elf::Writer w_;
   std::map<std::string, size_t> run_by_key_;
   std::map<size_t, std::map<int, std::string>> pre_name_of_post_;   // per unit, built on first use
   std::vector<RunSymbol> run_symbols_;
@@ -185,51 +143,55 @@ class Builder {
   uint32_t kernel_module_ = 0;   // the skeleton module's section, once added
 };
 
-std::map<uint32_t, SymRef> Builder::section_symbols(const std::map<uint32_t, Moved>& moved) {
-  std::map<uint32_t, SymRef> out;
-  for (const auto& [orig, mv] : moved) {
-    OutSymbol s;
-    s.type = STT_SECTION;
-    s.shndx = static_cast<uint16_t>(mv.out);
-    out[orig] = add_symbol(s);
-  }
+std::map<uint32_t, SymbolRef> Builder::section_symbols(const std::map<uint32_t, Moved>& moved) {
+  std::map<uint32_t, SymbolRef> out;
+  for (const auto& [orig, mv] : moved) out[orig] = w_.section_symbol(mv.out);
   return out;
 }
 
-SymRef Builder::add_symbol(OutSymbol s) {
-  if (s.bind == STB_LOCAL) {
-    locals_.push_back(std::move(s));
-    return {false, static_cast<uint32_t>(locals_.size() - 1)};
-  }
-  globals_.push_back(std::move(s));
-  return {true, static_cast<uint32_t>(globals_.size() - 1)};
-}
-
 uint32_t Builder::copy_section(const elf::Section& s, std::string_view prefix, bool pre) {
-  OutSection o;
+  elf::NewSection o;
   o.name = std::string(prefix) + s.name;
   o.type = s.type;
-  // Groups and link-order refer to sections that do not travel. Pre code is data for
-  // the matcher: it is never loaded, so it is not SHF_ALLOC.
-  o.flags = s.flags & ~static_cast<uint64_t>(SHF_GROUP | SHF_LINK_ORDER | SHF_INFO_LINK);
+  // Pre code is data for the matcher: it is never loaded, so it is not SHF_ALLOC.
+  o.flags = elf::copied_flags(s.flags);
   if (pre) o.flags &= ~static_cast<uint64_t>(SHF_ALLOC);
   o.align = s.align ? s.align : 1;
   o.entsize = s.entsize;
   o.size = s.size;
   if (!s.nobits()) o.data.assign(s.bytes.begin(), s.bytes.end());
-  sections_.push_back(std::move(o));
-  return static_cast<uint32_t>(sections_.size() - 1);
+  return w_.add_section(std::move(o));
+}
+
+Moved Builder::carry_entries(size_t k, const elf::Object& obj, const diff::CarriedEntries& c, bool pre) {
+  const auto& sec = obj.section(c.section);
+  elf::NewSection o;
+  o.name = (pre ? ".livesplice.pre" : ".livesplice.post") + sec.name;
+  o.type = sec.type;
+  o.flags = elf::copied_flags(sec.flags) & ~static_cast<uint64_t>(pre ? SHF_ALLOC : 0);
+  o.align = sec.align ? sec.align : 1;
+  o.entsize = sec.entsize;
+  Moved mv;
+  for (auto [off, size] : c.ranges) {
+    mv.ranges.push_back({off, size});
+    mv.at.push_back(o.data.size());
+    o.data.insert(o.data.end(), sec.bytes.begin() + off, sec.bytes.begin() + off + size);
+  }
+  mv.out = w_.add_section(std::move(o));
+  section_notes_.push_back(Json{{"index", mv.out}, {"name", w_.section(mv.out).name}, {"role", pre ? "pre" : "special"},
+                                {"object", k}, {"original", sec.name}});
+  return mv;
 }
 
 // The running program's copy of what relocation `r` (in section `from` of `obj`) names.
-SymRef Builder::run_symbol(size_t k, const elf::Object& obj, const elf::Section& from,
+SymbolRef Builder::run_symbol(size_t k, const elf::Object& obj, const elf::Section& from,
                            const elf::Reloc& r, int64_t& addend) {
   const elf::Symbol& t = obj.symbol(r.symbol);
   const elf::Symbol* named = &t;   // the symbol `name` comes from
   std::string name = t.name;
   bool local = t.local() && t.defined();
   bool section = false;
-  unsigned char type = stt(t.type);
+  unsigned char type = elf::st_type(t.type);
   unsigned char bind = t.binding == elf::Binding::Weak && !t.defined() ? STB_WEAK : STB_GLOBAL;
   uint8_t visibility = t.visibility;
   // Assembler labels (`.LC0`, kept in the symbol table for mergeable literal pools)
@@ -263,7 +225,7 @@ SymRef Builder::run_symbol(size_t k, const elf::Object& obj, const elf::Section&
       named = best;
       name = best->name;
       local = best->local();
-      type = stt(best->type);
+      type = elf::st_type(best->type);
       visibility = best->visibility;
       addend = static_cast<int64_t>(t.value) + addend - static_cast<int64_t>(best->value);
     } else {
@@ -290,11 +252,11 @@ SymRef Builder::run_symbol(size_t k, const elf::Object& obj, const elf::Section&
   }
   std::string key = local ? fmt::format("{}\n{}\n{}", k, section ? "section" : "symbol", name) : name;
   if (auto it = run_by_key_.find(key); it != run_by_key_.end()) return run_symbols_[it->second].ref;
-  OutSymbol s;
+  elf::NewSymbol s;
   s.name = name;
   s.bind = bind;
   s.type = type;
-  SymRef ref = add_symbol(std::move(s));
+  SymbolRef ref = w_.add_symbol(std::move(s));
   run_by_key_[key] = run_symbols_.size();
   // The linker turns a hidden global into a local of the binary it links: the
   // resolver must know to look for it there, and only there.
@@ -342,21 +304,11 @@ void Builder::add_unit(size_t k) {
       uint32_t out = copy_section(sec, is_pre ? ".livesplice.pre" : ".livesplice.post", is_pre);
       (is_pre ? m.pre_out : m.post_out)[s] = out;
       section_notes_.push_back(Json{{"index", out},
-                                    {"name", sections_[out].name},
+                                    {"name", w_.section(out).name},
                                     {"role", is_pre ? "pre" : "post"},
                                     {"object", k},
                                     {"original", sec.name}});
-      if (!sec.relocs.empty()) {
-        OutSection rela;
-        rela.name = ".rela" + sections_[out].name;
-        rela.type = SHT_RELA;
-        rela.flags = SHF_INFO_LINK;
-        rela.align = 8;
-        rela.entsize = sizeof(Elf64_Rela);
-        rela.info = out;
-        sections_.push_back(std::move(rela));
-        (is_pre ? pre_rela : post_rela)[s] = static_cast<uint32_t>(sections_.size() - 1);
-      }
+      if (!sec.relocs.empty()) (is_pre ? pre_rela : post_rela)[s] = w_.add_rela(out);
     }
   };
   lay_out(pre, pre_secs, true);
@@ -365,34 +317,28 @@ void Builder::add_unit(size_t k) {
 
   // Local symbols of this object: its file, its section symbols, pre definitions (local:
   // they name code being matched, not code to link against), then post definitions.
-  OutSymbol file;
+  elf::NewSymbol file;
   file.name = fmt::format("{}", u.source.empty() ? post.source_file() : u.source);
   file.type = STT_FILE;
   file.shndx = SHN_ABS;
-  add_symbol(file);
-  auto section_symbol = [&](uint32_t out) {
-    OutSymbol s;
-    s.type = STT_SECTION;
-    s.shndx = static_cast<uint16_t>(out);
-    return add_symbol(s);
-  };
-  for (auto [orig, out] : m.pre_out) m.pre_section_symbol[orig] = section_symbol(out);
-  for (auto [orig, out] : m.post_out) m.post_section_symbol[orig] = section_symbol(out);
+  w_.add_symbol(file);
+  for (auto [orig, out] : m.pre_out) m.pre_section_symbol[orig] = w_.section_symbol(out);
+  for (auto [orig, out] : m.post_out) m.post_section_symbol[orig] = w_.section_symbol(out);
   auto define = [&](const elf::Object& obj, const std::map<uint32_t, uint32_t>& outs,
-                    std::map<uint32_t, SymRef>& defs, bool is_pre) {
+                    std::map<uint32_t, SymbolRef>& defs, bool is_pre) {
     for (const auto& sym : obj.symbols()) {
       if (!sym.in_section() || !named_definition(sym)) continue;
       auto it = outs.find(sym.section);
       if (it == outs.end()) continue;
-      OutSymbol s;
+      elf::NewSymbol s;
       s.name = sym.name;
-      s.type = stt(sym.type);
+      s.type = elf::st_type(sym.type);
       s.bind = is_pre || sym.local() ? STB_LOCAL : sym.binding == elf::Binding::Weak ? STB_WEAK : STB_GLOBAL;
       s.other = sym.visibility;
       s.shndx = static_cast<uint16_t>(it->second);
       s.value = sym.value;
       s.size = sym.size;
-      defs[sym.index] = add_symbol(std::move(s));
+      defs[sym.index] = w_.add_symbol(std::move(s));
     }
   };
   define(pre, m.pre_out, m.pre_def, true);
@@ -403,7 +349,7 @@ void Builder::add_unit(size_t k) {
     const auto& sec = pre.section(orig);
     for (const auto& r : sec.relocs) {
       int64_t addend = r.addend;
-      SymRef ref;
+      SymbolRef ref;
       const auto& t = pre.symbol(r.symbol);
       if (r.symbol == 0) {
       } else if (t.in_section() && pre_pools.count(t.section)) {
@@ -413,14 +359,14 @@ void Builder::add_unit(size_t k) {
       } else {
         ref = run_symbol(k, pre, sec, r, addend);
       }
-      sections_[rela].relocs.push_back({r.offset, r.type, ref, addend});
+      w_.section(rela).relocs.push_back({r.offset, r.type, ref, addend});
     }
   }
   for (auto [orig, rela] : post_rela) {
     const auto& sec = post.section(orig);
     for (const auto& r : sec.relocs) {
       int64_t addend = r.addend;
-      SymRef ref;
+      SymbolRef ref;
       const auto& t = post.symbol(r.symbol);
       if (r.symbol == 0) {
       } else if (t.in_section() && m.post_out.count(t.section)) {
@@ -428,7 +374,7 @@ void Builder::add_unit(size_t k) {
       } else {
         ref = run_symbol(k, post, sec, r, addend);
       }
-      sections_[rela].relocs.push_back({r.offset, r.type, ref, addend});
+      w_.section(rela).relocs.push_back({r.offset, r.type, ref, addend});
     }
   }
   if (!in_.kernel_release.empty()) add_pre_sites(k, pre_secs);
@@ -448,28 +394,8 @@ void Builder::add_pre_sites(size_t k, const std::set<uint32_t>& pre_secs) {
   auto entries = diff::pre_site_entries(pre, pre_secs);
   if (entries.empty()) return;
   std::map<uint32_t, Moved> moved;
-  for (const auto& c : entries) {
-    const auto& sec = pre.section(c.section);
-    OutSection o;
-    o.name = ".livesplice.pre" + sec.name;
-    o.type = sec.type;
-    o.flags = sec.flags & ~static_cast<uint64_t>(SHF_GROUP | SHF_LINK_ORDER | SHF_INFO_LINK | SHF_ALLOC);
-    o.align = sec.align ? sec.align : 1;
-    o.entsize = sec.entsize;
-    Moved mv;
-    for (auto [off, size] : c.ranges) {
-      mv.ranges.push_back({off, size});
-      mv.at.push_back(o.data.size());
-      o.data.insert(o.data.end(), sec.bytes.begin() + off, sec.bytes.begin() + off + size);
-    }
-    o.size = o.data.size();
-    sections_.push_back(std::move(o));
-    mv.out = static_cast<uint32_t>(sections_.size() - 1);
-    section_notes_.push_back(Json{{"index", mv.out}, {"name", sections_[mv.out].name}, {"role", "pre"},
-                                  {"object", k}, {"original", sec.name}});
-    moved[c.section] = std::move(mv);
-  }
-  std::map<uint32_t, SymRef> moved_symbol = section_symbols(moved);
+  for (const auto& c : entries) moved[c.section] = carry_entries(k, pre, c, true);
+  std::map<uint32_t, SymbolRef> moved_symbol = section_symbols(moved);
   auto relocate = [&](uint32_t sec, int64_t off) -> std::optional<int64_t> {
     auto it = moved.find(sec);
     return it == moved.end() ? std::nullopt : it->second.landed(off);
@@ -477,38 +403,27 @@ void Builder::add_pre_sites(size_t k, const std::set<uint32_t>& pre_secs) {
   for (auto& [orig, mv] : moved) {
     const auto& sec = pre.section(orig);
     const bool table = diff::find_special(sec.name) && diff::find_special(sec.name)->entry_size > 0;
-    OutSection rela;
-    rela.name = ".rela" + sections_[mv.out].name;
-    rela.type = SHT_RELA;
-    rela.flags = SHF_INFO_LINK;
-    rela.align = 8;
-    rela.entsize = sizeof(Elf64_Rela);
-    rela.info = mv.out;
-    for (size_t i = 0; i < mv.ranges.size(); ++i) {
-      auto [start, size] = mv.ranges[i];
-      for (const auto& r : sec.relocs) {
-        if (r.offset < start || r.offset >= start + size) continue;
-        uint64_t offset = mv.at[i] + (r.offset - start);
-        int64_t addend = r.addend;
-        SymRef ref;
-        const auto& t = pre.symbol(r.symbol);
-        if (r.symbol == 0) continue;
-        if (t.in_section() && m.pre_out.count(t.section)) {
-          ref = m.pre_section_symbol.at(t.section);
-          addend += static_cast<int64_t>(t.value);
-        } else if (auto to = t.in_section() ? relocate(t.section, static_cast<int64_t>(t.value) + r.addend)
-                                            : std::nullopt) {
-          ref = moved_symbol.at(t.section);
-          addend = *to;
-        } else if (!table) {
-          ref = run_symbol(k, pre, sec, r, addend);
-        } else {
-          continue;
-        }
-        rela.relocs.push_back({offset, r.type, ref, addend});
+    std::vector<elf::NewReloc> relocs;
+    mv.each_reloc(sec, [&](uint64_t offset, const elf::Reloc& r) {
+      int64_t addend = r.addend;
+      SymbolRef ref;
+      const auto& t = pre.symbol(r.symbol);
+      if (r.symbol == 0) return;
+      if (t.in_section() && m.pre_out.count(t.section)) {
+        ref = m.pre_section_symbol.at(t.section);
+        addend += static_cast<int64_t>(t.value);
+      } else if (auto to = t.in_section() ? relocate(t.section, static_cast<int64_t>(t.value) + r.addend)
+                                          : std::nullopt) {
+        ref = moved_symbol.at(t.section);
+        addend = *to;
+      } else if (!table) {
+        ref = run_symbol(k, pre, sec, r, addend);
+      } else {
+        return;
       }
-    }
-    if (!rela.relocs.empty()) sections_.push_back(std::move(rela));
+      relocs.push_back({offset, r.type, ref, addend});
+    });
+    if (!relocs.empty()) w_.add_rela(mv.out, std::move(relocs));
   }
 }
 
@@ -526,65 +441,37 @@ void Builder::add_special(size_t k) {
   if (u.diff->special.empty()) return;
   std::map<uint32_t, Moved> moved;
   for (const auto& c : u.diff->special) {
-    const auto& sec = post.section(c.section);
-    OutSection o;
-    o.name = ".livesplice.post" + sec.name;
-    o.type = sec.type;
-    o.flags = sec.flags & ~static_cast<uint64_t>(SHF_GROUP | SHF_LINK_ORDER | SHF_INFO_LINK);
-    o.align = sec.align ? sec.align : 1;
-    o.entsize = sec.entsize;
-    Moved mv;
-    for (auto [off, size] : c.ranges) {
-      mv.ranges.push_back({off, size});
-      mv.at.push_back(o.data.size());
-      o.data.insert(o.data.end(), sec.bytes.begin() + off, sec.bytes.begin() + off + size);
-    }
-    o.size = o.data.size();
-    sections_.push_back(std::move(o));
-    mv.out = static_cast<uint32_t>(sections_.size() - 1);
-    section_notes_.push_back(Json{{"index", mv.out}, {"name", sections_[mv.out].name}, {"role", "special"},
-                                  {"object", k}, {"original", sec.name}, {"entries", c.ranges.size()}});
-    moved[c.section] = std::move(mv);
+    moved[c.section] = carry_entries(k, post, c, false);
+    section_notes_.back()["entries"] = c.ranges.size();
   }
-  std::map<uint32_t, SymRef> moved_symbol = section_symbols(moved);
+  std::map<uint32_t, SymbolRef> moved_symbol = section_symbols(moved);
   auto relocate = [&](uint32_t sec, int64_t off) -> std::optional<int64_t> {
     auto it = moved.find(sec);
     return it == moved.end() ? std::nullopt : it->second.landed(off);
   };
   for (auto& [orig, mv] : moved) {
     const auto& sec = post.section(orig);
-    OutSection rela;
-    rela.name = ".rela" + sections_[mv.out].name;
-    rela.type = SHT_RELA;
-    rela.flags = SHF_INFO_LINK;
-    rela.align = 8;
-    rela.entsize = sizeof(Elf64_Rela);
-    rela.info = mv.out;
-    for (size_t i = 0; i < mv.ranges.size(); ++i) {
-      auto [start, size] = mv.ranges[i];
-      for (const auto& r : sec.relocs) {
-        if (r.offset < start || r.offset >= start + size) continue;
-        uint64_t offset = mv.at[i] + (r.offset - start);
-        int64_t addend = r.addend;
-        SymRef ref;
-        const auto& t = post.symbol(r.symbol);
-        if (r.symbol == 0) {
-        } else if (t.in_section() && m.post_out.count(t.section)) {
-          ref = t.type == elf::SymbolType::Section ? m.post_section_symbol.at(t.section) : m.post_def.at(r.symbol);
-        } else if (auto to = t.in_section() ? relocate(t.section, static_cast<int64_t>(t.value) + r.addend)
-                                            : std::nullopt) {
-          ref = moved_symbol.at(t.section);
-          addend = *to;
-        } else if (t.in_section() && moved.count(t.section)) {
-          fail("{}: a carried entry points at {}+{:#x}, which was not carried", post.where(sec, r.offset),
-               post.section(t.section).name, static_cast<int64_t>(t.value) + r.addend);
-        } else {
-          ref = run_symbol(k, post, sec, r, addend);
-        }
-        rela.relocs.push_back({offset, r.type, ref, addend});
+    std::vector<elf::NewReloc> relocs;
+    mv.each_reloc(sec, [&](uint64_t offset, const elf::Reloc& r) {
+      int64_t addend = r.addend;
+      SymbolRef ref;
+      const auto& t = post.symbol(r.symbol);
+      if (r.symbol == 0) {
+      } else if (t.in_section() && m.post_out.count(t.section)) {
+        ref = t.type == elf::SymbolType::Section ? m.post_section_symbol.at(t.section) : m.post_def.at(r.symbol);
+      } else if (auto to = t.in_section() ? relocate(t.section, static_cast<int64_t>(t.value) + r.addend)
+                                          : std::nullopt) {
+        ref = moved_symbol.at(t.section);
+        addend = *to;
+      } else if (t.in_section() && moved.count(t.section)) {
+        fail("{}: a carried entry points at {}+{:#x}, which was not carried", post.where(sec, r.offset),
+             post.section(t.section).name, static_cast<int64_t>(t.value) + r.addend);
+      } else {
+        ref = run_symbol(k, post, sec, r, addend);
       }
-    }
-    if (!rela.relocs.empty()) sections_.push_back(std::move(rela));
+      relocs.push_back({offset, r.type, ref, addend});
+    });
+    if (!relocs.empty()) w_.add_rela(mv.out, std::move(relocs));
   }
 }
 
@@ -642,14 +529,14 @@ Json Builder::manifest(const WriteSummary& summary) const {
         e["post_size"] = s.post_symbol >= 0 ? Json(s.post_size) : Json(nullptr);
         e["pre_section"] = optional_index(pre_sec != m.pre_out.end(), pre_sec != m.pre_out.end() ? pre_sec->second : 0);
         e["post_section"] = optional_index(post_sec != m.post_out.end(), post_sec != m.post_out.end() ? post_sec->second : 0);
-        e["pre_symbol"] = optional_index(pre_sym != m.pre_def.end(), pre_sym != m.pre_def.end() ? final_index(pre_sym->second) : 0);
-        e["post_symbol"] = optional_index(post_sym != m.post_def.end(), post_sym != m.post_def.end() ? final_index(post_sym->second) : 0);
+        e["pre_symbol"] = optional_index(pre_sym != m.pre_def.end(), pre_sym != m.pre_def.end() ? w_.index(pre_sym->second) : 0);
+        e["post_symbol"] = optional_index(post_sym != m.post_def.end(), post_sym != m.post_def.end() ? w_.index(post_sym->second) : 0);
         functions.push_back(std::move(e));
       } else {
         e["size"] = s.post_symbol >= 0 ? s.post_size : s.pre_size;
         e["carried"] = s.included;
         e["post_section"] = optional_index(post_sec != m.post_out.end(), post_sec != m.post_out.end() ? post_sec->second : 0);
-        e["post_symbol"] = optional_index(post_sym != m.post_def.end(), post_sym != m.post_def.end() ? final_index(post_sym->second) : 0);
+        e["post_symbol"] = optional_index(post_sym != m.post_def.end(), post_sym != m.post_def.end() ? w_.index(post_sym->second) : 0);
         data.push_back(std::move(e));
       }
     }
@@ -660,7 +547,7 @@ Json Builder::manifest(const WriteSummary& summary) const {
   j["sections"] = section_notes_;
   Json run = Json::array();
   for (const auto& r : run_symbols_) {
-    Json e{{"index", final_index(r.ref)}, {"name", r.name}, {"local", r.local},
+    Json e{{"index", w_.index(r.ref)}, {"name", r.name}, {"local", r.local},
            {"kind", r.section ? "section" : "symbol"}};
     if (r.local) {
       e["object"] = r.unit;
@@ -676,15 +563,6 @@ Json Builder::manifest(const WriteSummary& summary) const {
   return j;
 }
 
-void put(std::vector<uint8_t>& out, const void* p, size_t n) {
-  auto* b = static_cast<const uint8_t*>(p);
-  out.insert(out.end(), b, b + n);
-}
-
-void align_to(std::vector<uint8_t>& out, uint64_t a) {
-  if (a > 1) out.resize((out.size() + a - 1) / a * a, 0);
-}
-
 std::vector<uint8_t> Builder::finish(WriteSummary& summary) {
   for (const auto& u : in_.units)
     for (const auto& s : u.diff->symbols) {
@@ -697,131 +575,21 @@ std::vector<uint8_t> Builder::finish(WriteSummary& summary) {
   summary.run_symbols = run_symbols_.size();
 
   if (!in_.kernel_module.empty()) {
-    OutSection ko;
+    elf::NewSection ko;
     ko.name = ".livesplice.kernel_module";
     ko.align = 8;
     ko.data = in_.kernel_module;
-    ko.size = ko.data.size();
-    sections_.push_back(std::move(ko));
-    kernel_module_ = static_cast<uint32_t>(sections_.size() - 1);
+    kernel_module_ = w_.add_section(std::move(ko));
   }
 
-  // The symbol and string tables come last, so every index is known.
-  auto symtab_index = static_cast<uint32_t>(sections_.size());
-  if (symtab_index + 3 >= SHN_LORESERVE)
-    fail("update needs {} sections; more than ELF's {} without extended numbering", symtab_index + 3,
-         SHN_LORESERVE);
-  std::string strtab(1, '\0');
-  std::vector<uint8_t> symdata;
-  auto emit_symbol = [&](const OutSymbol& s) {
-    Elf64_Sym e{};
-    if (!s.name.empty()) {
-      e.st_name = static_cast<uint32_t>(strtab.size());
-      strtab += s.name;
-      strtab += '\0';
-    }
-    e.st_info = ELF64_ST_INFO(s.bind, s.type);
-    e.st_other = s.other;
-    e.st_shndx = s.shndx;
-    e.st_value = s.value;
-    e.st_size = s.size;
-    put(symdata, &e, sizeof e);
-  };
-  for (const auto& s : locals_) emit_symbol(s);
-  for (const auto& s : globals_) emit_symbol(s);
-
-  for (auto& sec : sections_) {
-    if (sec.type != SHT_RELA) continue;
-    sec.link = symtab_index;
-    for (const auto& r : sec.relocs) {
-      Elf64_Rela e{};
-      e.r_offset = r.offset;
-      e.r_info = ELF64_R_INFO(final_index(r.sym), r.type);
-      e.r_addend = r.addend;
-      put(sec.data, &e, sizeof e);
-      ++summary.relocations;
-    }
-    sec.size = sec.data.size();
-  }
-
+  summary.relocations = w_.relocation_count();
+  // Every section and symbol is in, so the manifest's indices are final.
   std::string manifest_text = manifest(summary).dump(2) + "\n";
-  sections_[1].data.assign(manifest_text.begin(), manifest_text.end());
-  sections_[1].size = sections_[1].data.size();
-
-  OutSection symtab;
-  symtab.name = ".symtab";
-  symtab.type = SHT_SYMTAB;
-  symtab.align = 8;
-  symtab.entsize = sizeof(Elf64_Sym);
-  symtab.link = symtab_index + 1;
-  symtab.info = static_cast<uint32_t>(locals_.size());
-  symtab.data = std::move(symdata);
-  symtab.size = symtab.data.size();
-  sections_.push_back(std::move(symtab));
-  OutSection str;
-  str.name = ".strtab";
-  str.type = SHT_STRTAB;
-  str.data.assign(strtab.begin(), strtab.end());
-  str.size = str.data.size();
-  sections_.push_back(std::move(str));
-  OutSection shstr;
-  shstr.name = ".shstrtab";
-  shstr.type = SHT_STRTAB;
-  sections_.push_back(std::move(shstr));
-
-  std::string names(1, '\0');
-  std::vector<uint32_t> name_off(sections_.size(), 0);
-  for (size_t i = 1; i < sections_.size(); ++i) {
-    name_off[i] = static_cast<uint32_t>(names.size());
-    names += sections_[i].name;
-    names += '\0';
-  }
-  sections_.back().data.assign(names.begin(), names.end());
-  sections_.back().size = names.size();
-
-  std::vector<uint8_t> out(sizeof(Elf64_Ehdr), 0);
-  std::vector<uint64_t> offsets(sections_.size(), 0);
-  for (size_t i = 1; i < sections_.size(); ++i) {
-    auto& s = sections_[i];
-    align_to(out, s.align);
-    offsets[i] = out.size();
-    if (s.type != SHT_NOBITS) put(out, s.data.data(), s.data.size());
-  }
-  align_to(out, 8);
-  uint64_t shoff = out.size();
-  for (size_t i = 0; i < sections_.size(); ++i) {
-    const auto& s = sections_[i];
-    Elf64_Shdr h{};
-    if (i > 0) {
-      h.sh_name = name_off[i];
-      h.sh_type = s.type;
-      h.sh_flags = s.flags;
-      h.sh_offset = offsets[i];
-      h.sh_size = s.size;
-      h.sh_link = s.link;
-      h.sh_info = s.info;
-      h.sh_addralign = s.align;
-      h.sh_entsize = s.entsize;
-    }
-    put(out, &h, sizeof h);
-  }
-  Elf64_Ehdr eh{};
-  std::memcpy(eh.e_ident, ELFMAG, SELFMAG);
-  eh.e_ident[EI_CLASS] = ELFCLASS64;
-  eh.e_ident[EI_DATA] = ELFDATA2LSB;
-  eh.e_ident[EI_VERSION] = EV_CURRENT;
-  eh.e_ident[EI_OSABI] = ELFOSABI_SYSV;
-  eh.e_type = ET_REL;
-  eh.e_machine = EM_X86_64;
-  eh.e_version = EV_CURRENT;
-  eh.e_shoff = shoff;
-  eh.e_ehsize = sizeof(Elf64_Ehdr);
-  eh.e_shentsize = sizeof(Elf64_Shdr);
-  eh.e_shnum = static_cast<uint16_t>(sections_.size());
-  eh.e_shstrndx = static_cast<uint16_t>(sections_.size() - 1);
-  std::memcpy(out.data(), &eh, sizeof eh);
-  summary.bytes = out.size();
-  return out;
+  w_.section(1).data.assign(manifest_text.begin(), manifest_text.end());
+  auto image = w_.write();
+  if (!image) fail("cannot write the update: {}", image.status().message());
+  summary.bytes = image->size();
+  return std::move(image).value();
 }
 
 }  // namespace
