@@ -128,6 +128,9 @@ class Builder {
   Moved carry_entries(size_t k, const elf::Object& obj, const diff::CarriedEntries& c, bool pre);
   // A section symbol for each carried section, by its original index.
   std::map<uint32_t, SymbolRef> section_symbols(const std::map<uint32_t, Moved>& moved);
+  // What post relocation `r` (in section `from` of unit k) names: the update's own copy
+  // when it travels with the update, else the running program's.
+  SymbolRef post_target(size_t k, const elf::Section& from, const elf::Reloc& r, int64_t& addend);
   SymbolRef run_symbol(size_t k, const elf::Object& obj, const elf::Section& from, const elf::Reloc& r,
                     int64_t& addend);
   Json manifest(const WriteSummary& summary) const;
@@ -265,6 +268,16 @@ SymbolRef Builder::run_symbol(size_t k, const elf::Object& obj, const elf::Secti
   return ref;
 }
 
+SymbolRef Builder::post_target(size_t k, const elf::Section& from, const elf::Reloc& r, int64_t& addend) {
+  const elf::Object& post = *in_.units[k].post;
+  const UnitMap& m = maps_[k];
+  const auto& t = post.symbol(r.symbol);
+  if (r.symbol == 0) return {};
+  if (t.in_section() && m.post_out.count(t.section))
+    return t.type == elf::SymbolType::Section ? m.post_section_symbol.at(t.section) : m.post_def.at(r.symbol);
+  return run_symbol(k, post, from, r, addend);
+}
+
 void Builder::add_unit(size_t k) {
   const Unit& u = in_.units[k];
   const elf::Object& pre = *u.pre;
@@ -366,14 +379,7 @@ void Builder::add_unit(size_t k) {
     const auto& sec = post.section(orig);
     for (const auto& r : sec.relocs) {
       int64_t addend = r.addend;
-      SymbolRef ref;
-      const auto& t = post.symbol(r.symbol);
-      if (r.symbol == 0) {
-      } else if (t.in_section() && m.post_out.count(t.section)) {
-        ref = t.type == elf::SymbolType::Section ? m.post_section_symbol.at(t.section) : m.post_def.at(r.symbol);
-      } else {
-        ref = run_symbol(k, post, sec, r, addend);
-      }
+      SymbolRef ref = post_target(k, sec, r, addend);
       w_.section(rela).relocs.push_back({r.offset, r.type, ref, addend});
     }
   }
@@ -456,18 +462,14 @@ void Builder::add_special(size_t k) {
       int64_t addend = r.addend;
       SymbolRef ref;
       const auto& t = post.symbol(r.symbol);
-      if (r.symbol == 0) {
-      } else if (t.in_section() && m.post_out.count(t.section)) {
-        ref = t.type == elf::SymbolType::Section ? m.post_section_symbol.at(t.section) : m.post_def.at(r.symbol);
-      } else if (auto to = t.in_section() ? relocate(t.section, static_cast<int64_t>(t.value) + r.addend)
-                                          : std::nullopt) {
+      if (r.symbol == 0 || !t.in_section() || !moved.count(t.section) || m.post_out.count(t.section)) {
+        ref = post_target(k, sec, r, addend);
+      } else if (auto to = relocate(t.section, static_cast<int64_t>(t.value) + r.addend)) {
         ref = moved_symbol.at(t.section);
         addend = *to;
-      } else if (t.in_section() && moved.count(t.section)) {
+      } else {
         fail("{}: a carried entry points at {}+{:#x}, which was not carried", post.where(sec, r.offset),
              post.section(t.section).name, static_cast<int64_t>(t.value) + r.addend);
-      } else {
-        ref = run_symbol(k, post, sec, r, addend);
       }
       relocs.push_back({offset, r.type, ref, addend});
     });
