@@ -271,6 +271,7 @@ Result<ModuleFile> build_module(Context& ctx, const update::Contents& u, const l
                  n > kMaxReported ? fmt::format("\n  ... and {} more", n - kMaxReported) : "");
   }
 
+  // The relocation sections follow every section they apply to.
   for (auto& [out, list] : relocs) w.add_rela(out, std::move(list));
   auto image = w.write();
   if (!image) return error("cannot write the update's kernel module: {}", image.status().message());
