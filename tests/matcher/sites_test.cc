@@ -43,23 +43,6 @@ std::map<std::string, std::string> files() {
            "%.o: %.c\n\t$(CC) $(CFLAGS) -c -o $@ $<\n"}};
 }
 
-class Rewritten : public ls::match::CodeSource {
- public:
-  explicit Rewritten(const FileImage& file) : file_(file) {}
-  void put(uint64_t at, std::vector<uint8_t> b) { over_[at] = std::move(b); }
-  ls::Status read(TargetAddr at, std::span<uint8_t> out) const override {
-    LS_TRY(file_.read(at, out));
-    for (const auto& [a, b] : over_)
-      for (size_t k = 0; k < b.size(); ++k)
-        if (a + k >= at.value() && a + k < at.value() + out.size()) out[a + k - at.value()] = b[k];
-    return {};
-  }
-
- private:
-  const FileImage& file_;
-  std::map<uint64_t, std::vector<uint8_t>> over_;
-};
-
 const std::vector<uint8_t> kStac{0x0f, 0x01, 0xcb}, kClac{0x0f, 0x01, 0xca}, kNop3{0x0f, 0x1f, 0x00};
 const std::vector<uint8_t> kNop5{0x0f, 0x1f, 0x44, 0x00, 0x00};
 

@@ -281,6 +281,14 @@ ls::Status FileImage::read(ls::TargetAddr at, std::span<uint8_t> out) const {
   return ls::error("{:#x}+{:#x} is not in the file's loaded bytes", at.value(), out.size());
 }
 
+ls::Status Rewritten::read(ls::TargetAddr at, std::span<uint8_t> out) const {
+  LS_TRY(file_.read(at, out));
+  for (const auto& [a, b] : over_)
+    for (size_t k = 0; k < b.size(); ++k)
+      if (a + k >= at.value() && a + k < at.value() + out.size()) out[a + k - at.value()] = b[k];
+  return {};
+}
+
 std::vector<ls::TargetRange> FileImage::exec_ranges() const {
   std::vector<ls::TargetRange> v;
   for (const auto& s : segments_)

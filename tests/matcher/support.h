@@ -103,6 +103,19 @@ class FileImage : public ls::match::CodeSource {
   std::vector<Segment> segments_;
 };
 
+// A file image with some bytes replaced, as the target would have rewritten them
+// (alternatives, jump labels).
+class Rewritten : public ls::match::CodeSource {
+ public:
+  explicit Rewritten(const FileImage& file) : file_(file) {}
+  void put(uint64_t at, std::vector<uint8_t> b) { over_[at] = std::move(b); }
+  ls::Status read(ls::TargetAddr at, std::span<uint8_t> out) const override;
+
+ private:
+  const FileImage& file_;
+  std::map<uint64_t, std::vector<uint8_t>> over_;
+};
+
 // The update's manifest and the requests for every function with pre code, candidates
 // from `syms` (every symbol of that name, shifted by `bias`: the matcher must decide).
 nlohmann::ordered_json manifest(const std::string& update);
