@@ -54,24 +54,11 @@ std::map<std::string, std::string> files() {
            "%.o: %.c\n\t$(CC) $(CFLAGS) -c -o $@ $<\n%.o: %.S\n\t$(CC) -c -o $@ $<\n"}};
 }
 
-struct Fixture {
-  Project p{files()};
-  std::string update, app;
-  std::vector<Sym> syms;
-  Requests r;
-  size_t work = 0;
-  uint64_t work_at = 0;
+struct Fixture : BuiltWork {
   std::map<std::string, uint64_t> sites;   // symbol -> run address of its instruction in work
   uint64_t work_size = 0;                   // of its pre code
   uint64_t constant = 0;                    // run address of the byte holding 0x10 (pre's constant)
-  Fixture() {
-    p.make();
-    update = p.create("work.c", work_c("0x20"));
-    app = p / "app";
-    syms = symbols(app);
-    r = requests(update, syms, 0);
-    work = index_of(r, "work");
-    work_at = symbol(syms, "work");
+  Fixture() : BuiltWork(files(), work_c("0x20")) {
     ls::elf::Object u = ls::elf::Object::load(update);
     for (const auto& rel : u.section(r.list[work].pre_section).relocs) {
       const std::string& name = u.symbol(rel.symbol).name;

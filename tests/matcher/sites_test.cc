@@ -46,25 +46,12 @@ std::map<std::string, std::string> files() {
 const std::vector<uint8_t> kStac{0x0f, 0x01, 0xcb}, kClac{0x0f, 0x01, 0xca}, kNop3{0x0f, 0x1f, 0x00};
 const std::vector<uint8_t> kNop5{0x0f, 0x1f, 0x44, 0x00, 0x00};
 
-struct Fixture {
-  Project p{files()};
-  std::string update, app;
-  std::vector<Sym> syms;
-  Requests r;
-  size_t work = 0;
-  uint64_t work_at = 0;
+struct Fixture : BuiltWork {
   uint32_t section = 0;
   uint64_t alt = 0, label = 0;   // pre offsets of the two sites
   int64_t slow = 0;              // pre offset of the label's target
   uint64_t size = 0;
-  Fixture() {
-    p.make();
-    update = p.create("work.c", work_c("0x20"));
-    app = p / "app";
-    syms = symbols(app);
-    r = requests(update, syms, 0);
-    work = index_of(r, "work");
-    work_at = symbol(syms, "work");
+  Fixture() : BuiltWork(files(), work_c("0x20")) {
     section = r.list[work].pre_section;
     ls::elf::Object u = ls::elf::Object::load(update);
     auto pre = u.section(section).bytes;

@@ -340,6 +340,16 @@ size_t index_of(const Requests& r, const std::string& name) {
   return 0;
 }
 
+BuiltWork::BuiltWork(const std::map<std::string, std::string>& files, const std::string& work_post) : p(files) {
+  p.make();
+  update = p.create("work.c", work_post);
+  app = p / "app";
+  syms = symbols(app);
+  r = requests(update, syms, 0);
+  work = index_of(r, "work");
+  work_at = symbol(syms, "work");
+}
+
 ls::TargetAddr resolved(const ls::match::Match& m, uint32_t sym, ls::View view) {
   auto it = m.symbols.find({sym, view});
   EXPECT_NE(it, m.symbols.end()) << "no resolution for symbol " << sym << " (" << ls::to_string(view) << ")";

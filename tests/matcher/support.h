@@ -130,6 +130,18 @@ uint32_t run_symbol(const std::string& update, const std::string& name, const st
 
 // A context that prints nothing.
 ls::Context quiet_context();
+
+// A project (with a work.c defining `work`) built, an update that turns work.c into
+// `work_post`, its requests with candidates from the linked `app`, and `work` among them.
+struct BuiltWork {
+  Project p;
+  std::string update, app;
+  std::vector<Sym> syms;
+  Requests r;
+  size_t work = 0;         // index of work's request
+  uint64_t work_at = 0;    // its link address
+  BuiltWork(const std::map<std::string, std::string>& files, const std::string& work_post);
+};
 // The index of the request for function `name`; fails the test when there is none.
 size_t index_of(const Requests& r, const std::string& name);
 // The resolution of (run symbol, view); fails the test when there is none (resolved()
