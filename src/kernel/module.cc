@@ -184,7 +184,7 @@ Result<ModuleFile> build_module(Context& ctx, const update::Contents& u, const l
     auto [out, off] = at.at(s.section);
     elf::NewSymbol o;
     o.name = s.name;
-    o.type = s.type == elf::SymbolType::Func ? STT_FUNC : s.type == elf::SymbolType::Object ? STT_OBJECT : STT_NOTYPE;
+    o.type = elf::st_type(s.type);
     o.bind = elf::st_bind(s.binding);
     o.shndx = static_cast<uint16_t>(out);
     o.value = off + s.value;
