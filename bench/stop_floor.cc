@@ -9,7 +9,7 @@
 //
 // bench-stop-floor --group-stop ROUNDS -- PROGRAM ARGS...: the kernel's own stop of every
 // thread, with no tracer at all, as a second yardstick: PROGRAM is started as a child
-// (it prints "ready" when its threads run), then per round SIGSTOP, wait for the group
+// (it prints "ready" when its threads run, and nothing after), then per round SIGSTOP, wait for the group
 // stop to complete (the last thread stopped), SIGCONT (which wakes every thread inside
 // the one kill). No tool that must stop all threads can beat this on the same machine;
 // when it alone exceeds a pause target, the target is out of reach there. Same output.
@@ -125,7 +125,7 @@ pid_t start_ready(char** argv) {
   char buf[256];
   ssize_t n;
   while (seen.find("ready") == std::string::npos && (n = read(out[0], buf, sizeof buf)) > 0) seen.append(buf, n);
-  close(out[0]);   // the program's later output goes nowhere; a write to it gets EPIPE
+  close(out[0]);   // PROGRAM must print nothing after "ready": a later write would get SIGPIPE
   if (seen.find("ready") == std::string::npos) {
     kill(child, SIGKILL);
     waitpid(child, nullptr, 0);
