@@ -9,9 +9,9 @@
 //
 // bench-stop-floor --group-stop ROUNDS -- PROGRAM ARGS...: the kernel's own stop of every
 // thread, with no tracer at all, as a second yardstick: PROGRAM is started as a child
-// (it prints "ready" when its threads run, and nothing after), then per round SIGSTOP, wait for the group
-// stop to complete (the last thread stopped), SIGCONT (which wakes every thread inside
-// the one kill). No tool that must stop all threads can beat this on the same machine;
+// (it prints "ready" when its threads run, and nothing after), then per round SIGSTOP,
+// wait for the group stop to complete (the last thread stopped), SIGCONT (which wakes
+// every thread inside the one kill). No tool that must stop all threads can beat this on the same machine;
 // when it alone exceeds a pause target, the target is out of reach there. Same output.
 //
 // Deliberately independent of livesplice's code: it is the yardstick, not a copy.
