@@ -145,6 +145,7 @@ class Program:
             p = self._session(["bash", "-c", cmd], subprocess.DEVNULL, f)
         deadline = time.monotonic() + 300
         while (rc := exit_status(p)) is None:
+            self.ctx.check()
             if time.monotonic() > deadline:
                 raise NotRun(f"setup `{cmd[:200]}` did not finish within 300 s")
             time.sleep(0.05)
@@ -161,6 +162,7 @@ class Program:
         deadline = time.monotonic() + self.spec.get("start_timeout", 30)
         ready = self.spec.get("ready", self.spec["smoke"])
         while True:
+            self.ctx.check()
             rc = exit_status(self.proc)
             if rc is not None:
                 raise NotRun(f"the program exited ({rc}) at start:\n"

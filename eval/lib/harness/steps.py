@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import time
 
-from .context import Failed, NotRun, append, free_port, now_iso, run_child
+from .context import Failed, Interrupted, NotRun, append, free_port, now_iso, run_child
 from .program import Load, Program
 from .recipes import flavoured, program_for
 from .source import ensure_packages
@@ -105,7 +105,25 @@ class CaseRun:
                 rec["stage"], rec["outcome"] = "done", "applied"
         except Decided:
             pass
-        except Failed as e:
+        except (Failed, NotRun, subprocess.TimeoutExpired) as e:
+            if self.ctx.stopping.is_set():
+                raise Interrupted() from e   # what failed was stopped by the interruption
+            self.failed(e)
+        finally:
+            if self.program:
+                self.program.stop()
+            rec["finished"] = now_iso()
+            json.dump(rec, open(os.path.join(self.cdir, "result.json"), "w"), indent=2)
+        return rec
+
+    def failed(self, e):
+        rec = self.rec
+        if isinstance(e, NotRun):
+            rec["outcome"], rec["reason"] = "not-run", str(e)[-3000:]
+        elif isinstance(e, subprocess.TimeoutExpired):
+            rec["outcome"] = "error" if rec["stage"] in ("create", "apply", "view", "undo") else "not-run"
+            rec["reason"] = f"timed out: {e}"
+        else:
             rec["outcome"], rec["reason"] = "error", str(e)
             # A fix that changes what data already in the program means (a hash seed, an
             # encoding) in a way no object comparison can see: create and apply succeed
@@ -115,17 +133,6 @@ class CaseRun:
             if self.per_case.get("hook") and rec["stage"] in ("apply", "after-apply") and rec.get("pauses_us"):
                 rec["outcome"], rec["hook"] = "needs-hook", self.per_case["hook"]
                 rec["reason"] = f"applied, then: {e}"
-        except NotRun as e:
-            rec["outcome"], rec["reason"] = "not-run", str(e)[-3000:]
-        except subprocess.TimeoutExpired as e:
-            rec["outcome"] = "error" if rec["stage"] in ("create", "apply", "view", "undo") else "not-run"
-            rec["reason"] = f"timed out: {e}"
-        finally:
-            if self.program:
-                self.program.stop()
-            rec["finished"] = now_iso()
-            json.dump(rec, open(os.path.join(self.cdir, "result.json"), "w"), indent=2)
-        return rec
 
     def decide(self, outcome, reason):
         self.rec["outcome"], self.rec["reason"] = outcome, reason
@@ -195,8 +202,8 @@ class CaseRun:
                                               f"after the patch in {', '.join(empty)})")
             raise Failed("create: the patch changes no code in this build" + (f" ({err})" if err else ""))
         if rc != 0 and "Text file busy" in err:
-            raise NotRun(f"create: the build writes over a file the program runs from; name it in the recipe's "
-                         f"`copy` (eval/README.md): {first_error(err)}")
+            raise NotRun("create: the build writes over a file the program runs from (Text file busy); name it "
+                         f"in the recipe's `copy` (eval/README.md)\n{first_error(err)}")
         if rc != 0 or not data:
             raise Failed(f"create failed (exit {rc}): {first_error(err)}")
         rec["functions"] = [f["name"] for f in data.get("functions", []) if f.get("status") == "changed"]
