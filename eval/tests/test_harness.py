@@ -155,14 +155,19 @@ class Harness(unittest.TestCase):
                              stderr=subprocess.STDOUT)
         try:
             copy = os.path.realpath(self.case_file(GREET, "run/copy/greeter"))
+            origin_file = self.case_file(GREET, "run/origin.pid")
+
+            def started():
+                return (pids_of_exe(copy) and os.path.exists(origin_file)
+                        and running(int(read(origin_file) or 0), b"sleep\x00600\x00"))
+
             deadline = time.monotonic() + 120
-            while not (os.path.exists(self.case_file(GREET, "run/origin.pid")) and pids_of_exe(copy)):
-                self.assertIsNone(p.poll(), p.stdout.read().decode(errors="replace") if p.poll() is not None else "")
+            while not started():
+                self.assertIsNone(p.poll(), "eval/run ended before the program started")
                 self.assertLess(time.monotonic(), deadline, "the program did not start")
                 time.sleep(0.1)
             program = pids_of_exe(copy)
-            origin = int(read(self.case_file(GREET, "run/origin.pid")))
-            self.assertTrue(running(origin, b"sleep\x00600\x00"))
+            origin = int(read(origin_file))
             p.send_signal(signal.SIGTERM)
             out, _ = p.communicate(timeout=120)
         finally:
