@@ -207,6 +207,14 @@ class Harness(unittest.TestCase):
         self.assertIn("CVE-0000-0000", md)
         self.assertIn("CVE-0000-0001", md)
 
+    def test_unknown_recipe_key(self):
+        """A misspelt key is an error naming it, not a setting silently ignored."""
+        with open(os.path.join(self.recipes, "greeter.toml"), "a") as f:
+            f.write('\n[programs.typo]\nstrat = "true"\n')
+        rc, out = self.eval_run(self.cases((GREET, "")))
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("[programs.typo]: unknown key strat", out)
+
     def test_text_file_busy(self):
         """A build that copies over its binaries in place: the program run from the tree
         makes create's build fail with "Text file busy" (the reason says to use `copy`);
