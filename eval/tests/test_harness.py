@@ -171,9 +171,13 @@ class Harness(unittest.TestCase):
             p.send_signal(signal.SIGTERM)
             out, _ = p.communicate(timeout=120)
         finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+            if p.poll() is None:   # the test failed before its SIGTERM: let eval/run clean up
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
         self.assertEqual(p.returncode, 130, out.decode(errors="replace"))
         self.assertFalse(running(origin, b"sleep\x00600\x00"), "the setup's origin server is still running")
         self.assertEqual([q for q in program if stat_of(q) and stat_of(q)[0] not in ("Z", "X")], [])
