@@ -5,11 +5,11 @@ What is hard: nothing may outlive its case, whether the program dies, never beco
 ready, or the run is interrupted; and nothing else may be killed. Each setup command and
 the program run in a session (so a process group) of their own, and every group is sent
 SIGTERM, then SIGKILL, by `stop`, which the case calls on every path. A group is only
-signalled while its leader is a zombie the harness has not reaped (the exit is observed
-with WNOWAIT), so its number cannot have been reused by a stranger: PIDs wrap quickly on
-a busy machine. The processes updated are checked by PID and kernel start time.
-A process that leaves its group (setsid, a daemon's double fork) is not stopped; recipes
-run their servers in the foreground.
+signalled while the harness has not reaped its leader (running, or a zombie: exits are
+observed with WNOWAIT), so its number cannot have been reused by a stranger: PIDs wrap
+quickly on a busy machine. The processes updated are checked by PID and kernel start
+time, and stopped too. Any other process that leaves its group (setsid, a daemon's
+double fork) is not stopped: recipes run their servers in the foreground.
 """
 
 import glob
