@@ -71,7 +71,7 @@ class Resolver : public load::SymbolResolver {
       if (rs && !rs->section) {
         // The function's own module first, then every module (globals from libraries).
         auto found = home_.lookup(rs->name, rs->local, rs->source);
-        if (found.size() == 1) return found.front();
+        if (found.size() == 1) return callable(home_, rs->name, found.front());
         if (found.size() > 1)
           return error("run symbol '{}' ({}): {} candidates in {} and no pre code refers to it to decide",
                        rs->name, rs->local ? "local to " + rs->source : "global", found.size(), home_.name);
@@ -84,7 +84,7 @@ class Resolver : public load::SymbolResolver {
           // file's statics: a static of the same name is no candidate there.
           const char* what = rs->hidden ? "hidden global" : "global, not exported";
           auto localized = home_.lookup_localized(rs->name);
-          if (localized.size() == 1) return localized.front();
+          if (localized.size() == 1) return callable(home_, rs->name, localized.front());
           if (localized.size() > 1)
             return error("run symbol '{}' ({}): {} local candidates in {} and no pre code refers to it to decide",
                          rs->name, what, localized.size(), home_.name);
@@ -92,12 +92,12 @@ class Resolver : public load::SymbolResolver {
             for (const auto& mod : modules_) {
               if (&mod == &home_) continue;
               auto g = mod.lookup(rs->name, false, "");
-              if (!g.empty()) return g.front();
+              if (!g.empty()) return callable(mod, rs->name, g.front());
             }
           // Linkers that give such symbols no group of their own (lld): when no other
           // module defines the name, the one local of that name in the binary is it.
           auto any = home_.lookup(rs->name, true, "");
-          if (any.size() == 1) return any.front();
+          if (any.size() == 1) return callable(home_, rs->name, any.front());
           if (any.size() > 1)
             return error("run symbol '{}' ({}): {} local candidates in {} and no pre code refers to it to decide",
                          rs->name, what, any.size(), home_.name);
@@ -110,6 +110,14 @@ class Resolver : public load::SymbolResolver {
   }
 
  private:
+  // A symbol table gives an indirect function's resolver; code calling it must get the
+  // implementation the resolver chose in this process.
+  Result<TargetAddr> callable(const Module& mod, const std::string& name, TargetAddr at) const {
+    for (const auto& sym : mod.symbols)
+      if (sym.ifunc && sym.address == at && sym.name == name) return resolved_ifunc(mem_, modules_, mod, name, at);
+    return at;
+  }
+
   const update::Contents& u_;
   const match::Match& m_;
   const Memory& mem_;

@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <optional>
+#include <type_traits>
 
 namespace ls::proc {
 
@@ -23,6 +25,31 @@ std::string hex(const uint8_t* p, size_t n) {
   std::string s;
   for (size_t i = 0; i < n; ++i) s += fmt::format("{:02x}", p[i]);
   return s;
+}
+
+// The slots of one relocation section that the dynamic loader fills with an address at
+// load time (link addresses; the caller applies the bias): IRELATIVE ones by resolver,
+// GLOB_DAT and JUMP_SLOT ones by the name of the dynamic symbol they import.
+void read_dynamic_slots(Elf* elf, Elf_Scn* scn, const GElf_Shdr& sh, Module& m) {
+  Elf_Scn* symscn = elf_getscn(elf, sh.sh_link);
+  GElf_Shdr symsh;
+  if (!symscn || !gelf_getshdr(symscn, &symsh) || symsh.sh_type != SHT_DYNSYM) return;
+  Elf_Data* rel = elf_getdata(scn, nullptr);
+  Elf_Data* syms = elf_getdata(symscn, nullptr);
+  if (!rel || !syms || sh.sh_entsize == 0) return;
+  for (size_t i = 0; i < sh.sh_size / sh.sh_entsize; ++i) {
+    GElf_Rela r;
+    if (!gelf_getrela(rel, static_cast<int>(i), &r)) continue;
+    uint32_t type = GELF_R_TYPE(r.r_info);
+    if (type == R_X86_64_IRELATIVE) {
+      m.irelative_slots.emplace(TargetAddr(static_cast<uint64_t>(r.r_addend)), TargetAddr(r.r_offset));
+    } else if (type == R_X86_64_GLOB_DAT || type == R_X86_64_JUMP_SLOT) {
+      GElf_Sym s;
+      if (!gelf_getsym(syms, static_cast<int>(GELF_R_SYM(r.r_info)), &s)) continue;
+      const char* name = elf_strptr(elf, symsh.sh_link, s.st_name);
+      if (name && *name) m.import_slots.emplace(name, TargetAddr(r.r_offset));
+    }
+  }
 }
 
 // Reads symbols, build-id and the link address of the segment mapped at file offset
@@ -60,6 +87,10 @@ bool read_elf(const std::string& file, uint64_t first_offset, Module& m, uint64_
               std::memcmp(static_cast<char*>(d->d_buf) + name_off, "GNU", 4) == 0)
             m.build_id = hex(static_cast<uint8_t*>(d->d_buf) + desc_off, nh.n_descsz);
       }
+      if (sh.sh_type == SHT_RELA) {
+        read_dynamic_slots(elf, scn, sh, m);
+        continue;
+      }
       if (sh.sh_type != SHT_SYMTAB && sh.sh_type != SHT_DYNSYM) continue;
       if (sh.sh_type == SHT_SYMTAB) m.has_symtab = true;
       Elf_Data* d = elf_getdata(scn, nullptr);
@@ -85,6 +116,7 @@ bool read_elf(const std::string& file, uint64_t first_offset, Module& m, uint64_
         ms.address = TargetAddr(s.st_value);   // bias applied by the caller
         ms.size = s.st_size;
         ms.func = type == STT_FUNC || type == STT_GNU_IFUNC;
+        ms.ifunc = type == STT_GNU_IFUNC;
         ms.local = GELF_ST_BIND(s.st_info) == STB_LOCAL;
         if (ms.local) ms.file = file_group;
         if (type == STT_TLS) continue;   // a TLS symbol's value is an offset, not an address
@@ -97,7 +129,47 @@ bool read_elf(const std::string& file, uint64_t first_offset, Module& m, uint64_
   return ok;
 }
 
+template <typename Key>
+std::multimap<Key, TargetAddr> rebias(const std::multimap<Key, TargetAddr>& slots, int64_t bias, bool key_too) {
+  std::multimap<Key, TargetAddr> out;
+  for (const auto& [key, slot] : slots) {
+    if constexpr (std::is_same_v<Key, TargetAddr>)
+      out.emplace(key_too ? key + bias : key, slot + bias);
+    else
+      out.emplace(key, slot + bias);
+  }
+  return out;
+}
+
+bool inside(const Module& m, TargetAddr a) {
+  for (const auto& r : m.exec)
+    if (r.start <= a && a < r.end) return true;
+  return false;
+}
+
 }  // namespace
+
+Result<TargetAddr> resolved_ifunc(const Memory& mem, const std::vector<Module>& modules, const Module& owner,
+                                  const std::string& name, TargetAddr resolver) {
+  // A filled slot holds an address inside the owner's code other than the resolver; an
+  // unfilled lazy JUMP_SLOT still points at its own module's PLT and is not taken.
+  auto filled = [&](TargetAddr slot) -> std::optional<TargetAddr> {
+    auto v = mem.read_value<uint64_t>(slot);
+    if (!v || TargetAddr(*v) == resolver || !inside(owner, TargetAddr(*v))) return std::nullopt;
+    return TargetAddr(*v);
+  };
+  auto [first, last] = owner.irelative_slots.equal_range(resolver);
+  for (auto it = first; it != last; ++it)
+    if (auto v = filled(it->second)) return *v;
+  for (const auto& mod : modules) {
+    auto [b, e] = mod.import_slots.equal_range(name);
+    for (auto it = b; it != e; ++it)
+      if (auto v = filled(it->second)) return *v;
+  }
+  return error("'{}' in {} is a GNU indirect function (IFUNC) and no slot in the process holds the implementation "
+               "its resolver chose; the new code cannot be bound to it",
+               name, owner.name);
+}
 
 std::vector<TargetAddr> Module::lookup(const std::string& name, bool local, const std::string& source_file) const {
   std::vector<TargetAddr> all, same_file;
@@ -139,6 +211,8 @@ Result<std::vector<Module>> read_modules(pid_t pid, const std::vector<Mapping>& 
       }
       mod.bias = static_cast<int64_t>(m.range.start.value() - link);
       for (auto& s : mod.symbols) s.address = TargetAddr(s.address.value() + mod.bias);
+      mod.irelative_slots = rebias(mod.irelative_slots, mod.bias, true);
+      mod.import_slots = rebias(mod.import_slots, mod.bias, false);
       index[m.path] = out.size();
       out.push_back(std::move(mod));
       it = index.find(m.path);

@@ -17,6 +17,7 @@
 #include "core/addr.h"
 #include "core/result.h"
 #include "process/maps.h"
+#include "process/ptrace.h"
 
 namespace ls::proc {
 
@@ -25,6 +26,7 @@ struct ModuleSymbol {
   TargetAddr address;       // load bias applied
   uint64_t size = 0;
   bool func = false;
+  bool ifunc = false;       // STT_GNU_IFUNC: `address` is the resolver, not the function
   bool local = false;
   std::string file;         // for locals: the STT_FILE name of their group ("" if none)
 };
@@ -38,6 +40,10 @@ struct Module {
   std::vector<TargetRange> exec;   // executable mappings
   bool has_symtab = false;   // false: stripped (only .dynsym, if any)
   std::vector<ModuleSymbol> symbols;
+  // Where the dynamic loader stored resolved addresses: R_X86_64_IRELATIVE slots by the
+  // run address of their resolver, and import slots (GLOB_DAT, JUMP_SLOT) by symbol name.
+  std::multimap<TargetAddr, TargetAddr> irelative_slots;
+  std::multimap<std::string, TargetAddr> import_slots;
 
   // Addresses of symbols called `name`; for locals, only those from `source_file` when
   // that narrows it down (basename comparison).
@@ -47,6 +53,15 @@ struct Module {
   // not exported by a version script).
   std::vector<TargetAddr> lookup_localized(const std::string& name) const;
 };
+
+// A GNU indirect function's symbol gives its resolver, which the dynamic loader called to
+// choose the implementation (strchr, memcpy: one per CPU feature set). `resolver` is the
+// run address of such a symbol in `owner`; the result is the implementation this process
+// was given, read from a slot the loader filled: an IRELATIVE slot of `owner` naming that
+// resolver, or another module's import slot of `name` that points into `owner`'s code. An
+// error when no slot was filled (then only calling the resolver could tell).
+Result<TargetAddr> resolved_ifunc(const Memory& mem, const std::vector<Module>& modules, const Module& owner,
+                                  const std::string& name, TargetAddr resolver);
 
 // Every ELF file mapped executable in the process, with symbols loaded.
 Result<std::vector<Module>> read_modules(pid_t pid, const std::vector<Mapping>& maps);

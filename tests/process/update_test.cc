@@ -151,6 +151,20 @@ TEST_F(Live, SharedLibrary) {
     ASSERT_EQ(counts[i], counts[i - 1] + 1) << "the library's counter must go on by one across the update";
 }
 
+// 5b. The fix calls strchr, which the program never imported: glibc's strchr is a GNU
+// indirect function, whose symbol is the resolver that picks an implementation for this
+// CPU. Bound to the resolver, the new code would get a function pointer back instead of
+// the position of ';' (and print neither 2002 nor 3003).
+TEST_F(Live, NewCallToAnIndirectFunction) {
+  build_case("ifunc", src());
+  RunResult dyn = must({"nm", "-D", src() + "/prog"});
+  ASSERT_EQ(dyn.out.find("strchr"), std::string::npos) << "the program must not import strchr before the fix";
+  Program prog({src() + "/prog"});
+  prog.wait_for("sentinel 1001");
+  create_update(src(), patch("ifunc"), update());
+  update_cycle(prog, update(), "sentinel 1001", "sentinel 2002", "sentinel");
+}
+
 // 6. Two static functions named value(), with identical code, in a.c and b.c; the
 // update replaces a.c's. b.c's must keep its behaviour.
 TEST_F(Live, StaticNameInTwoFiles) {
