@@ -267,12 +267,16 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
     LS_TRY(regions.write(0, 0, image->bytes));
     LS_TRY(ledger->write(opt.pid));
     regions.commit();   // from here the ledger owns the regions
-    payload = nlohmann::json{{"borrow_us", regions.borrow_us()}, {"code_region", regions.regions().front().name}}.dump();
+    const Borrow& b = regions.borrow();
+    payload = nlohmann::json{{"thread", b.tid}, {"calls", b.calls}, {"us", b.us},
+                             {"code_region", regions.regions().front().name}}.dump();
     return {};
-  });
+  }, Paging::Locked);   // no copy-on-write faults while a thread is borrowed
   if (!prepared) return fail_with(prepared.status());
   auto mapped = nlohmann::json::parse(*prepared);
-  const double map_pause_us = mapped.at("borrow_us");
+  const double map_pause_us = mapped.at("us");
+  ctx.note(fmt::format("mapped with thread {}: {} calls, kept from running {:.0f} us", mapped.at("thread").get<int>(),
+                       mapped.at("calls").get<int>(), map_pause_us));
   entry.regions.front().name = mapped.at("code_region");
   ledger->entries().back().regions = entry.regions;
   auto abandon = [&](const Status& s) {
@@ -319,6 +323,7 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   if (ctx.json) {
     nlohmann::json j{{"applied", true},       {"id", u.id},           {"pid", opt.pid},
                      {"pause_us", pause_us},  {"pause_phases_us", {{"map", map_pause_us}, {"splice", splice_us}}},
+                     {"borrowed", {{"thread", mapped.at("thread")}, {"calls", mapped.at("calls")}}},
                      {"attempts", attempts + 1}, {"functions", entry.functions},
                      {"new_functions", entry.new_functions}, {"code_at", fmt::format("{}", *base)},
                      {"code_bytes", image->bytes.size()}, {"prepare_ms", ms()}};

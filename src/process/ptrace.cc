@@ -344,6 +344,7 @@ Result<int64_t> RemoteSyscall::call(const PlannedCall& c) {
   regs.rsp = (saved_.rsp - 128 - scratch_used_ - 64) & ~uint64_t{15};
   if (ptrace(PTRACE_SETREGS, thread_.tid, nullptr, &regs) != 0)
     return error("thread {}: cannot set registers for a syscall: {}", thread_.tid, std::strerror(errno));
+  ++calls_made_;
   // One step over the `syscall` instruction: the kernel reports the step once the call
   // has returned, one stop where PTRACE_SYSCALL makes two (entry and exit). A signal
   // arriving first stops the thread before the instruction; it is kept for resume().

@@ -140,6 +140,7 @@ class RemoteSyscall {
   TargetAddr next_scratch(size_t size) const;
 
   pid_t tid() const { return thread_.tid; }
+  int calls_made() const { return calls_made_; }
   TargetAddr gadget() const { return gadget_; }
   const SeccompFilters& filters() const { return filters_; }
 
@@ -150,6 +151,7 @@ class RemoteSyscall {
   SeccompFilters filters_;
   user_regs_struct saved_;
   uint64_t scratch_used_ = 0;
+  int calls_made_ = 0;
 };
 
 // A `syscall` instruction (0f 05) in the target: in the vDSO or the first executable

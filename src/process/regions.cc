@@ -85,6 +85,7 @@ class Borrowed {
     auto gadget = find_syscall_gadget(pid, *b->mem);
     if (!gadget) return gadget.status();
     pid_t tid = quietest_thread(pid);
+    const int seccomp_mode = SeccompFilters::mode(pid, tid);
     b->cpu = std::make_unique<CpuScope>(pid, tid);
     b->realtime = std::make_unique<RealtimeScope>();
     auto stop = ThreadGroupStop::stop_thread(pid, tid);
@@ -92,7 +93,7 @@ class Borrowed {
     if (!stop) return stop.status();
     b->stop = std::move(stop.value());
     Thread& thread = b->stop->threads().front();
-    auto filters = SeccompFilters::read(pid, thread.tid);
+    auto filters = SeccompFilters::read(thread.tid, thread.tid == tid ? seccomp_mode : SeccompFilters::mode(pid, thread.tid));
     if (!filters) return filters.status();
     b->raised = std::make_unique<ThreadPriorityScope>(thread.tid);
     b->sc = std::make_unique<RemoteSyscall>(*b->stop, thread, *gadget, std::move(filters.value()));
@@ -102,18 +103,19 @@ class Borrowed {
   Borrowed(const Borrowed&) = delete;
   Borrowed& operator=(const Borrowed&) = delete;
 
-  // Ends the borrow; how long the thread was kept from running (µs).
-  double finish() {
-    if (!stop) return 0;
+  // Ends the borrow: which thread, how many calls, how long it was kept from running.
+  Borrow finish() {
+    if (!stop) return {};
+    Borrow out{sc->tid(), sc->calls_made(), 0};
     sc.reset();
     raised.reset();
     stop->resume();
     const StopTiming& t = stop->timing();
-    double us = std::chrono::duration<double, std::micro>(t.resumed - t.first_stop).count();
+    out.us = std::chrono::duration<double, std::micro>(t.resumed - t.first_stop).count();
     stop.reset();
     realtime.reset();
     cpu.reset();
-    return us;
+    return out;
   }
 
   std::optional<Memory> mem;
@@ -144,8 +146,8 @@ uint64_t lowest_free_fd(pid_t pid) {
 }
 
 // The two ways to map regions, in order of preference.
-//  - memfd: memfd_create, ftruncate, mmap(MAP_SHARED) of it, mprotect of the writable
-//    tail, close. Each region is named in /proc/PID/maps ("/memfd:livesplice:…") and
+//  - memfd: memfd_create (sized from our side), mmap(MAP_SHARED) of it, mprotect of the
+//    writable tail, close. Each region is named in /proc/PID/maps ("/memfd:livesplice:…") and
 //    written from our side through the file.
 //  - anonymous: mmap(MAP_PRIVATE|MAP_ANONYMOUS) of the code part read+exec and of the
 //    rest read+write, written from our side through /proc/PID/mem. Only mmap: what a
@@ -177,8 +179,7 @@ std::vector<Step> plan(Way way, const std::vector<RegionRequest>& requests, cons
     const uint64_t at = r.at.value(), size = page_up(r.size), code = code_part(r);
     auto step = [&](PlannedCall c, bool maps = false, bool takes_fd = false) { steps.push_back({c, i, maps, takes_fd}); };
     if (way == Way::Memfd) {
-      step({SYS_memfd_create, {names[i].value(), MFD_CLOEXEC}});
-      step({SYS_ftruncate, {fd, size}}, false, true);
+      step({SYS_memfd_create, {names[i].value(), MFD_CLOEXEC}});   // sized from our side (size_memfd)
       step({SYS_mmap, {at, size, static_cast<uint64_t>(code_prot(r)), MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0}}, true,
            true);
       if (code && code < size) step({SYS_mprotect, {at + code, size - code, PROT_READ | PROT_WRITE}});
@@ -191,6 +192,18 @@ std::vector<Step> plan(Way way, const std::vector<RegionRequest>& requests, cons
     }
   }
   return steps;
+}
+
+// Sizes the memfd the target just made, from our side through /proc/PID/fd: one call
+// fewer for the borrowed thread.
+Status size_memfd(pid_t pid, int64_t fd, uint64_t size) {
+  int ours = ::open(fmt::format("/proc/{}/fd/{}", pid, fd).c_str(), O_RDWR | O_CLOEXEC);
+  if (ours < 0) return error("process {}: cannot open its memfd {}: {}", pid, fd, std::strerror(errno));
+  int rc = ::ftruncate(ours, static_cast<off_t>(size));
+  int err = errno;
+  ::close(ours);
+  if (rc != 0) return error("process {}: cannot size its memfd: {}", pid, std::strerror(err));
+  return {};
 }
 
 // Refuses a plan that asks for W+X or adds PROT_EXEC: it must never be attempted.
@@ -226,7 +239,7 @@ Status unmap_with(Borrowed& b, pid_t pid, const std::vector<Region>& regions) {
 
 struct Mapped {
   std::vector<Region> regions;
-  double borrow_us = 0;
+  Borrow borrow;
 };
 
 // Runs `steps` with the borrowed thread. On failure unmaps what it mapped (and closes
@@ -251,6 +264,8 @@ Status run_steps(Borrowed& b, pid_t pid, Way way, const std::vector<RegionReques
     if (c.nr == SYS_memfd_create) {
       if (*rc < 0) return fail(error("process {}: {} failed: {}", pid, c.describe(), std::strerror(-*rc)));
       fd = *rc;
+      nothing_done = false;
+      if (Status s = size_memfd(pid, fd, page_up(r.size)); !s.ok()) return fail(s);
     } else if (c.nr == SYS_close) {
       fd = -1;
     } else if (c.nr == SYS_mmap && static_cast<uint64_t>(*rc) != c.args[0]) {
@@ -307,7 +322,7 @@ Result<Mapped> map_in_target(pid_t pid, const std::vector<RegionRequest>& reques
     bool nothing_done = false;
     failed = run_steps(b, pid, way, requests, steps, out.regions, nothing_done);
     if (failed.ok()) {
-      out.borrow_us = b.finish();
+      out.borrow = b.finish();
       return out;
     }
     if (!nothing_done) return failed;   // else another way may still work (memfd_create refused otherwise)
@@ -325,7 +340,7 @@ Status RegionSet::map(const std::vector<RegionRequest>& requests) {
   auto mapped = map_in_target(pid_, requests);
   if (!mapped) return mapped.status();
   regions_ = std::move(mapped->regions);
-  borrow_us_ = mapped->borrow_us;
+  borrow_ = mapped->borrow;
   return {};
 }
 
@@ -343,17 +358,22 @@ RegionSet::~RegionSet() {
   if (!committed_ && !regions_.empty()) (void)unmap_regions(pid_, regions_);
 }
 
-Result<double> unmap_regions(pid_t pid, const std::vector<Region>& regions) {
-  if (regions.empty()) return 0.0;
+Result<Borrow> unmap_regions(pid_t pid, const std::vector<Region>& regions) {
+  if (regions.empty()) return Borrow{};
+  // Locked: the guardian's pages are faulted in before the borrow, not during it.
   auto done = run_to_completion([&](std::string& payload) {
     auto b = Borrowed::take(pid);
     if (!b) return b.status();
     LS_TRY(unmap_with(**b, pid, regions));
-    payload = fmt::format("{}", (*b)->finish());
+    Borrow borrow = (*b)->finish();
+    payload.assign(reinterpret_cast<const char*>(&borrow), sizeof borrow);
     return Status();
-  });
+  }, Paging::Locked);
   if (!done) return done.status();
-  return std::stod(*done);
+  Borrow borrow;
+  if (done->size() != sizeof borrow) return error("process {}: the unmapping helper reported garbage", pid);
+  std::memcpy(&borrow, done->data(), sizeof borrow);
+  return borrow;
 }
 
 }  // namespace ls::proc

@@ -4,7 +4,7 @@
 // /proc/PID/mem where the target's seccomp filter refuses memfd_create.
 //
 // Mapping needs system calls made by the target: one thread is borrowed (the others keep
-// running) for one batch of calls — memfd_create, ftruncate, mmap at a chosen address
+// running) for one batch of calls — memfd_create, mmap at a chosen address
 // (MAP_FIXED_NOREPLACE: never over something that appeared meanwhile), mprotect and
 // close; or only mmap — always inside a guardian child (guardian.h), so that our death
 // never leaves the borrowed thread mid-sequence: unmap_regions makes its own, map() runs
@@ -42,6 +42,14 @@ struct RegionRequest {
   bool readonly = false;       // all read-only (the ledger)
 };
 
+// What borrowing a thread cost the target: which thread, for how many calls, kept from
+// running for how long (first interrupt to resume).
+struct Borrow {
+  pid_t tid = 0;
+  int calls = 0;
+  double us = 0;
+};
+
 class RegionSet {
  public:
   explicit RegionSet(pid_t pid) : pid_(pid) {}
@@ -53,8 +61,8 @@ class RegionSet {
   // Call it inside a guardian (guardian.h): our death must not strand the borrowed thread.
   Status map(const std::vector<RegionRequest>& requests);
   const std::vector<Region>& regions() const { return regions_; }
-  // How long map() kept the borrowed thread from running (µs).
-  double borrow_us() const { return borrow_us_; }
+  // The thread map() borrowed.
+  const Borrow& borrow() const { return borrow_; }
   // Writes into region `i` at `offset`, from our side (never through the target).
   Status write(size_t i, uint64_t offset, std::span<const uint8_t> bytes) const;
   void commit() { committed_ = true; }
@@ -62,12 +70,11 @@ class RegionSet {
  private:
   pid_t pid_;
   std::vector<Region> regions_;
-  double borrow_us_ = 0;
+  Borrow borrow_;
   bool committed_ = false;
 };
 
-// Unmaps regions of an earlier apply (undo), with one borrowed thread; how long it was
-// kept from running (µs).
-Result<double> unmap_regions(pid_t pid, const std::vector<Region>& regions);
+// Unmaps regions of an earlier apply (undo), with one borrowed thread.
+Result<Borrow> unmap_regions(pid_t pid, const std::vector<Region>& regions);
 
 }  // namespace ls::proc

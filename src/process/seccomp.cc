@@ -12,7 +12,6 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 
 
 #ifndef PTRACE_SECCOMP_GET_FILTER
@@ -79,7 +78,6 @@ std::string PlannedCall::describe() const {
   const auto& a = args;
   switch (nr) {
     case SYS_memfd_create: return fmt::format("memfd_create(name, {})", a[1] & 1 ? "MFD_CLOEXEC" : fmt::format("{:#x}", a[1]));
-    case SYS_ftruncate: return fmt::format("ftruncate({}, {})", a[0], a[1]);
     case SYS_mmap:
       return fmt::format("mmap({:#x}, {}, {}, {}, {}, {})", a[0], a[1], prot_names(a[2]), map_names(a[3]),
                          static_cast<int>(a[4]), a[5]);
@@ -186,26 +184,32 @@ SeccompVerdict run_seccomp_program(std::span<const sock_filter> program, const S
   return kill;   // ran off the end
 }
 
-Result<SeccompFilters> SeccompFilters::read(pid_t pid, pid_t tid) {
-  SeccompFilters f;
+int SeccompFilters::mode(pid_t pid, pid_t tid) {
   std::ifstream in(fmt::format("/proc/{}/task/{}/status", pid, tid));
-  std::stringstream text;
-  text << in.rdbuf();
-  std::string status = text.str();
-  size_t at = status.find("\nSeccomp:");
-  int mode = at == std::string::npos ? 0 : std::atoi(status.c_str() + at + 9);
-  if (mode == SECCOMP_MODE_STRICT) f.strict_ = true;
-  if (mode != SECCOMP_MODE_FILTER) return f;
+  for (std::string line; std::getline(in, line);)
+    if (line.starts_with("Seccomp:")) return std::atoi(line.c_str() + 8);
+  return 0;
+}
+
+Result<SeccompFilters> SeccompFilters::read(pid_t tid, int mode_before) {
+  SeccompFilters f;
+  auto unreadable = [&](int err) {
+    return Status::error(fmt::format("thread {} has a seccomp filter livesplice cannot read ({}), so what it would "
+                                     "do with the system calls livesplice must make in it is unknown",
+                                     tid, std::strerror(err)),
+                         Exit::Unsafe);
+  };
+  const auto get = static_cast<__ptrace_request>(PTRACE_SECCOMP_GET_FILTER);
   for (unsigned long index = 0;; ++index) {
-    long count = ptrace(static_cast<__ptrace_request>(PTRACE_SECCOMP_GET_FILTER), tid, index, nullptr);
+    long count = ptrace(get, tid, index, nullptr);
     if (count < 0 && errno == ENOENT) break;
-    std::vector<sock_filter> program(count > 0 ? count : 0);
-    if (count <= 0 ||
-        ptrace(static_cast<__ptrace_request>(PTRACE_SECCOMP_GET_FILTER), tid, index, program.data()) != count)
-      return Status::error(fmt::format("thread {} has a seccomp filter livesplice cannot read ({}), so what it would "
-                                       "do with the calls mapping needs is unknown",
-                                       tid, std::strerror(errno)),
-                           Exit::Unsafe);
+    if (count < 0 && index == 0 && errno == EINVAL && mode_before != SECCOMP_MODE_FILTER) {
+      f.strict_ = mode_before == SECCOMP_MODE_STRICT;   // not in filter mode
+      return f;
+    }
+    if (count <= 0) return unreadable(errno);
+    std::vector<sock_filter> program(count);
+    if (ptrace(get, tid, index, program.data()) != count) return unreadable(errno);
     f.programs_.push_back(std::move(program));
   }
   // Index 0 is the oldest filter; the kernel runs the newest first, and among verdicts

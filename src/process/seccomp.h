@@ -63,10 +63,15 @@ SeccompVerdict run_seccomp_program(std::span<const sock_filter> program, const S
 // The filters of one thread, read while it is in a ptrace-stop of ours.
 class SeccompFilters {
  public:
-  // Reads /proc/PID/task/TID/status ("Seccomp:") and, in filter mode, every filter.
-  // Fails (Exit::Unsafe) when the thread has filters that cannot be read: what they
-  // would do is then unknown.
-  static Result<SeccompFilters> read(pid_t pid, pid_t tid);
+  // The thread's seccomp mode as /proc/PID/task/TID/status says ("Seccomp:"; 0 when
+  // unknown), read before the thread is stopped: reading it costs more than the rest of
+  // a borrow.
+  static int mode(pid_t pid, pid_t tid);
+  // Every filter of thread `tid`, which must be in a ptrace-stop of ours; `mode_before`
+  // from mode(). A filter installed since mode() was read is found all the same. Fails
+  // (Exit::Unsafe) when the thread has filters that cannot be read: what they would do
+  // is then unknown.
+  static Result<SeccompFilters> read(pid_t tid, int mode_before);
   // No filter at all: every call runs.
   SeccompFilters() = default;
 

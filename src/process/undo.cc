@@ -85,7 +85,7 @@ Status undo_one(Context& ctx, pid_t pid, Ledger& ledger, const std::string& id, 
   // The pause: the longest time any thread was kept from running, the stops of the
   // check and restore or the thread borrowed to unmap the regions.
   if (auto unmapped = unmap_regions(pid, e.regions); !unmapped) ctx.warn(unmapped.status().message());
-  else pause_us = std::max(pause_us, *unmapped);
+  else pause_us = std::max(pause_us, unmapped->us);
   return {};
 }
 
