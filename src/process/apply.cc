@@ -225,7 +225,7 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   // 4. Map the regions (one borrowed thread; the others keep running) and fill them.
   // Code, stubs, literals and the GOT are mapped read+exec; new writable data after.
   std::vector<RegionRequest> wanted{{"livesplice:" + u.id.substr(0, 8), *base, image->bytes.size(),
-                                     plan->writable_offset, false}};
+                                     plan->writable_offset, false, image->bytes}};
   bool new_ledger = !ledger->exists();
   if (new_ledger) {
     // Placed as if the code region just chosen were already mapped: never on it, and
@@ -262,9 +262,9 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   auto prepared = run_to_completion([&](std::string& payload) -> Status {
     RegionSet regions(opt.pid);
     LS_TRY(regions.map(wanted));
-    // The way the regions were mapped (memfd or anonymous) names them in the ledger.
+    // The code is in place from the moment it is mapped (RegionRequest::contents); the
+    // way the regions were mapped (memfd or anonymous) names them in the ledger.
     ledger->entries().back().regions = {regions.regions().front()};
-    LS_TRY(regions.write(0, 0, image->bytes));
     LS_TRY(ledger->write(opt.pid));
     regions.commit();   // from here the ledger owns the regions
     const Borrow& b = regions.borrow();

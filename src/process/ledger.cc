@@ -139,12 +139,19 @@ Status Ledger::write(pid_t pid) const {
   uint64_t len = body.size();
   out.append(reinterpret_cast<const char*>(&len), 8);
   out += body;
-  // Through the memfd (Memory falls back to the file for a shared mapping), or
-  // through /proc/PID/mem for the anonymous way.
-  auto mem = Memory::open(pid);
-  if (!mem) return mem.status();
-  return mem->write(region_->start, std::span(reinterpret_cast<const uint8_t*>(out.data()), out.size()))
-      .context(fmt::format("process {}: cannot write its ledger", pid));
+  // Through the memfd, or through /proc/PID/mem for the anonymous way.
+  std::span bytes(reinterpret_cast<const uint8_t*>(out.data()), out.size());
+  int fd = ::open(fmt::format("/proc/{}/map_files/{:x}-{:x}", pid, region_->start.value(), region_->end.value()).c_str(),
+                  O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    auto mem = Memory::open(pid);
+    if (!mem) return mem.status();
+    return mem->write(region_->start, bytes).context(fmt::format("process {}: cannot write its ledger", pid));
+  }
+  ssize_t n = ::pwrite(fd, out.data(), out.size(), 0);
+  ::close(fd);
+  if (n != static_cast<ssize_t>(out.size())) return error("process {}: cannot write its ledger", pid);
+  return {};
 }
 
 nlohmann::json Ledger::to_json(bool with_patch) const {

@@ -179,7 +179,7 @@ std::vector<Step> plan(Way way, const std::vector<RegionRequest>& requests, cons
     const uint64_t at = r.at.value(), size = page_up(r.size), code = code_part(r);
     auto step = [&](PlannedCall c, bool maps = false, bool takes_fd = false) { steps.push_back({c, i, maps, takes_fd}); };
     if (way == Way::Memfd) {
-      step({SYS_memfd_create, {names[i].value(), MFD_CLOEXEC}});   // sized from our side (size_memfd)
+      step({SYS_memfd_create, {names[i].value(), MFD_CLOEXEC}});   // sized and filled from our side (fill_memfd)
       step({SYS_mmap, {at, size, static_cast<uint64_t>(code_prot(r)), MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0}}, true,
            true);
       if (code && code < size) step({SYS_mprotect, {at + code, size - code, PROT_READ | PROT_WRITE}});
@@ -194,15 +194,17 @@ std::vector<Step> plan(Way way, const std::vector<RegionRequest>& requests, cons
   return steps;
 }
 
-// Sizes the memfd the target just made, from our side through /proc/PID/fd: one call
-// fewer for the borrowed thread.
-Status size_memfd(pid_t pid, int64_t fd, uint64_t size) {
+// Sizes and fills the memfd the target just made, from our side through /proc/PID/fd:
+// one call fewer for the borrowed thread, and the region holds its contents the moment
+// it is mapped.
+Status fill_memfd(pid_t pid, int64_t fd, const RegionRequest& r) {
   int ours = ::open(fmt::format("/proc/{}/fd/{}", pid, fd).c_str(), O_RDWR | O_CLOEXEC);
   if (ours < 0) return error("process {}: cannot open its memfd {}: {}", pid, fd, std::strerror(errno));
-  int rc = ::ftruncate(ours, static_cast<off_t>(size));
+  bool ok = ::ftruncate(ours, static_cast<off_t>(page_up(r.size))) == 0 &&
+            ::pwrite(ours, r.contents.data(), r.contents.size(), 0) == static_cast<ssize_t>(r.contents.size());
   int err = errno;
   ::close(ours);
-  if (rc != 0) return error("process {}: cannot size its memfd: {}", pid, std::strerror(err));
+  if (!ok) return error("process {}: cannot size or fill its memfd for {}: {}", pid, r.name, std::strerror(err));
   return {};
 }
 
@@ -265,7 +267,7 @@ Status run_steps(Borrowed& b, pid_t pid, Way way, const std::vector<RegionReques
       if (*rc < 0) return fail(error("process {}: {} failed: {}", pid, c.describe(), std::strerror(-*rc)));
       fd = *rc;
       nothing_done = false;
-      if (Status s = size_memfd(pid, fd, page_up(r.size)); !s.ok()) return fail(s);
+      if (Status s = fill_memfd(pid, fd, r); !s.ok()) return fail(s);
     } else if (c.nr == SYS_close) {
       fd = -1;
     } else if (c.nr == SYS_mmap && static_cast<uint64_t>(*rc) != c.args[0]) {
@@ -280,6 +282,11 @@ Status run_steps(Borrowed& b, pid_t pid, Way way, const std::vector<RegionReques
     if (step.maps && (done.empty() || done.back().range.start != r.at))
       done.push_back(Region{{r.at, r.at + static_cast<int64_t>(page_up(r.size))}, region_name(way, r)});
   }
+  // The anonymous way's contents, through /proc/PID/mem, before the thread goes back.
+  if (way == Way::Anonymous)
+    for (const auto& r : requests)
+      if (!r.contents.empty())
+        if (Status s = b.mem->write(r.at, r.contents); !s.ok()) return fail(s);
   return {};
 }
 
@@ -342,16 +349,6 @@ Status RegionSet::map(const std::vector<RegionRequest>& requests) {
   regions_ = std::move(mapped->regions);
   borrow_ = mapped->borrow;
   return {};
-}
-
-Status RegionSet::write(size_t i, uint64_t offset, std::span<const uint8_t> bytes) const {
-  if (i >= regions_.size()) return error("no region {}", i);
-  auto mem = Memory::open(pid_);
-  if (!mem) return mem.status();
-  // Through the memfd for the memfd way (Memory falls back to the file for a shared
-  // mapping), through /proc/PID/mem for the anonymous way.
-  return mem->write(regions_[i].range.start + static_cast<int64_t>(offset), bytes)
-      .context(fmt::format("process {}: writing {}", pid_, regions_[i].name));
 }
 
 RegionSet::~RegionSet() {

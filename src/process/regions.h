@@ -25,6 +25,7 @@
 
 #include <sys/types.h>
 
+#include <span>
 #include <string>
 #include <vector>
 
@@ -35,11 +36,12 @@
 namespace ls::proc {
 
 struct RegionRequest {
-  std::string name;            // memfd name
+  std::string name;            // the memfd's name ("livesplice:3f2a9c01")
   TargetAddr at;               // page aligned
   uint64_t size = 0;           // bytes; rounded up to pages
   uint64_t exec_size = 0;      // leading bytes mapped read+exec; the rest read+write
   bool readonly = false;       // all read-only (the ledger)
+  std::span<const uint8_t> contents;   // its first bytes, written from our side while mapping
 };
 
 // What borrowing a thread cost the target: which thread, for how many calls, kept from
@@ -63,8 +65,6 @@ class RegionSet {
   const std::vector<Region>& regions() const { return regions_; }
   // The thread map() borrowed.
   const Borrow& borrow() const { return borrow_; }
-  // Writes into region `i` at `offset`, from our side (never through the target).
-  Status write(size_t i, uint64_t offset, std::span<const uint8_t> bytes) const;
   void commit() { committed_ = true; }
 
  private:
