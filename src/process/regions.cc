@@ -93,7 +93,8 @@ class Borrowed {
     if (!stop) return stop.status();
     b->stop = std::move(stop.value());
     Thread& thread = b->stop->threads().front();
-    auto filters = SeccompFilters::read(thread.tid, thread.tid == tid ? seccomp_mode : SeccompFilters::mode(pid, thread.tid));
+    auto filters =
+        SeccompFilters::read(thread.tid, thread.tid == tid ? seccomp_mode : SeccompFilters::mode(pid, thread.tid));
     if (!filters) return filters.status();
     b->raised = std::make_unique<ThreadPriorityScope>(thread.tid);
     b->sc = std::make_unique<RemoteSyscall>(*b->stop, thread, *gadget, std::move(filters.value()));
@@ -106,7 +107,7 @@ class Borrowed {
   // Ends the borrow: which thread, how many calls, how long it was kept from running.
   Borrow finish() {
     if (!stop) return {};
-    Borrow out{sc->tid(), sc->calls_made(), 0};
+    Borrow out{stop->threads().front().tid, sc ? sc->calls_made() : 0, 0};
     sc.reset();
     raised.reset();
     stop->resume();
@@ -146,9 +147,9 @@ uint64_t lowest_free_fd(pid_t pid) {
 }
 
 // The two ways to map regions, in order of preference.
-//  - memfd: memfd_create (sized from our side), mmap(MAP_SHARED) of it, mprotect of the
-//    writable tail, close. Each region is named in /proc/PID/maps ("/memfd:livesplice:…") and
-//    written from our side through the file.
+//  - memfd: memfd_create (sized and filled from our side), mmap(MAP_SHARED) of it,
+//    mprotect of the writable tail, close. Each region is named in /proc/PID/maps
+//    ("/memfd:livesplice:…") and written from our side through the file.
 //  - anonymous: mmap(MAP_PRIVATE|MAP_ANONYMOUS) of the code part read+exec and of the
 //    rest read+write, written from our side through /proc/PID/mem. Only mmap: what a
 //    filter without memfd_create (systemd's SystemCallFilter= allow lists, sandboxes)
