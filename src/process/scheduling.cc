@@ -55,9 +55,11 @@ ThreadPriorityScope::ThreadPriorityScope(pid_t tid) : tid_(tid) {
   if (policy_ < 0 || sched_getparam(tid, &saved_) != 0) return;
   sched_param rt{};
   rt.sched_priority = 1;
-  // A thread already real-time keeps its own priority (it may be higher).
+  // Only a thread of a normal policy: a real-time one keeps its own priority (it may be
+  // higher), and a SCHED_DEADLINE one could not be given its parameters back this way.
   int base = policy_ & ~SCHED_RESET_ON_FORK;
-  raised_ = base != SCHED_FIFO && base != SCHED_RR && sched_setscheduler(tid, SCHED_FIFO, &rt) == 0;
+  bool normal = base == SCHED_OTHER || base == SCHED_BATCH || base == SCHED_IDLE;
+  raised_ = normal && sched_setscheduler(tid, SCHED_FIFO, &rt) == 0;
 }
 
 ThreadPriorityScope::~ThreadPriorityScope() {
