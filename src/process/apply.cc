@@ -233,7 +233,7 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   // 4. Map the regions (one borrowed thread; the others keep running) and fill them.
   // Code, stubs, literals and the GOT are mapped read+exec; new writable data after.
   std::vector<RegionRequest> wanted{{"livesplice:" + u.id.substr(0, 8), *base, image->bytes.size(),
-                                     plan->writable_offset, false}};
+                                     plan->writable_offset, false, image->bytes}};
   bool new_ledger = !ledger->exists();
   if (new_ledger) {
     // Placed as if the code region just chosen were already mapped: never on it, and
@@ -267,15 +267,26 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   ledger->entries().push_back(entry);
   // Mapping, filling and recording happen together in a guardian child: killed at any
   // point, we leave either nothing or a pending ledger entry that undo can clean up.
-  auto prepared = run_to_completion([&](std::string&) -> Status {
+  auto prepared = run_to_completion([&](std::string& payload) -> Status {
     RegionSet regions(opt.pid);
     LS_TRY(regions.map(wanted));
-    LS_TRY(regions.write(0, 0, image->bytes));
+    // The code is in place from the moment it is mapped (RegionRequest::contents); the
+    // way the regions were mapped (memfd or anonymous) names them in the ledger.
+    ledger->entries().back().regions = {regions.regions().front()};
     LS_TRY(ledger->write(opt.pid));
     regions.commit();   // from here the ledger owns the regions
+    const Borrow& b = regions.borrow();
+    payload = nlohmann::json{{"thread", b.tid}, {"calls", b.calls}, {"us", b.us},
+                             {"code_region", regions.regions().front().name}}.dump();
     return {};
-  });
+  }, Paging::Locked);   // no copy-on-write faults while a thread is borrowed
   if (!prepared) return fail_with(prepared.status());
+  auto mapped = nlohmann::json::parse(*prepared);
+  const double map_pause_us = mapped.at("us");
+  ctx.note(fmt::format("mapped with thread {}: {} calls, kept from running {:.0f} us", mapped.at("thread").get<int>(),
+                       mapped.at("calls").get<int>(), map_pause_us));
+  entry.regions.front().name = mapped.at("code_region");
+  ledger->entries().back().regions = entry.regions;
   auto abandon = [&](const Status& s) {
     ledger->entries().pop_back();
     (void)ledger->write(opt.pid);
@@ -303,26 +314,32 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
     if (!done) return done.status();
     // Confirmed here, not by the parent: the ledger must never call live code pending.
     ledger->entries().back().pending = false;
-    ledger->entries().back().pause_us = done->pause_us;
+    ledger->entries().back().pause_us = std::max(map_pause_us, done->longest_us);
     (void)ledger->write(opt.pid);
-    payload = nlohmann::json{{"pause_us", done->pause_us}, {"attempts", done->attempts}}.dump();
+    payload = nlohmann::json{{"splice_us", done->longest_us}, {"attempts", done->attempts}}.dump();
     return {};
   }, Paging::Locked);
   if (!outcome) return abandon(outcome.status());
   auto report = nlohmann::json::parse(*outcome);
-  double pause_us = report.at("pause_us");
+  // The pause: the longest time any thread was kept from running, in any phase — the
+  // borrowed thread while it mapped the regions, or every thread in a stop.
+  const double splice_us = report.at("splice_us");
+  const double pause_us = std::max(map_pause_us, splice_us);
+  const char* longest = map_pause_us > splice_us ? "map" : "splice";
   int attempts = report.at("attempts").get<int>() - 1;
-
 
   if (ctx.json) {
     nlohmann::json j{{"applied", true},       {"id", u.id},           {"pid", opt.pid},
-                     {"pause_us", pause_us},  {"attempts", attempts + 1}, {"functions", entry.functions},
+                     {"pause_us", pause_us},  {"pause_phases_us", {{"map", map_pause_us}, {"splice", splice_us}}},
+                     {"borrowed", {{"thread", mapped.at("thread")}, {"calls", mapped.at("calls")}}},
+                     {"attempts", attempts + 1}, {"functions", entry.functions},
                      {"new_functions", entry.new_functions}, {"code_at", fmt::format("{}", *base)},
                      {"code_bytes", image->bytes.size()}, {"prepare_ms", ms()}};
     fmt::print("{}\n", j.dump(2));
   } else {
-    fmt::print("applied {} to process {}: {} function(s) replaced, pause {:.0f} us{}\n", u.id.substr(0, 8), opt.pid,
-               entry.functions.size(), pause_us, attempts ? fmt::format(" ({} attempts)", attempts + 1) : "");
+    fmt::print("applied {} to process {}: {} function(s) replaced, pause {:.0f} us ({}; map {:.0f} us, splice {:.0f} us){}\n",
+               u.id.substr(0, 8), opt.pid, entry.functions.size(), pause_us, longest, map_pause_us, splice_us,
+               attempts ? fmt::format(" ({} attempts)", attempts + 1) : "");
     for (const auto& f : entry.functions) fmt::print("  {}\n", f);
   }
   return Exit::Ok;

@@ -1,5 +1,7 @@
 #include "process/ledger.h"
 
+#include "process/ptrace.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -23,10 +25,6 @@ std::vector<uint8_t> unhex(const std::string& s) {
   std::vector<uint8_t> out;
   for (size_t i = 0; i + 1 < s.size(); i += 2) out.push_back(static_cast<uint8_t>(std::stoul(s.substr(i, 2), nullptr, 16)));
   return out;
-}
-
-std::string map_files_path(pid_t pid, TargetRange r) {
-  return fmt::format("/proc/{}/map_files/{:x}-{:x}", pid, r.start.value(), r.end.value());
 }
 
 nlohmann::json entry_json(const LedgerEntry& e, bool with_patch) {
@@ -68,17 +66,31 @@ LedgerEntry entry_from_json(const nlohmann::json& j) {
 
 }  // namespace
 
+namespace {
+
+// The ledger's mapping: the memfd named so, or (mapped the anonymous way, regions.h) an
+// anonymous read-only private mapping of the ledger's size that starts with the magic.
+bool is_ledger(const Memory& mem, const Mapping& m) {
+  if (m.path.find(std::string("/memfd:") + kLedgerName) == 0) return true;
+  if (!m.path.empty() || m.inode != 0 || !m.read || m.write || m.exec || m.shared || m.range.size() != kLedgerSize)
+    return false;
+  char magic[kMagicLen];
+  return mem.read(m.range.start, std::span(reinterpret_cast<uint8_t*>(magic), kMagicLen)).ok() &&
+         std::memcmp(magic, kMagic, kMagicLen) == 0;
+}
+
+}  // namespace
+
 Result<Ledger> Ledger::read(pid_t pid, const std::vector<Mapping>& maps) {
   Ledger l;
+  auto mem = Memory::open(pid);
+  if (!mem) return mem.status();
   for (const auto& m : maps) {
-    if (m.path.find(std::string("/memfd:") + kLedgerName) != 0) continue;
+    if (!is_ledger(*mem, m)) continue;
     l.region_ = m.range;
-    int fd = ::open(map_files_path(pid, m.range).c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return error("process {}: cannot open its ledger: {}", pid, std::strerror(errno));
     std::string buf(m.range.size(), '\0');
-    ssize_t n = ::pread(fd, buf.data(), buf.size(), 0);
-    ::close(fd);
-    if (n < static_cast<ssize_t>(kMagicLen + 8)) return error("process {}: ledger unreadable", pid);
+    if (!mem->read(m.range.start, std::span(reinterpret_cast<uint8_t*>(buf.data()), buf.size())).ok())
+      return error("process {}: ledger unreadable", pid);
     // A ledger mapped but never written (the tool died right after creating it) is empty.
     if (std::all_of(buf.begin(), buf.begin() + kMagicLen, [](char c) { return c == 0; })) return l;
     if (std::memcmp(buf.data(), kMagic, kMagicLen) != 0) return error("process {}: ledger has an unknown format", pid);
@@ -127,8 +139,15 @@ Status Ledger::write(pid_t pid) const {
   uint64_t len = body.size();
   out.append(reinterpret_cast<const char*>(&len), 8);
   out += body;
-  int fd = ::open(map_files_path(pid, *region_).c_str(), O_RDWR | O_CLOEXEC);
-  if (fd < 0) return error("process {}: cannot open its ledger for writing: {}", pid, std::strerror(errno));
+  // Through the memfd, or through /proc/PID/mem for the anonymous way.
+  std::span bytes(reinterpret_cast<const uint8_t*>(out.data()), out.size());
+  int fd = ::open(fmt::format("/proc/{}/map_files/{:x}-{:x}", pid, region_->start.value(), region_->end.value()).c_str(),
+                  O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    auto mem = Memory::open(pid);
+    if (!mem) return mem.status();
+    return mem->write(region_->start, bytes).context(fmt::format("process {}: cannot write its ledger", pid));
+  }
   ssize_t n = ::pwrite(fd, out.data(), out.size(), 0);
   ::close(fd);
   if (n != static_cast<ssize_t>(out.size())) return error("process {}: cannot write its ledger", pid);

@@ -3,8 +3,11 @@
 // Why inside: any later `view` or `undo`, from any shell, must see exactly what is
 // applied — even if the update files are gone or another machine applied them. The
 // ledger is a memfd named "livesplice-ledger" mapped read-only into the target (visible
-// in /proc/PID/maps); the tool reads and writes it through /proc/PID/map_files, so the
-// target never writes it and a crashed target takes its ledger with it.
+// in /proc/PID/maps) — or, in a target whose seccomp filter refuses memfd_create, an
+// anonymous read-only mapping of kLedgerSize bytes that begins with the ledger's magic
+// line (regions.h) — and the tool reads and writes it from outside (the memfd through
+// /proc/PID/map_files, the anonymous one through /proc/PID/mem), so the target never
+// writes it and a crashed target takes its ledger with it.
 //
 // Contents: a magic line, then JSON: one record per applied update with the trampoline
 // sites (address, original bytes, new bytes), the regions the update mapped, its
@@ -40,7 +43,7 @@ struct Trampoline {
 
 struct Region {
   TargetRange range;
-  std::string name;              // memfd name, as in /proc/PID/maps
+  std::string name;              // "/memfd:NAME" as in /proc/PID/maps, or "anonymous:NAME"
 };
 
 struct LedgerEntry {

@@ -153,6 +153,18 @@ Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop(pid_t pid) { retu
 
 Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_one(pid_t pid) { return stop_some(pid, 1); }
 
+Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_thread(pid_t pid, pid_t tid) {
+  std::unique_ptr<ThreadGroupStop> g(new ThreadGroupStop(pid));
+  if (ptrace(PTRACE_SEIZE, tid, nullptr, PTRACE_O_TRACESYSGOOD) != 0)
+    return error("process {}: cannot attach to thread {}: {}", pid, tid, std::strerror(errno));
+  g->threads_.push_back(Thread{tid});
+  g->timing_.first_stop = std::chrono::steady_clock::now();
+  LS_TRY(g->interrupt_and_wait(0));
+  if (g->threads_.front().gone) return error("process {}: thread {} exited while being stopped", pid, tid);
+  g->timing_.all_stopped = std::chrono::steady_clock::now();
+  return g;
+}
+
 Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_some(pid_t pid, size_t limit) {
   std::unique_ptr<ThreadGroupStop> g(new ThreadGroupStop(pid));
   std::set<pid_t> seen;
@@ -291,8 +303,8 @@ ThreadGroupStop::~ThreadGroupStop() { resume(); }
 
 // --- RemoteSyscall --------------------------------------------------------------------
 
-RemoteSyscall::RemoteSyscall(ThreadGroupStop& group, Thread& thread, TargetAddr gadget)
-    : group_(group), thread_(thread), gadget_(gadget), saved_(thread.regs) {}
+RemoteSyscall::RemoteSyscall(ThreadGroupStop& group, Thread& thread, TargetAddr gadget, SeccompFilters filters)
+    : group_(group), thread_(thread), gadget_(gadget), filters_(std::move(filters)), saved_(thread.regs) {}
 
 RemoteSyscall::~RemoteSyscall() {
   if (thread_.gone) return;
@@ -312,22 +324,33 @@ RemoteSyscall::~RemoteSyscall() {
 
 Result<int64_t> RemoteSyscall::call(long nr, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5,
                                     uint64_t a6) {
+  return call(PlannedCall{nr, {a1, a2, a3, a4, a5, a6}});
+}
+
+Result<int64_t> RemoteSyscall::call(const PlannedCall& c) {
+  if (SeccompVerdict v = filters_.evaluate(c, gadget_); !v.runs())
+    return Status::error(fmt::format("thread {}: {} {}; not attempted", thread_.tid, c.describe(), v.describe()),
+                         Exit::Unsafe);
   user_regs_struct regs = saved_;
   regs.rip = gadget_.value();
-  regs.rax = nr;
+  regs.rax = c.nr;
   regs.orig_rax = static_cast<uint64_t>(-1);
-  regs.rdi = a1;
-  regs.rsi = a2;
-  regs.rdx = a3;
-  regs.r10 = a4;
-  regs.r8 = a5;
-  regs.r9 = a6;
+  regs.rdi = c.args[0];
+  regs.rsi = c.args[1];
+  regs.rdx = c.args[2];
+  regs.r10 = c.args[3];
+  regs.r8 = c.args[4];
+  regs.r9 = c.args[5];
   regs.rsp = (saved_.rsp - 128 - scratch_used_ - 64) & ~uint64_t{15};
   if (ptrace(PTRACE_SETREGS, thread_.tid, nullptr, &regs) != 0)
     return error("thread {}: cannot set registers for a syscall: {}", thread_.tid, std::strerror(errno));
-  // Two syscall stops: entry, then exit.
-  for (int stops = 0; stops < 2;) {
-    if (ptrace(PTRACE_SYSCALL, thread_.tid, nullptr, nullptr) != 0)
+  ++calls_made_;
+  // One step over the `syscall` instruction: the kernel reports the step once the call
+  // has returned, one stop where PTRACE_SYSCALL makes two (entry and exit). A signal
+  // arriving first stops the thread before the instruction; it is kept for resume().
+  user_regs_struct after;
+  for (;;) {
+    if (ptrace(PTRACE_SINGLESTEP, thread_.tid, nullptr, nullptr) != 0)
       return error("thread {}: cannot run a syscall: {}", thread_.tid, std::strerror(errno));
     int status = 0;
     pid_t r;
@@ -338,22 +361,24 @@ Result<int64_t> RemoteSyscall::call(long nr, uint64_t a1, uint64_t a2, uint64_t 
       return error("thread {}: exited during an injected syscall", thread_.tid);
     }
     if (!WIFSTOPPED(status)) continue;
-    int sig = WSTOPSIG(status);
-    if (sig == (SIGTRAP | 0x80)) {
-      ++stops;
-    } else if ((status >> 16) == 0) {
-      thread_.pending_signal = sig;   // deliver later; keep driving the syscall
-    }
+    if (ptrace(PTRACE_GETREGS, thread_.tid, nullptr, &after) != 0)
+      return error("thread {}: cannot read syscall result: {}", thread_.tid, std::strerror(errno));
+    if (WSTOPSIG(status) == SIGTRAP && after.rip == gadget_.value() + 2) break;
+    if ((status >> 16) == 0 && WSTOPSIG(status) != SIGTRAP) thread_.pending_signal = WSTOPSIG(status);
+    if (after.rip != gadget_.value() && after.rip != gadget_.value() + 2)
+      return error("thread {}: left the injected syscall (pc {:#x})", thread_.tid, after.rip);
   }
-  user_regs_struct after;
-  if (ptrace(PTRACE_GETREGS, thread_.tid, nullptr, &after) != 0)
-    return error("thread {}: cannot read syscall result: {}", thread_.tid, std::strerror(errno));
   return static_cast<int64_t>(after.rax);
 }
 
+TargetAddr RemoteSyscall::next_scratch(size_t size) const {
+  uint64_t used = (scratch_used_ + size + 15) & ~uint64_t{15};
+  return TargetAddr((saved_.rsp - 128 - used) & ~uint64_t{15});
+}
+
 Result<TargetAddr> RemoteSyscall::push_bytes(const Memory& mem, std::span<const uint8_t> bytes) {
+  TargetAddr at = next_scratch(bytes.size());
   scratch_used_ = (scratch_used_ + bytes.size() + 15) & ~uint64_t{15};
-  TargetAddr at((saved_.rsp - 128 - scratch_used_) & ~uint64_t{15});
   LS_TRY(mem.write(at, bytes));
   return at;
 }

@@ -16,6 +16,9 @@
 //    kernel would have (rip back onto the syscall instruction), because the kernel's
 //    restart bookkeeping was consumed by the borrowed syscall.
 //  - Signals arriving while stopped are recorded and delivered on resume.
+//  - A borrowed syscall runs under the thread's own seccomp filters: RemoteSyscall
+//    evaluates each call against them (seccomp.h) and refuses, rather than makes, one
+//    they would kill or fail.
 #pragma once
 
 #include <sys/types.h>
@@ -30,6 +33,7 @@
 
 #include "core/addr.h"
 #include "core/result.h"
+#include "process/seccomp.h"
 
 namespace ls::proc {
 
@@ -84,6 +88,8 @@ class ThreadGroupStop {
   // Stops a single thread (the first that can be seized, the leader if alive) and lets
   // the others run: enough to borrow it for RemoteSyscall.
   static Result<std::unique_ptr<ThreadGroupStop>> stop_one(pid_t pid);
+  // Stops thread `tid` of `pid` only.
+  static Result<std::unique_ptr<ThreadGroupStop>> stop_thread(pid_t pid, pid_t tid);
   ~ThreadGroupStop();
   ThreadGroupStop(const ThreadGroupStop&) = delete;
   ThreadGroupStop& operator=(const ThreadGroupStop&) = delete;
@@ -110,29 +116,42 @@ class ThreadGroupStop {
   bool resumed_ = false;
 };
 
-// Runs one system call in a stopped thread and restores the thread exactly (see top).
+// Runs system calls in a stopped thread and restores the thread exactly (see top).
 // The thread must belong to a live ThreadGroupStop.
 class RemoteSyscall {
  public:
-  // `gadget` is the address of a `syscall` instruction in the target (find_syscall_gadget).
-  RemoteSyscall(ThreadGroupStop& group, Thread& thread, TargetAddr gadget);
+  // `gadget` is the address of a `syscall` instruction in the target (find_syscall_gadget);
+  // `filters` are the thread's seccomp filters (SeccompFilters::read).
+  RemoteSyscall(ThreadGroupStop& group, Thread& thread, TargetAddr gadget, SeccompFilters filters = {});
   ~RemoteSyscall();   // restores the thread's registers
   RemoteSyscall(const RemoteSyscall&) = delete;
   RemoteSyscall& operator=(const RemoteSyscall&) = delete;
 
   // The syscall's return value (negative errno on failure), or a Status if the thread
-  // could not be driven (it exited, or ptrace failed).
+  // could not be driven (it exited, or ptrace failed), or if the thread's seccomp filters
+  // would not let the call run (Exit::Unsafe; the call is not made). One round trip: the
+  // thread single-steps over the `syscall` instruction.
   Result<int64_t> call(long nr, uint64_t a1 = 0, uint64_t a2 = 0, uint64_t a3 = 0, uint64_t a4 = 0,
                        uint64_t a5 = 0, uint64_t a6 = 0);
+  Result<int64_t> call(const PlannedCall& c);
   // Scratch memory below the thread's stack red zone, for passing strings and structs.
   Result<TargetAddr> push_bytes(const Memory& mem, std::span<const uint8_t> bytes);
+  // Where the next push_bytes of `size` bytes will put them (for planning calls).
+  TargetAddr next_scratch(size_t size) const;
+
+  pid_t tid() const { return thread_.tid; }
+  int calls_made() const { return calls_made_; }
+  TargetAddr gadget() const { return gadget_; }
+  const SeccompFilters& filters() const { return filters_; }
 
  private:
   ThreadGroupStop& group_;
   Thread& thread_;
   TargetAddr gadget_;
+  SeccompFilters filters_;
   user_regs_struct saved_;
   uint64_t scratch_used_ = 0;
+  int calls_made_ = 0;
 };
 
 // A `syscall` instruction (0f 05) in the target: in the vDSO or the first executable

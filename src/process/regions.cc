@@ -1,15 +1,20 @@
 #include "process/regions.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
-#include <filesystem>
+#include <fstream>
 
 #include "process/guardian.h"
 #include "process/ptrace.h"
+#include "process/scheduling.h"
+#include "process/seccomp.h"
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
@@ -25,137 +30,325 @@ namespace {
 constexpr uint64_t kPage = 4096;
 uint64_t page_up(uint64_t n) { return (n + kPage - 1) & ~(kPage - 1); }
 
-// One borrowed thread and a syscall gadget, for a short sequence of calls.
-struct Borrowed {
-  std::unique_ptr<ThreadGroupStop> stop;
+// How often a thread wakes: its context switches (voluntary and involuntary) over its
+// life so far, per second; -1 if it is gone.
+double wakeup_rate(pid_t pid, pid_t tid, double uptime_s, double ticks_per_s) {
+  std::ifstream in(fmt::format("/proc/{}/task/{}/status", pid, tid));
+  if (!in) return -1;
+  int64_t switches = 0;
+  for (std::string line; std::getline(in, line);)
+    if (line.starts_with("voluntary_ctxt_switches:") || line.starts_with("nonvoluntary_ctxt_switches:"))
+      switches += std::atoll(line.c_str() + line.find(':') + 1);
+  int64_t started = stat_field(pid, tid, 22);   // starttime, in clock ticks since boot
+  double age_s = started < 0 ? 0 : uptime_s - static_cast<double>(started) / ticks_per_s;
+  return static_cast<double>(switches) / std::max(age_s, 0.01);
+}
+
+// The thread to borrow: the one that wakes least often (a thread serving requests wakes
+// for each; one parked in pause() or a long wait hardly ever), asleep now if one is;
+// the lowest TID among equals. One look, no waiting: the rate is over each thread's
+// life, which for the long-running programs livesplice updates says what it does.
+pid_t quietest_thread(pid_t pid) {
+  std::vector<pid_t> tids;
+  if (DIR* d = opendir(fmt::format("/proc/{}/task", pid).c_str())) {
+    while (dirent* e = readdir(d))
+      if (e->d_name[0] != '.') tids.push_back(static_cast<pid_t>(std::atoi(e->d_name)));
+    closedir(d);
+  }
+  if (tids.size() <= 1) return tids.empty() ? pid : tids.front();
+  std::sort(tids.begin(), tids.end());
+  double uptime_s = 0;
+  std::ifstream("/proc/uptime") >> uptime_s;
+  const double ticks_per_s = static_cast<double>(sysconf(_SC_CLK_TCK));
+  pid_t best = pid;
+  std::pair<bool, double> best_score{true, 1e300};   // (running now, wake-up rate): smaller is quieter
+  for (pid_t tid : tids) {
+    double rate = wakeup_rate(pid, tid, uptime_s, ticks_per_s);
+    if (rate < 0) continue;
+    std::pair<bool, double> score{stat_field(pid, tid, 3) != 'S', rate};
+    if (score < best_score) best = tid, best_score = score;
+  }
+  return best;
+}
+
+// One borrowed thread, its syscall gadget and its seccomp filters, for one batch of
+// calls. The batch runs as the splice's stop does (scheduling.h): livesplice real-time
+// on the thread's CPU, the thread raised while it makes our calls. finish() (or the
+// destructor) gives the registers back, lowers the thread and resumes it, in that order.
+class Borrowed {
+ public:
+  static Result<std::unique_ptr<Borrowed>> take(pid_t pid) {
+    std::unique_ptr<Borrowed> b(new Borrowed);
+    auto mem = Memory::open(pid);
+    if (!mem) return mem.status();
+    b->mem.emplace(std::move(mem.value()));
+    auto gadget = find_syscall_gadget(pid, *b->mem);
+    if (!gadget) return gadget.status();
+    pid_t tid = quietest_thread(pid);
+    const int seccomp_mode = SeccompFilters::mode(pid, tid);
+    b->cpu = std::make_unique<CpuScope>(pid, tid);
+    b->realtime = std::make_unique<RealtimeScope>();
+    auto stop = ThreadGroupStop::stop_thread(pid, tid);
+    if (!stop) stop = ThreadGroupStop::stop_one(pid);   // it exited meanwhile: any thread
+    if (!stop) return stop.status();
+    b->stop = std::move(stop.value());
+    Thread& thread = b->stop->threads().front();
+    auto filters =
+        SeccompFilters::read(thread.tid, thread.tid == tid ? seccomp_mode : SeccompFilters::mode(pid, thread.tid));
+    if (!filters) return filters.status();
+    b->raised = std::make_unique<ThreadPriorityScope>(thread.tid);
+    b->sc = std::make_unique<RemoteSyscall>(*b->stop, thread, *gadget, std::move(filters.value()));
+    return b;
+  }
+  ~Borrowed() { (void)finish(); }
+  Borrowed(const Borrowed&) = delete;
+  Borrowed& operator=(const Borrowed&) = delete;
+
+  // Ends the borrow: which thread, how many calls, how long it was kept from running.
+  Borrow finish() {
+    if (!stop) return {};
+    Borrow out{stop->threads().front().tid, sc ? sc->calls_made() : 0, 0};
+    sc.reset();
+    raised.reset();
+    stop->resume();
+    const StopTiming& t = stop->timing();
+    out.us = std::chrono::duration<double, std::micro>(t.resumed - t.first_stop).count();
+    stop.reset();
+    realtime.reset();
+    cpu.reset();
+    return out;
+  }
+
   std::optional<Memory> mem;
   std::unique_ptr<RemoteSyscall> sc;
 
-  static Result<Borrowed> take(pid_t pid) {
-    Borrowed b;
-    auto mem = Memory::open(pid);
-    if (!mem) return mem.status();
-    b.mem.emplace(std::move(mem.value()));
-    auto gadget = find_syscall_gadget(pid, *b.mem);
-    if (!gadget) return gadget.status();
-    auto stop = ThreadGroupStop::stop_one(pid);
-    if (!stop) return stop.status();
-    b.stop = std::move(stop.value());
-    b.sc = std::make_unique<RemoteSyscall>(*b.stop, b.stop->threads().front(), *gadget);
-    return b;
-  }
-  Result<int64_t> call(long nr, uint64_t a1 = 0, uint64_t a2 = 0, uint64_t a3 = 0, uint64_t a4 = 0, uint64_t a5 = 0,
-                       uint64_t a6 = 0) {
-    return sc->call(nr, a1, a2, a3, a4, a5, a6);
-  }
-  // Registers go back before the thread is resumed.
-  ~Borrowed() {
-    sc.reset();
-    stop.reset();
-  }
+ private:
   Borrowed() = default;
-  Borrowed(Borrowed&&) = default;
+  std::unique_ptr<CpuScope> cpu;
+  std::unique_ptr<RealtimeScope> realtime;
+  std::unique_ptr<ThreadGroupStop> stop;
+  std::unique_ptr<ThreadPriorityScope> raised;
 };
 
+// The lowest file descriptor number free in the target: the one its next
+// memfd_create will get (for evaluating the calls that name it).
+uint64_t lowest_free_fd(pid_t pid) {
+  std::vector<bool> used(1024);
+  if (DIR* d = opendir(fmt::format("/proc/{}/fd", pid).c_str())) {
+    while (dirent* e = readdir(d)) {
+      int fd = std::atoi(e->d_name);
+      if (e->d_name[0] != '.' && fd >= 0 && fd < static_cast<int>(used.size())) used[fd] = true;
+    }
+    closedir(d);
+  }
+  uint64_t fd = 0;
+  while (fd < used.size() && used[fd]) ++fd;
+  return fd;
+}
+
+// The two ways to map regions, in order of preference.
+//  - memfd: memfd_create (sized and filled from our side), mmap(MAP_SHARED) of it,
+//    mprotect of the writable tail, close. Each region is named in /proc/PID/maps
+//    ("/memfd:livesplice:…") and written from our side through the file.
+//  - anonymous: mmap(MAP_PRIVATE|MAP_ANONYMOUS) of the code part read+exec and of the
+//    rest read+write, written from our side through /proc/PID/mem. Only mmap: what a
+//    filter without memfd_create (systemd's SystemCallFilter= allow lists, sandboxes)
+//    still lets a program do. Unnamed in /proc/PID/maps; the ledger finds its own by
+//    its contents (ledger.h).
+// Neither ever asks for a mapping both writable and executable, nor adds PROT_EXEC to
+// one (what MemoryDenyWriteExecute= and PR_SET_MDWE refuse): the code is written from
+// outside, never through a writable mapping of the target.
+enum class Way { Memfd, Anonymous };
+
+struct Step {
+  PlannedCall call;
+  size_t request = 0;
+  bool maps = false;        // an mmap creating (part of) the request's region
+  bool takes_fd = false;    // the fd memfd_create returned goes in its 1st or 5th argument
+};
+
+uint64_t code_part(const RegionRequest& r) { return r.readonly ? 0 : page_up(r.exec_size); }
+int code_prot(const RegionRequest& r) {
+  return r.readonly ? PROT_READ : (code_part(r) ? PROT_READ | PROT_EXEC : PROT_READ | PROT_WRITE);
+}
+
+std::vector<Step> plan(Way way, const std::vector<RegionRequest>& requests, const std::vector<TargetAddr>& names,
+                       uint64_t fd) {
+  std::vector<Step> steps;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const RegionRequest& r = requests[i];
+    const uint64_t at = r.at.value(), size = page_up(r.size), code = code_part(r);
+    auto step = [&](PlannedCall c, bool maps = false, bool takes_fd = false) { steps.push_back({c, i, maps, takes_fd}); };
+    if (way == Way::Memfd) {
+      step({SYS_memfd_create, {names[i].value(), MFD_CLOEXEC}});   // sized and filled from our side (fill_memfd)
+      step({SYS_mmap, {at, size, static_cast<uint64_t>(code_prot(r)), MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0}}, true,
+           true);
+      if (code && code < size) step({SYS_mprotect, {at + code, size - code, PROT_READ | PROT_WRITE}});
+      step({SYS_close, {fd}}, false, true);
+    } else {
+      const uint64_t anon = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, none = static_cast<uint64_t>(-1);
+      uint64_t first = code && code < size ? code : size;
+      step({SYS_mmap, {at, first, static_cast<uint64_t>(code_prot(r)), anon, none, 0}}, true);
+      if (first < size) step({SYS_mmap, {at + first, size - first, PROT_READ | PROT_WRITE, anon, none, 0}}, true);
+    }
+  }
+  return steps;
+}
+
+// Sizes and fills the memfd the target just made, from our side through /proc/PID/fd:
+// one call fewer for the borrowed thread, and the region holds its contents the moment
+// it is mapped.
+Status fill_memfd(pid_t pid, int64_t fd, const RegionRequest& r) {
+  int ours = ::open(fmt::format("/proc/{}/fd/{}", pid, fd).c_str(), O_RDWR | O_CLOEXEC);
+  if (ours < 0) return error("process {}: cannot open its memfd {}: {}", pid, fd, std::strerror(errno));
+  bool ok = ::ftruncate(ours, static_cast<off_t>(page_up(r.size))) == 0 &&
+            ::pwrite(ours, r.contents.data(), r.contents.size(), 0) == static_cast<ssize_t>(r.contents.size());
+  int err = errno;
+  ::close(ours);
+  if (!ok) return error("process {}: cannot size or fill its memfd for {}: {}", pid, r.name, std::strerror(err));
+  return {};
+}
+
+// Refuses a plan that asks for W+X or adds PROT_EXEC: it must never be attempted.
+Status check_write_xor_exec(const std::vector<Step>& steps) {
+  for (const auto& s : steps) {
+    const PlannedCall& c = s.call;
+    bool wx = c.nr == SYS_mmap && (c.args[2] & (PROT_WRITE | PROT_EXEC)) == (PROT_WRITE | PROT_EXEC);
+    bool adds_exec = c.nr == SYS_mprotect && (c.args[2] & PROT_EXEC);
+    if (wx || adds_exec) return error("internal error: {} would break write-xor-execute", c.describe());
+  }
+  return {};
+}
+
+std::string region_name(Way way, const RegionRequest& r) {
+  return way == Way::Memfd ? "/memfd:" + r.name : "anonymous:" + r.name;
+}
+
 Status unmap_with(Borrowed& b, pid_t pid, const std::vector<Region>& regions) {
+  std::vector<PlannedCall> calls;
+  for (const auto& r : regions) calls.push_back({SYS_munmap, {r.range.start.value(), r.range.size()}});
+  if (std::string refused = b.sc->filters().first_refused(calls, b.sc->gadget()); !refused.empty())
+    return Status::error(fmt::format("process {}: cannot unmap livesplice's regions: {}", pid, refused), Exit::Unsafe);
   Status first;
-  for (const auto& r : regions) {
-    auto rc = b.call(SYS_munmap, r.range.start.value(), r.range.size());
+  for (size_t i = 0; i < regions.size(); ++i) {
+    auto rc = b.sc->call(calls[i]);
     if (!rc) return rc.status();
     if (*rc != 0 && first.ok())
-      first = error("process {}: munmap of {} at {} failed: {}", pid, r.name, r.range.start, std::strerror(-*rc));
+      first = error("process {}: munmap of {} at {} failed: {}", pid, regions[i].name, regions[i].range.start,
+                    std::strerror(-*rc));
   }
   return first;
 }
 
-}  // namespace
+struct Mapped {
+  std::vector<Region> regions;
+  Borrow borrow;
+};
 
-namespace {
-
-// Runs in the guardian child: maps every request with one borrowed thread; on failure
-// unmaps what it mapped, so that nothing stays behind either way.
-Status map_in_target(pid_t pid, const std::vector<RegionRequest>& requests) {
-  auto b = Borrowed::take(pid);
-  if (!b) return b.status();
-  std::vector<Region> done;
-  auto undo = [&](Status s) {
-    (void)unmap_with(*b, pid, done);
+// Runs `steps` with the borrowed thread. On failure unmaps what it mapped (and closes
+// the memfd it holds); `nothing_done` then says whether it failed before any call had
+// an effect (memfd_create itself failed), so that another way may be tried.
+Status run_steps(Borrowed& b, pid_t pid, Way way, const std::vector<RegionRequest>& requests,
+                 const std::vector<Step>& steps, std::vector<Region>& done, bool& nothing_done) {
+  int64_t fd = -1;
+  nothing_done = true;
+  auto fail = [&](Status s) {
+    if (fd >= 0) (void)b.sc->call(SYS_close, static_cast<uint64_t>(fd));
+    (void)unmap_with(b, pid, done);
+    done.clear();
     return s;
   };
-  for (const auto& req : requests) {
-    std::vector<uint8_t> bytes(req.name.begin(), req.name.end());
-    bytes.push_back(0);
-    auto name_at = b->sc->push_bytes(*b->mem, bytes);
-    if (!name_at) return undo(name_at.status());
-    auto fd = b->call(SYS_memfd_create, name_at->value(), MFD_CLOEXEC);
-    if (!fd) return undo(fd.status());
-    if (*fd < 0) return undo(error("process {}: memfd_create failed: {}", pid, std::strerror(-*fd)));
-    uint64_t size = page_up(req.size);
-    Status s;
-    auto sized = b->call(SYS_ftruncate, *fd, size);
-    if (!sized) s = sized.status();
-    else if (*sized != 0) s = error("process {}: cannot size its memfd: {}", pid, std::strerror(-*sized));
-    if (s.ok()) {
-      uint64_t exec_size = req.readonly ? 0 : page_up(req.exec_size);
-      int prot = req.readonly ? PROT_READ : (exec_size ? PROT_READ | PROT_EXEC : PROT_READ | PROT_WRITE);
-      auto at = b->call(SYS_mmap, req.at.value(), size, prot, MAP_SHARED | MAP_FIXED_NOREPLACE, *fd, 0);
-      if (!at) s = at.status();
-      else if (*at < 0 || static_cast<uint64_t>(*at) != req.at.value())
-        s = error("process {}: cannot map {} bytes at {}: {}", pid, size, req.at,
-                  *at < 0 ? std::strerror(-*at) : "placed elsewhere");
-      else {
-        done.push_back(Region{{req.at, req.at + static_cast<int64_t>(size)}, "/memfd:" + req.name});
-        if (!req.readonly && exec_size && exec_size < size) {
-          auto rc = b->call(SYS_mprotect, req.at.value() + exec_size, size - exec_size, PROT_READ | PROT_WRITE);
-          if (!rc) s = rc.status();
-          else if (*rc != 0) s = error("process {}: mprotect failed: {}", pid, std::strerror(-*rc));
-        }
-      }
+  for (const Step& step : steps) {
+    PlannedCall c = step.call;
+    if (step.takes_fd) c.args[c.nr == SYS_mmap ? 4 : 0] = static_cast<uint64_t>(fd);
+    auto rc = b.sc->call(c);
+    if (!rc) return fail(rc.status());
+    const RegionRequest& r = requests[step.request];
+    if (c.nr == SYS_memfd_create) {
+      if (*rc < 0) return fail(error("process {}: {} failed: {}", pid, c.describe(), std::strerror(-*rc)));
+      fd = *rc;
+      nothing_done = false;
+      if (Status s = fill_memfd(pid, fd, r); !s.ok()) return fail(s);
+    } else if (c.nr == SYS_close) {
+      fd = -1;
+    } else if (c.nr == SYS_mmap && static_cast<uint64_t>(*rc) != c.args[0]) {
+      nothing_done = false;
+      return fail(error("process {}: cannot map {} bytes at {:#x}: {}", pid, c.args[1], c.args[0],
+                        *rc < 0 && *rc > -4096 ? std::strerror(-*rc) : "placed elsewhere"));
+    } else if (*rc < 0) {
+      nothing_done = false;
+      return fail(error("process {}: {} failed: {}", pid, c.describe(), std::strerror(-*rc)));
     }
-    auto closed = b->call(SYS_close, *fd);
-    if (!s.ok()) return undo(s);
-    if (!closed) return undo(closed.status());
+    nothing_done = false;
+    if (step.maps && (done.empty() || done.back().range.start != r.at))
+      done.push_back(Region{{r.at, r.at + static_cast<int64_t>(page_up(r.size))}, region_name(way, r)});
   }
+  // The anonymous way's contents, through /proc/PID/mem, before the thread goes back.
+  if (way == Way::Anonymous)
+    for (const auto& r : requests)
+      if (!r.contents.empty())
+        if (Status s = b.mem->write(r.at, r.contents); !s.ok()) return fail(s);
   return {};
+}
+
+// Runs in the guardian child: maps every request with one borrowed thread, the first
+// way the thread's seccomp filters let run; on failure unmaps what it mapped, so that
+// nothing stays behind either way.
+Result<Mapped> map_in_target(pid_t pid, const std::vector<RegionRequest>& requests) {
+  auto taken = Borrowed::take(pid);
+  if (!taken) return taken.status();
+  Borrowed& b = **taken;
+  // Every name in one block of scratch memory, pushed only if the memfd way runs.
+  std::string blob;
+  std::vector<size_t> offsets;
+  for (const auto& r : requests) {
+    offsets.push_back(blob.size());
+    blob += r.name;
+    blob.push_back(0);
+  }
+  const TargetAddr blob_at = b.sc->next_scratch(blob.size());
+  std::vector<TargetAddr> names;
+  for (size_t off : offsets) names.push_back(blob_at + static_cast<int64_t>(off));
+  const uint64_t fd = lowest_free_fd(pid);
+
+  std::string refusals;
+  Status failed;
+  for (Way way : {Way::Memfd, Way::Anonymous}) {
+    std::vector<Step> steps = plan(way, requests, names, fd);
+    LS_TRY(check_write_xor_exec(steps));
+    std::vector<PlannedCall> calls;
+    for (const auto& s : steps) calls.push_back(s.call);
+    if (std::string refused = b.sc->filters().first_refused(calls, b.sc->gadget()); !refused.empty()) {
+      refusals += (refusals.empty() ? "" : "; ") + refused;
+      continue;
+    }
+    if (way == Way::Memfd) {
+      auto at = b.sc->push_bytes(*b.mem, std::span(reinterpret_cast<const uint8_t*>(blob.data()), blob.size()));
+      if (!at) return at.status();
+    }
+    Mapped out;
+    bool nothing_done = false;
+    failed = run_steps(b, pid, way, requests, steps, out.regions, nothing_done);
+    if (failed.ok()) {
+      out.borrow = b.finish();
+      return out;
+    }
+    if (!nothing_done) return failed;   // else another way may still work (memfd_create refused otherwise)
+  }
+  if (!failed.ok()) return failed;
+  return Status::error(fmt::format("process {}: its seccomp filter refuses every way livesplice maps code, so "
+                                   "nothing was attempted: {}",
+                                   pid, refusals),
+                       Exit::Unsafe);
 }
 
 }  // namespace
 
 Status RegionSet::map(const std::vector<RegionRequest>& requests) {
-  LS_TRY(map_in_target(pid_, requests));
-  for (const auto& req : requests)
-    regions_.push_back(Region{{req.at, req.at + static_cast<int64_t>(page_up(req.size))}, "/memfd:" + req.name});
-  return {};
-}
-
-namespace {
-
-// The memfd behind a region, opened through /proc/PID/map_files. A region whose code
-// part is executable and whose data part is writable is two mappings of the one file
-// (mprotect split it), so the entry is the one that starts where the region starts.
-int open_region_file(pid_t pid, TargetRange r) {
-  std::string dir = fmt::format("/proc/{}/map_files/", pid);
-  int fd = ::open((dir + fmt::format("{:x}-{:x}", r.start.value(), r.end.value())).c_str(), O_RDWR | O_CLOEXEC);
-  if (fd >= 0 || errno != ENOENT) return fd;
-  std::error_code ec;
-  const std::string prefix = fmt::format("{:x}-", r.start.value());
-  for (const auto& e : std::filesystem::directory_iterator(dir, ec))
-    if (e.path().filename().string().starts_with(prefix)) return ::open(e.path().c_str(), O_RDWR | O_CLOEXEC);
-  errno = ENOENT;
-  return -1;
-}
-
-}  // namespace
-
-Status RegionSet::write(size_t i, uint64_t offset, std::span<const uint8_t> bytes) const {
-  if (i >= regions_.size()) return error("no region {}", i);
-  int fd = open_region_file(pid_, regions_[i].range);
-  if (fd < 0) return error("process {}: cannot open {}: {}", pid_, regions_[i].name, std::strerror(errno));
-  ssize_t n = ::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(offset));
-  ::close(fd);
-  if (n != static_cast<ssize_t>(bytes.size()))
-    return error("process {}: cannot write {} bytes into {}: {}", pid_, bytes.size(), regions_[i].name,
-                 n < 0 ? std::strerror(errno) : "short write");
+  auto mapped = map_in_target(pid_, requests);
+  if (!mapped) return mapped.status();
+  regions_ = std::move(mapped->regions);
+  borrow_ = mapped->borrow;
   return {};
 }
 
@@ -163,14 +356,22 @@ RegionSet::~RegionSet() {
   if (!committed_ && !regions_.empty()) (void)unmap_regions(pid_, regions_);
 }
 
-Status unmap_regions(pid_t pid, const std::vector<Region>& regions) {
-  if (regions.empty()) return {};
-  auto done = run_to_completion([&](std::string&) {
+Result<Borrow> unmap_regions(pid_t pid, const std::vector<Region>& regions) {
+  if (regions.empty()) return Borrow{};
+  // Locked: the guardian's pages are faulted in before the borrow, not during it.
+  auto done = run_to_completion([&](std::string& payload) {
     auto b = Borrowed::take(pid);
     if (!b) return b.status();
-    return unmap_with(*b, pid, regions);
-  });
-  return done ? Status() : done.status();
+    LS_TRY(unmap_with(**b, pid, regions));
+    Borrow borrow = (*b)->finish();
+    payload.assign(reinterpret_cast<const char*>(&borrow), sizeof borrow);
+    return Status();
+  }, Paging::Locked);
+  if (!done) return done.status();
+  Borrow borrow;
+  if (done->size() != sizeof borrow) return error("process {}: the unmapping helper reported garbage", pid);
+  std::memcpy(&borrow, done->data(), sizeof borrow);
+  return borrow;
 }
 
 }  // namespace ls::proc

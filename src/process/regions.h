@@ -1,18 +1,31 @@
-// Memory livesplice maps into a target: memfd-backed regions, so that each is named in
-// /proc/PID/maps ("/memfd:livesplice:3f2a9c01 (deleted)") and its contents can be
-// written from our side through the file, never through the target's page tables.
+// Memory livesplice maps into a target: preferably memfd-backed regions, so that each is
+// named in /proc/PID/maps ("/memfd:livesplice:3f2a9c01 (deleted)") and its contents can
+// be written from our side through the file; anonymous mappings written through
+// /proc/PID/mem where the target's seccomp filter refuses memfd_create.
 //
 // Mapping needs system calls made by the target: one thread is borrowed (the others keep
-// running) for memfd_create, ftruncate, mmap at a chosen address (MAP_FIXED_NOREPLACE:
-// never over something that appeared meanwhile), mprotect and close — always inside a
-// guardian child (guardian.h), so that our death never leaves the borrowed thread
-// mid-sequence: unmap_regions makes its own, map() runs in its caller's.
+// running) for one batch of calls — memfd_create, mmap at a chosen address
+// (MAP_FIXED_NOREPLACE: never over something that appeared meanwhile), mprotect and
+// close; or only mmap — always inside a guardian child (guardian.h), so that our death
+// never leaves the borrowed thread mid-sequence: unmap_regions makes its own, map() runs
+// in its caller's.
+//
+// What is hard is that the borrowed thread is a thread of the program, stopped while it
+// makes our calls, and the calls run under its seccomp filters:
+//  - The thread is the one that woke least over a short look (not the one serving), and
+//    the batch runs at the stop's real-time priority (scheduling.h), so that it is kept
+//    from running for about as long as the splice's own stop; the time is reported.
+//  - Every call of a way is evaluated against the thread's filters (seccomp.h) before the
+//    first is made; a way with a refused call is not started, and when every way is
+//    refused the map fails with Exit::Unsafe naming the call and the verdict. No call
+//    asks for a mapping both writable and executable, or adds PROT_EXEC to one.
 // RegionSet unmaps everything it mapped unless commit() is called, so a failed apply
 // leaves no trace.
 #pragma once
 
 #include <sys/types.h>
 
+#include <span>
 #include <string>
 #include <vector>
 
@@ -23,11 +36,20 @@
 namespace ls::proc {
 
 struct RegionRequest {
-  std::string name;            // memfd name
+  std::string name;            // the memfd's name ("livesplice:3f2a9c01")
   TargetAddr at;               // page aligned
   uint64_t size = 0;           // bytes; rounded up to pages
   uint64_t exec_size = 0;      // leading bytes mapped read+exec; the rest read+write
   bool readonly = false;       // all read-only (the ledger)
+  std::span<const uint8_t> contents;   // its first bytes, written from our side while mapping
+};
+
+// What borrowing a thread cost the target: which thread, for how many calls, kept from
+// running for how long (first interrupt to resume).
+struct Borrow {
+  pid_t tid = 0;
+  int calls = 0;
+  double us = 0;
 };
 
 class RegionSet {
@@ -41,17 +63,18 @@ class RegionSet {
   // Call it inside a guardian (guardian.h): our death must not strand the borrowed thread.
   Status map(const std::vector<RegionRequest>& requests);
   const std::vector<Region>& regions() const { return regions_; }
-  // Writes into region `i` at `offset` through the memfd (via /proc/PID/map_files).
-  Status write(size_t i, uint64_t offset, std::span<const uint8_t> bytes) const;
+  // The thread map() borrowed.
+  const Borrow& borrow() const { return borrow_; }
   void commit() { committed_ = true; }
 
  private:
   pid_t pid_;
   std::vector<Region> regions_;
+  Borrow borrow_;
   bool committed_ = false;
 };
 
 // Unmaps regions of an earlier apply (undo), with one borrowed thread.
-Status unmap_regions(pid_t pid, const std::vector<Region>& regions);
+Result<Borrow> unmap_regions(pid_t pid, const std::vector<Region>& regions);
 
 }  // namespace ls::proc

@@ -17,6 +17,8 @@
 #include <cstring>
 #include <thread>
 
+#include "process/scheduling.h"
+
 namespace ls::proc {
 
 namespace {
@@ -44,85 +46,14 @@ bool preceded_by_call(const Guarded& g, TargetAddr ret) {
   return false;
 }
 
-// Field `field` (1-based, as proc(5) numbers them; 3 or later) of /proc/PID/stat, or -1.
-int64_t stat_field(pid_t pid, int field) {
-  char path[64], buf[1024];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  FILE* f = std::fopen(path, "re");
-  if (!f) return -1;
-  size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-  std::fclose(f);
-  buf[n] = 0;
-  const char* p = std::strrchr(buf, ')');   // the end of field 2 (comm), which may hold spaces
-  if (!p) return -1;
-  int at = 2;
-  for (++p; *p && at < field; ++p)
-    if (*p == ' ') ++at;
-  return at == field ? std::strtoll(p, nullptr, 10) : -1;
-}
-
 TargetAddr start_stack(pid_t pid) {
-  int64_t v = stat_field(pid, 28);
+  int64_t v = stat_field(pid, 0, 28);
   return TargetAddr(v > 0 ? static_cast<uint64_t>(v) : 0);
 }
 
 // For the length of one attempt the stopping process runs at the lowest real-time
-// priority: a thread it resumes (or whose stop wakes it) cannot then preempt it, which
-// on a busy machine otherwise adds a scheduler turn per thread to the pause. Without
-// the privilege, or when livesplice was started under a policy other than the default
-// (chrt), the attempt runs as it is.
-class RealtimeScope {
- public:
-  RealtimeScope() {
-    policy_ = sched_getscheduler(0);
-    if (policy_ < 0 || sched_getparam(0, &saved_) != 0) return;
-    sched_param rt{};
-    rt.sched_priority = 1;
-    raised_ = policy_ == SCHED_OTHER && sched_setscheduler(0, SCHED_FIFO, &rt) == 0;
-  }
-  ~RealtimeScope() { end(); }
-  RealtimeScope(const RealtimeScope&) = delete;
-  RealtimeScope& operator=(const RealtimeScope&) = delete;
-  void end() {
-    if (raised_) (void)sched_setscheduler(0, policy_, &saved_);
-    raised_ = false;
-  }
-
- private:
-  int policy_ = -1;
-  sched_param saved_{};
-  bool raised_ = false;
-};
-
-// For the length of one attempt the stopping process runs on the CPU the target last
-// ran on. Waking a thread on another CPU is an inter-processor interrupt, and in a
-// virtual machine whose other vCPU is halted, waiting for that vCPU to be scheduled
-// again; on the same CPU the wake-up is local, and the stopped thread's report back is
-// too. Restored after the attempt; without a CPU to read, the attempt runs as it is.
-class CpuScope {
- public:
-  explicit CpuScope(pid_t pid) {
-    int cpu = last_cpu(pid);
-    if (cpu < 0 || sched_getaffinity(0, sizeof saved_, &saved_) != 0 || !CPU_ISSET(cpu, &saved_)) return;
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(cpu, &one);
-    moved_ = sched_setaffinity(0, sizeof one, &one) == 0;
-  }
-  ~CpuScope() { end(); }
-  CpuScope(const CpuScope&) = delete;
-  CpuScope& operator=(const CpuScope&) = delete;
-  void end() {
-    if (moved_) (void)sched_setaffinity(0, sizeof saved_, &saved_);
-    moved_ = false;
-  }
-
- private:
-  // Field 39 of /proc/PID/stat: the CPU the process's main thread last ran on.
-  static int last_cpu(pid_t pid) { return static_cast<int>(stat_field(pid, 39)); }
-  cpu_set_t saved_{};
-  bool moved_ = false;
-};
+// priority on the CPU the target last ran on (scheduling.h): a thread it resumes (or
+// whose stop wakes it) cannot then preempt it, and the wake-ups stay local.
 
 // A process of ours that only waits: something to stop, check and resume once, with the
 // very calls of a real attempt, before the target is stopped (see rehearse). Spawned
@@ -372,6 +303,7 @@ Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& 
                            const std::vector<Guarded>& guarded, int retries, int delay_ms,
                            const std::function<Status()>& before_attempt, const std::function<Status()>& act) {
   std::optional<Blocker> last;
+  double longest_us = 0;
   StackScratch scratch;
   TargetAddr main_stack_start = start_stack(pid);
   rehearse(pid, guarded, scratch);
@@ -387,6 +319,7 @@ Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& 
     if (!blocker) return blocker.status();
     if (blocker->has_value()) {
       (*stop)->resume();
+      longest_us = std::max(longest_us, (*stop)->timing().pause_us());
       realtime.end();
       cpu.end();
       last = **blocker;
@@ -403,7 +336,7 @@ Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& 
                          "resume {:.0f} us ({} threads)",
                          us(tm.first_stop, tm.all_stopped), us(tm.all_stopped, checked), scratch.bytes_read / 1024,
                          us(checked, acted), us(acted, tm.resumed), (*stop)->threads().size()));
-    return SafeStop{tm.pause_us(), attempt + 1};
+    return SafeStop{tm.pause_us(), std::max(longest_us, tm.pause_us()), attempt + 1};
   }
   return Status::error(fmt::format("gave up after {} attempts, nothing changed: {}", retries + 1,
                                    last ? last->describe() : "unknown"),

@@ -74,7 +74,8 @@ Result<std::optional<Blocker>> check_threads(pid_t pid, const std::vector<Mappin
                                              StackScratch& scratch);
 
 struct SafeStop {
-  double pause_us = 0;
+  double pause_us = 0;      // the attempt that acted: first interrupt to last resume
+  double longest_us = 0;    // the longest stop of any attempt, blocked ones included
   int attempts = 0;
 };
 

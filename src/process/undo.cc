@@ -5,6 +5,7 @@
 // original bytes go back only where our jump is still in place; then the regions are
 // unmapped. Updates stack, so only the newest update of a function can be undone; --all
 // undoes newest first.
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -74,14 +75,17 @@ Status undo_one(Context& ctx, pid_t pid, Ledger& ledger, const std::string& id, 
     LS_TRY(privatize_sites(*mem, e.trampolines));   // again, from this process (trampoline.h)
     auto done = when_safe(ctx, pid, *maps, guarded, opt.retries, opt.retry_delay_ms, orphaned, restore);
     if (!done) return done.status();
-    payload = fmt::format("{}", done->pause_us);
+    payload = fmt::format("{}", done->longest_us);
     return {};
   }, Paging::Locked);
   if (!outcome) return outcome.status();
   pause_us = std::stod(*outcome);
   ledger.entries().erase(ledger.entries().begin() + static_cast<long>(idx));
   LS_TRY(ledger.write(pid));
-  if (Status s = unmap_regions(pid, e.regions); !s.ok()) ctx.warn(s.message());
+  // The pause: the longest time any thread was kept from running, the stops of the
+  // check and restore or the thread borrowed to unmap the regions.
+  if (auto unmapped = unmap_regions(pid, e.regions); !unmapped) ctx.warn(unmapped.status().message());
+  else pause_us = std::max(pause_us, unmapped->us);
   return {};
 }
 

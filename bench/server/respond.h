@@ -1,0 +1,1 @@
+int respond(char *out, int size, const char *request);

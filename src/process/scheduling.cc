@@ -1,0 +1,69 @@
+#include "process/scheduling.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+namespace ls::proc {
+
+int64_t stat_field(pid_t pid, pid_t tid, int field) {
+  char path[96], buf[1024];
+  if (tid) std::snprintf(path, sizeof path, "/proc/%d/task/%d/stat", static_cast<int>(pid), static_cast<int>(tid));
+  else std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  FILE* f = std::fopen(path, "re");
+  if (!f) return -1;
+  size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = 0;
+  const char* p = std::strrchr(buf, ')');   // the end of field 2 (comm), which may hold spaces
+  if (!p) return -1;
+  int at = 2;
+  for (++p; *p && at < field; ++p)
+    if (*p == ' ') ++at;
+  return at == field ? std::strtoll(p, nullptr, 10) : -1;
+}
+
+RealtimeScope::RealtimeScope() {
+  policy_ = sched_getscheduler(0);
+  if (policy_ < 0 || sched_getparam(0, &saved_) != 0) return;
+  sched_param rt{};
+  rt.sched_priority = 1;
+  raised_ = policy_ == SCHED_OTHER && sched_setscheduler(0, SCHED_FIFO, &rt) == 0;
+}
+
+void RealtimeScope::end() {
+  if (raised_) (void)sched_setscheduler(0, policy_, &saved_);
+  raised_ = false;
+}
+
+CpuScope::CpuScope(pid_t pid, pid_t tid) {
+  int cpu = static_cast<int>(stat_field(pid, tid, 39));   // processor: the CPU it last ran on
+  if (cpu < 0 || sched_getaffinity(0, sizeof saved_, &saved_) != 0 || !CPU_ISSET(cpu, &saved_)) return;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  moved_ = sched_setaffinity(0, sizeof one, &one) == 0;
+}
+
+void CpuScope::end() {
+  if (moved_) (void)sched_setaffinity(0, sizeof saved_, &saved_);
+  moved_ = false;
+}
+
+ThreadPriorityScope::ThreadPriorityScope(pid_t tid) : tid_(tid) {
+  policy_ = sched_getscheduler(tid);
+  if (policy_ < 0 || sched_getparam(tid, &saved_) != 0) return;
+  sched_param rt{};
+  rt.sched_priority = 1;
+  // Only a thread of a normal policy: a real-time one keeps its own priority (it may be
+  // higher), and a SCHED_DEADLINE one could not be given its parameters back this way.
+  int base = policy_ & ~SCHED_RESET_ON_FORK;
+  bool normal = base == SCHED_OTHER || base == SCHED_BATCH || base == SCHED_IDLE;
+  raised_ = normal && sched_setscheduler(tid, SCHED_FIFO, &rt) == 0;
+}
+
+ThreadPriorityScope::~ThreadPriorityScope() {
+  if (raised_) (void)sched_setscheduler(tid_, policy_, &saved_);
+}
+
+}  // namespace ls::proc

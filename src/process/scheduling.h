@@ -1,0 +1,75 @@
+// Scheduling around the moments livesplice keeps a target's threads from running.
+//
+// Every phase that stops a thread of the target (the splice's stop of all of them, the
+// thread borrowed for system calls) is a chain of wake-ups between livesplice and the
+// stopped threads. On a loaded machine each wake-up of a normal-priority task can wait
+// for a scheduler turn, and a chain of a few dozen of them turned a sub-millisecond
+// window into hundreds of milliseconds. So for the length of such a phase livesplice
+// runs at the lowest real-time priority on the CPU the target last ran on
+// (RealtimeScope, CpuScope), and a borrowed thread runs at that priority too while it
+// makes our calls (ThreadPriorityScope). Each is restored by its destructor; without the
+// privilege each does nothing and the phase only runs slower.
+#pragma once
+
+#include <sched.h>
+#include <sys/types.h>
+
+#include <cstdint>
+
+namespace ls::proc {
+
+// Field `field` (1-based, as proc(5) numbers them; 3 or later) of
+// /proc/PID/task/TID/stat (of /proc/PID/stat when tid is 0), or -1.
+int64_t stat_field(pid_t pid, pid_t tid, int field);
+
+// This process at SCHED_FIFO priority 1, unless it already runs under another policy.
+class RealtimeScope {
+ public:
+  RealtimeScope();
+  ~RealtimeScope() { end(); }
+  RealtimeScope(const RealtimeScope&) = delete;
+  RealtimeScope& operator=(const RealtimeScope&) = delete;
+  void end();
+
+ private:
+  int policy_ = -1;
+  sched_param saved_{};
+  bool raised_ = false;
+};
+
+// This process on the CPU thread `tid` of `pid` (the process's main thread when 0) last
+// ran on: waking a thread on another CPU is an inter-processor interrupt, and in a
+// virtual machine whose other vCPU is halted, a wait for that vCPU to be scheduled.
+class CpuScope {
+ public:
+  explicit CpuScope(pid_t pid, pid_t tid = 0);
+  ~CpuScope() { end(); }
+  CpuScope(const CpuScope&) = delete;
+  CpuScope& operator=(const CpuScope&) = delete;
+  void end();
+
+ private:
+  cpu_set_t saved_{};
+  bool moved_ = false;
+};
+
+// Thread `tid` of the target at SCHED_FIFO priority 1 while it runs system calls for us,
+// so that each step it makes runs at once instead of after the threads ahead of it in
+// its CPU's queue; its own policy and priority (nice stays as it was) come back in the
+// destructor. Only for a thread that is stopped by us: it runs none of its own code
+// while raised.
+class ThreadPriorityScope {
+ public:
+  explicit ThreadPriorityScope(pid_t tid);
+  ~ThreadPriorityScope();
+  ThreadPriorityScope(const ThreadPriorityScope&) = delete;
+  ThreadPriorityScope& operator=(const ThreadPriorityScope&) = delete;
+
+ private:
+  pid_t tid_;
+  int policy_ = -1;
+  sched_param saved_{};
+  bool raised_ = false;
+};
+
+}  // namespace ls::proc
