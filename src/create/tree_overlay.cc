@@ -1,0 +1,147 @@
+// See tree_overlay.h: why the builds run under overlays, and in which namespace.
+#include "create/tree_overlay.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <filesystem>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+namespace fs = std::filesystem;
+
+namespace ls::create {
+namespace {
+
+bool write_proc(const std::string& path, const std::string& text) {
+  int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  close(fd);
+  return ok;
+}
+
+// Moves this process into a mount namespace of its own whose mounts propagate nowhere,
+// through a user namespace mapping only our own ids when we lack CAP_SYS_ADMIN.
+bool enter_own_mount_namespace(std::string& why) {
+  if (unshare(CLONE_NEWNS) != 0) {
+    int err = errno;
+    uid_t uid = geteuid();
+    gid_t gid = getegid();
+    if (err != EPERM) {
+      why = fmt::format("no private mount namespace: {}", strerror(err));
+      return false;
+    }
+    if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) {
+      why = fmt::format("no private mount namespace: {} without CAP_SYS_ADMIN, and no user namespace: {}",
+                        strerror(err), strerror(errno));
+      return false;
+    }
+    // Unmapped, our own files would belong to nobody: there is no going on from here.
+    // (setgroups must be denied before an unprivileged process may write its gid_map.)
+    if (!write_proc("/proc/self/setgroups", "deny") ||
+        !write_proc("/proc/self/uid_map", fmt::format("{} {} 1", uid, uid)) ||
+        !write_proc("/proc/self/gid_map", fmt::format("{} {} 1", gid, gid)))
+      fail("cannot map uid {} and gid {} into the user namespace create entered: {}", uid, gid, strerror(errno));
+  }
+  if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
+    why = fmt::format("cannot make the mounts of a private namespace private: {}", strerror(errno));
+    return false;
+  }
+  return true;
+}
+
+// The working directory is a reference to a directory, not a path: after mounting over
+// it (or unmounting) it still names the layer it named before. Look it up again.
+void refresh_working_directory() {
+  char buf[PATH_MAX];
+  if (getcwd(buf, sizeof buf) && chdir(buf) != 0) {
+    // It may have been a directory the build created; the path is all that matters.
+  }
+}
+
+struct Handles {
+  std::vector<int> fds;
+  ~Handles() {
+    for (int fd : fds) close(fd);
+  }
+  // An O_PATH handle; its /proc/self/fd name is a path with no character the overlay's
+  // option string would take for a separator.
+  std::string open_dir(const std::string& path) {
+    int fd = open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) fail("{}: {}", path, strerror(errno));
+    fds.push_back(fd);
+    return fmt::format("/proc/self/fd/{}", fd);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<TreeOverlay> TreeOverlay::cover(Context& ctx, std::vector<std::string> roots,
+                                                const std::string& layers_dir, std::string& why) {
+  // A parent sorts before its children, so a root inside another one is mounted on top.
+  std::sort(roots.begin(), roots.end());
+  Handles handles;
+  std::vector<std::string> options;
+  try {
+    for (size_t i = 0; i < roots.size(); ++i) {
+      std::string layer = fmt::format("{}/{}", layers_dir, i);
+      fs::create_directories(layer + "/upper");
+      fs::create_directories(layer + "/work");
+      // The lower layer is opened before anything is mounted: it is the tree itself.
+      options.push_back(fmt::format("lowerdir={},upperdir={},workdir={}", handles.open_dir(roots[i]),
+                                    handles.open_dir(layer + "/upper"), handles.open_dir(layer + "/work")));
+    }
+  } catch (const std::exception& e) {
+    why = e.what();
+    return nullptr;
+  }
+  if (!enter_own_mount_namespace(why)) return nullptr;
+
+  std::unique_ptr<TreeOverlay> overlay(new TreeOverlay(ctx, {}));
+  for (size_t i = 0; i < roots.size(); ++i) {
+    // Kernels before 6.7 want user.* instead of trusted.* attributes in a user namespace.
+    bool ok = mount("overlay", roots[i].c_str(), "overlay", 0, options[i].c_str()) == 0 ||
+              mount("overlay", roots[i].c_str(), "overlay", 0, (options[i] + ",userxattr").c_str()) == 0;
+    if (!ok) {
+      why = fmt::format("cannot mount an overlay on {} (upper layer in {}): {}", roots[i], layers_dir,
+                        strerror(errno));
+      overlay->uncover();
+      return nullptr;
+    }
+    overlay->mounted_.push_back(roots[i]);
+  }
+  refresh_working_directory();
+  ctx.note(fmt::format("covered {} with overlays; the builds write to {}", fmt::join(roots, ", "), layers_dir));
+  return overlay;
+}
+
+TreeOverlay::~TreeOverlay() {
+  try {
+    uncover();
+  } catch (...) {
+  }
+}
+
+std::vector<std::string> TreeOverlay::uncover() {
+  std::vector<std::string> stuck;
+  for (auto it = mounted_.rbegin(); it != mounted_.rend(); ++it) {
+    // Detached rather than refused when a straggler of the build still has a file open.
+    if (umount2(it->c_str(), MNT_DETACH) != 0) {
+      ctx_.warn(fmt::format("{}: cannot unmount the overlay create's builds wrote to: {}", *it, strerror(errno)));
+      stuck.push_back(*it);
+    }
+  }
+  if (!mounted_.empty()) refresh_working_directory();
+  mounted_.clear();
+  return stuck;
+}
+
+}  // namespace ls::create
