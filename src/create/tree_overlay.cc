@@ -88,16 +88,12 @@ std::unique_ptr<TreeOverlay> TreeOverlay::cover(Context& ctx, std::vector<std::s
                                                 const std::string& layers_dir, std::string& why) {
   // A parent sorts before its children, so a root inside another one is mounted on top.
   std::sort(roots.begin(), roots.end());
-  Handles handles;
-  std::vector<std::string> options;
+  std::vector<std::string> layers;
   try {
     for (size_t i = 0; i < roots.size(); ++i) {
-      std::string layer = fmt::format("{}/{}", layers_dir, i);
-      fs::create_directories(layer + "/upper");
-      fs::create_directories(layer + "/work");
-      // The lower layer is opened before anything is mounted: it is the tree itself.
-      options.push_back(fmt::format("lowerdir={},upperdir={},workdir={}", handles.open_dir(roots[i]),
-                                    handles.open_dir(layer + "/upper"), handles.open_dir(layer + "/work")));
+      layers.push_back(fmt::format("{}/{}", layers_dir, i));
+      fs::create_directories(layers.back() + "/upper");
+      fs::create_directories(layers.back() + "/work");
     }
   } catch (const std::exception& e) {
     why = e.what();
@@ -105,14 +101,29 @@ std::unique_ptr<TreeOverlay> TreeOverlay::cover(Context& ctx, std::vector<std::s
   }
   if (!enter_own_mount_namespace(why)) return nullptr;
 
+  // Handles opened inside the namespace (the overlay clones its layers' mounts, which
+  // must be ours) and before anything is mounted (a lower layer is the tree itself).
+  Handles handles;
+  std::vector<std::string> options;
+  try {
+    for (size_t i = 0; i < roots.size(); ++i)
+      options.push_back(fmt::format("lowerdir={},upperdir={},workdir={}", handles.open_dir(roots[i]),
+                                    handles.open_dir(layers[i] + "/upper"), handles.open_dir(layers[i] + "/work")));
+  } catch (const std::exception& e) {
+    why = e.what();
+    return nullptr;
+  }
+
   std::unique_ptr<TreeOverlay> overlay(new TreeOverlay(ctx, {}));
   for (size_t i = 0; i < roots.size(); ++i) {
     // Kernels before 6.7 want user.* instead of trusted.* attributes in a user namespace.
-    bool ok = mount("overlay", roots[i].c_str(), "overlay", 0, options[i].c_str()) == 0 ||
-              mount("overlay", roots[i].c_str(), "overlay", 0, (options[i] + ",userxattr").c_str()) == 0;
+    bool ok = mount("overlay", roots[i].c_str(), "overlay", 0, options[i].c_str()) == 0;
+    int err = errno;
+    if (!ok && geteuid() != 0)
+      ok = mount("overlay", roots[i].c_str(), "overlay", 0, (options[i] + ",userxattr").c_str()) == 0;
     if (!ok) {
       why = fmt::format("cannot mount an overlay on {} (upper layer in {}): {}", roots[i], layers_dir,
-                        strerror(errno));
+                        strerror(err));
       overlay->uncover();
       return nullptr;
     }

@@ -14,6 +14,8 @@
 #include <set>
 #include <thread>
 
+#include <fmt/format.h>
+
 #include "support.h"
 
 namespace fs = std::filesystem;
@@ -372,5 +374,87 @@ TEST_F(Create, InterruptedBuildThatIgnoresSigintIsStoppedAnyway) {
                                 tmp / "create.log");
   EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGINT) << lstest::read_file(tmp / "create.log");
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(50));
+  expect_tree_unchanged(before);
+}
+
+// ---- builds that write files the tree ships -----------------------------------------
+// hello-regen's build rewrites files the tree ships besides the compiler's outputs, the
+// way Debian's dnsmasq (its catalogue), busybox (kbuild's .*.cmd files, a touched
+// marker) and openssh (all its man pages for one patched page) do; see its Makefile.
+// The tree is built first, so that create's post build rewrites files already there.
+class CreateRegen : public Create {
+ protected:
+  void SetUp() override {
+    Create::SetUp();
+    copy_project("hello-regen");
+    run_ok({"make"}, src());
+    id = lstest::readelf_build_id(src() + "/hello");
+  }
+  std::string patch(const std::string& name) const { return patch_file("hello-regen", name); }
+  void expect_good_update(const lstest::Result& r) {
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.err.find("warning"), std::string::npos) << r.err;
+    expect_update({{"greeting", "hello"}}, {{"hello", id}});
+  }
+  std::string id;
+};
+
+TEST_F(CreateRegen, CatalogueRegeneratedInPlaceAndTouchedMarkerComeBack) {
+  auto before = picture();
+  auto r = create(patch("greet.patch"), {"--build-cmd", "make hello po/hello.pot include/config/MARKER"});
+  expect_good_update(r);
+  expect_tree_unchanged(before);
+}
+
+TEST_F(CreateRegen, KbuildCommandFilesRewrittenBesideEachObjectComeBack) {
+  auto before = picture();
+  auto r = create(patch("greet.patch"), {"--build-cmd", "make hello"});
+  expect_good_update(r);
+  expect_tree_unchanged(before);
+}
+
+TEST_F(CreateRegen, EveryManPageRewrittenForOnePatchedPageComesBack) {
+  auto before = picture();
+  auto r = create(patch("page.patch"));
+  expect_good_update(r);
+  expect_tree_unchanged(before);
+}
+
+TEST_F(CreateRegen, FilesReplacedByRenameRemovedOrCreatedComeBack) {
+  auto before = picture();
+  auto r = create(patch("greet.patch"), {"--build-cmd", "make hello BUILDINFO include/build.h po/stamp"});
+  expect_good_update(r);
+  expect_tree_unchanged(before);
+}
+
+// Without the overlay, hard links bring back what the build replaced by rename, but not
+// what it rewrote in place: the update is still good, so create succeeds, naming those.
+TEST_F(CreateRegen, InPlaceBuildNamesWhatItCouldNotRestoreAndSucceeds) {
+  auto before = picture();
+  auto r = create(patch("page.patch"), {"--in-place", "--json"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  expect_update({{"greeting", "hello"}}, {{"hello", id}});
+  Json summary = Json::parse(r.out);
+  EXPECT_EQ(summary["tree_restored"], false);
+  std::set<std::string> want = {src() + "/po/hello.pot", src() + "/src/.greet.o.cmd",
+                                src() + "/include/config/MARKER"};
+  for (int i = 1; i <= 15; ++i) want.insert(fmt::format("{}/doc/hello-{}.1.out", src(), i));
+  EXPECT_EQ(summary["tree_not_restored"].get<std::set<std::string>>(), want) << r.err;
+  EXPECT_NE(r.err.find("warning: the update is written, but 18 paths in the tree could not be restored"),
+            std::string::npos)
+      << r.err;
+  lstest::Picture after = picture();
+  for (const char* renamed : {"src/BUILDINFO", "src/include/build.h", "src/po/stamp", "src/src/greet.o", "src/hello"})
+    EXPECT_EQ(after.at(renamed), before.at(renamed)) << renamed;
+}
+
+// Without CAP_SYS_ADMIN, create mounts its overlays in a user namespace of its own.
+TEST_F(CreateRegen, UnprivilegedUserGetsTheTreeBackToo) {
+  lstest::require_tools({"setpriv"});
+  ASSERT_EQ(lstest::run({"chown", "-R", "nobody:nogroup", tmp.path()}).status, 0);
+  auto before = picture();
+  auto args = create_args(patch("page.patch"));
+  args.insert(args.begin(), {"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"});
+  expect_good_update(lstest::run(args));
   expect_tree_unchanged(before);
 }
