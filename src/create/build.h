@@ -68,13 +68,23 @@ struct ArchiveRecord {
   std::vector<std::string> objects;
 };
 
+// `ar x ARCHIVE` run in `dir`: the objects it leaves there are copies of the members.
+struct ExtractRecord {
+  Phase phase = Phase::Pre;
+  std::string dir;
+  std::string archive;
+};
+
 struct Records {
   std::vector<CompileRecord> compiles;
   std::vector<LinkRecord> links;
   std::vector<ArchiveRecord> archives;
+  std::vector<ExtractRecord> extracts;
 
   // Appends the records in `path` (absent file: none). Malformed line: Error `path:N`.
   void load(const std::string& path);
+  // Appends every record of `other`.
+  void append(const Records& other);
 };
 
 // The private work directory of one create run: the wrapper's PATH directory of
@@ -136,7 +146,8 @@ std::string read_build_id(const std::string& path);
 bool is_elf_file(const std::string& path);
 
 // Which final binaries (executables, shared libraries) each object ends up in, following
-// archives and partial (-r) links. Keys and values are absolute paths.
+// archives, partial (-r) links and members extracted from one archive into another
+// (libtool's nested convenience libraries). Keys and values are absolute paths.
 std::map<std::string, std::vector<std::string>> map_objects_to_binaries(const Records& records);
 
 // Compile command for rebuilding `rec.source` into `output` without touching the tree:

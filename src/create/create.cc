@@ -252,9 +252,7 @@ Exit Pipeline::run() {
   }
   // Which binaries the objects end up in.
   Records all = pre;
-  all.compiles.insert(all.compiles.end(), post.compiles.begin(), post.compiles.end());
-  all.links.insert(all.links.end(), post.links.begin(), post.links.end());
-  all.archives.insert(all.archives.end(), post.archives.begin(), post.archives.end());
+  all.append(post);
   auto bins = map_objects_to_binaries(all);
   std::map<std::string, const LinkRecord*> link_of;
   for (const auto& l : all.links) link_of[l.output] = &l;
