@@ -4,6 +4,11 @@
 // What is hard: create runs the user's own build twice inside the user's own tree, and
 // must leave that tree byte for byte and mtime for mtime as it found it — whether the
 // tree was clean or already built, in-tree or out-of-tree, and on every exit path.
+// First choice: the builds never write the tree at all — they run under overlays whose
+// upper layers take every write (tree_overlay.h), and unmounting them restores the tree
+// whatever the build did. The rest of this comment is what still runs beside that (the
+// copies double as the original binaries' build-ids) and what alone keeps the tree
+// where no overlay can be mounted, or with --in-place.
 // Three mechanisms share one directory of saved copies (`<work>/saved/files/<abs path>`,
 // first copy wins, mtime and mode preserved):
 //   - the wrapper saves every object, dependency file, linked binary and archive it is
@@ -20,8 +25,9 @@
 //     same filesystem): tools that replace a file by renaming a new one over it (ar,
 //     libtool's .lo/.la, install, generated headers moved into place, CMake's generated
 //     files) leave the old inode alive there, so such files come back even though no
-//     copy was made. A file rewritten in place leaves nothing behind; that is what the
-//     copies are for.
+//     copy was made. A file rewritten in place by anything but the compiler (xgettext's
+//     catalogue, kbuild's .cmd files, man pages through a shell redirection) leaves
+//     nothing behind: without overlays it cannot come back, and is named.
 #pragma once
 
 #include <chrono>

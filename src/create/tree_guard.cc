@@ -1,6 +1,8 @@
-// The tree guard: a snapshot of every entry of the source and build directories, saved
-// copies of what create's builds overwrite, and hard links that keep files the build
-// replaces by rename; restore() puts everything back and verifies it (see build.h).
+// The tree guard: a snapshot of every entry of the source and build directories, then
+// either overlays that take every write of the builds (tree_overlay.h) or, where they
+// cannot be mounted, saved copies of what the builds overwrite and hard links that keep
+// files the build replaces by rename; restore() uncovers or puts everything back, and
+// verifies it against the snapshot (see build.h).
 #include "create/build.h"   // is_elf_file; includes tree_guard.h
 
 #include <cerrno>
