@@ -396,35 +396,30 @@ class CreateRegen : public Create {
     EXPECT_EQ(r.err.find("warning"), std::string::npos) << r.err;
     expect_update({{"greeting", "hello"}}, {{"hello", id}});
   }
+  // create with `build_cmd` ("": make) succeeds, warns of nothing, and leaves the tree
+  // as it found it.
+  void expect_tree_back(const std::string& patch_name, const std::string& build_cmd) {
+    auto before = picture();
+    std::vector<std::string> extra;
+    if (!build_cmd.empty()) extra = {"--build-cmd", build_cmd};
+    expect_good_update(create(patch(patch_name), extra));
+    expect_tree_unchanged(before);
+  }
   std::string id;
 };
 
 TEST_F(CreateRegen, CatalogueRegeneratedInPlaceAndTouchedMarkerComeBack) {
-  auto before = picture();
-  auto r = create(patch("greet.patch"), {"--build-cmd", "make hello po/hello.pot include/config/MARKER"});
-  expect_good_update(r);
-  expect_tree_unchanged(before);
+  expect_tree_back("greet.patch", "make hello po/hello.pot include/config/MARKER");
 }
 
 TEST_F(CreateRegen, KbuildCommandFilesRewrittenBesideEachObjectComeBack) {
-  auto before = picture();
-  auto r = create(patch("greet.patch"), {"--build-cmd", "make hello"});
-  expect_good_update(r);
-  expect_tree_unchanged(before);
+  expect_tree_back("greet.patch", "make hello");
 }
 
-TEST_F(CreateRegen, EveryManPageRewrittenForOnePatchedPageComesBack) {
-  auto before = picture();
-  auto r = create(patch("page.patch"));
-  expect_good_update(r);
-  expect_tree_unchanged(before);
-}
+TEST_F(CreateRegen, EveryManPageRewrittenForOnePatchedPageComesBack) { expect_tree_back("page.patch", ""); }
 
 TEST_F(CreateRegen, FilesReplacedByRenameRemovedOrCreatedComeBack) {
-  auto before = picture();
-  auto r = create(patch("greet.patch"), {"--build-cmd", "make hello BUILDINFO include/build.h po/stamp"});
-  expect_good_update(r);
-  expect_tree_unchanged(before);
+  expect_tree_back("greet.patch", "make hello BUILDINFO include/build.h po/stamp");
 }
 
 // Without the overlay, hard links bring back what the build replaced by rename, but not
