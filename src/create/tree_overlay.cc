@@ -60,11 +60,10 @@ bool enter_own_mount_namespace(std::string& why) {
 
 // The working directory is a reference to a directory, not a path: after mounting over
 // it (or unmounting) it still names the layer it named before. Look it up again.
+// (create itself uses absolute paths; this is for anything relative after it.)
 void refresh_working_directory() {
   char buf[PATH_MAX];
-  if (getcwd(buf, sizeof buf) && chdir(buf) != 0) {
-    // It may have been a directory the build created; the path is all that matters.
-  }
+  if (getcwd(buf, sizeof buf) && chdir(buf) != 0) return;   // then the old reference stays
 }
 
 struct Handles {
@@ -116,7 +115,7 @@ std::unique_ptr<TreeOverlay> TreeOverlay::cover(Context& ctx, std::vector<std::s
 
   std::unique_ptr<TreeOverlay> overlay(new TreeOverlay(ctx, {}));
   for (size_t i = 0; i < roots.size(); ++i) {
-    // Kernels before 6.7 want user.* instead of trusted.* attributes in a user namespace.
+    // Some kernels refuse trusted.* attributes in a user namespace: then user.* ones.
     bool ok = mount("overlay", roots[i].c_str(), "overlay", 0, options[i].c_str()) == 0;
     int err = errno;
     if (!ok && geteuid() != 0)
