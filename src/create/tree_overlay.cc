@@ -11,6 +11,8 @@
 #include <climits>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -66,6 +68,30 @@ void refresh_working_directory() {
   if (getcwd(buf, sizeof buf) && chdir(buf) != 0) return;   // then the old reference stays
 }
 
+// A mount point strictly below one of `roots` ("" if none): an overlay's lower layer is
+// one file system, so the build would find that directory empty.
+std::string mount_below(const std::vector<std::string>& roots) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string id, parent, devno, root, point;
+    if (!(fields >> id >> parent >> devno >> root >> point)) continue;
+    std::string path;   // spaces and the like come as \ooo
+    for (size_t i = 0; i < point.size(); ++i) {
+      if (point[i] == '\\' && i + 3 < point.size()) {
+        path += static_cast<char>(std::stoi(point.substr(i + 1, 3), nullptr, 8));
+        i += 3;
+      } else {
+        path += point[i];
+      }
+    }
+    for (const auto& r : roots)
+      if (path.size() > r.size() && path.compare(0, r.size(), r) == 0 && path[r.size()] == '/') return path;
+  }
+  return {};
+}
+
 struct Handles {
   std::vector<int> fds;
   ~Handles() {
@@ -96,6 +122,10 @@ std::unique_ptr<TreeOverlay> TreeOverlay::cover(Context& ctx, std::vector<std::s
     }
   } catch (const std::exception& e) {
     why = e.what();
+    return nullptr;
+  }
+  if (std::string below = mount_below(roots); !below.empty()) {
+    why = fmt::format("{} is a mount point inside the tree, which an overlay would hide", below);
     return nullptr;
   }
   if (!enter_own_mount_namespace(why)) return nullptr;

@@ -443,6 +443,25 @@ TEST_F(CreateRegen, InPlaceBuildNamesWhatItCouldNotRestoreAndSucceeds) {
     EXPECT_EQ(after.at(renamed), before.at(renamed)) << renamed;
 }
 
+// An overlay's lower layer is one file system: a file system mounted inside the tree
+// would look empty to the build, so create builds in the tree itself, saying why.
+TEST_F(CreateRegen, MountPointInsideTheTreeIsNotHiddenFromTheBuild) {
+  std::string cache = src() + "/cache";
+  fs::create_directory(cache);
+  ASSERT_EQ(lstest::run({"mount", "-t", "tmpfs", "tmpfs", cache}).status, 0) << "mounting a tmpfs needs root";
+  struct Unmount {
+    std::string path;
+    ~Unmount() { lstest::run({"umount", path}); }
+  } unmount{cache};
+  lstest::write_file(cache + "/kept", "on the tmpfs\n");
+  auto r = create(patch("greet.patch"), {"--build-cmd", "test -f cache/kept && make hello"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("warning: building in the tree itself: " + cache +
+                       " is a mount point inside the tree, which an overlay would hide"),
+            std::string::npos)
+      << r.err;
+}
+
 // Without CAP_SYS_ADMIN, create mounts its overlays in a user namespace of its own.
 TEST_F(CreateRegen, UnprivilegedUserGetsTheTreeBackToo) {
   lstest::require_tools({"setpriv"});
