@@ -67,6 +67,9 @@ int main(int argc, char** argv) {
   create->add_option("--build-dir", copt.build_dir, "Out-of-tree build directory (CMake/autotools)");
   create->add_option("-o,--output", copt.output, "Update file to write")->required();
   create->add_flag("--keep-work", copt.keep_work, "Keep the work directory (pre objects, build logs)");
+  create->add_flag("--in-place", copt.in_place,
+                   "Build in the tree itself, not under a private overlay; the tree is restored from copies and "
+                   "hard links, which cannot bring back a file the build rewrites in place without the compiler");
   create->add_flag("--json", ctx.json, "Print the summary as JSON on stdout");
   // Kernel updates: the same subcommand, a different pipeline (src/create/kernel_create.h).
   bool kernel = false;

@@ -108,6 +108,12 @@ void Records::load(const std::string& path) {
         r.shared = j.value("shared", false);
         r.relocatable = j.value("relocatable", false);
         links.push_back(std::move(r));
+      } else if (kind == "extract") {
+        ExtractRecord r;
+        r.phase = phase;
+        r.dir = j.at("cwd").get<std::string>();
+        r.archive = j.at("archive").get<std::string>();
+        extracts.push_back(std::move(r));
       } else if (kind == "archive") {
         ArchiveRecord r;
         r.phase = phase;
@@ -119,6 +125,13 @@ void Records::load(const std::string& path) {
       fail("{}:{}: malformed wrapper record: {}", path, lineno, e.what());
     }
   }
+}
+
+void Records::append(const Records& other) {
+  compiles.insert(compiles.end(), other.compiles.begin(), other.compiles.end());
+  links.insert(links.end(), other.links.begin(), other.links.end());
+  archives.insert(archives.end(), other.archives.begin(), other.archives.end());
+  extracts.insert(extracts.end(), other.extracts.begin(), other.extracts.end());
 }
 
 // ---- workspace ----------------------------------------------------------------------
@@ -437,26 +450,43 @@ std::map<std::string, std::vector<std::string>> map_objects_to_binaries(const Re
   for (const auto& l : records.links)
     if (l.relocatable) partial[l.output] = &l;
 
+  // The members of an archive: as recorded, or else read from it (a member named only by
+  // its basename is every compiled object of that name).
+  auto members_of = [&](const std::string& archive) -> const std::vector<std::string>& {
+    auto it = archive_members_of.find(archive);
+    if (it == archive_members_of.end()) {
+      std::vector<std::string> members;
+      for (const auto& m : archive_members(archive)) {
+        if (m.find('/') != std::string::npos) members.push_back(m);
+        else if (auto b = by_basename.find(m); b != by_basename.end())
+          members.insert(members.end(), b->second.begin(), b->second.end());
+      }
+      it = archive_members_of.emplace(archive, members).first;
+    }
+    return it->second;
+  };
+  std::map<std::string, std::set<std::string>> extracted_into;   // directory -> archives
+  for (const auto& x : records.extracts) extracted_into[x.dir].insert(x.archive);
+
   std::function<void(const std::string&, std::set<std::string>&, int)> expand =
       [&](const std::string& input, std::set<std::string>& objs, int depth) {
         if (depth > 16) return;
+        // A copy extracted from an archive stands for that archive's member of its name
+        // (its own path names no compiled object; libtool deletes it once re-archived).
+        if (auto x = extracted_into.find(fs::path(input).parent_path().string()); x != extracted_into.end()) {
+          std::string name = fs::path(input).filename().string();
+          for (const auto& archive : x->second)
+            for (const auto& member : members_of(archive))
+              if (fs::path(member).filename() == name) expand(member, objs, depth + 1);
+          return;
+        }
         if (auto it = partial.find(input); it != partial.end()) {
           for (const auto& o : it->second->objects) expand(o, objs, depth + 1);
           for (const auto& a : it->second->archives) expand(a, objs, depth + 1);
           return;
         }
         if (fs::path(input).extension() == ".a") {
-          auto it = archive_members_of.find(input);
-          if (it == archive_members_of.end()) {
-            std::vector<std::string> members;
-            for (const auto& m : archive_members(input)) {
-              if (m.find('/') != std::string::npos) members.push_back(m);
-              else if (auto b = by_basename.find(m); b != by_basename.end())
-                members.insert(members.end(), b->second.begin(), b->second.end());
-            }
-            it = archive_members_of.emplace(input, members).first;
-          }
-          for (const auto& m : it->second) expand(m, objs, depth + 1);
+          for (const auto& m : members_of(input)) expand(m, objs, depth + 1);
           return;
         }
         objs.insert(input);

@@ -4,6 +4,11 @@
 // What is hard: create runs the user's own build twice inside the user's own tree, and
 // must leave that tree byte for byte and mtime for mtime as it found it — whether the
 // tree was clean or already built, in-tree or out-of-tree, and on every exit path.
+// First choice: the builds never write the tree at all — they run under overlays whose
+// upper layers take every write (tree_overlay.h), and unmounting them restores the tree
+// whatever the build did. The rest of this comment is what still runs beside that (the
+// copies double as the original binaries' build-ids) and what alone keeps the tree
+// where no overlay can be mounted, or with --in-place.
 // Three mechanisms share one directory of saved copies (`<work>/saved/files/<abs path>`,
 // first copy wins, mtime and mode preserved):
 //   - the wrapper saves every object, dependency file, linked binary and archive it is
@@ -20,8 +25,9 @@
 //     same filesystem): tools that replace a file by renaming a new one over it (ar,
 //     libtool's .lo/.la, install, generated headers moved into place, CMake's generated
 //     files) leave the old inode alive there, so such files come back even though no
-//     copy was made. A file rewritten in place leaves nothing behind; that is what the
-//     copies are for.
+//     copy was made. A file rewritten in place by anything but the compiler (xgettext's
+//     catalogue, kbuild's .cmd files, man pages through a shell redirection) leaves
+//     nothing behind: without overlays it cannot come back, and is named.
 #pragma once
 
 #include <chrono>
@@ -68,13 +74,23 @@ struct ArchiveRecord {
   std::vector<std::string> objects;
 };
 
+// `ar x ARCHIVE` run in `dir`: the objects it leaves there are copies of the members.
+struct ExtractRecord {
+  Phase phase = Phase::Pre;
+  std::string dir;
+  std::string archive;
+};
+
 struct Records {
   std::vector<CompileRecord> compiles;
   std::vector<LinkRecord> links;
   std::vector<ArchiveRecord> archives;
+  std::vector<ExtractRecord> extracts;
 
   // Appends the records in `path` (absent file: none). Malformed line: Error `path:N`.
   void load(const std::string& path);
+  // Appends every record of `other`.
+  void append(const Records& other);
 };
 
 // The private work directory of one create run: the wrapper's PATH directory of
@@ -136,7 +152,8 @@ std::string read_build_id(const std::string& path);
 bool is_elf_file(const std::string& path);
 
 // Which final binaries (executables, shared libraries) each object ends up in, following
-// archives and partial (-r) links. Keys and values are absolute paths.
+// archives, partial (-r) links and members extracted from one archive into another
+// (libtool's nested convenience libraries). Keys and values are absolute paths.
 std::map<std::string, std::vector<std::string>> map_objects_to_binaries(const Records& records);
 
 // Compile command for rebuilding `rec.source` into `output` without touching the tree:

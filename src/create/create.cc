@@ -1,6 +1,8 @@
 // `livesplice create`: source tree + patch -> update file.
 //
 //   check the patch applies (dry run)       nothing touched yet
+//   cover the tree                          overlays take every write of the builds
+//                                           (tree_overlay.h); else hard links, copies
 //   build pre                               the wrapper records every compile and link
 //   apply the patch                         sources saved first
 //   build post                              the wrapper keeps the pre copy of each object
@@ -10,8 +12,9 @@
 //                                           before create (those objects lack function
 //                                           sections, so they cannot be diffed)
 //   diff every pair                         unsafe -> exit 2, nothing changed -> exit 3
+//   restore the tree                        uncover, verify against the snapshot; what
+//                                           cannot come back is a warning, not exit 1
 //   write the update                        targets and build-ids from the link records
-//   restore the tree                        and verify it against the snapshot
 //
 // What is hard is that every step after the snapshot may fail or be interrupted, and
 // the tree must come back regardless: the TreeGuard (build.h) restores in its
@@ -175,13 +178,17 @@ Exit Pipeline::run() {
   std::string build_root = plan.build_dir;
   std::vector<std::string> roots = {source};
   if (plan.out_of_tree() && !under(plan.build_dir, source)) roots.push_back(plan.build_dir);
-  TreeGuard guard(ctx_, roots, ws.saved_dir(), ws.dir() + "/links");
+  TreeGuard guard(ctx_, roots, ws.saved_dir(), ws.dir() + "/links", opt_.in_place ? "" : ws.dir() + "/layers");
+  if (!guard.covered() && !opt_.in_place)
+    ctx_.warn(fmt::format("building in the tree itself: {}; a file the build rewrites in place (other than a "
+                          "compiler's output) cannot be restored afterwards",
+                          guard.uncovered_reason()));
   guard.exclude(output);
   guard.exclude(output + ".tmp");
   guard.exclude(ws.dir());
 
   check_patch(ctx_, source, patch);
-  if (plan.out_of_tree() && fs::exists(plan.build_dir)) guard.save_metadata(plan.build_dir);
+  if (!guard.covered() && plan.out_of_tree() && fs::exists(plan.build_dir)) guard.save_metadata(plan.build_dir);
 
   // Pre.
   ctx_.progress(fmt::format("building pre ({})…", plan.system));
@@ -245,9 +252,7 @@ Exit Pipeline::run() {
   }
   // Which binaries the objects end up in.
   Records all = pre;
-  all.compiles.insert(all.compiles.end(), post.compiles.begin(), post.compiles.end());
-  all.links.insert(all.links.end(), post.links.begin(), post.links.end());
-  all.archives.insert(all.archives.end(), post.archives.begin(), post.archives.end());
+  all.append(post);
   auto bins = map_objects_to_binaries(all);
   std::map<std::string, const LinkRecord*> link_of;
   for (const auto& l : all.links) link_of[l.output] = &l;
@@ -347,19 +352,22 @@ Exit Pipeline::run() {
     in.units.push_back(std::move(u));
   }
 
+  // Everything the update needs is in memory now: put the tree back first, so that an
+  // update written into the tree lands in the tree and not in the builds' overlay.
   signals_.check();
+  auto left = guard.restore();
   ctx_.progress(fmt::format("writing {}", output));
   update::WriteSummary ws_sum = update::write_update(ctx_, in, output);
-
-  auto left = guard.restore();
   if (signals_.pending()) {
     // Interrupted while writing: the update may be whole, but the user asked to stop.
     fs::remove(output, ec);
     signals_.check();
   }
+  // The update is good whatever became of the tree: a path the build changed and
+  // nothing could bring back is a warning (each named above), not a failed create.
   if (!left.empty())
-    fail("the update was written to {}, but {} path{} in the tree could not be restored (listed above)", output,
-         left.size(), left.size() == 1 ? "" : "s");
+    ctx_.warn(fmt::format("the update is written, but {} path{} in the tree could not be restored (listed above)",
+                          left.size(), left.size() == 1 ? "" : "s"));
 
   double total = seconds_since(t0);
   if (ctx_.json) {
@@ -380,7 +388,8 @@ Exit Pipeline::run() {
         if (s.kind == diff::UnitKind::Func && s.status != diff::Status::Same)
           j["functions"].push_back({{"name", s.name}, {"status", diff::to_string(s.status)}, {"object", u.path}});
     j["seconds"] = {{"pre_build", pre_stats.seconds}, {"post_build", post_stats.seconds}, {"total", total}};
-    j["tree_restored"] = true;
+    j["tree_restored"] = left.empty();
+    if (!left.empty()) j["tree_not_restored"] = left;
     fmt::print("{}\n", j.dump(2));
   } else {
     fmt::print("{}: {} object{} rebuilt, {} function{} changed, {} new, {} new data; {} ({:.1f} s)\n", output,

@@ -1,8 +1,8 @@
 // `livesplice create`: source tree + patch -> update file.
 //
 // The pipeline (create.cc): build pre with the compiler wrapper -> apply the patch ->
-// rebuild -> pair each rebuilt object with its pre copy -> diff -> write the update ->
-// restore the tree (sources, mtimes and build outputs) to how it was found.
+// rebuild -> pair each rebuilt object with its pre copy -> diff -> restore the tree
+// (sources, mtimes and build outputs) to how it was found -> write the update.
 #pragma once
 
 #include <string>
@@ -19,6 +19,7 @@ struct CreateOptions {
   std::string output;
   std::string wrapper_path;   // the livesplice-cc binary
   bool keep_work = false;     // keep the work directory (pre objects, logs) for debugging
+  bool in_place = false;      // build in the tree itself, not under overlays (tree_overlay.h)
 };
 
 // Returns the process exit code (see ls::Exit). Throws ls::Error on tool errors.

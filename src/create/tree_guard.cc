@@ -1,6 +1,8 @@
-// The tree guard: a snapshot of every entry of the source and build directories, saved
-// copies of what create's builds overwrite, and hard links that keep files the build
-// replaces by rename; restore() puts everything back and verifies it (see build.h).
+// The tree guard: a snapshot of every entry of the source and build directories, then
+// either overlays that take every write of the builds (tree_overlay.h) or, where they
+// cannot be mounted, saved copies of what the builds overwrite and hard links that keep
+// files the build replaces by rename; restore() uncovers or puts everything back, and
+// verifies it against the snapshot (see build.h).
 #include "create/build.h"   // is_elf_file; includes tree_guard.h
 
 #include <cerrno>
@@ -11,6 +13,8 @@
 #include <functional>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <fmt/ranges.h>
 
 namespace fs = std::filesystem;
 
@@ -113,40 +117,48 @@ void copy_preserving(const std::string& src, const std::string& dst) {
 }  // namespace
 
 
-TreeGuard::TreeGuard(Context& ctx, std::vector<std::string> roots, std::string saved_dir, std::string links_dir)
+TreeGuard::TreeGuard(Context& ctx, std::vector<std::string> roots, std::string saved_dir, std::string links_dir,
+                     const std::string& layers_dir)
     : ctx_(ctx), roots_(std::move(roots)), saved_dir_(std::move(saved_dir)), links_dir_(std::move(links_dir)) {
-  struct stat links_st {};
-  bool linking = !links_dir_.empty() && mkdir(links_dir_.c_str(), 0700) == 0 &&
-                 stat(links_dir_.c_str(), &links_st) == 0;
-  uint32_t next_link = 1;
-  size_t linked = 0;
-  auto record = [&](const std::string& p) {
-    EntryState e;
-    if (!lstat_entry(p, e)) return;
-    if (linking && e.type == EntryState::File) {
-      struct stat st;
-      if (stat(p.c_str(), &st) == 0 && st.st_dev == links_st.st_dev &&
-          link(p.c_str(), fmt::format("{}/{}", links_dir_, next_link).c_str()) == 0) {
-        e.hard_link = next_link++;
-        ++linked;
-      }
-    }
-    snapshot_[p] = e;
-  };
   for (const auto& root : roots_) {
     EntryState st;
     if (!lstat_entry(root, st)) {
       missing_roots_.insert(root);
       continue;
     }
-    record(root);
+    snapshot_[root] = st;
     walk(root, [&](const std::string& p) {
-      record(p);
+      EntryState e;
+      if (lstat_entry(p, e)) snapshot_[p] = e;
       return true;
     });
   }
+  if (!layers_dir.empty()) {
+    // The overlay needs a directory to cover; restore() removes it with the missing root.
+    for (const auto& root : missing_roots_) mkdir(root.c_str(), 0755);
+    overlay_ = TreeOverlay::cover(ctx_, roots_, layers_dir, uncovered_reason_);
+    if (overlay_) {
+      ctx_.note(fmt::format("snapshot of {} entries under {} (covered)", snapshot_.size(), fmt::join(roots_, ", ")));
+      return;
+    }
+  }
   ctx_.note(fmt::format("snapshot of {} entries under {} ({} hard-linked)", snapshot_.size(),
-                        fmt::join(roots_, ", "), linked));
+                        fmt::join(roots_, ", "), link_snapshot()));
+}
+
+size_t TreeGuard::link_snapshot() {
+  struct stat links_st {};
+  if (links_dir_.empty() || mkdir(links_dir_.c_str(), 0700) != 0 || stat(links_dir_.c_str(), &links_st) != 0)
+    return 0;
+  uint32_t next_link = 1;
+  for (auto& [p, e] : snapshot_) {
+    if (e.type != EntryState::File) continue;
+    struct stat st;
+    if (stat(p.c_str(), &st) == 0 && st.st_dev == links_st.st_dev &&
+        link(p.c_str(), fmt::format("{}/{}", links_dir_, next_link).c_str()) == 0)
+      e.hard_link = next_link++;
+  }
+  return next_link - 1;
 }
 
 TreeGuard::~TreeGuard() {
@@ -281,6 +293,16 @@ void TreeGuard::restore_files(const std::vector<std::string>& paths) {
 
 std::vector<std::string> TreeGuard::restore() {
   std::error_code ec;
+  // 0. Uncover: the tree underneath is as it was, unless written around the overlays;
+  // the steps below then find nothing to do, and verify that.
+  std::vector<std::string> stuck;
+  if (overlay_) stuck = overlay_->uncover();
+  if (!stuck.empty()) {
+    // Still covered: what the steps below saw would be the builds' layer, not the tree.
+    restored_ = true;
+    return stuck;
+  }
+  overlay_.reset();
   // 1. Remove what the run created.
   std::function<void(const std::string&)> prune = [&](const std::string& dir) {
     walk(dir, [&](const std::string& p) {

@@ -1,16 +1,19 @@
-// Keeping a tree restorable: see build.h for the layout of saved copies and links.
+// Keeping a tree restorable: see build.h for the layout of saved copies and links, and
+// tree_overlay.h for covering the tree so that the builds cannot write it at all.
 #pragma once
 
 #include <sys/stat.h>
 #include <ctime>
 
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "core/diag.h"
+#include "create/tree_overlay.h"
 
 namespace ls::create {
 
@@ -27,10 +30,13 @@ struct EntryState {
 class TreeGuard {
  public:
   // Takes the snapshot of every entry under `roots` (a root that does not exist yet is
-  // removed entirely on restore). `saved_dir` is where copies live (layout above);
+  // removed entirely on restore). `saved_dir` is where copies live (layout above). With
+  // `layers_dir`, the roots are then covered with overlays whose layers live there (a
+  // missing root is created for it); when that is not possible, or without it,
   // `links_dir`, if not empty, receives a hard link to every file of the snapshot that
   // lies on its filesystem.
-  TreeGuard(Context& ctx, std::vector<std::string> roots, std::string saved_dir, std::string links_dir = {});
+  TreeGuard(Context& ctx, std::vector<std::string> roots, std::string saved_dir, std::string links_dir = {},
+            const std::string& layers_dir = {});
   ~TreeGuard();   // restore() unless done; never throws
   TreeGuard(const TreeGuard&) = delete;
   TreeGuard& operator=(const TreeGuard&) = delete;
@@ -41,17 +47,24 @@ class TreeGuard {
   void save(const std::string& path);
   // Saves every regular file under `dir` that is not an ELF file.
   void save_metadata(const std::string& dir);
+  // Whether the builds write to overlays rather than to the tree.
+  bool covered() const { return overlay_ != nullptr; }
+  // Why the tree could not be covered ("" when it is, or when not asked to).
+  const std::string& uncovered_reason() const { return uncovered_reason_; }
   bool existed(const std::string& path) const { return snapshot_.count(path) != 0; }
   // The saved copy of `path` if there is one.
   std::optional<std::string> saved_copy(const std::string& path) const;
 
   // Puts back only `paths` (the patched sources): copies restored, new files removed.
   void restore_files(const std::vector<std::string>& paths);
-  // Puts back everything. Returns the paths that could not be restored (each also
-  // reported with ctx.warn). Idempotent.
+  // Puts back everything: removes the overlays first (after which the tree is as it was,
+  // unless something wrote to it around them), then repairs whatever still differs from
+  // the snapshot. Returns the paths that could not be restored (each also reported with
+  // ctx.warn). Idempotent.
   std::vector<std::string> restore();
 
  private:
+  size_t link_snapshot();   // the hard links of the fallback; returns how many
   bool same(const std::string& path, const EntryState& want) const;
   bool restore_entry(const std::string& path, const EntryState& want);
   bool is_excluded(const std::string& path) const;
@@ -64,6 +77,8 @@ class TreeGuard {
   std::string links_dir_;
   std::map<std::string, EntryState> snapshot_;
   std::vector<std::string> excluded_;
+  std::unique_ptr<TreeOverlay> overlay_;
+  std::string uncovered_reason_;
   bool restored_ = false;
 };
 

@@ -9,7 +9,8 @@
 //   2. saves a copy of each output it is about to overwrite, the first time in a run
 //      ($LIVESPLICE_BACKUP_DIR), and during the post build a second copy of each object
 //      ($LIVESPLICE_PRE_DIR): that copy is the pre object create diffs against;
-//   3. appends one JSON line per compile, link or archive to $LIVESPLICE_RECORD.
+//   3. appends one JSON line per compile, link, archive or archive extraction to
+//      $LIVESPLICE_RECORD.
 //
 // What is hard is finding the real tool without finding ourselves again. We are reached
 // three ways: as a symlink named like the tool (cc, gcc-12, x86_64-linux-gnu-g++, ar)
@@ -465,6 +466,12 @@ std::string record_head(const char* kind, const std::string& cwd, const std::str
       if (key.find_first_of("abi") != std::string::npos) ++next;
       if (key.find('N') != std::string::npos) ++next;
       bool modifies = key.find_first_of("rqdms") != std::string::npos;
+      // libtool puts one convenience library into another by extracting its members
+      // (`cd X.lax/libsub.a && ar x /abs/libsub.a`) and archiving those copies: where
+      // they came from is what ties them back to the objects compiled.
+      if (key.find('x') != std::string::npos && next < rest.size())
+        append_record(record_head("extract", cwd, tool, argv) + ",\"archive\":" +
+                      json_string(absolute(cwd, rest[next])) + "}");
       if (modifies && next < rest.size()) {
         std::string archive = absolute(cwd, rest[next]);
         std::vector<std::string> members;

@@ -14,6 +14,8 @@
 #include <set>
 #include <thread>
 
+#include <fmt/format.h>
+
 #include "support.h"
 
 namespace fs = std::filesystem;
@@ -372,5 +374,101 @@ TEST_F(Create, InterruptedBuildThatIgnoresSigintIsStoppedAnyway) {
                                 tmp / "create.log");
   EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGINT) << lstest::read_file(tmp / "create.log");
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(50));
+  expect_tree_unchanged(before);
+}
+
+// ---- builds that write files the tree ships -----------------------------------------
+// hello-regen's build rewrites files the tree ships besides the compiler's outputs, the
+// way Debian's dnsmasq (its catalogue), busybox (kbuild's .*.cmd files, a touched
+// marker) and openssh (all its man pages for one patched page) do; see its Makefile.
+// The tree is built first, so that create's post build rewrites files already there.
+class CreateRegen : public Create {
+ protected:
+  void SetUp() override {
+    Create::SetUp();
+    copy_project("hello-regen");
+    run_ok({"make"}, src());
+    id = lstest::readelf_build_id(src() + "/hello");
+  }
+  std::string patch(const std::string& name) const { return patch_file("hello-regen", name); }
+  void expect_good_update(const lstest::Result& r) {
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.err.find("warning"), std::string::npos) << r.err;
+    expect_update({{"greeting", "hello"}}, {{"hello", id}});
+  }
+  // create with `build_cmd` ("": make) succeeds, warns of nothing, and leaves the tree
+  // as it found it.
+  void expect_tree_back(const std::string& patch_name, const std::string& build_cmd) {
+    auto before = picture();
+    std::vector<std::string> extra;
+    if (!build_cmd.empty()) extra = {"--build-cmd", build_cmd};
+    expect_good_update(create(patch(patch_name), extra));
+    expect_tree_unchanged(before);
+  }
+  std::string id;
+};
+
+TEST_F(CreateRegen, CatalogueRegeneratedInPlaceAndTouchedMarkerComeBack) {
+  expect_tree_back("greet.patch", "make hello po/hello.pot include/config/MARKER");
+}
+
+TEST_F(CreateRegen, KbuildCommandFilesRewrittenBesideEachObjectComeBack) {
+  expect_tree_back("greet.patch", "make hello");
+}
+
+TEST_F(CreateRegen, EveryManPageRewrittenForOnePatchedPageComesBack) { expect_tree_back("page.patch", ""); }
+
+TEST_F(CreateRegen, FilesReplacedByRenameRemovedOrCreatedComeBack) {
+  expect_tree_back("greet.patch", "make hello BUILDINFO include/build.h po/stamp");
+}
+
+// Without the overlay, hard links bring back what the build replaced by rename, but not
+// what it rewrote in place: the update is still good, so create succeeds, naming those.
+TEST_F(CreateRegen, InPlaceBuildNamesWhatItCouldNotRestoreAndSucceeds) {
+  auto before = picture();
+  auto r = create(patch("page.patch"), {"--in-place", "--json"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  expect_update({{"greeting", "hello"}}, {{"hello", id}});
+  Json summary = Json::parse(r.out);
+  EXPECT_EQ(summary["tree_restored"], false);
+  std::set<std::string> want = {src() + "/po/hello.pot", src() + "/src/.greet.o.cmd",
+                                src() + "/include/config/MARKER"};
+  for (int i = 1; i <= 15; ++i) want.insert(fmt::format("{}/doc/hello-{}.1.out", src(), i));
+  EXPECT_EQ(summary["tree_not_restored"].get<std::set<std::string>>(), want) << r.err;
+  EXPECT_NE(r.err.find("warning: the update is written, but 18 paths in the tree could not be restored"),
+            std::string::npos)
+      << r.err;
+  lstest::Picture after = picture();
+  for (const char* renamed : {"src/BUILDINFO", "src/include/build.h", "src/po/stamp", "src/src/greet.o", "src/hello"})
+    EXPECT_EQ(after.at(renamed), before.at(renamed)) << renamed;
+}
+
+// An overlay's lower layer is one file system: a file system mounted inside the tree
+// would look empty to the build, so create builds in the tree itself, saying why.
+TEST_F(CreateRegen, MountPointInsideTheTreeIsNotHiddenFromTheBuild) {
+  std::string cache = src() + "/cache";
+  fs::create_directory(cache);
+  ASSERT_EQ(lstest::run({"mount", "-t", "tmpfs", "tmpfs", cache}).status, 0) << "mounting a tmpfs needs root";
+  struct Unmount {
+    std::string path;
+    ~Unmount() { lstest::run({"umount", path}); }
+  } unmount{cache};
+  lstest::write_file(cache + "/kept", "on the tmpfs\n");
+  auto r = create(patch("greet.patch"), {"--build-cmd", "test -f cache/kept && make hello"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("warning: building in the tree itself: " + cache +
+                       " is a mount point inside the tree, which an overlay would hide"),
+            std::string::npos)
+      << r.err;
+}
+
+// Without CAP_SYS_ADMIN, create mounts its overlays in a user namespace of its own.
+TEST_F(CreateRegen, UnprivilegedUserGetsTheTreeBackToo) {
+  lstest::require_tools({"setpriv"});
+  ASSERT_EQ(lstest::run({"chown", "-R", "nobody:nogroup", tmp.path()}).status, 0);
+  auto before = picture();
+  auto args = create_args(patch("page.patch"));
+  args.insert(args.begin(), {"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"});
+  expect_good_update(lstest::run(args));
   expect_tree_unchanged(before);
 }

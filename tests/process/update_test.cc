@@ -165,6 +165,28 @@ TEST_F(Live, NewCallToAnIndirectFunction) {
   update_cycle(prog, update(), "sentinel 1001", "sentinel 2002", "sentinel");
 }
 
+// 5c. The patched function is in a libtool convenience library nested in another, built
+// with shared and static both on: libtool compiles it twice, and only the PIC copy is
+// in the program (through libcomm, which holds libbase's members re-archived). The
+// update must carry that copy alone; the other would fail run-pre matching.
+TEST_F(Live, LibtoolConvenienceLibraryCompiledTwice) {
+  fs::copy(case_dir("libtool_conv"), src(), fs::copy_options::recursive);
+  must({"autoreconf", "-fi"}, src(), 120s);
+  must({"./configure"}, src(), 120s);
+  must({"make", "-s"}, src(), 120s);
+  ASSERT_TRUE(fs::exists(src() + "/base/config.o") && fs::exists(src() + "/base/.libs/config.o"))
+      << "libtool must compile config.c twice";
+  Program prog({src() + "/prog"});
+  prog.wait_for("sentinel 1001");
+  create_update(src(), patch("libtool_conv"), update());
+  Json info = must({livesplice(), "info", "--json", update()}).json();
+  ASSERT_EQ(info["objects"].size(), 1u) << info.dump(2);
+  EXPECT_EQ(info["objects"][0]["path"], "base/.libs/config.o") << info.dump(2);
+  ASSERT_EQ(info["targets"].size(), 1u) << info.dump(2);
+  EXPECT_EQ(info["targets"][0]["name"], "prog") << info.dump(2);
+  update_cycle(prog, update(), "sentinel 1001", "sentinel 2002", "config_sentinel");
+}
+
 // 6. Two static functions named value(), with identical code, in a.c and b.c; the
 // update replaces a.c's. b.c's must keep its behaviour.
 TEST_F(Live, StaticNameInTwoFiles) {

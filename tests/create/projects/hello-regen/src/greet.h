@@ -1,0 +1,3 @@
+#pragma once
+#define _(s) (s)
+const char *greeting(int hour);

@@ -1,0 +1,6 @@
+long config_sentinel(void);
+
+long comm_sentinel(void)
+{
+	return config_sentinel();
+}
