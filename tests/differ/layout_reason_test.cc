@@ -110,3 +110,17 @@ TEST(DifferLayoutReason, EnumRenumberedNamesEnumeratorAndValues) {
   EXPECT_NE(reason.find("running data would change meaning"), std::string::npos) << reason;
   EXPECT_EQ(reason.find("OC_EXIT"), std::string::npos) << reason;
 }
+
+// An enumerator removed may still be held by running data, and the patched code has no
+// name for it: refused, saying so, and naming what now holds its value if anything.
+TEST(DifferLayoutReason, EnumeratorRemovedIsRefused) {
+  // The patched code changes too (only an object whose code changed is checked).
+  auto src = [](const char* second, const char* extra) {
+    return std::string("enum mode { M_READ = 1, ") + second +
+           ", M_EXEC = 4 };\nint allowed(enum mode m) { return m == M_READ || m == M_EXEC" + extra + "; }\n";
+  };
+  std::string gone = unsafe_reason(src("M_WRITE = 2", ""), src("M_APPEND = 8", " || m == M_APPEND"), "enum mode");
+  EXPECT_NE(gone.find("M_WRITE (0x2) removed"), std::string::npos) << gone;
+  std::string renamed = unsafe_reason(src("M_WRITE = 2", ""), src("M_STORE = 2", " || m == M_STORE"), "enum mode");
+  EXPECT_NE(renamed.find("M_WRITE (0x2) removed, 0x2 now named M_STORE"), std::string::npos) << renamed;
+}
