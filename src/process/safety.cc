@@ -198,9 +198,13 @@ BlockedAt blocked_at(pid_t pid, const char* tid) {
 // the pause will touch is read once: the bytes the splice writes (or undo restores), and
 // the stacks of the threads blocked in system calls (most threads of a server) the way
 // the check will read them, from the stack pointer they will return with to the end of
-// the mapping. Nothing depends on what is read.
+// the mapping. Nothing depends on what is read. Likewise the first walk in a process
+// pays for libdw's code and each pc's CFI lookup (60 us for one thread on a 2-vCPU
+// guest, 6 us warm): those threads are walked too, from the pc and stack pointer they
+// will return with (other registers unknown: what the walks find is thrown away; what
+// stays is the cache of CFI rows by pc, which does not depend on registers).
 void warm_target(pid_t pid, const std::vector<Mapping>& maps, TargetAddr start_stack, const std::vector<Guarded>& guarded,
-                 StackScratch& scratch) {
+                 StackScratch& scratch, Unwinder* unwinder) {
   char path[64];
   std::snprintf(path, sizeof path, "/proc/%d/task", static_cast<int>(pid));
   DIR* dir = opendir(path);
@@ -234,9 +238,18 @@ void warm_target(pid_t pid, const std::vector<Mapping>& maps, TargetAddr start_s
     }
   while (dirent* e = readdir(dir)) {
     if (e->d_name[0] == '.') continue;
-    TargetAddr sp = blocked_at(pid, e->d_name).sp;
+    BlockedAt at = blocked_at(pid, e->d_name);
+    TargetAddr sp = at.sp;
     const Mapping* m = sp.value() ? mapping_at(maps, sp) : nullptr;
     if (!m) continue;
+    if (unwinder) {
+      user_regs_struct regs{};
+      regs.rsp = sp.value();
+      regs.rip = at.pc.value();
+      scratch.pages.forget();
+      (void)unwinder->walk(static_cast<pid_t>(std::atoi(e->d_name)), regs,
+                           [&](TargetAddr a, uint64_t* word) { return scratch.pages.read(a, word); });
+    }
     TargetAddr end = m->range.end;
     if (m->range.contains(start_stack) && start_stack > sp) end = start_stack;
     uint64_t take = std::min<uint64_t>(end - sp, 64 << 10);
@@ -248,30 +261,6 @@ void warm_target(pid_t pid, const std::vector<Mapping>& maps, TargetAddr start_s
   }
   closedir(dir);
   flush();
-}
-
-// The first walk in a process pays for libdw's code and each pc's CFI lookup (60 us
-// for one thread on a 2-vCPU guest). So, before the stop, the threads blocked in
-// system calls are walked from the pc and stack pointer they will return with (the
-// other registers unknown: what the walks find is thrown away). Only what they cache
-// stays: each pc's CFI row, which does not depend on registers.
-void warm_walks(pid_t pid, Unwinder& unwinder, StackScratch& scratch) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/task", static_cast<int>(pid));
-  DIR* dir = opendir(path);
-  if (!dir) return;
-  while (dirent* e = readdir(dir)) {
-    if (e->d_name[0] == '.') continue;
-    BlockedAt at = blocked_at(pid, e->d_name);
-    if (!at.sp.value()) continue;
-    user_regs_struct regs{};
-    regs.rsp = at.sp.value();
-    regs.rip = at.pc.value();
-    scratch.pages.forget();
-    (void)unwinder.walk(static_cast<pid_t>(std::atoi(e->d_name)), regs,
-                        [&](TargetAddr a, uint64_t* word) { return scratch.pages.read(a, word); });
-  }
-  closedir(dir);
 }
 
 // A frame CFI found in a guarded range (frame 0, the PC, is checked before). A return
@@ -471,8 +460,7 @@ Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& 
   }
   Unwinder* unwind = unwinder ? unwinder->get() : nullptr;
   rehearse(pid, guarded, scratch);
-  warm_target(pid, maps, main_stack_start, guarded, scratch);
-  if (unwind) warm_walks(pid, *unwind, scratch);
+  warm_target(pid, maps, main_stack_start, guarded, scratch, unwind);
   for (int attempt = 0; attempt <= retries; ++attempt) {
     LS_TRY(before_attempt());
     CpuScope cpu(pid);
