@@ -453,7 +453,10 @@ Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& 
   TargetAddr main_stack_start = start_stack(pid);
   // The modules and their CFI, read before the stop; without them every stack is scanned.
   std::string no_unwinder;
+  auto opening = std::chrono::steady_clock::now();
   auto unwinder = Unwinder::open(pid);
+  ctx.note(fmt::format("process {}: modules and their CFI read in {:.1f} ms", pid,
+                       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - opening).count()));
   if (!unwinder) {
     no_unwinder = "no CFI read (" + unwinder.status().message() + ")";
     ctx.note(fmt::format("process {}: {}: stacks will be scanned conservatively", pid, no_unwinder));
