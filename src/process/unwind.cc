@@ -134,7 +134,7 @@ int load_cfi(Dwfl_Module* mod, void**, const char*, Dwarf_Addr, void*) {
 }  // namespace
 
 Result<std::unique_ptr<Unwinder>> Unwinder::open(pid_t pid) {
-  std::unique_ptr<Unwinder> u(new Unwinder(pid));
+  std::unique_ptr<Unwinder> u(new Unwinder());
   u->dwfl_ = dwfl_begin(&kProcCallbacks);
   if (!u->dwfl_) return Status::error(fmt::format("libdwfl: {}", dwfl_errmsg(-1)));
   dwfl_report_begin(u->dwfl_);

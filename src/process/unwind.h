@@ -92,11 +92,11 @@ class Unwinder {
   // Never fails: what it could not do is in the result.
   StackWalk walk(pid_t tid, const user_regs_struct& regs, const ReadWord& read);
 
-  // The file mapping `pc` ("" when none): for messages.
+  // The file mapping `pc`, or a phrase saying no file does: for messages.
   std::string file_of(TargetAddr pc) const;
 
  private:
-  explicit Unwinder(pid_t pid) : pid_(pid) {}
+  Unwinder() = default;
   struct Walking;
   // What a pc's CFI row says, looked up once per pc (threads run through the same
   // code): the CFA as a register plus an offset, and whether the frame has a caller.
@@ -107,8 +107,7 @@ class Unwinder {
     int64_t cfa_offset = 0;
     bool no_caller = false;    // the return address is undefined: the outermost frame
   };
-  const Row& row(const struct Frame& f);
-  pid_t pid_;
+  const Row& row(const Frame& f);
   Dwfl* dwfl_ = nullptr;
   std::unordered_map<uint64_t, Row> rows_;   // by pc, activation in the low bit
   Walking* current_ = nullptr;   // the walk in progress (the callbacks reach it through this)

@@ -1,10 +1,10 @@
 // The safety check unwinds stacks with CFI and scans only what CFI cannot cover.
 //
-// 15. An idle process whose live frame holds dead words equal to a return address into
+// An idle process whose live frame holds dead words equal to a return address into
 // the replaced function (cases/deadword, the idle ssh ControlMaster of issue 11): the
 // conservative scan refused it for ever; its real frames hold no such address, and the
 // update applies.
-// 16. A real frame of a replaced function below new code, which has no CFI
+// A real frame of a replaced function below new code, which has no CFI
 // (cases/nocfi: update 1 makes inner() never return, update 2 replaces its caller
 // outer()): CFI stops at the new code, the rest of the stack is scanned, and the
 // refusal says so.
