@@ -204,16 +204,28 @@ TEST(RemoteSyscall, BorrowedSleeperKeepsSleeping) {
 // The unwinder, set up before the stop as the safety check does: every thread of the
 // stopped target (spinning, blocked in read, sleeping) unwinds with CFI to its start,
 // each frame's stack pointer above the one before.
-TEST(Unwinder, EveryThreadUnwindsToItsStart) {
-  Target t(2);
+struct Unwinding {
+  std::unique_ptr<ls::proc::Unwinder> unwinder;
+  std::unique_ptr<ls::proc::ThreadGroupStop> stop;
+};
+
+// The unwinder set up before the stop, as the safety check does, then every thread stopped.
+void unwind_stopped(const Target& t, Unwinding& out) {
   auto unwinder = ls::proc::Unwinder::open(t.pid());
   ASSERT_TRUE(unwinder.ok()) << unwinder.status().message();
   auto stop = ls::proc::ThreadGroupStop::stop(t.pid());
   ASSERT_TRUE(stop.ok()) << stop.status().message();
+  out = {std::move(*unwinder), std::move(*stop)};
+}
+
+TEST(Unwinder, EveryThreadUnwindsToItsStart) {
+  Target t(2);
+  Unwinding u;
+  ASSERT_NO_FATAL_FAILURE(unwind_stopped(t, u));
   ls::proc::PageReader reader(t.pid());
-  for (const auto& th : (*stop)->threads()) {
+  for (const auto& th : u.stop->threads()) {
     reader.forget();
-    auto walk = (*unwinder)->walk(th.tid, th.regs, [&](ls::TargetAddr a, uint64_t* w) { return reader.read(a, w); });
+    auto walk = u.unwinder->walk(th.tid, th.regs, [&](ls::TargetAddr a, uint64_t* w) { return reader.read(a, w); });
     EXPECT_TRUE(walk.complete) << "thread " << th.tid << ": " << walk.stopped;
     ASSERT_GE(walk.frames.size(), 2u) << "thread " << th.tid;
     EXPECT_EQ(walk.frames[0].pc.value(), th.regs.rip);
@@ -226,15 +238,13 @@ TEST(Unwinder, EveryThreadUnwindsToItsStart) {
 // CFI: the walk stops at it and says so, naming the pc.
 TEST(Unwinder, PcWithoutCfiStopsTheWalk) {
   Target t(0);
-  auto unwinder = ls::proc::Unwinder::open(t.pid());
-  ASSERT_TRUE(unwinder.ok()) << unwinder.status().message();
-  auto stop = ls::proc::ThreadGroupStop::stop(t.pid());
-  ASSERT_TRUE(stop.ok()) << stop.status().message();
-  user_regs_struct regs = (*stop)->threads().front().regs;
+  Unwinding u;
+  ASSERT_NO_FATAL_FAILURE(unwind_stopped(t, u));
+  user_regs_struct regs = u.stop->threads().front().regs;
   regs.rip = regs.rsp;   // the stack: no file, no CFI
   ls::proc::PageReader reader(t.pid());
-  auto walk = (*unwinder)->walk((*stop)->threads().front().tid, regs,
-                                [&](ls::TargetAddr a, uint64_t* w) { return reader.read(a, w); });
+  auto walk = u.unwinder->walk(u.stop->threads().front().tid, regs,
+                               [&](ls::TargetAddr a, uint64_t* w) { return reader.read(a, w); });
   EXPECT_FALSE(walk.complete);
   ASSERT_EQ(walk.frames.size(), 1u) << walk.stopped;
   EXPECT_NE(walk.stopped.find(fmt::format("no CFI for pc {:#x}", regs.rip)), std::string::npos) << walk.stopped;
