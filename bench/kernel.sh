@@ -45,21 +45,12 @@ done
 # and the image package's config.
 tb="$root/scripts/kernel-testbed"
 "$tb" fetch
-cache="${XDG_CACHE_HOME:-$HOME/.cache}/livesplice/kernel"
-dir="$cache/pkgs/linux-source-6.1_6.1.192-1_all"
-(
-  exec 9>"$cache/debs/.lock"; flock 9
-  if [ ! -d "$dir" ]; then rm -rf "$dir.tmp.$$"; mkdir -p "$dir.tmp.$$"
-    dpkg-deb -x "$cache/debs/linux-source-6.1_6.1.192-1_all.deb" "$dir.tmp.$$"; mv "$dir.tmp.$$" "$dir"; fi
-)
-tarball="$dir/usr/src/linux-source-6.1.tar.xz"
-config="$cache/pkgs/linux-image-6.1.0-55-amd64-unsigned_6.1.192-1_amd64/boot/config-6.1.0-55-amd64"
-headers=$("$tb" env | sed -n 's/^headers=//p')   # each update carries a module built against them
+eval "$("$tb" env)"   # the release: source_tarball, config, headers (each update's module)
 files=()
 for patch in "$root"/tests/kcreate/patches/{cmdline,meminfo,ext4-mballoc-6.1.192-2}.patch \
              "$root"/bench/kernel-patches/blk-sysfs-{1,20}.patch; do
   p=$(basename "$patch" .patch)
-  "$livesplice" create -q --kernel --source "$tarball" --config "$config" --headers "$headers" \
+  "$livesplice" create -q --kernel --source "$source_tarball" --config "$config" --headers "$headers" \
     --patch "$patch" -o "$work/updates/$p.lsu"
   files+=(--file "$work/updates/$p.lsu=/updates/$p.lsu")
 done

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "core/diag.h"
+#include "git_describe.h"
 #include "create/create.h"
 #include "create/kernel_create.h"
 #include "differ/report.h"
@@ -20,6 +21,14 @@ std::string self_dir() {
   std::error_code ec;
   auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
   return ec ? std::string(".") : p.parent_path().string();
+}
+
+// "livesplice 0.1.0 (git 1a2b3c4)": the project version, and the checkout it was built
+// from when there was one; then the update file format this build reads and writes.
+std::string version_text() {
+  std::string v = fmt::format("livesplice {}", LIVESPLICE_VERSION);
+  if (*LIVESPLICE_GIT_DESCRIBE) v += fmt::format(" (git {})", LIVESPLICE_GIT_DESCRIBE);
+  return v + fmt::format("\nupdate file format {}", ls::update::kFormatVersion);
 }
 
 }  // namespace
@@ -40,6 +49,7 @@ int main(int argc, char** argv) {
       "Exit codes: 0 ok, 1 tool error, 2 cannot be patched safely, 3 no change.",
       "livesplice"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", version_text(), "Print the version and exit");
   app.fallthrough();  // -v/-q may follow the subcommand
   app.add_flag("-v,--verbose", ctx.verbose, "More detail on stderr");
   app.add_flag("-q,--quiet", ctx.quiet, "No progress lines");
@@ -91,12 +101,22 @@ int main(int argc, char** argv) {
 
   ls::proc::ApplyOptions aopt;
   auto* apply = app.add_subcommand(
-      "apply", "Apply an update to a running process, without restarting it.\n"
-               "Every replaced function is first matched against the code actually running\n"
-               "(run-pre matching); then all threads are stopped, checked to be outside the\n"
-               "functions being replaced, the functions are redirected, and the threads resume.\n"
-               "If a thread stays in the way after the retries, nothing is changed (exit 2).");
-  auto* apply_pid = apply->add_option("--pid", aopt.pid, "Process to update");
+      "apply", "Apply an update to a running process (--pid) or to the running kernel\n"
+               "(--kernel, as root), without restarting it.");
+  apply->footer(
+      "Every replaced function is first matched against the code actually running (run-pre\n"
+      "matching); then the process's threads (for the kernel: every CPU, inside stop_machine)\n"
+      "are stopped, checked to be outside the functions being replaced, the functions are\n"
+      "redirected, and everything resumes. If a thread stays in the way after the retries, or\n"
+      "the running code differs, nothing is changed (exit 2).\n"
+      "--kernel: the update must be for this kernel's release (uname -r); its new code is\n"
+      "loaded as a kernel module; an update of a module that is not loaded yet waits, and is\n"
+      "applied as that module loads.\n\n"
+      "Examples:\n"
+      "  livesplice apply --pid 1234 fix.lsu\n"
+      "  livesplice apply --kernel fix.lsu --core livesplice.ko\n"
+      "    (livesplice.ko: make -C /lib/modules/$(uname -r)/build M=$PWD/kernel)\n");
+  auto* apply_pid = apply->add_option("--pid", aopt.pid, "Process to update (or --kernel)");
   // The running kernel instead (src/kernel/apply.h): same stages, livesplice.ko does the stop.
   bool apply_kernel = false;
   ls::kernel::KernelApplyOptions kaopt;
@@ -104,32 +124,54 @@ int main(int argc, char** argv) {
       ->excludes(apply_pid);
   apply->add_option("--core", kaopt.core, "--kernel: livesplice.ko, loaded if it is not yet")->check(CLI::ExistingFile);
   apply->add_option("update", aopt.update, "Update file made by livesplice create")->required()->check(CLI::ExistingFile);
-  apply->add_option("--retries", aopt.retries, "Further attempts when a thread is in the way")->capture_default_str();
+  apply->add_option("--retries", aopt.retries, "Further attempts when a thread (--kernel: a task) is in the way")
+      ->capture_default_str();
   apply->add_option("--retry-delay", aopt.retry_delay_ms, "Milliseconds between attempts")->capture_default_str();
   apply->add_flag("--json", ctx.json, "Print the result as JSON on stdout");
 
   ls::proc::UndoOptions uopt;
   auto* undo = app.add_subcommand(
-      "undo", "Remove an applied update from a running process (the newest one when no ID is given).\n"
-              "Updates stack: undo the newest update of a function first, or use --all.");
-  auto* undo_pid = undo->add_option("--pid", uopt.pid, "Process");
+      "undo", "Take an applied update out of a running process (--pid) or the running kernel\n"
+              "(--kernel, as root): the newest one when no ID is given.");
+  undo->footer(
+      "Updates stack: undo the newest update of a function first, or use --all (processes).\n"
+      "The same checks as apply: nothing is changed while a thread runs the code being\n"
+      "removed (exit 2). --kernel also unloads the update's module, or cancels a pending\n"
+      "update; with nothing applied it exits 3.\n\n"
+      "Examples:\n"
+      "  livesplice undo --pid 1234               the newest update\n"
+      "  livesplice undo --pid 1234 --all\n"
+      "  livesplice undo --kernel 3f2a            the kernel update whose id starts 3f2a\n");
+  auto* undo_pid = undo->add_option("--pid", uopt.pid, "Process (or --kernel)");
   bool undo_kernel = false;
   undo->add_flag("--kernel", undo_kernel, "Undo a kernel update (the newest when no ID is given)")->excludes(undo_pid);
   undo->add_option("id", uopt.id, "Update id (a prefix is enough), as livesplice view shows");
-  undo->add_flag("--all", uopt.all, "Undo every update, newest first");
+  undo->add_flag("--all", uopt.all, "Undo every update, newest first (--pid only)");
   undo->add_option("--retries", uopt.retries, "Further attempts when a thread is in the way")->capture_default_str();
   undo->add_option("--retry-delay", uopt.retry_delay_ms, "Milliseconds between attempts")->capture_default_str();
   undo->add_flag("--json", ctx.json, "Print the result as JSON on stdout");
 
   pid_t view_pid = 0;
   bool view_patch = false;
-  auto* view = app.add_subcommand("view", "List the updates applied to a running process (from its own ledger)");
-  auto* view_pid_opt = view->add_option("--pid", view_pid, "Process");
+  auto* view = app.add_subcommand(
+      "view", "List the updates applied to a running process (--pid) or to the running kernel\n"
+              "(--kernel, as root), with their ids.");
+  view->footer(
+      "A process's updates come from the ledger it keeps; the kernel's from livesplice.ko,\n"
+      "with the updates still waiting for their module listed as pending.\n\n"
+      "Examples:\n"
+      "  livesplice view --pid 1234 --patch\n"
+      "  livesplice view --kernel --json\n");
+  auto* view_pid_opt = view->add_option("--pid", view_pid, "Process (or --kernel)");
   bool view_kernel = false;
   view->add_flag("--kernel", view_kernel, "The updates applied to the running kernel")->excludes(view_pid_opt);
-  view->add_flag("--patch", view_patch, "Also print each update's patch text");
+  view->add_flag("--patch", view_patch, "Also print each update's patch text (--pid only)");
   view->add_flag("--json", ctx.json, "Print JSON on stdout");
 
+  if (argc <= 1) {   // no subcommand at all: teach, rather than name a missing option
+    fmt::print(stderr, "{}", app.help());
+    return static_cast<int>(ls::Exit::ToolError);
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -69,13 +69,14 @@
 #include "core/diag.h"
 #include "differ/differ.h"
 #include "elf/object.h"
+#include "livesplice_version.h"   // generated from CMake's project version
 
 namespace ls::update {
 
 inline constexpr int kFormatVersion = 1;
 inline constexpr std::string_view kFormatName = "livesplice-update";
 inline constexpr std::string_view kManifestSection = ".livesplice.manifest";
-inline constexpr std::string_view kToolVersion = "0.1.0";
+inline constexpr std::string_view kToolVersion = LIVESPLICE_VERSION;
 
 // An executable or shared library that rebuilt objects are linked into.
 struct Target {

@@ -1,5 +1,6 @@
 // `livesplice create --kernel` on Debian's own kernel source and config (linux-source-6.1
-// and linux-image-6.1.0-55-amd64-unsigned, 6.1.192-1), one patch per test from patches/.
+// and the image package of the test bed's release, scripts/kernel-testbed), one patch per
+// test from patches/.
 //
 // The packages come from scripts/kernel-testbed fetch (cached outside the repository);
 // the first test pays for unpacking the source and preparing the build directory, the
@@ -23,16 +24,18 @@ using nlohmann::json;
 
 namespace {
 
-const std::string kRelease = "6.1.0-55-amd64";
-
 struct Inputs {
+  std::string kver;      // the release under test (kernel-testbed env), 6.1.0-N-amd64
+  std::string version;   // its upstream version, 6.1.N (the package's without the revision)
   std::string tarball;   // linux-source-6.1.tar.xz
-  std::string config;    // boot/config-6.1.0-55-amd64
-  std::string headers;   // linux-headers-6.1.0-55-amd64, for the update's module
+  std::string config;    // boot/config-<kver>
+  std::string moddir;    // lib/modules/<kver> of the image package
+  std::string headers;   // linux-headers-<kver>, for the update's module
   std::string error;     // why they could not be had
 };
 
-// Fetched once per test binary run (the fetch itself is idempotent and locked).
+// Fetched once per test binary run (the fetch itself is idempotent and locked); the
+// release and its files are what the test bed recorded, never named here.
 const Inputs& inputs() {
   static Inputs in = [] {
     Inputs r;
@@ -41,26 +44,15 @@ const Inputs& inputs() {
       r.error = "scripts/kernel-testbed fetch failed:\n" + f.describe();
       return r;
     }
-    // The source package is fetched by the test bed, but only its .deb: unpack it the
-    // same way (private directory renamed into place, under the debs lock).
-    RunResult u = lstest::sh(R"(set -e
-      cache="${XDG_CACHE_HOME:-$HOME/.cache}/livesplice/kernel"
-      deb="$cache/debs/linux-source-6.1_6.1.192-1_all.deb"
-      dir="$cache/pkgs/linux-source-6.1_6.1.192-1_all"
-      exec 9>"$cache/debs/.lock"; flock 9
-      if [ ! -d "$dir" ]; then rm -rf "$dir.tmp.$$"; mkdir -p "$dir.tmp.$$"
-        dpkg-deb -x "$deb" "$dir.tmp.$$"; mv "$dir.tmp.$$" "$dir"; fi
-      echo "$dir/usr/src/linux-source-6.1.tar.xz"
-      echo "$cache/pkgs/linux-image-6.1.0-55-amd64-unsigned_6.1.192-1_amd64/boot/config-6.1.0-55-amd64"
-      ")" + std::string(KCREATE_REPO) + R"(/scripts/kernel-testbed" env | sed -n 's/^headers=//p')");
+    RunResult u = lstest::sh("set -e; eval \"$(" + lstest::quote(std::string(KCREATE_REPO) + "/scripts/kernel-testbed") +
+                             " env)\"; printf '%s\\n' \"$kver\" \"${version%-*}\" \"$source_tarball\" \"$config\" \"$moddir\" \"$headers\"");
     if (u.status != 0) {
-      r.error = "unpacking linux-source-6.1 failed:\n" + u.describe();
+      r.error = "scripts/kernel-testbed env failed:\n" + u.describe();
       return r;
     }
     std::istringstream lines(u.out);
-    std::getline(lines, r.tarball);
-    std::getline(lines, r.config);
-    std::getline(lines, r.headers);
+    for (std::string* field : {&r.kver, &r.version, &r.tarball, &r.config, &r.moddir, &r.headers})
+      std::getline(lines, *field);
     if (!fs::exists(r.tarball) || !fs::exists(r.config) || !fs::exists(r.headers + "/Makefile"))
       r.error = "missing after fetch: " + r.tarball + " " + r.config + " " + r.headers;
     return r;
@@ -128,8 +120,8 @@ std::string source_file(const std::string& rel) {
 
 void expect_kernel_manifest(const Created& c) {
   ASSERT_TRUE(c.manifest.is_object()) << c.run.describe();
-  EXPECT_EQ(c.manifest["kernel"]["release"], kRelease);
-  EXPECT_EQ(c.manifest["kernel"]["version"], "6.1.192");
+  EXPECT_EQ(c.manifest["kernel"]["release"], inputs().kver);
+  EXPECT_EQ(c.manifest["kernel"]["version"], inputs().version);
   EXPECT_EQ(c.manifest["build_system"], "kbuild");
 }
 
@@ -166,7 +158,7 @@ TEST(KernelCreate, CarriesASkeletonModuleBuiltAgainstTheHeaders) {
   RunResult sec = lstest::sh("readelf -SW '" + c.update + "' | grep -c '\\.livesplice\\.kernel_module'");
   EXPECT_EQ(sec.out, "1\n") << sec.describe();
   std::string bytes = lstest::read_file(c.update);
-  EXPECT_NE(bytes.find("vermagic=" + kRelease + " SMP"), std::string::npos);
+  EXPECT_NE(bytes.find("vermagic=" + inputs().kver + " SMP"), std::string::npos);
   EXPECT_NE(bytes.find("name=livesplice_update"), std::string::npos);
   EXPECT_NE(bytes.find(".gnu.linkonce.this_module"), std::string::npos);
 }
@@ -342,8 +334,7 @@ TEST(KernelCreate, PreObjectMatchesTheShippedModule) {
   std::string work = c.run.err.substr(at + marker.size());
   work = work.substr(0, work.find('\n'));
   std::string pre = work + "/pre/0/mballoc.o";
-  std::string ko = fs::path(inputs().config).parent_path().parent_path().string() +
-                   "/lib/modules/" + kRelease + "/kernel/fs/ext4/ext4.ko";
+  std::string ko = inputs().moddir + "/kernel/fs/ext4/ext4.ko";
   ASSERT_TRUE(fs::exists(pre) && fs::exists(ko)) << pre << " " << ko;
   RunResult d = lstest::run({lstest::livesplice(), "diff", "--json", pre, ko});
   fs::remove_all(work);

@@ -8,6 +8,8 @@
 // fails and says why.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <regex>
 
@@ -317,10 +319,37 @@ TEST_F(Live, BlockedInAccept) {
   expect_alive_and_running(prog);
 }
 
+// When one sleep of the sleeper case began and ended, and when one apply or undo ran,
+// all on CLOCK_MONOTONIC in microseconds (steady_clock is CLOCK_MONOTONIC on Linux).
+struct Span {
+  long from = 0, to = 0;
+};
+long monotonic_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+std::vector<Span> sleeps_of(const std::vector<std::string>& lines) {
+  std::vector<Span> out;
+  for (const auto& l : lines) {
+    Span s;
+    long took = 0;
+    int sentinel = 0;
+    if (std::sscanf(l.c_str(), "sentinel %d slept %ld us from %ld to %ld", &sentinel, &took, &s.from, &s.to) == 4)
+      out.push_back(s);
+  }
+  return out;
+}
+
 // 16. Blocked in nanosleep(2): every stop (three applies and three undos, each placed
 // 150-350 ms into a 500 ms sleep) interrupts a sleep; each sleep must still last 500 ms:
-// not end early, not fail with EINTR, not start again from the beginning (which would
-// make it 650-850 ms).
+// not end early, not fail with EINTR, not start again from the beginning.
+// A restarted sleep ends 500 ms after the stop (so at least 500 ms after its command
+// began), a resumed one at its own deadline or, if the stop outlasted that, as the stop
+// ends (so by the time its command returned); either way plus the wake-up latency. That
+// latency, on a loaded machine, is measured in the same run: the sleeps no command
+// touched. An interrupted sleep may end later than max(deadline, command's end) by at
+// most twice the worst of those plus 50 ms; a restart would add at least the 150 ms
+// the test waits into the sleep.
 TEST_F(Live, BlockedInNanosleep) {
   build_case("sleeper", src());
   Program prog({src() + "/prog"});
@@ -332,22 +361,55 @@ TEST_F(Live, BlockedInNanosleep) {
     std::this_thread::sleep_for(into);
     wait_in_syscall(prog.pid(), {35, 230});   // nanosleep, clock_nanosleep
   };
+  std::vector<Span> commands;
+  auto timed = [&](auto&& command) {
+    Span c{monotonic_us(), 0};
+    command();
+    c.to = monotonic_us();
+    commands.push_back(c);
+  };
   for (int round = 0; round < 3; ++round) {
     into_a_sleep(Millis(150 + 100 * round));
-    apply_ok(prog, update());
+    timed([&] { apply_ok(prog, update()); });
     prog.wait_for("sentinel 2002", prog.line_count(), 3s);
     into_a_sleep(Millis(350 - 100 * round));
-    undo_ok(prog);
+    timed([&] { undo_ok(prog); });
     prog.wait_for("sentinel 1001", prog.line_count(), 3s);
   }
+  prog.wait_for_count("sentinel 1001", 3, prog.line_count(), 3s);   // untouched sleeps after the last
   expect_alive_and_running(prog);
   EXPECT_FALSE(prog.find("nanosleep failed")) << prog.tail();
-  auto slept = numbers_after(prog.lines(), "sentinel", " slept ");
-  ASSERT_GE(slept.size(), 8u) << prog.tail();
-  for (size_t i = 0; i < slept.size(); ++i) {
-    EXPECT_GE(slept[i], 500000) << "sleep " << i << " ended early\n" << prog.tail(30);
-    EXPECT_LE(slept[i], 600000) << "sleep " << i << " took too long (restarted from the beginning?)\n" << prog.tail(30);
+
+  constexpr long kSleep = 500000;
+  std::vector<Span> sleeps = sleeps_of(prog.lines());
+  ASSERT_GE(sleeps.size(), 12u) << prog.tail();
+  auto overlapping = [&](const Span& s) -> const Span* {
+    for (const Span& c : commands)
+      if (s.from < c.to && s.to > c.from) return &c;
+    return nullptr;
+  };
+  long base_latency = 0;
+  size_t untouched = 0;
+  for (const Span& s : sleeps) {
+    EXPECT_GE(s.to - s.from, kSleep) << "a sleep ended early\n" << prog.tail(30);
+    if (overlapping(s)) continue;
+    base_latency = std::max(base_latency, s.to - s.from - kSleep);
+    ++untouched;
   }
+  ASSERT_GE(untouched, 3u) << "no sleep untouched by a command to measure the wake-up latency\n" << prog.tail(30);
+  size_t interrupted = 0;
+  for (const Span& s : sleeps) {
+    const Span* c = overlapping(s);
+    if (!c) continue;
+    ++interrupted;
+    long late = s.to - std::max(s.from + kSleep, c->to);
+    EXPECT_LE(late, 2 * base_latency + 50000)
+        << "a sleep interrupted by the command at [" << c->from << ", " << c->to << "] us ended " << late
+        << " us after its deadline or the command's end (untouched sleeps woke at most " << base_latency
+        << " us late): restarted from the beginning?\n" << prog.tail(30);
+  }
+  // (A command that outlasts a sleep overlaps the next one too, checked the same way.)
+  EXPECT_GE(interrupted, commands.size()) << "each command interrupts a sleep\n" << prog.tail(30);
 }
 
 }  // namespace

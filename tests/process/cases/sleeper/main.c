@@ -1,6 +1,7 @@
-/* Sleeps 500 ms with nanosleep(2), then prints sentinel() and how long the sleep took
- * (CLOCK_MONOTONIC). A sleep the update interrupts must end on time: not early, not
- * restarted from the beginning, not failed with EINTR (which ends the program). */
+/* Sleeps 500 ms with nanosleep(2), then prints sentinel(), how long the sleep took and
+ * when it began and ended (CLOCK_MONOTONIC, us, so the test can line them up with its
+ * own clock). A sleep the update interrupts must end on time: not early, not restarted
+ * from the beginning, not failed with EINTR (which ends the program). */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -26,6 +27,7 @@ int main(void)
 			printf("nanosleep failed: %s\n", strerror(errno));
 			return 1;
 		}
-		printf("sentinel %d slept %ld us\n", sentinel(), now_us() - start);
+		long end = now_us();
+		printf("sentinel %d slept %ld us from %ld to %ld\n", sentinel(), end - start, start, end);
 	}
 }
