@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/kcmp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
@@ -79,6 +81,80 @@ class ThreadCount {
   int fd_ = -1;
 };
 
+
+// What a seized, not stopped, thread is doing, as far as /proc shows without stopping it.
+struct Look {
+  enum What { Asleep, Running, Reported, Gone } what = Running;
+  uint64_t runs = 0;     // CPU turns (schedstat's third field), read first
+  long nr = -1;          // the system call it sleeps in (-1: asleep outside one, e.g. a fault)
+  uint64_t sp = 0, pc = 0;
+  int status = 0;        // Reported: the wait status of a stop it entered
+};
+
+// Reads a small /proc file whole; -1 when it cannot be read (gone, or, for syscall,
+// changing state as it was read).
+ssize_t read_small(const char* path, char* buf, size_t size) {
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = ::read(fd, buf, size - 1);
+  ::close(fd);
+  if (n >= 0) buf[n] = 0;
+  return n;
+}
+
+// The number of times the thread was given a CPU: each time it runs after sleeping it
+// is counted once more, so an unchanged count means it has not run in between.
+bool cpu_turns(pid_t pid, pid_t tid, uint64_t& runs) {
+  char path[64], buf[128];
+  snprintf(path, sizeof path, "/proc/%d/task/%d/schedstat", pid, tid);
+  unsigned long long on_cpu, waited, turns;
+  if (read_small(path, buf, sizeof buf) <= 0 || sscanf(buf, "%llu %llu %llu", &on_cpu, &waited, &turns) != 3)
+    return false;
+  runs = turns;
+  return true;
+}
+
+// The order matters: the count before the snapshot (so that an unchanged count later
+// covers the whole time since the snapshot), and the wait for a reported stop after it
+// (a thread in a ptrace-stop is off the CPU too, and its report is posted before it
+// leaves the CPU, so one the snapshot saw stopped is seen here).
+Look look(pid_t pid, pid_t tid) {
+  Look l;
+  if (!cpu_turns(pid, tid, l.runs)) {
+    l.what = Look::Gone;
+    return l;
+  }
+  char path[64], buf[256];
+  snprintf(path, sizeof path, "/proc/%d/task/%d/syscall", pid, tid);
+  ssize_t n = read_small(path, buf, sizeof buf);
+  unsigned long long a[8];
+  long nr;
+  if (n > 0 && sscanf(buf, "%ld %llx %llx %llx %llx %llx %llx %llx %llx", &nr, &a[0], &a[1], &a[2], &a[3], &a[4], &a[5],
+                      &a[6], &a[7]) == 9) {
+    l = {Look::Asleep, l.runs, nr, a[6], a[7]};
+  } else if (n > 0 && sscanf(buf, "%ld %llx %llx", &nr, &a[0], &a[1]) == 3 && nr == -1) {
+    l = {Look::Asleep, l.runs, nr, a[0], a[1]};
+  }
+  int status = 0;
+  pid_t r = waitpid(tid, &status, WNOHANG | __WALL);
+  if (r == tid) {
+    l.what = WIFEXITED(status) || WIFSIGNALED(status) ? Look::Gone : Look::Reported;
+    l.status = status;
+  }
+  return l;
+}
+
+// The int3 (SIGTRAP, si_code SI_KERNEL) a thread took, still queued to it: a thread can
+// reach its interrupt's stop before the trap's signal is dequeued.
+bool trap_queued(pid_t tid) {
+  __ptrace_peeksiginfo_args args{0, 0, 8};
+  siginfo_t info[8];
+  long n = ptrace(PTRACE_PEEKSIGINFO, tid, &args, info);
+  for (long i = 0; i < n; ++i)
+    if (info[i].si_signo == SIGTRAP && info[i].si_code == SI_KERNEL) return true;
+  return false;
+}
+
 }  // namespace
 
 // --- Memory -------------------------------------------------------------------------
@@ -149,34 +225,42 @@ Status Memory::write(TargetAddr at, std::span<const uint8_t> bytes) const {
 
 // --- ThreadGroupStop ------------------------------------------------------------------
 
-Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop(pid_t pid) { return stop_some(pid, SIZE_MAX); }
+Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop(pid_t pid) { return stop_some(pid, SIZE_MAX, false); }
 
-Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_one(pid_t pid) { return stop_some(pid, 1); }
+Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_one(pid_t pid) { return stop_some(pid, 1, false); }
 
-Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_some(pid_t pid, size_t limit) {
+Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_running(pid_t pid) {
+  return stop_some(pid, SIZE_MAX, true);
+}
+
+Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_some(pid_t pid, size_t limit, bool keep_sleepers) {
   std::unique_ptr<ThreadGroupStop> g(new ThreadGroupStop(pid));
-  std::set<pid_t> seen;
+  g->keep_sleepers_ = keep_sleepers;
+  g->options_ = PTRACE_O_TRACESYSGOOD;
+  // Held sleepers can wake and create tasks: those must start stopped (see top).
+  if (keep_sleepers) g->options_ |= PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK;
   ThreadCount count(pid);
 
   // 1. Before the pause: seize (attach without stopping) every thread, re-reading the
   //    task list until it shows none we have not seized.
   for (int round = 0; round < 64 && g->threads_.size() < limit; ++round) {
-    auto fresh = g->seize_fresh(seen, limit);
+    auto fresh = g->seize_fresh(limit);
     if (!fresh) return fresh.status();
     if (*fresh == 0) break;
   }
   if (g->threads_.empty()) return error("process {}: no threads to stop (has it exited?)", pid);
 
-  // 2. The pause starts: interrupt all, then wait for all.
+  // 2. The pause starts: interrupt all (the running ones), then wait for them.
   g->timing_.first_stop = std::chrono::steady_clock::now();
-  LS_TRY(g->interrupt_and_wait(0));
+  LS_TRY(g->hold(0));
 
   // 3. A thread can still have escaped: its creator was inside clone() when it was
   //    seized (too late for the child to be traced along, too early for it to be in the
   //    list), or a listing skipped it (/proc's task list is read by position, and threads
   //    exiting meanwhile shift the positions). Stopped threads create no more threads and
-  //    do not exit, so the kernel's own count settles it: while it exceeds the threads we
-  //    hold (or a creator stopped right at clone's exit), read the list again.
+  //    do not exit (a held sleeper that wakes to do so stops first), so the kernel's own
+  //    count settles it: while it exceeds the threads we hold (or a creator stopped right
+  //    at clone's exit), read the list again.
   for (size_t checked = 0, round = 0; round < 64 && g->threads_.size() < limit; ++round) {
     bool in_clone = false;
     for (size_t i = checked; i < g->threads_.size(); ++i) {
@@ -186,13 +270,13 @@ Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_some(pid_t pid, s
     size_t held = std::count_if(g->threads_.begin(), g->threads_.end(), [](const Thread& t) { return !t.gone; });
     if (!in_clone && count.now() <= held) break;
     checked = g->threads_.size();
-    auto fresh = g->seize_fresh(seen, limit);
+    auto fresh = g->seize_fresh(limit);
     if (!fresh) return fresh.status();
     if (*fresh == 0) {
       if (round >= 8) break;   // e.g. an exited leader still counted: nothing left to find
       continue;
     }
-    LS_TRY(g->interrupt_and_wait(checked));
+    LS_TRY(g->hold(checked));
   }
 
   g->threads_.erase(std::remove_if(g->threads_.begin(), g->threads_.end(), [](const Thread& t) { return t.gone; }),
@@ -202,12 +286,12 @@ Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_some(pid_t pid, s
   return g;
 }
 
-Result<size_t> ThreadGroupStop::seize_fresh(std::set<pid_t>& seen, size_t limit) {
+Result<size_t> ThreadGroupStop::seize_fresh(size_t limit) {
   size_t added = 0;
   for (pid_t tid : list_tasks(pid_)) {
     if (threads_.size() >= limit) break;
-    if (!seen.insert(tid).second) continue;
-    if (ptrace(PTRACE_SEIZE, tid, nullptr, PTRACE_O_TRACESYSGOOD) == 0) {
+    if (!seen_.insert(tid).second) continue;
+    if (ptrace(PTRACE_SEIZE, tid, nullptr, options_) == 0) {
       threads_.push_back(Thread{tid});
       ++added;
     } else if (errno != ESRCH && !(errno == EPERM && exiting(pid_, tid))) {   // it exited meanwhile
@@ -220,23 +304,55 @@ Result<size_t> ThreadGroupStop::seize_fresh(std::set<pid_t>& seen, size_t limit)
   return added;
 }
 
-Status ThreadGroupStop::interrupt_and_wait(size_t from) {
-  for (size_t i = from; i < threads_.size(); ++i) ptrace(PTRACE_INTERRUPT, threads_[i].tid, nullptr, nullptr);
-  for (size_t i = from; i < threads_.size(); ++i) LS_TRY(wait_stopped(threads_[i]));
-  return {};
+Status ThreadGroupStop::hold(size_t from) {
+  std::vector<std::pair<size_t, int>> to_wait;   // thread, wait status already collected (-1: none)
+  for (size_t i = from; i < threads_.size(); ++i) {
+    Thread& t = threads_[i];
+    int reported = -1;
+    if (keep_sleepers_) {
+      Look l = look(pid_, t.tid);
+      if (l.what == Look::Gone) {
+        t.gone = true;
+        continue;
+      }
+      if (l.what == Look::Asleep) {
+        t.asleep = true;
+        t.runs = l.runs;
+        t.regs.rip = l.pc;
+        t.regs.rsp = l.sp;
+        t.regs.orig_rax = static_cast<uint64_t>(l.nr);
+        continue;
+      }
+      if (l.what == Look::Reported) reported = l.status;
+    }
+    ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr);
+    to_wait.emplace_back(i, reported);
+  }
+  for (auto [i, reported] : to_wait) LS_TRY(wait_stopped(threads_[i], reported));
+  return adopt_born();
 }
 
-Status ThreadGroupStop::wait_stopped(Thread& t) {
+// A SIGTRAP from an int3 at one of traps_ (rip just past it): rip goes back onto the site.
+bool ThreadGroupStop::trapped_on_site(pid_t tid, user_regs_struct& regs) const {
+  if (traps_.empty() || ptrace(PTRACE_GETREGS, tid, nullptr, &regs) != 0) return false;
+  TargetAddr at(regs.rip - 1);
+  return std::any_of(traps_.begin(), traps_.end(), [&](const TargetRange& r) { return r.start == at; });
+}
+
+Status ThreadGroupStop::wait_stopped(Thread& t, int reported) {
   for (;;) {
-    int status = 0;
-    pid_t r = waitpid(t.tid, &status, __WALL);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      if (errno == ECHILD) {
-        t.gone = true;
-        return {};
+    int status = reported;
+    reported = -1;
+    if (status == -1) {
+      pid_t r = waitpid(t.tid, &status, __WALL);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        if (errno == ECHILD) {
+          t.gone = true;
+          return {};
+        }
+        return error("thread {}: wait failed: {}", t.tid, std::strerror(errno));
       }
-      return error("thread {}: wait failed: {}", t.tid, std::strerror(errno));
     }
     if (WIFEXITED(status) || WIFSIGNALED(status)) {
       t.gone = true;
@@ -245,11 +361,34 @@ Status ThreadGroupStop::wait_stopped(Thread& t) {
     if (!WIFSTOPPED(status)) continue;
     int event = status >> 16;
     int sig = WSTOPSIG(status);
-    if (event == PTRACE_EVENT_STOP) break;   // our interrupt, or a group-stop
-    if (event == 0 && sig != (SIGTRAP | 0x80)) {
-      // A signal arrived first: keep it for resume(), let the pending interrupt stop us.
-      t.pending_signal = sig;
+    user_regs_struct regs;
+    if (event == PTRACE_EVENT_STOP) {
+      // Our interrupt (or a group-stop) — unless an int3 of ours is still queued: let
+      // it be dequeued into the signal-delivery-stop below, where it is dropped.
+      if (!(trapped_on_site(t.tid, regs) && trap_queued(t.tid))) break;
       ptrace(PTRACE_CONT, t.tid, nullptr, nullptr);
+      continue;
+    }
+    if (event == PTRACE_EVENT_CLONE || event == PTRACE_EVENT_FORK || event == PTRACE_EVENT_VFORK) {
+      unsigned long child = 0;
+      if (ptrace(PTRACE_GETEVENTMSG, t.tid, nullptr, &child) == 0 && child > 0) {
+        born_.push_back(static_cast<pid_t>(child));
+        seen_.insert(static_cast<pid_t>(child));
+      }
+    } else if (event == 0 && sig != (SIGTRAP | 0x80)) {
+      // A signal arrived first. An int3 of ours: back onto the site, signal dropped.
+      // Any other: delivered now (see top); the interrupt then stops the thread before
+      // its handler runs.
+      siginfo_t info{};
+      bool ours = sig == SIGTRAP && ptrace(PTRACE_GETSIGINFO, t.tid, nullptr, &info) == 0 &&
+                  info.si_code == SI_KERNEL && trapped_on_site(t.tid, regs);
+      if (ours) {
+        regs.rip -= 1;
+        if (ptrace(PTRACE_SETREGS, t.tid, nullptr, &regs) != 0)
+          return error("thread {}: cannot move it back onto the site it trapped on: {}", t.tid, std::strerror(errno));
+      }
+      ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr);
+      ptrace(PTRACE_CONT, t.tid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(ours ? 0 : sig)));
       continue;
     }
     ptrace(PTRACE_CONT, t.tid, nullptr, nullptr);
@@ -262,7 +401,53 @@ Status ThreadGroupStop::wait_stopped(Thread& t) {
     return error("thread {}: cannot read registers: {}", t.tid, std::strerror(errno));
   }
   t.stopped = true;
+  t.asleep = false;
   return {};
+}
+
+Status ThreadGroupStop::adopt_born() {
+  while (!born_.empty()) {
+    pid_t tid = born_.back();
+    born_.pop_back();
+    Thread t{tid};
+    LS_TRY(wait_stopped(t));   // it starts with an interrupt's stop
+    if (t.gone) continue;
+    bool same_mm = syscall(SYS_kcmp, pid_, tid, KCMP_VM, 0, 0) == 0;
+    if (same_mm) threads_.push_back(t);
+    else forked_.push_back(tid);
+  }
+  return {};
+}
+
+Result<std::vector<size_t>> ThreadGroupStop::settle() {
+  std::vector<size_t> fresh;
+  std::vector<std::pair<size_t, int>> to_wait;
+  for (size_t i = 0; i < threads_.size(); ++i) {
+    Thread& t = threads_[i];
+    uint64_t runs = 0;
+    if (t.gone || !t.asleep || (cpu_turns(pid_, t.tid, runs) && runs == t.runs)) continue;
+    // It ran. Asleep again: a new snapshot, with no interrupt to end its call.
+    Look l = look(pid_, t.tid);
+    if (l.what == Look::Gone) {
+      t.gone = true;
+      continue;
+    }
+    fresh.push_back(i);
+    if (l.what == Look::Asleep) {
+      t.runs = l.runs;
+      t.regs.rip = l.pc;
+      t.regs.rsp = l.sp;
+      t.regs.orig_rax = static_cast<uint64_t>(l.nr);
+      continue;
+    }
+    ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr);
+    to_wait.emplace_back(i, l.what == Look::Reported ? l.status : -1);
+  }
+  for (auto [i, reported] : to_wait) LS_TRY(wait_stopped(threads_[i], reported));
+  size_t before = threads_.size();
+  LS_TRY(adopt_born());
+  for (size_t i = before; i < threads_.size(); ++i) fresh.push_back(i);
+  return fresh;
 }
 
 Status ThreadGroupStop::set_regs(Thread& t, const user_regs_struct& regs) {
@@ -275,19 +460,49 @@ Status ThreadGroupStop::set_regs(Thread& t, const user_regs_struct& regs) {
 void ThreadGroupStop::resume() {
   if (resumed_) return;
   resumed_ = true;
+  // Nothing of ours may be left waiting in a sleeper that woke: a trap, a new task.
+  if (keep_sleepers_) (void)settle();
   // A thread seized but not yet stopped (we failed on the way) can only be detached
-  // from a stop.
+  // from a stop; a sleeper is left to the end of the tracer thread.
   for (auto& t : threads_)
-    if (!t.gone && !t.stopped) {
+    if (!t.gone && !t.stopped && !t.asleep) {
       ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr);
       (void)wait_stopped(t);
     }
   for (auto& t : threads_)
-    if (!t.gone) ptrace(PTRACE_DETACH, t.tid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(t.pending_signal)));
+    if (!t.gone && t.stopped)
+      ptrace(PTRACE_DETACH, t.tid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(t.pending_signal)));
+  // A process forked while sites were being written holds a copy taken at some point of
+  // it: it gets its parent's code as it is now.
+  if (!forked_.empty()) {
+    auto parent = Memory::open(pid_);
+    for (pid_t child : forked_) {
+      auto mem = Memory::open(child);
+      for (const auto& r : traps_) {
+        std::vector<uint8_t> bytes(r.size());
+        if (parent && mem && parent->read(r.start, bytes).ok()) (void)mem->write(r.start, bytes);
+      }
+      ptrace(PTRACE_DETACH, child, nullptr, nullptr);
+    }
+  }
   timing_.resumed = std::chrono::steady_clock::now();
 }
 
 ThreadGroupStop::~ThreadGroupStop() { resume(); }
+
+void on_tracer_thread(const std::function<void()>& fn) {
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 1 << 20);   // locked and touched in a guardian child: keep it small
+  auto run = [](void* arg) -> void* {
+    (*static_cast<const std::function<void()>*>(arg))();
+    return nullptr;
+  };
+  pthread_t thread;
+  if (pthread_create(&thread, &attr, run, const_cast<std::function<void()>*>(&fn)) == 0) pthread_join(thread, nullptr);
+  else fn();   // no thread to spare: sleepers then stay seized until this process ends
+  pthread_attr_destroy(&attr);
+}
 
 // --- RemoteSyscall --------------------------------------------------------------------
 

@@ -160,13 +160,17 @@ class StandIn {
 void rehearse(pid_t target, const std::vector<Guarded>& guarded, StackScratch& scratch) {
   StandIn stand_in;
   if (stand_in.pid() <= 0) return;
-  CpuScope cpu(target);
-  RealtimeScope realtime;
-  auto stop = ThreadGroupStop::stop(stand_in.pid());
-  if (!stop) return;
-  auto maps = read_maps(stand_in.pid());
-  if (maps) (void)check_threads(stand_in.pid(), *maps, (*stop)->threads(), guarded, start_stack(stand_in.pid()), scratch);
-  (*stop)->resume();
+  on_tracer_thread([&] {
+    CpuScope cpu(target);
+    RealtimeScope realtime;
+    auto stop = ThreadGroupStop::stop_running(stand_in.pid());
+    if (!stop) return;
+    auto maps = read_maps(stand_in.pid());
+    if (maps)
+      (void)check_threads(stand_in.pid(), *maps, (*stop)->threads(), guarded, start_stack(stand_in.pid()), scratch);
+    (void)(*stop)->settle();
+    (*stop)->resume();
+  });
 }
 
 // The stack pointer a thread blocked in a system call will return to user space with
@@ -368,42 +372,84 @@ StackScratch::StackScratch() : buffer(kBytes) {
   remote.reserve(kMaxPieces);
 }
 
+namespace {
+
+// One attempt, on the tracer thread: stop, check, arm, settle, check what ran, finish.
+struct Attempt {
+  std::optional<Blocker> blocker;   // the attempt changed nothing
+  double pause_us = 0;
+  std::string note;                 // where the pause went
+};
+
+Result<Attempt> attempt(pid_t pid, const Memory& mem, const std::vector<Mapping>& maps,
+                        const std::vector<Guarded>& guarded, const std::vector<SiteEdit>& edits,
+                        TargetAddr main_stack_start, StackScratch& scratch) {
+  CpuScope cpu(pid);
+  RealtimeScope realtime;
+  auto stop = ThreadGroupStop::stop_running(pid);
+  if (!stop) return stop.status();
+  const std::vector<Thread>& threads = (*stop)->threads();
+  auto blocker = check_threads(pid, maps, threads, guarded, main_stack_start, scratch);
+  if (!blocker) return blocker.status();
+  if (blocker->has_value()) return Attempt{*blocker};
+  auto checked = std::chrono::steady_clock::now();
+  size_t checked_kib = scratch.bytes_read / 1024;
+
+  // From here a sleeper that wakes and enters a site traps (and stops, being seized).
+  SiteWriter writer(mem, edits);
+  (*stop)->expect_traps(writer.sites());
+  LS_TRY(writer.arm());
+  // One that ran between its snapshot and the int3s may be anywhere: look again.
+  auto woke = (*stop)->settle();
+  if (!woke) return woke.status();
+  if (!woke->empty()) {
+    std::vector<Thread> again;
+    for (size_t i : *woke) again.push_back(threads[i]);
+    blocker = check_threads(pid, maps, again, guarded, main_stack_start, scratch);
+    if (!blocker) return blocker.status();
+    if (blocker->has_value()) return Attempt{*blocker};   // the writer puts the sites back
+  }
+  auto settled = std::chrono::steady_clock::now();
+  LS_TRY(writer.finish());
+  auto written = std::chrono::steady_clock::now();
+  (*stop)->resume();
+  const auto& tm = (*stop)->timing();
+  auto us = [](auto a, auto b) { return std::chrono::duration<double, std::micro>(b - a).count(); };
+  size_t asleep = std::count_if(threads.begin(), threads.end(), [](const Thread& t) { return t.asleep; });
+  Attempt done;
+  done.pause_us = tm.pause_us();
+  done.note = fmt::format("pause: stop {:.0f} us, check {:.0f} us ({} KiB of stacks), settle {:.0f} us ({} woke), "
+                          "write {:.0f} us, resume {:.0f} us ({} threads, {} held asleep)",
+                          us(tm.first_stop, tm.all_stopped), us(tm.all_stopped, checked), checked_kib,
+                          us(checked, settled), woke->size(), us(settled, written), us(written, tm.resumed),
+                          threads.size(), asleep);
+  return done;
+}
+
+}  // namespace
+
 Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& maps,
-                           const std::vector<Guarded>& guarded, int retries, int delay_ms,
-                           const std::function<Status()>& before_attempt, const std::function<Status()>& act) {
+                           const std::vector<Guarded>& guarded, const std::vector<SiteEdit>& edits, int retries,
+                           int delay_ms, const std::function<Status()>& before_attempt) {
+  auto mem = Memory::open(pid);
+  if (!mem) return mem.status();
   std::optional<Blocker> last;
   StackScratch scratch;
   TargetAddr main_stack_start = start_stack(pid);
   rehearse(pid, guarded, scratch);
   warm_target(pid, maps, main_stack_start, guarded, scratch);
-  for (int attempt = 0; attempt <= retries; ++attempt) {
+  for (int n = 0; n <= retries; ++n) {
     LS_TRY(before_attempt());
-    CpuScope cpu(pid);
-    RealtimeScope realtime;
-    auto stop = ThreadGroupStop::stop(pid);
-    if (!stop) return stop.status();
-    auto blocker = check_threads(pid, maps, (*stop)->threads(), guarded, main_stack_start, scratch);
-    auto checked = std::chrono::steady_clock::now();
-    if (!blocker) return blocker.status();
-    if (blocker->has_value()) {
-      (*stop)->resume();
-      realtime.end();
-      cpu.end();
-      last = **blocker;
+    Result<Attempt> outcome = error("the attempt did not run");
+    on_tracer_thread([&] { outcome = attempt(pid, *mem, maps, guarded, edits, main_stack_start, scratch); });
+    if (!outcome) return outcome.status();
+    if (outcome->blocker) {
+      last = outcome->blocker;
       std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
       continue;
     }
-    Status done = act();
-    auto acted = std::chrono::steady_clock::now();
-    (*stop)->resume();
-    LS_TRY(done);
-    const auto& tm = (*stop)->timing();
-    auto us = [](auto a, auto b) { return std::chrono::duration<double, std::micro>(b - a).count(); };
-    ctx.note(fmt::format("pause: stop {:.0f} us, check {:.0f} us ({} KiB of stacks), splice {:.0f} us, "
-                         "resume {:.0f} us ({} threads)",
-                         us(tm.first_stop, tm.all_stopped), us(tm.all_stopped, checked), scratch.bytes_read / 1024,
-                         us(checked, acted), us(acted, tm.resumed), (*stop)->threads().size()));
-    return SafeStop{tm.pause_us(), attempt + 1};
+    ctx.note(outcome->note);
+    return SafeStop{outcome->pause_us, n + 1};
   }
   return Status::error(fmt::format("gave up after {} attempts, nothing changed: {}", retries + 1,
                                    last ? last->describe() : "unknown"),
