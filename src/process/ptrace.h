@@ -38,6 +38,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <set>
 #include <span>
@@ -48,6 +49,9 @@
 #include "core/result.h"
 
 namespace ls::proc {
+
+class TaskFiles;
+class ThreadCount;
 
 // Memory of a live process through /proc/PID/mem; works whether or not it is stopped.
 class Memory {
@@ -102,9 +106,16 @@ class ThreadGroupStop {
   // Stops a single thread (the first that can be seized, the leader if alive) and lets
   // the others run: enough to borrow it for RemoteSyscall.
   static Result<std::unique_ptr<ThreadGroupStop>> stop_one(pid_t pid);
-  // Stops the threads that are running and holds those asleep in the kernel asleep (see
-  // top). Only on a thread of on_tracer_thread(): the sleepers stay seized until it ends.
-  static Result<std::unique_ptr<ThreadGroupStop>> stop_running(pid_t pid);
+  // Seizes every thread and stops none: those asleep in the kernel are held asleep (see
+  // top; their registers are the snapshot's), those running are left running until
+  // stop_running(). Only on a thread of on_tracer_thread(): the sleepers stay seized
+  // until it ends.
+  static Result<std::unique_ptr<ThreadGroupStop>> seize_all(pid_t pid);
+  // After seize_all(): stops the threads found running (the pause starts), unless one is
+  // asleep by now (then it is held asleep), and catches escaped ones as stop() does.
+  // Returns the indices of the threads whose registers are new, which have not been
+  // checked.
+  Result<std::vector<size_t>> stop_running();
   ~ThreadGroupStop();
   ThreadGroupStop(const ThreadGroupStop&) = delete;
   ThreadGroupStop& operator=(const ThreadGroupStop&) = delete;
@@ -125,21 +136,30 @@ class ThreadGroupStop {
   const StopTiming& timing() const { return timing_; }
 
  private:
-  explicit ThreadGroupStop(pid_t pid) : pid_(pid) {}
+  explicit ThreadGroupStop(pid_t pid);
   static Result<std::unique_ptr<ThreadGroupStop>> stop_some(pid_t pid, size_t limit, bool keep_sleepers);
   // Seizes the threads in the task list not in seen_ (adding them), up to `limit` in all;
   // returns how many were added.
   Result<size_t> seize_fresh(size_t limit);
-  // Stops threads [from, end) (with keep_sleepers_, only those not asleep).
-  Status hold(size_t from);
+  // Stops threads [from, end) not stopped yet; with keep_sleepers_, a thread found
+  // asleep is held asleep instead. Adds the indices of those it changed to `fresh`.
+  Status hold(size_t from, std::vector<size_t>& fresh);
+  // Step 3 of a stop (ptrace.cc): threads that escaped the task list.
+  Status catch_escaped(size_t limit, std::vector<size_t>& fresh);
+  // Holds `t` asleep with the snapshot `l` (a Look, ptrace.cc).
+  template <typename L>
+  void hold_asleep(Thread& t, const L& l);
+  TaskFiles& files(pid_t tid);
   // Waits for `t`'s interrupt stop; `reported` is a wait status already collected.
   Status wait_stopped(Thread& t, int reported = -1);
   bool trapped_on_site(pid_t tid, user_regs_struct& regs) const;
   // Tasks created by held threads since the last call: threads join the stopped ones,
   // processes are held in forked_.
-  Status adopt_born();
+  Status adopt_born(std::vector<size_t>& fresh);
 
   pid_t pid_;
+  std::unique_ptr<ThreadCount> count_;
+  std::map<pid_t, std::unique_ptr<TaskFiles>> files_;
   bool keep_sleepers_ = false;
   unsigned long options_ = 0;     // PTRACE_SEIZE options
   std::set<pid_t> seen_;

@@ -163,9 +163,10 @@ void rehearse(pid_t target, const std::vector<Guarded>& guarded, StackScratch& s
   on_tracer_thread([&] {
     CpuScope cpu(target);
     RealtimeScope realtime;
-    auto stop = ThreadGroupStop::stop_running(stand_in.pid());
+    auto stop = ThreadGroupStop::seize_all(stand_in.pid());
     if (!stop) return;
     auto maps = read_maps(stand_in.pid());
+    (void)(*stop)->stop_running();
     if (maps)
       (void)check_threads(stand_in.pid(), *maps, (*stop)->threads(), guarded, start_stack(stand_in.pid()), scratch);
     (void)(*stop)->settle();
@@ -374,7 +375,8 @@ StackScratch::StackScratch() : buffer(kBytes) {
 
 namespace {
 
-// One attempt, on the tracer thread: stop, check, arm, settle, check what ran, finish.
+// One attempt, on the tracer thread: seize, check the sleepers, stop the running
+// threads (the pause starts) and check them, arm, settle and check what ran, finish.
 struct Attempt {
   std::optional<Blocker> blocker;   // the attempt changed nothing
   double pause_us = 0;
@@ -386,43 +388,60 @@ Result<Attempt> attempt(pid_t pid, const Memory& mem, const std::vector<Mapping>
                         TargetAddr main_stack_start, StackScratch& scratch) {
   CpuScope cpu(pid);
   RealtimeScope realtime;
-  auto stop = ThreadGroupStop::stop_running(pid);
-  if (!stop) return stop.status();
-  const std::vector<Thread>& threads = (*stop)->threads();
-  auto blocker = check_threads(pid, maps, threads, guarded, main_stack_start, scratch);
+  auto group = ThreadGroupStop::seize_all(pid);
+  if (!group) return group.status();
+  ThreadGroupStop& stop = **group;
+  const std::vector<Thread>& threads = stop.threads();
+  // The threads in `which`, checked; nullopt when none blocks.
+  auto check = [&](const std::vector<size_t>& which) -> Result<std::optional<Blocker>> {
+    if (which.empty()) return std::optional<Blocker>();
+    std::vector<Thread> some;
+    for (size_t i : which) some.push_back(threads[i]);
+    return check_threads(pid, maps, some, guarded, main_stack_start, scratch);
+  };
+
+  // Before the pause: the sleepers, from their snapshots (settle() proves them still
+  // valid once the sites are armed).
+  std::vector<size_t> asleep;
+  for (size_t i = 0; i < threads.size(); ++i)
+    if (threads[i].asleep) asleep.push_back(i);
+  auto blocker = check(asleep);
+  if (!blocker) return blocker.status();
+  if (blocker->has_value()) return Attempt{*blocker};
+  size_t asleep_kib = scratch.bytes_read / 1024;
+
+  auto stopped = stop.stop_running();
+  if (!stopped) return stopped.status();
+  blocker = check(*stopped);
   if (!blocker) return blocker.status();
   if (blocker->has_value()) return Attempt{*blocker};
   auto checked = std::chrono::steady_clock::now();
-  size_t checked_kib = scratch.bytes_read / 1024;
 
   // From here a sleeper that wakes and enters a site traps (and stops, being seized).
   SiteWriter writer(mem, edits);
-  (*stop)->expect_traps(writer.sites());
+  stop.expect_traps(writer.sites());
   LS_TRY(writer.arm());
   // One that ran between its snapshot and the int3s may be anywhere: look again.
-  auto woke = (*stop)->settle();
+  auto woke = stop.settle();
   if (!woke) return woke.status();
-  if (!woke->empty()) {
-    std::vector<Thread> again;
-    for (size_t i : *woke) again.push_back(threads[i]);
-    blocker = check_threads(pid, maps, again, guarded, main_stack_start, scratch);
-    if (!blocker) return blocker.status();
-    if (blocker->has_value()) return Attempt{*blocker};   // the writer puts the sites back
-  }
+  blocker = check(*woke);
+  if (!blocker) return blocker.status();
+  if (blocker->has_value()) return Attempt{*blocker};   // the writer puts the sites back
   auto settled = std::chrono::steady_clock::now();
   LS_TRY(writer.finish());
   auto written = std::chrono::steady_clock::now();
-  (*stop)->resume();
-  const auto& tm = (*stop)->timing();
+  stop.resume();
+  const auto& tm = stop.timing();
   auto us = [](auto a, auto b) { return std::chrono::duration<double, std::micro>(b - a).count(); };
-  size_t asleep = std::count_if(threads.begin(), threads.end(), [](const Thread& t) { return t.asleep; });
+  size_t held = std::count_if(threads.begin(), threads.end(), [](const Thread& t) { return t.asleep; });
   Attempt done;
   done.pause_us = tm.pause_us();
-  done.note = fmt::format("pause: stop {:.0f} us, check {:.0f} us ({} KiB of stacks), settle {:.0f} us ({} woke), "
-                          "write {:.0f} us, resume {:.0f} us ({} threads, {} held asleep)",
-                          us(tm.first_stop, tm.all_stopped), us(tm.all_stopped, checked), checked_kib,
-                          us(checked, settled), woke->size(), us(settled, written), us(written, tm.resumed),
-                          threads.size(), asleep);
+  done.note = fmt::format("pause: stop {:.0f} us, check {:.0f} us, arm and settle {:.0f} us ({} woke), "
+                          "write {:.0f} us, resume {:.0f} us; {} threads, {} held asleep (checked before the "
+                          "pause: {} KiB of their stacks)",
+                          us(tm.first_stop, tm.all_stopped), us(tm.all_stopped, checked), us(checked, settled),
+                          woke->size(), us(settled, written), us(written, tm.resumed), threads.size(), held,
+                          asleep_kib);
   return done;
 }
 

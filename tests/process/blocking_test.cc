@@ -2,10 +2,12 @@
 // `blocking` runs one thread per kind of blocking call (epoll_wait, recv and read on a
 // socket, sigtimedwait, semop, futex, inotify read, poll, nanosleep, accept), with a
 // finite timeout or an infinite one ended by an event, and prints per call its result
-// and how late it returned. The program first runs untouched (the control: the
-// machine's noise in this very run), then is updated and undone repeatedly; during that
-// no call may fail with EINTR or any other error, none may return early, and none may
-// return later than the same kind did in the control, give or take the run's noise.
+// and how late it returned. Two copies run side by side: one is updated and undone
+// repeatedly, the other (the control) is left alone and shows the machine's noise over
+// the very same time. In the updated one no call may fail (EINTR or any error), none may
+// return early, and none may be late beyond the control's latest — save one per kind:
+// a loaded machine stalls one process now and then, while a call restarted with its
+// full timeout would be late at almost every update.
 #include <gtest/gtest.h>
 #include <sys/sem.h>
 
@@ -62,22 +64,20 @@ class Blocking : public PtraceTest {
 TEST_F(Blocking, CallsDoNotNoticeUpdates) {
   build_case("blocking", src());
   Program prog({src() + "/prog"}, Program::Options{src()});
-  size_t ready = prog.wait_for("ready:", 0, 10s);
+  Program control({src() + "/prog"}, Program::Options{src()});
   struct SemGuard {
-    int id = -1;
+    std::vector<int> ids;
     ~SemGuard() {
-      if (id >= 0) semctl(id, 0, IPC_RMID);
+      for (int id : ids) semctl(id, 0, IPC_RMID);
     }
   } sems;
-  if (auto at = prog.find("semaphores ")) sems.id = std::stoi(prog.line(*at).substr(11));
+  for (Program* p : {&prog, &control}) {
+    p->wait_for("ready:", 0, 10s);
+    if (auto at = p->find("semaphores ")) sems.ids.push_back(std::stoi(p->line(*at).substr(11)));
+  }
   create_update(src(), case_dir("blocking") + "/fix.patch", update());
 
-  // The control: the same calls with no update, long enough for every finite kind to
-  // time out a dozen times.
-  size_t control_from = prog.line_count();
-  std::this_thread::sleep_for(3s);
-  size_t updates_from = prog.line_count();
-  ASSERT_GT(updates_from, ready);
+  size_t prog_from = prog.line_count(), control_from = control.line_count();
   const int cycles = 8;
   for (int i = 0; i < cycles; ++i) {
     apply_ok(prog, update());
@@ -87,37 +87,33 @@ TEST_F(Blocking, CallsDoNotNoticeUpdates) {
   }
   std::this_thread::sleep_for(500ms);   // calls under way at the last undo end
   expect_alive_and_running(prog);
+  std::vector<Call> updated = calls(prog.lines(prog_from));
+  std::vector<Call> alone = calls(control.lines(control_from));
 
-  std::vector<std::string> all = prog.lines(control_from);
-  std::vector<Call> control = calls({all.begin(), all.begin() + static_cast<long>(updates_from - control_from)});
-  std::vector<Call> updated = calls({all.begin() + static_cast<long>(updates_from - control_from), all.end()});
-
-  // The run's noise: the latest any call of any kind returned in the control.
-  std::map<std::string, std::pair<long, long>> range;   // kind -> control min, max late
-  long noise = 0;
-  for (const auto& c : control) {
+  std::map<std::string, long> earliest;   // per kind, in the control
+  long noise = 0;                         // the control's latest call, any kind
+  for (const auto& c : alone) {
     ASSERT_TRUE(expected_result(c) && !c.early) << "the program misbehaves without any update: " << c.line;
-    auto [it, fresh] = range.try_emplace(c.kind, c.late, c.late);
-    it->second = {std::min(it->second.first, c.late), std::max(it->second.second, c.late)};
+    auto [it, fresh] = earliest.try_emplace(c.kind, c.late);
+    it->second = std::min(it->second, c.late);
     noise = std::max(noise, c.late);
   }
-  ASSERT_EQ(range.size(), 15u) << "every kind must have returned in the control:\n" << prog.tail(40);
+  ASSERT_EQ(earliest.size(), 15u) << "every kind must have returned in the control:\n" << control.tail(40);
 
-  std::map<std::string, int> seen;
+  std::map<std::string, int> seen, late;
   for (const auto& c : updated) {
     ++seen[c.kind];
     EXPECT_TRUE(expected_result(c)) << "a call failed during the updates: " << c.line;
     EXPECT_FALSE(c.early) << "returned with no event made: " << c.line;
-    auto [lo, hi] = range.at(c.kind);
-    // Early: sooner after its timeout than any call of its kind without updates (1 ms
-    // of slack for timers rounding). Late: later than the control's latest of its kind
-    // by more than the latest of any kind (a timeout restarted from its full value is
-    // late by up to its whole length).
-    EXPECT_GE(c.late, std::min(lo, 0L) - 1000) << "returned early: " << c.line;
-    EXPECT_LE(c.late, hi + noise) << "returned late (control: " << lo << ".." << hi << " us, noise " << noise
-                                  << " us): " << c.line;
+    if (c.early || !earliest.count(c.kind)) continue;
+    // 1 ms of slack for timers rounding.
+    EXPECT_GE(c.late, std::min(earliest.at(c.kind), 0L) - 1000) << "returned early: " << c.line;
+    // Late: more than twice the control's latest (timers of some kinds tick in
+    // jiffies: two calls alike can differ by one).
+    if (c.late > 2 * noise && ++late[c.kind] > 1)
+      ADD_FAILURE() << "late again (the control's latest: " << noise << " us): " << c.line;
   }
-  for (const auto& [kind, _] : range)
+  for (const auto& [kind, _] : earliest)
     EXPECT_GE(seen[kind], 2) << kind << " hardly returned during the updates:\n" << prog.tail(40);
 }
 

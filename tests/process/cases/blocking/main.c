@@ -7,7 +7,8 @@
  * its timeout result, and `late` is how long after the timeout it returned (negative:
  * early). An "infinite" kind waits with no timeout for an event a driver thread makes
  * every POKE_MS: it must return that event, and `late` is how long after the event it
- * returned ("late=early" when it returned with no event made since it started).
+ * returned ("late=early" when it returned with no event made since it started; one
+ * event per call).
  * The main thread prints sentinel() every 50 ms: the function the update replaces.
  * An update must not show in any of these: no EINTR, nothing early, nothing late
  * beyond what the same calls show with no update. */
@@ -55,6 +56,7 @@ struct kind {
 	int extra;
 	pid_t tid;
 	_Atomic long poked_us;          /* when the driver last made the event */
+	_Atomic int waiting;            /* the last event was taken: make the next */
 };
 
 static const struct timespec wait_ts = { 0, WAIT_MS * 1000000L };
@@ -230,6 +232,9 @@ static void *waiter(void *arg)
 	k->tid = (pid_t)syscall(SYS_gettid);
 	for (;;) {
 		long start = now_us();
+		/* Only now may the driver make the next event (so that it is never made before
+		 * `start`, and never two pile up to end two calls at once). */
+		atomic_store(&k->waiting, 1);
 		errno = 0;
 		long r = k->call(k);
 		int err = r < 0 ? errno : 0;
@@ -255,7 +260,7 @@ static void *driver(void *arg)
 		struct timespec t = { 0, POKE_MS * 1000000L };
 		nanosleep(&t, NULL);
 		for (size_t i = 0; i < NKINDS; ++i)
-			if (!kinds[i].finite) {
+			if (!kinds[i].finite && atomic_exchange(&kinds[i].waiting, 0)) {
 				atomic_store(&kinds[i].poked_us, now_us());
 				kinds[i].poke(&kinds[i]);
 			}
