@@ -533,7 +533,7 @@ Status ThreadGroupStop::adopt_born(std::vector<size_t>& fresh) {
   return {};
 }
 
-Result<std::vector<size_t>> ThreadGroupStop::settle() {
+Result<std::vector<size_t>> ThreadGroupStop::settle(bool stop_awake) {
   std::vector<size_t> fresh;
   std::vector<std::pair<size_t, int>> to_wait;
   for (size_t i = 0; i < threads_.size(); ++i) {
@@ -544,6 +544,10 @@ Result<std::vector<size_t>> ThreadGroupStop::settle() {
     Look l = look(files(t.tid), t.tid);
     if (l.what == Look::Gone) {
       t.gone = true;
+      continue;
+    }
+    if (l.what == Look::Running && !stop_awake) {
+      t.asleep = false;   // for stop_running()
       continue;
     }
     fresh.push_back(i);

@@ -127,9 +127,10 @@ class ThreadGroupStop {
   // range is what a process forked meanwhile gets copied from its parent before it runs.
   void expect_traps(std::vector<TargetRange> sites) { traps_ = std::move(sites); }
   // Brings every sleeper that ran since its snapshot to a known state again: asleep
-  // (a new snapshot) or stopped. Returns the indices of the threads whose registers are
-  // new, which have not been checked.
-  Result<std::vector<size_t>> settle();
+  // (a new snapshot) or stopped; without `stop_awake`, one running is only no longer
+  // counted asleep (before stop_running(), which stops it). Returns the indices of the
+  // threads whose registers are new, which have not been checked.
+  Result<std::vector<size_t>> settle(bool stop_awake = true);
   // Resumes and detaches every stopped thread (settling sleepers first, so that none is
   // left in a stop of ours); idempotent. Records timing.resumed.
   void resume();

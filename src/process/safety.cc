@@ -409,6 +409,18 @@ Result<Attempt> attempt(pid_t pid, const Memory& mem, const std::vector<Mapping>
   if (!blocker) return blocker.status();
   if (blocker->has_value()) return Attempt{*blocker};
   size_t asleep_kib = scratch.bytes_read / 1024;
+  // Those that ran while the others were checked, again (shorter each time), so that
+  // few are left to run between their snapshot and the int3s: each one that did costs
+  // a look and a check inside the pause.
+  for (int round = 0; round < 4 && !asleep.empty(); ++round) {
+    auto again = stop.settle(false);
+    if (!again) return again.status();
+    blocker = check(*again);
+    if (!blocker) return blocker.status();
+    if (blocker->has_value()) return Attempt{*blocker};
+    if (again->size() * 8 < asleep.size()) break;
+    asleep = std::move(*again);
+  }
 
   auto stopped = stop.stop_running();
   if (!stopped) return stopped.status();

@@ -1,5 +1,6 @@
-// The safety check: with every thread stopped, is any thread executing, or will any
-// return into, code that is about to be replaced (or, for undo, removed)?
+// The safety check: with every thread stopped or held asleep (ptrace.h), is any thread
+// executing, or will any return into, code that is about to be replaced (or, for undo,
+// removed)?
 //
 // What is hard is doing it fast enough to sit inside the pause for hundreds of threads.
 // Unwinding each stack precisely (libdwfl) costs milliseconds per thread and fails in

@@ -4,10 +4,10 @@
 // finite timeout or an infinite one ended by an event, and prints per call its result
 // and how late it returned. Two copies run side by side: one is updated and undone
 // repeatedly, the other (the control) is left alone and shows the machine's noise over
-// the very same time. In the updated one no call may fail (EINTR or any error), none may
-// return early, and none may be late beyond the control's latest — save one per kind:
-// a loaded machine stalls one process now and then, while a call restarted with its
-// full timeout would be late at almost every update.
+// the very same time. In the updated one no call may fail (EINTR or any error), none
+// may return early, and none may be late beyond twice the control's latest — save one
+// per kind: a loaded machine stalls one process now and then, while a call restarted
+// with its full timeout would be late at almost every update.
 #include <gtest/gtest.h>
 #include <sys/sem.h>
 
