@@ -483,6 +483,7 @@ Status ThreadGroupStop::wait_stopped(Thread& t, int reported) {
       bool ours = sig == SIGTRAP && ptrace(PTRACE_GETSIGINFO, t.tid, nullptr, &info) == 0 &&
                   info.si_code == SI_KERNEL && trapped_on_site(t.tid, regs);
       if (ours) {
+        ++trapped_;
         regs.rip -= 1;
         if (ptrace(PTRACE_SETREGS, t.tid, nullptr, &regs) != 0)
           return error("thread {}: cannot move it back onto the site it trapped on: {}", t.tid, std::strerror(errno));

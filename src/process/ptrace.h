@@ -135,6 +135,8 @@ class ThreadGroupStop {
   // left in a stop of ours); idempotent. Records timing.resumed.
   void resume();
   const StopTiming& timing() const { return timing_; }
+  // How many times a thread trapped on one of expect_traps()'s sites.
+  size_t trapped() const { return trapped_; }
 
  private:
   explicit ThreadGroupStop(pid_t pid);
@@ -168,6 +170,7 @@ class ThreadGroupStop {
   std::vector<pid_t> born_;       // reported by their creators, not yet waited for
   std::vector<pid_t> forked_;     // other processes, stopped
   std::vector<TargetRange> traps_;
+  size_t trapped_ = 0;
   StopTiming timing_;
   bool resumed_ = false;
 };

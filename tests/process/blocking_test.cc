@@ -118,3 +118,43 @@ TEST_F(Blocking, CallsDoNotNoticeUpdates) {
 }
 
 }  // namespace
+
+namespace {
+
+// Sleepers are not stopped, so one can wake while the jumps are being written and
+// enter a replaced function right then: it must trap on the int3 at the site, be put
+// back on it, and go on into the finished jump (or the original code), never run half
+// a jump nor die of the SIGTRAP. The case `wakers` has eight threads calling the
+// replaced function every 50 us; the updates go on until threads have trapped on a
+// site (apply -v counts them) in at least three stops.
+TEST_F(Blocking, ThreadsWakingIntoASiteBeingWritten) {
+  build_case("wakers", src());
+  Program prog({src() + "/prog"});
+  prog.wait_for("sentinel 1001", 0, 5s);
+  create_update(src(), case_dir("wakers") + "/fix.patch", update());
+  static const std::regex trapped_re(R"((\d+) trapped on a site)");
+  int stops_with_traps = 0, stops = 0;
+  auto step = [&](const std::vector<std::string>& args, const std::string& now_prints) {
+    RunResult r = ls(args);
+    ASSERT_EQ(r.status, 0) << r.describe();
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(r.err, m, trapped_re)) << "-v must say how many threads trapped:\n" << r.describe();
+    ++stops;
+    if (std::stoi(m[1]) > 0) ++stops_with_traps;
+    prog.wait_for(now_prints, prog.line_count(), 5s);
+    ASSERT_TRUE(prog.running()) << prog.state() << "\n" << prog.tail();
+  };
+  const std::string pid = std::to_string(prog.pid());
+  while (stops_with_traps < 3 && stops < 200) {
+    step({"-v", "apply", "--pid", pid, update()}, "sentinel 2002");
+    step({"-v", "undo", "--pid", pid}, "sentinel 1001");
+  }
+  expect_alive_and_running(prog);
+  EXPECT_FALSE(prog.find("bad value")) << prog.tail();
+  EXPECT_GE(stops_with_traps, 3) << "in " << stops << " stops, too few threads woke into a site for this test to "
+                                 << "say anything (the machine ran none of them while sites were written)";
+  RecordProperty("stops", stops);
+  RecordProperty("stops_with_traps", stops_with_traps);
+}
+
+}  // namespace
