@@ -12,7 +12,7 @@
 //    show it, and only then is the list read again inside the pause.
 //  - Blocking syscalls: interrupting a thread blocked in one ends the call. Most calls
 //    restart by themselves, but epoll_wait, recv with SO_RCVTIMEO, sigtimedwait, semop
-//    and others (signal(7)) return EINTR to the program. So stop_running() leaves a
+//    and others (signal(7)) return EINTR to the program. So seize_all() leaves a
 //    thread asleep in the kernel asleep: seized, never interrupted, its user pc and sp
 //    read from /proc/PID/task/TID/syscall (a consistent snapshot the kernel takes while
 //    the thread is off the CPU), and how many times it has been given a CPU read just
@@ -24,7 +24,7 @@
 //    starts stopped and is held; a forked process gets its parent's code at the sites
 //    before it runs). A seized thread cannot be detached without stopping it, and
 //    stopping is what wakes it: sleepers are released by the kernel, untouched, when
-//    the tracer thread exits, so stop_running() is for on_tracer_thread() only.
+//    the tracer thread exits, so seize_all() is for on_tracer_thread() only.
 //  - RemoteSyscall borrows a thread's registers; when it gives them back it performs the
 //    restart the kernel would have (rip back onto the syscall instruction), because the
 //    kernel's restart bookkeeping was consumed by the borrowed syscall.
@@ -83,7 +83,7 @@ struct Thread {
   int pending_signal = 0;        // given back on resume (RemoteSyscall)
   bool gone = false;             // exited while we held it
   bool stopped = false;          // in a ptrace-stop (seized threads start running)
-  bool asleep = false;           // held asleep in the kernel, not stopped (stop_running)
+  bool asleep = false;           // held asleep in the kernel, not stopped (seize_all)
   uint64_t runs = 0;             // a sleeper's count of CPU turns, read before its snapshot
 };
 
@@ -176,7 +176,7 @@ class ThreadGroupStop {
 };
 
 // Runs `fn` on a new thread of this process and waits for it. The kernel detaches the
-// tasks that thread leaves seized when it exits, without waking them: stop_running()'s
+// tasks that thread leaves seized when it exits, without waking them: seize_all()'s
 // sleepers.
 void on_tracer_thread(const std::function<void()>& fn);
 
