@@ -245,12 +245,9 @@ ObjectDiff diff_objects(Context& ctx, const elf::Object& pre, const elf::Object&
 
   ctx.note(fmt::format("{}: {} + {} units compared in {:.3f} s", post.path(), P.all().size(), Q.all().size(), elapsed()));
   if (options.check_layouts && out.has_changes()) {
-    for (auto& line : changed_layouts(ctx, pre, post))
-      out.unsafe.push_back({line.substr(0, line.find(':')), post.path(),
-                            "layout of a type used by the patched code changed: " + line.substr(line.find(':') + 2) +
-                                "; data of this type in the running program keeps the old layout"});
+    for (auto& c : changed_types(ctx, pre, post)) out.unsafe.push_back({c.type, post.path(), c.reason});
   }
-  ctx.note(fmt::format("{}: struct layouts checked, {:.3f} s in all", post.path(), elapsed()));
+  ctx.note(fmt::format("{}: struct layouts and enums checked, {:.3f} s in all", post.path(), elapsed()));
   return out;
 }
 

@@ -9,7 +9,7 @@
 // The stages are separate files: correlate.cc pairs pre and post symbols (GCC clone
 // suffixes, static locals by owner, aliases), compare.cc decides equality (bytes outside
 // relocation sites plus relocations compared by what they point at), layout.cc compares
-// struct layouts from DWARF, and differ.cc runs them and computes what to include.
+// struct layouts and enum values from DWARF, and differ.cc runs them and computes what to include.
 #pragma once
 
 #include <string>
@@ -73,7 +73,7 @@ struct ObjectDiff {
 };
 
 struct DiffOptions {
-  bool check_layouts = true;        // compare struct layouts using DWARF when present
+  bool check_layouts = true;        // compare struct layouts and enum values (DWARF, when present)
 };
 
 // Throws ls::Error for malformed input or objects that are not a pre/post pair of

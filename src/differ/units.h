@@ -99,7 +99,12 @@ std::string describe(const Units& side, const Reference& ref);
 std::optional<std::string> compare_units(const Units& pre, const Unit& a, const Units& post,
                                          const Unit& b);
 
-// DWARF struct layouts that differ between the two objects: "struct S: ..." lines.
-std::vector<std::string> changed_layouts(Context& ctx, const elf::Object& pre, const elf::Object& post);
+// A type whose layout or values data in the running program depends on, changed
+// between pre and post (from DWARF; layout.cc): "struct S" / "enum <anon: A,...>" and why.
+struct TypeChange {
+  std::string type;
+  std::string reason;
+};
+std::vector<TypeChange> changed_types(Context& ctx, const elf::Object& pre, const elf::Object& post);
 
 }  // namespace ls::diff

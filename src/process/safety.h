@@ -2,17 +2,24 @@
 // executing, or will any return into, code that is about to be replaced (or, for undo,
 // removed)?
 //
-// What is hard is doing it fast enough to sit inside the pause for hundreds of threads.
-// Unwinding each stack precisely (libdwfl) costs milliseconds per thread and fails in
-// code without CFI, such as our own new code. So the check is conservative and cheap:
-// every thread's PC, then every 8-byte word of its live stack (rsp to the top of the
-// mapping holding it), read for all threads with as few process_vm_readv calls as a
-// pre-touched buffer allows (no allocation, no page fault inside the pause). A word counts as
-// a return address into a guarded range when it falls inside it and the bytes before it
-// decode as a call — or, regardless of that, when it points into the bytes a trampoline
+// What is hard is being exact without being slow or unsafe. Every thread's PC first;
+// then every 8-byte word of its live stack (rsp to the top of the mapping holding it),
+// read for all threads with as few process_vm_readv calls as a pre-touched buffer
+// allows (no allocation, no page fault inside the pause). A word is a candidate return
+// address into a guarded range when it falls inside it and the bytes before it decode
+// as a call — or, regardless of that, when it points into the bytes a trampoline
 // overwrites (returning there after the jump is written would execute half a jump).
-// Conservative means a stale word can block an apply; the retry loop absorbs that, and
-// the report names the thread and function.
+// A candidate is then judged by the thread's real frames, unwound with the CFI of the
+// files it runs (unwind.h; modules read once, before the stop): a frame inside a
+// guarded range blocks; a candidate in the part of the stack CFI covered, where no
+// frame is guarded, is a dead word and does not (an idle process holding one was
+// otherwise refused for ever). Where CFI is missing or cannot be followed (our own new
+// code has none; a signal frame's is an expression) every candidate from the last
+// frame found upward blocks, and the refusal says why CFI stopped and where the word
+// was. Only threads holding a candidate are unwound: a walk costs microseconds a
+// thread inside the pause, the scan a fraction of that, and most threads hold none.
+// The scan therefore stays the net: a real return address it would miss (a call it
+// cannot decode) is not looked for by CFI either.
 #pragma once
 
 #include <sys/uio.h>
@@ -27,6 +34,7 @@
 #include "process/maps.h"
 #include "process/ptrace.h"
 #include "process/trampoline.h"
+#include "process/unwind.h"
 
 namespace ls::proc {
 
@@ -45,6 +53,9 @@ struct Blocker {
   std::string label;
   TargetAddr address;
   bool executing = false;         // PC inside, rather than a return address on the stack
+  int frame = -1;                 // >= 1: the frame CFI found it in
+  int64_t sp_offset = -1;         // >= 0: found by the scan, this far above the thread's sp
+  std::string scanned_because;    // why the scan, not CFI, covered that part of the stack
   std::string describe() const;
 };
 
@@ -59,21 +70,27 @@ struct StackScratch {
     size_t offset;        // where in `buffer`
     size_t length;
   };
-  StackScratch();
+  explicit StackScratch(pid_t pid);
   std::vector<uint8_t> buffer;
+  PageReader pages;                            // for walks, of the target `pid`
   std::vector<Piece> pieces;
   std::vector<iovec> local, remote;
   size_t bytes_read = 0;                       // by the last check
+  size_t threads_unwound = 0;                  // by the last check, with CFI
+  size_t frames_unwound = 0;
+  double unwind_us = 0;                        // the last check's time in walks
 };
 
-// nullopt when no thread blocks. `maps` may be stale: stacks not found in it are read
-// up to 64 KiB. `start_stack` (proc(5)'s startstack: where argc was at exec; null when
+// nullopt when no thread blocks. `unwinder` (null: none could be built, and
+// `no_unwinder` says why) finds each thread's frames; what it cannot cover is scanned.
+// `maps` may be stale: stacks not found in it are read up to 64 KiB. `start_stack` (proc(5)'s startstack: where argc was at exec; null when
 // unknown) bounds the main thread's stack: above it are only argv, the environment and
 // the auxiliary vector, often most of what the main stack holds.
 Result<std::optional<Blocker>> check_threads(pid_t pid, const std::vector<Mapping>& maps,
                                              const std::vector<Thread>& threads,
                                              const std::vector<Guarded>& guarded, TargetAddr start_stack,
-                                             StackScratch& scratch);
+                                             StackScratch& scratch, Unwinder* unwinder = nullptr,
+                                             const std::string& no_unwinder = "");
 
 struct SafeStop {
   double pause_us = 0;      // the attempt that acted: first interrupt to last resume

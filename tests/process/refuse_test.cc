@@ -29,7 +29,7 @@ class Refuse : public PtraceTest {
 
 // 10. spin_forever() loops forever in the worker thread: a return address into it is
 // always on that thread's stack. Apply gives up after its retries and names the thread
-// and the function.
+// and the function, found as a real frame by CFI unwinding.
 TEST_F(Refuse, FunctionAlwaysOnStack) {
   std::string src = build_case("forever", tmp / "src");
   Program prog({src + "/prog"});
@@ -42,6 +42,9 @@ TEST_F(Refuse, FunctionAlwaysOnStack) {
   EXPECT_NE(r.err.find("thread " + worker_tid), std::string::npos) << "the message must name the worker thread "
                                                                    << worker_tid << "\n" << r.describe();
   EXPECT_NE(r.err.find("spin_forever"), std::string::npos) << "the message must name the function\n" << r.describe();
+  // A real frame, found by CFI (or the PC itself), never by the conservative fallback.
+  EXPECT_TRUE(r.err.find("unwound with CFI") != std::string::npos || r.err.find("is executing") != std::string::npos)
+      << "the worker's real frame must be found by unwinding\n" << r.describe();
   EXPECT_NE(r.err.find("4 attempts"), std::string::npos) << "1 attempt + 3 retries\n" << r.describe();
   Json j = r.json();
   EXPECT_EQ(j.value("applied", true), false) << r.describe();

@@ -1,6 +1,7 @@
 // ThreadGroupStop and RemoteSyscall against a real process with spinning, reading and
 // sleeping threads.
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -15,6 +16,7 @@
 #include <thread>
 
 #include "process/ptrace.h"
+#include "process/unwind.h"
 
 namespace {
 
@@ -197,6 +199,55 @@ TEST(RemoteSyscall, BorrowedSleeperKeepsSleeping) {
   EXPECT_TRUE(t.wait_for("tick 4")) << t.seen_;
   t.send("and reads\n");
   EXPECT_TRUE(t.wait_for("read: and reads"));
+}
+
+// The unwinder, set up before the stop as the safety check does: every thread of the
+// stopped target (spinning, blocked in read, sleeping) unwinds with CFI to its start,
+// each frame's stack pointer above the one before.
+struct Unwinding {
+  std::unique_ptr<ls::proc::Unwinder> unwinder;
+  std::unique_ptr<ls::proc::ThreadGroupStop> stop;
+};
+
+// The unwinder set up before the stop, as the safety check does, then every thread stopped.
+void unwind_stopped(const Target& t, Unwinding& out) {
+  auto unwinder = ls::proc::Unwinder::open(t.pid());
+  ASSERT_TRUE(unwinder.ok()) << unwinder.status().message();
+  auto stop = ls::proc::ThreadGroupStop::stop(t.pid());
+  ASSERT_TRUE(stop.ok()) << stop.status().message();
+  out = {std::move(*unwinder), std::move(*stop)};
+}
+
+TEST(Unwinder, EveryThreadUnwindsToItsStart) {
+  Target t(2);
+  Unwinding u;
+  ASSERT_NO_FATAL_FAILURE(unwind_stopped(t, u));
+  ls::proc::PageReader reader(t.pid());
+  for (const auto& th : u.stop->threads()) {
+    reader.forget();
+    auto walk = u.unwinder->walk(th.tid, th.regs, [&](ls::TargetAddr a, uint64_t* w) { return reader.read(a, w); });
+    EXPECT_TRUE(walk.complete) << "thread " << th.tid << ": " << walk.stopped;
+    ASSERT_GE(walk.frames.size(), 2u) << "thread " << th.tid;
+    EXPECT_EQ(walk.frames[0].pc.value(), th.regs.rip);
+    for (size_t k = 1; k < walk.frames.size(); ++k)
+      EXPECT_GT(walk.frames[k].sp, walk.frames[k - 1].sp) << "thread " << th.tid << " frame " << k;
+  }
+}
+
+// A pc in memory no file maps (where the new code of an earlier update runs) has no
+// CFI: the walk stops at it and says so, naming the pc.
+TEST(Unwinder, PcWithoutCfiStopsTheWalk) {
+  Target t(0);
+  Unwinding u;
+  ASSERT_NO_FATAL_FAILURE(unwind_stopped(t, u));
+  user_regs_struct regs = u.stop->threads().front().regs;
+  regs.rip = regs.rsp;   // the stack: no file, no CFI
+  ls::proc::PageReader reader(t.pid());
+  auto walk = u.unwinder->walk(u.stop->threads().front().tid, regs,
+                               [&](ls::TargetAddr a, uint64_t* w) { return reader.read(a, w); });
+  EXPECT_FALSE(walk.complete);
+  ASSERT_EQ(walk.frames.size(), 1u) << walk.stopped;
+  EXPECT_NE(walk.stopped.find(fmt::format("no CFI for pc {:#x}", regs.rip)), std::string::npos) << walk.stopped;
 }
 
 }  // namespace

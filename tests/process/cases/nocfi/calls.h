@@ -1,0 +1,2 @@
+int inner(int round);
+void outer(int round);
