@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/kcmp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
@@ -11,8 +13,9 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <set>
 
 #include "process/maps.h"
@@ -53,6 +56,8 @@ bool exiting(pid_t pid, pid_t tid) {
   return !p || p[1] == 0 || p[2] == 'Z' || p[2] == 'X' || p[2] == 'x';
 }
 
+}  // namespace
+
 // The kernel's count of the threads in the group, or 0: procfs gives the task
 // directory a link count of two plus the number of threads, computed at each stat.
 // One fstat() of the directory opened before the pause (no path to walk inside it) is
@@ -78,6 +83,135 @@ class ThreadCount {
  private:
   int fd_ = -1;
 };
+
+namespace {
+
+
+// What a seized, not stopped, thread is doing, as far as /proc shows without stopping it.
+struct Look {
+  enum What { Asleep, Running, Reported, Gone } what = Running;
+  uint64_t runs = 0;     // CPU turns (schedstat's third field), read first
+  long nr = -1;          // the system call it sleeps in (-1: asleep outside one, e.g. a fault)
+  uint64_t sp = 0, pc = 0;
+  int status = 0;        // Reported: the wait status of a stop it entered
+};
+
+// Reads a small /proc file whole from `fd` (pread at 0 makes the kernel generate it
+// anew) or, without one, by path; -1 when it cannot be read (the task is gone, or, for
+// syscall, changed state as it was read).
+ssize_t read_small(int fd, const char* path, char* buf, size_t size) {
+  ssize_t n;
+  if (fd >= 0) {
+    n = ::pread(fd, buf, size - 1, 0);
+  } else {
+    int own = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (own < 0) return -1;
+    n = ::read(own, buf, size - 1);
+    ::close(own);
+  }
+  if (n >= 0) buf[n] = 0;
+  return n;
+}
+
+}  // namespace
+
+// The /proc files of a held thread that are read while others wait, opened once before:
+// inside the pause a path walk per read costs more than the read itself. Without the
+// descriptors to spare (hundreds of threads), each read opens its file.
+class TaskFiles {
+ public:
+  TaskFiles(pid_t pid, pid_t tid) {
+    std::snprintf(schedstat_, sizeof schedstat_, "/proc/%d/task/%d/schedstat", pid, tid);
+    std::snprintf(syscall_, sizeof syscall_, "/proc/%d/task/%d/syscall", pid, tid);
+    schedstat_fd_ = ::open(schedstat_, O_RDONLY | O_CLOEXEC);
+    syscall_fd_ = ::open(syscall_, O_RDONLY | O_CLOEXEC);
+  }
+  ~TaskFiles() {
+    if (schedstat_fd_ >= 0) ::close(schedstat_fd_);
+    if (syscall_fd_ >= 0) ::close(syscall_fd_);
+  }
+  TaskFiles(const TaskFiles&) = delete;
+  TaskFiles& operator=(const TaskFiles&) = delete;
+
+  // The number of times the thread was given a CPU: each time it runs after sleeping it
+  // is counted once more, so an unchanged count means it has not run in between.
+  bool cpu_turns(uint64_t& runs) const {
+    char buf[128];
+    unsigned long long on_cpu, waited, turns;
+    if (read_small(schedstat_fd_, schedstat_, buf, sizeof buf) <= 0 ||
+        std::sscanf(buf, "%llu %llu %llu", &on_cpu, &waited, &turns) != 3)
+      return false;
+    runs = turns;
+    return true;
+  }
+  ssize_t syscall(char* buf, size_t size) const { return read_small(syscall_fd_, syscall_, buf, size); }
+
+ private:
+  char schedstat_[64], syscall_[64];
+  int schedstat_fd_ = -1, syscall_fd_ = -1;
+};
+
+namespace {
+
+// The order matters: the count before the snapshot (so that an unchanged count later
+// covers the whole time since the snapshot), and the wait for a reported stop after it
+// (a thread in a ptrace-stop is off the CPU too, and its report is posted before it
+// leaves the CPU, so one the snapshot saw stopped is seen here).
+Look look(const TaskFiles& files, pid_t tid) {
+  Look l;
+  if (!files.cpu_turns(l.runs)) {
+    l.what = Look::Gone;
+    return l;
+  }
+  char buf[256];
+  ssize_t n = files.syscall(buf, sizeof buf);
+  unsigned long long a[8];
+  long nr;
+  if (n > 0 && std::sscanf(buf, "%ld %llx %llx %llx %llx %llx %llx %llx %llx", &nr, &a[0], &a[1], &a[2], &a[3], &a[4],
+                           &a[5], &a[6], &a[7]) == 9) {
+    l = {Look::Asleep, l.runs, nr, a[6], a[7]};
+  } else if (n > 0 && std::sscanf(buf, "%ld %llx %llx", &nr, &a[0], &a[1]) == 3 && nr == -1) {
+    l = {Look::Asleep, l.runs, nr, a[0], a[1]};
+  }
+  int status = 0;
+  pid_t r = waitpid(tid, &status, WNOHANG | __WALL);
+  if (r == tid) {
+    l.what = WIFEXITED(status) || WIFSIGNALED(status) ? Look::Gone : Look::Reported;
+    l.status = status;
+  }
+  return l;
+}
+
+// Stopped right after a system call that returned EINTR with no signal of its own to
+// explain it (none queued that it does not block; a handler would have been entered
+// before the stop): our interrupt ended the call.
+bool ended_by_interrupt(pid_t tid, const user_regs_struct& regs) {
+  if (static_cast<int64_t>(regs.orig_rax) < 0 || static_cast<int64_t>(regs.rax) != -EINTR) return false;
+  uint64_t blocked = 0;
+  if (ptrace(PTRACE_GETSIGMASK, tid, sizeof blocked, &blocked) != 0) return false;
+  for (unsigned flags : {0u, static_cast<unsigned>(PTRACE_PEEKSIGINFO_SHARED)}) {
+    __ptrace_peeksiginfo_args args{0, flags, 16};
+    siginfo_t info[16];
+    long n = ptrace(PTRACE_PEEKSIGINFO, tid, &args, info);
+    if (n < 0) return false;
+    for (long i = 0; i < n; ++i)
+      if (!(blocked & (uint64_t{1} << (info[i].si_signo - 1)))) return false;
+  }
+  errno = 0;
+  long word = ptrace(PTRACE_PEEKTEXT, tid, regs.rip - 2, nullptr);
+  return errno == 0 && (word & 0xffff) == 0x050f;   // syscall
+}
+
+// The int3 (SIGTRAP, si_code SI_KERNEL) a thread took, still queued to it: a thread can
+// reach its interrupt's stop before the trap's signal is dequeued.
+bool trap_queued(pid_t tid) {
+  __ptrace_peeksiginfo_args args{0, 0, 8};
+  siginfo_t info[8];
+  long n = ptrace(PTRACE_PEEKSIGINFO, tid, &args, info);
+  for (long i = 0; i < n; ++i)
+    if (info[i].si_signo == SIGTRAP && info[i].si_code == SI_KERNEL) return true;
+  return false;
+}
 
 }  // namespace
 
@@ -149,64 +283,60 @@ Status Memory::write(TargetAddr at, std::span<const uint8_t> bytes) const {
 
 // --- ThreadGroupStop ------------------------------------------------------------------
 
-Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop(pid_t pid) { return stop_some(pid, SIZE_MAX); }
+ThreadGroupStop::ThreadGroupStop(pid_t pid) : pid_(pid), count_(std::make_unique<ThreadCount>(pid)) {}
 
-Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_one(pid_t pid) { return stop_some(pid, 1); }
+Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop(pid_t pid) { return stop_some(pid, SIZE_MAX, false); }
 
 Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_thread(pid_t pid, pid_t tid) {
   std::unique_ptr<ThreadGroupStop> g(new ThreadGroupStop(pid));
-  if (ptrace(PTRACE_SEIZE, tid, nullptr, PTRACE_O_TRACESYSGOOD) != 0)
+  g->options_ = PTRACE_O_TRACESYSGOOD;
+  if (ptrace(PTRACE_SEIZE, tid, nullptr, g->options_) != 0)
     return error("process {}: cannot attach to thread {}: {}", pid, tid, std::strerror(errno));
+  g->seen_.insert(tid);
   g->threads_.push_back(Thread{tid});
   g->timing_.first_stop = std::chrono::steady_clock::now();
-  LS_TRY(g->interrupt_and_wait(0));
+  std::vector<size_t> fresh;
+  LS_TRY(g->hold(0, fresh));
   if (g->threads_.front().gone) return error("process {}: thread {} exited while being stopped", pid, tid);
   g->timing_.all_stopped = std::chrono::steady_clock::now();
   return g;
 }
 
-Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_some(pid_t pid, size_t limit) {
+Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_one(pid_t pid) { return stop_some(pid, 1, false); }
+
+Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::seize_all(pid_t pid) {
+  return stop_some(pid, SIZE_MAX, true);
+}
+
+Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_some(pid_t pid, size_t limit, bool keep_sleepers) {
   std::unique_ptr<ThreadGroupStop> g(new ThreadGroupStop(pid));
-  std::set<pid_t> seen;
-  ThreadCount count(pid);
+  g->keep_sleepers_ = keep_sleepers;
+  g->options_ = PTRACE_O_TRACESYSGOOD;
+  // Held sleepers can wake and create tasks: those must start stopped (see top).
+  if (keep_sleepers) g->options_ |= PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK;
 
   // 1. Before the pause: seize (attach without stopping) every thread, re-reading the
   //    task list until it shows none we have not seized.
   for (int round = 0; round < 64 && g->threads_.size() < limit; ++round) {
-    auto fresh = g->seize_fresh(seen, limit);
+    auto fresh = g->seize_fresh(limit);
     if (!fresh) return fresh.status();
     if (*fresh == 0) break;
   }
   if (g->threads_.empty()) return error("process {}: no threads to stop (has it exited?)", pid);
-
-  // 2. The pause starts: interrupt all, then wait for all.
-  g->timing_.first_stop = std::chrono::steady_clock::now();
-  LS_TRY(g->interrupt_and_wait(0));
-
-  // 3. A thread can still have escaped: its creator was inside clone() when it was
-  //    seized (too late for the child to be traced along, too early for it to be in the
-  //    list), or a listing skipped it (/proc's task list is read by position, and threads
-  //    exiting meanwhile shift the positions). Stopped threads create no more threads and
-  //    do not exit, so the kernel's own count settles it: while it exceeds the threads we
-  //    hold (or a creator stopped right at clone's exit), read the list again.
-  for (size_t checked = 0, round = 0; round < 64 && g->threads_.size() < limit; ++round) {
-    bool in_clone = false;
-    for (size_t i = checked; i < g->threads_.size(); ++i) {
-      const Thread& t = g->threads_[i];
-      in_clone |= !t.gone && (t.regs.orig_rax == SYS_clone || t.regs.orig_rax == SYS_clone3);
+  if (keep_sleepers) {
+    // Still before the pause: which threads sleep (stop_running() stops the others).
+    for (auto& t : g->threads_) {
+      Look l = look(g->files(t.tid), t.tid);
+      if (l.what == Look::Asleep) g->hold_asleep(t, l);
     }
-    size_t held = std::count_if(g->threads_.begin(), g->threads_.end(), [](const Thread& t) { return !t.gone; });
-    if (!in_clone && count.now() <= held) break;
-    checked = g->threads_.size();
-    auto fresh = g->seize_fresh(seen, limit);
-    if (!fresh) return fresh.status();
-    if (*fresh == 0) {
-      if (round >= 8) break;   // e.g. an exited leader still counted: nothing left to find
-      continue;
-    }
-    LS_TRY(g->interrupt_and_wait(checked));
+    return g;
   }
 
+  // 2. The pause starts: interrupt all, then wait for them.
+  std::vector<size_t> fresh;
+  g->timing_.first_stop = std::chrono::steady_clock::now();
+  LS_TRY(g->hold(0, fresh));
+  LS_TRY(g->catch_escaped(limit, fresh));
   g->threads_.erase(std::remove_if(g->threads_.begin(), g->threads_.end(), [](const Thread& t) { return t.gone; }),
                     g->threads_.end());
   if (g->threads_.empty()) return error("process {}: exited while being stopped", pid);
@@ -214,12 +344,51 @@ Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_some(pid_t pid, s
   return g;
 }
 
-Result<size_t> ThreadGroupStop::seize_fresh(std::set<pid_t>& seen, size_t limit) {
+Result<std::vector<size_t>> ThreadGroupStop::stop_running() {
+  std::vector<size_t> fresh;
+  timing_.first_stop = std::chrono::steady_clock::now();
+  LS_TRY(hold(0, fresh));
+  LS_TRY(catch_escaped(SIZE_MAX, fresh));
+  if (std::all_of(threads_.begin(), threads_.end(), [](const Thread& t) { return t.gone; }))
+    return error("process {}: exited while being stopped", pid_);
+  timing_.all_stopped = std::chrono::steady_clock::now();
+  return fresh;
+}
+
+// 3. A thread can still have escaped: its creator was inside clone() when it was seized
+//    (too late for the child to be traced along, too early for it to be in the list), or
+//    a listing skipped it (/proc's task list is read by position, and threads exiting
+//    meanwhile shift the positions). Stopped threads create no more threads and do not
+//    exit (a held sleeper that wakes to do so stops first), so the kernel's own count
+//    settles it: while it exceeds the threads we hold (or a creator stopped right at
+//    clone's exit), read the list again.
+Status ThreadGroupStop::catch_escaped(size_t limit, std::vector<size_t>& fresh) {
+  for (size_t checked = 0, round = 0; round < 64 && threads_.size() < limit; ++round) {
+    bool in_clone = false;
+    for (size_t i = checked; i < threads_.size(); ++i) {
+      const Thread& t = threads_[i];
+      in_clone |= !t.gone && (t.regs.orig_rax == SYS_clone || t.regs.orig_rax == SYS_clone3);
+    }
+    size_t held = std::count_if(threads_.begin(), threads_.end(), [](const Thread& t) { return !t.gone; });
+    if (!in_clone && count_->now() <= held) break;
+    checked = threads_.size();
+    auto added = seize_fresh(limit);
+    if (!added) return added.status();
+    if (*added == 0) {
+      if (round >= 8) break;   // e.g. an exited leader still counted: nothing left to find
+      continue;
+    }
+    LS_TRY(hold(checked, fresh));
+  }
+  return {};
+}
+
+Result<size_t> ThreadGroupStop::seize_fresh(size_t limit) {
   size_t added = 0;
   for (pid_t tid : list_tasks(pid_)) {
     if (threads_.size() >= limit) break;
-    if (!seen.insert(tid).second) continue;
-    if (ptrace(PTRACE_SEIZE, tid, nullptr, PTRACE_O_TRACESYSGOOD) == 0) {
+    if (!seen_.insert(tid).second) continue;
+    if (ptrace(PTRACE_SEIZE, tid, nullptr, options_) == 0) {
       threads_.push_back(Thread{tid});
       ++added;
     } else if (errno != ESRCH && !(errno == EPERM && exiting(pid_, tid))) {   // it exited meanwhile
@@ -232,23 +401,73 @@ Result<size_t> ThreadGroupStop::seize_fresh(std::set<pid_t>& seen, size_t limit)
   return added;
 }
 
-Status ThreadGroupStop::interrupt_and_wait(size_t from) {
-  for (size_t i = from; i < threads_.size(); ++i) ptrace(PTRACE_INTERRUPT, threads_[i].tid, nullptr, nullptr);
-  for (size_t i = from; i < threads_.size(); ++i) LS_TRY(wait_stopped(threads_[i]));
-  return {};
+TaskFiles& ThreadGroupStop::files(pid_t tid) {
+  auto& f = files_[tid];
+  if (!f) f = std::make_unique<TaskFiles>(pid_, tid);
+  return *f;
 }
 
-Status ThreadGroupStop::wait_stopped(Thread& t) {
-  for (;;) {
-    int status = 0;
-    pid_t r = waitpid(t.tid, &status, __WALL);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      if (errno == ECHILD) {
+template <typename L>
+void ThreadGroupStop::hold_asleep(Thread& t, const L& l) {
+  t.asleep = true;
+  t.runs = l.runs;
+  t.regs.rip = l.pc;
+  t.regs.rsp = l.sp;
+  t.regs.orig_rax = static_cast<uint64_t>(l.nr);
+}
+
+Status ThreadGroupStop::hold(size_t from, std::vector<size_t>& fresh) {
+  std::vector<std::pair<size_t, int>> to_wait;   // thread, wait status already collected (-1: none)
+  for (size_t i = from; i < threads_.size(); ++i) {
+    Thread& t = threads_[i];
+    if (t.gone || t.stopped || (keep_sleepers_ && t.asleep)) continue;
+    int reported = -1;
+    if (keep_sleepers_) {
+      // Looked at again right before its interrupt: one that went to sleep since
+      // seize_all() would have its call ended by it.
+      Look l = look(files(t.tid), t.tid);
+      if (l.what == Look::Gone) {
         t.gone = true;
-        return {};
+        continue;
       }
-      return error("thread {}: wait failed: {}", t.tid, std::strerror(errno));
+      if (l.what == Look::Asleep) {
+        hold_asleep(t, l);
+        fresh.push_back(i);
+        continue;
+      }
+      if (l.what == Look::Reported) reported = l.status;
+    }
+    ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr);
+    to_wait.emplace_back(i, reported);
+  }
+  for (auto [i, reported] : to_wait) {
+    LS_TRY(wait_stopped(threads_[i], reported));
+    fresh.push_back(i);
+  }
+  return adopt_born(fresh);
+}
+
+// A SIGTRAP from an int3 at one of traps_ (rip just past it): rip goes back onto the site.
+bool ThreadGroupStop::trapped_on_site(pid_t tid, user_regs_struct& regs) const {
+  if (traps_.empty() || ptrace(PTRACE_GETREGS, tid, nullptr, &regs) != 0) return false;
+  TargetAddr at(regs.rip - 1);
+  return std::any_of(traps_.begin(), traps_.end(), [&](const TargetRange& r) { return r.start == at; });
+}
+
+Status ThreadGroupStop::wait_stopped(Thread& t, int reported) {
+  for (;;) {
+    int status = reported;
+    reported = -1;
+    if (status == -1) {
+      pid_t r = waitpid(t.tid, &status, __WALL);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        if (errno == ECHILD) {
+          t.gone = true;
+          return {};
+        }
+        return error("thread {}: wait failed: {}", t.tid, std::strerror(errno));
+      }
     }
     if (WIFEXITED(status) || WIFSIGNALED(status)) {
       t.gone = true;
@@ -257,11 +476,35 @@ Status ThreadGroupStop::wait_stopped(Thread& t) {
     if (!WIFSTOPPED(status)) continue;
     int event = status >> 16;
     int sig = WSTOPSIG(status);
-    if (event == PTRACE_EVENT_STOP) break;   // our interrupt, or a group-stop
-    if (event == 0 && sig != (SIGTRAP | 0x80)) {
-      // A signal arrived first: keep it for resume(), let the pending interrupt stop us.
-      t.pending_signal = sig;
+    user_regs_struct regs;
+    if (event == PTRACE_EVENT_STOP) {
+      // Our interrupt (or a group-stop) — unless an int3 of ours is still queued: let
+      // it be dequeued into the signal-delivery-stop below, where it is dropped.
+      if (!(trapped_on_site(t.tid, regs) && trap_queued(t.tid))) break;
       ptrace(PTRACE_CONT, t.tid, nullptr, nullptr);
+      continue;
+    }
+    if (event == PTRACE_EVENT_CLONE || event == PTRACE_EVENT_FORK || event == PTRACE_EVENT_VFORK) {
+      unsigned long child = 0;
+      if (ptrace(PTRACE_GETEVENTMSG, t.tid, nullptr, &child) == 0 && child > 0) {
+        born_.push_back(static_cast<pid_t>(child));
+        seen_.insert(static_cast<pid_t>(child));
+      }
+    } else if (event == 0 && sig != (SIGTRAP | 0x80)) {
+      // A signal arrived first. An int3 of ours: back onto the site, signal dropped.
+      // Any other: delivered now (see top); the interrupt then stops the thread before
+      // its handler runs.
+      siginfo_t info{};
+      bool ours = sig == SIGTRAP && ptrace(PTRACE_GETSIGINFO, t.tid, nullptr, &info) == 0 &&
+                  info.si_code == SI_KERNEL && trapped_on_site(t.tid, regs);
+      if (ours) {
+        ++trapped_;
+        regs.rip -= 1;
+        if (ptrace(PTRACE_SETREGS, t.tid, nullptr, &regs) != 0)
+          return error("thread {}: cannot move it back onto the site it trapped on: {}", t.tid, std::strerror(errno));
+      }
+      ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr);
+      ptrace(PTRACE_CONT, t.tid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(ours ? 0 : sig)));
       continue;
     }
     ptrace(PTRACE_CONT, t.tid, nullptr, nullptr);
@@ -273,8 +516,67 @@ Status ThreadGroupStop::wait_stopped(Thread& t) {
     }
     return error("thread {}: cannot read registers: {}", t.tid, std::strerror(errno));
   }
+  if (keep_sleepers_ && ended_by_interrupt(t.tid, t.regs)) {
+    // A thread woken in a call but not yet out of it when interrupted (it waited for a
+    // CPU): the call ended with EINTR because of us. Re-issued on resume, as the kernel
+    // restarts the calls that allow it; exact without a timeout, late by what had
+    // elapsed with one (which is why sleepers are not interrupted at all).
+    t.regs.rax = t.regs.orig_rax;
+    t.regs.rip -= 2;
+    if (ptrace(PTRACE_SETREGS, t.tid, nullptr, &t.regs) != 0)
+      return error("thread {}: cannot re-issue its system call: {}", t.tid, std::strerror(errno));
+  }
   t.stopped = true;
+  t.asleep = false;
   return {};
+}
+
+Status ThreadGroupStop::adopt_born(std::vector<size_t>& fresh) {
+  while (!born_.empty()) {
+    pid_t tid = born_.back();
+    born_.pop_back();
+    Thread t{tid};
+    LS_TRY(wait_stopped(t));   // it starts with an interrupt's stop
+    if (t.gone) continue;
+    bool same_mm = syscall(SYS_kcmp, pid_, tid, KCMP_VM, 0, 0) == 0;
+    if (same_mm) {
+      fresh.push_back(threads_.size());
+      threads_.push_back(t);
+    } else {
+      forked_.push_back(tid);
+    }
+  }
+  return {};
+}
+
+Result<std::vector<size_t>> ThreadGroupStop::settle(bool stop_awake) {
+  std::vector<size_t> fresh;
+  std::vector<std::pair<size_t, int>> to_wait;
+  for (size_t i = 0; i < threads_.size(); ++i) {
+    Thread& t = threads_[i];
+    uint64_t runs = 0;
+    if (t.gone || !t.asleep || (files(t.tid).cpu_turns(runs) && runs == t.runs)) continue;
+    // It ran. Asleep again: a new snapshot, with no interrupt to end its call.
+    Look l = look(files(t.tid), t.tid);
+    if (l.what == Look::Gone) {
+      t.gone = true;
+      continue;
+    }
+    if (l.what == Look::Running && !stop_awake) {
+      t.asleep = false;   // for stop_running()
+      continue;
+    }
+    fresh.push_back(i);
+    if (l.what == Look::Asleep) {
+      hold_asleep(t, l);
+      continue;
+    }
+    ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr);
+    to_wait.emplace_back(i, l.what == Look::Reported ? l.status : -1);
+  }
+  for (auto [i, reported] : to_wait) LS_TRY(wait_stopped(threads_[i], reported));
+  LS_TRY(adopt_born(fresh));
+  return fresh;
 }
 
 Status ThreadGroupStop::set_regs(Thread& t, const user_regs_struct& regs) {
@@ -287,19 +589,50 @@ Status ThreadGroupStop::set_regs(Thread& t, const user_regs_struct& regs) {
 void ThreadGroupStop::resume() {
   if (resumed_) return;
   resumed_ = true;
+  // Nothing of ours may be left waiting in a sleeper that woke: a trap, a new task.
+  if (keep_sleepers_) (void)settle();
   // A thread seized but not yet stopped (we failed on the way) can only be detached
-  // from a stop.
+  // from a stop; with keep_sleepers_ it is left, as the sleepers are, to the end of the
+  // tracer thread.
   for (auto& t : threads_)
-    if (!t.gone && !t.stopped) {
+    if (!t.gone && !t.stopped && !keep_sleepers_) {
       ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr);
       (void)wait_stopped(t);
     }
   for (auto& t : threads_)
-    if (!t.gone) ptrace(PTRACE_DETACH, t.tid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(t.pending_signal)));
+    if (!t.gone && t.stopped)
+      ptrace(PTRACE_DETACH, t.tid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(t.pending_signal)));
+  // A process forked while sites were being written holds a copy taken at some point of
+  // it: it gets its parent's code as it is now.
+  if (!forked_.empty()) {
+    auto parent = Memory::open(pid_);
+    for (pid_t child : forked_) {
+      auto mem = Memory::open(child);
+      for (const auto& r : traps_) {
+        std::vector<uint8_t> bytes(r.size());
+        if (parent && mem && parent->read(r.start, bytes).ok()) (void)mem->write(r.start, bytes);
+      }
+      ptrace(PTRACE_DETACH, child, nullptr, nullptr);
+    }
+  }
   timing_.resumed = std::chrono::steady_clock::now();
 }
 
 ThreadGroupStop::~ThreadGroupStop() { resume(); }
+
+void on_tracer_thread(const std::function<void()>& fn) {
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 1 << 20);   // locked and touched in a guardian child: keep it small
+  auto run = [](void* arg) -> void* {
+    (*static_cast<const std::function<void()>*>(arg))();
+    return nullptr;
+  };
+  pthread_t thread;
+  if (pthread_create(&thread, &attr, run, const_cast<std::function<void()>*>(&fn)) == 0) pthread_join(thread, nullptr);
+  else fn();   // no thread to spare: sleepers then stay seized until this process ends
+  pthread_attr_destroy(&attr);
+}
 
 // --- RemoteSyscall --------------------------------------------------------------------
 

@@ -10,12 +10,27 @@
 //    escape (its creator was inside clone(), or a listing skipped it while others
 //    exited); once all are stopped the kernel's thread count and the creators' registers
 //    show it, and only then is the list read again inside the pause.
-//  - Blocking syscalls: a thread interrupted inside read/accept/nanosleep resumes into the
-//    kernel's own restart logic as long as its registers are untouched. RemoteSyscall
-//    borrows a thread's registers; when it gives them back it performs the restart the
-//    kernel would have (rip back onto the syscall instruction), because the kernel's
-//    restart bookkeeping was consumed by the borrowed syscall.
-//  - Signals arriving while stopped are recorded and delivered on resume.
+//  - Blocking syscalls: interrupting a thread blocked in one ends the call. Most calls
+//    restart by themselves, but epoll_wait, recv with SO_RCVTIMEO, sigtimedwait, semop
+//    and others (signal(7)) return EINTR to the program. So seize_all() leaves a
+//    thread asleep in the kernel asleep: seized, never interrupted, its user pc and sp
+//    read from /proc/PID/task/TID/syscall (a consistent snapshot the kernel takes while
+//    the thread is off the CPU), and how many times it has been given a CPU read just
+//    before from .../schedstat. While that count is unchanged the thread has not run
+//    since the snapshot, which settle() verifies. A sleeper that wakes and does anything
+//    that matters stops by itself, being seized: it traps on an int3 the writer placed
+//    (expect_traps: its pc is put back on the site, the SIGTRAP dropped), it receives
+//    a signal, or it creates a task (PTRACE_O_TRACECLONE/FORK/VFORK: the new task
+//    starts stopped and is held; a forked process gets its parent's code at the sites
+//    before it runs). A seized thread cannot be detached without stopping it, and
+//    stopping is what wakes it: sleepers are released by the kernel, untouched, when
+//    the tracer thread exits, so seize_all() is for on_tracer_thread() only.
+//  - RemoteSyscall borrows a thread's registers; when it gives them back it performs the
+//    restart the kernel would have (rip back onto the syscall instruction), because the
+//    kernel's restart bookkeeping was consumed by the borrowed syscall.
+//  - A signal arriving while a thread is being stopped is delivered at once (its handler
+//    frame is set up, the thread stops before running it): one given back at detach
+//    from an interrupt's stop would be dropped by the kernel.
 //  - A borrowed syscall runs under the thread's own seccomp filters: RemoteSyscall
 //    evaluates each call against them (seccomp.h) and refuses, rather than makes, one
 //    they would kill or fail.
@@ -25,6 +40,8 @@
 #include <sys/user.h>
 
 #include <chrono>
+#include <functional>
+#include <map>
 #include <memory>
 #include <set>
 #include <span>
@@ -36,6 +53,9 @@
 #include "process/seccomp.h"
 
 namespace ls::proc {
+
+class TaskFiles;
+class ThreadCount;
 
 // Memory of a live process through /proc/PID/mem; works whether or not it is stopped.
 class Memory {
@@ -63,10 +83,12 @@ class Memory {
 
 struct Thread {
   pid_t tid = 0;
-  user_regs_struct regs{};       // as stopped
-  int pending_signal = 0;        // delivered on resume
+  user_regs_struct regs{};       // as stopped; a sleeper's only rip, rsp and orig_rax (its syscall)
+  int pending_signal = 0;        // given back on resume (RemoteSyscall)
   bool gone = false;             // exited while we held it
   bool stopped = false;          // in a ptrace-stop (seized threads start running)
+  bool asleep = false;           // held asleep in the kernel, not stopped (seize_all)
+  uint64_t runs = 0;             // a sleeper's count of CPU turns, read before its snapshot
 };
 
 struct StopTiming {
@@ -90,6 +112,16 @@ class ThreadGroupStop {
   static Result<std::unique_ptr<ThreadGroupStop>> stop_one(pid_t pid);
   // Stops thread `tid` of `pid` only.
   static Result<std::unique_ptr<ThreadGroupStop>> stop_thread(pid_t pid, pid_t tid);
+  // Seizes every thread and stops none: those asleep in the kernel are held asleep (see
+  // top; their registers are the snapshot's), those running are left running until
+  // stop_running(). Only on a thread of on_tracer_thread(): the sleepers stay seized
+  // until it ends.
+  static Result<std::unique_ptr<ThreadGroupStop>> seize_all(pid_t pid);
+  // After seize_all(): stops the threads found running (the pause starts), unless one is
+  // asleep by now (then it is held asleep), and catches escaped ones as stop() does.
+  // Returns the indices of the threads whose registers are new, which have not been
+  // checked.
+  Result<std::vector<size_t>> stop_running();
   ~ThreadGroupStop();
   ThreadGroupStop(const ThreadGroupStop&) = delete;
   ThreadGroupStop& operator=(const ThreadGroupStop&) = delete;
@@ -97,26 +129,64 @@ class ThreadGroupStop {
   pid_t pid() const { return pid_; }
   std::vector<Thread>& threads() { return threads_; }
   Status set_regs(Thread& t, const user_regs_struct& regs);
-  // Resumes and detaches every thread; idempotent. Records timing.resumed.
+  // Sites (their first byte) where an int3 may be written while sleepers can wake; each
+  // range is what a process forked meanwhile gets copied from its parent before it runs.
+  void expect_traps(std::vector<TargetRange> sites) { traps_ = std::move(sites); }
+  // Brings every sleeper that ran since its snapshot to a known state again: asleep
+  // (a new snapshot) or stopped; without `stop_awake`, one running is only no longer
+  // counted asleep (before stop_running(), which stops it). Returns the indices of the
+  // threads whose registers are new, which have not been checked.
+  Result<std::vector<size_t>> settle(bool stop_awake = true);
+  // Resumes and detaches every stopped thread (settling sleepers first, so that none is
+  // left in a stop of ours); idempotent. Records timing.resumed.
   void resume();
   const StopTiming& timing() const { return timing_; }
+  // How many times a thread trapped on one of expect_traps()'s sites.
+  size_t trapped() const { return trapped_; }
 
  private:
-  explicit ThreadGroupStop(pid_t pid) : pid_(pid) {}
-  static Result<std::unique_ptr<ThreadGroupStop>> stop_some(pid_t pid, size_t limit);
-  // Seizes the threads in the task list not in `seen` (adding them), up to `limit` in all;
+  explicit ThreadGroupStop(pid_t pid);
+  static Result<std::unique_ptr<ThreadGroupStop>> stop_some(pid_t pid, size_t limit, bool keep_sleepers);
+  // Seizes the threads in the task list not in seen_ (adding them), up to `limit` in all;
   // returns how many were added.
-  Result<size_t> seize_fresh(std::set<pid_t>& seen, size_t limit);
-  Status interrupt_and_wait(size_t from);
-  Status wait_stopped(Thread& t);
+  Result<size_t> seize_fresh(size_t limit);
+  // Stops threads [from, end) not stopped yet; with keep_sleepers_, a thread found
+  // asleep is held asleep instead. Adds the indices of those it changed to `fresh`.
+  Status hold(size_t from, std::vector<size_t>& fresh);
+  // Step 3 of a stop (ptrace.cc): threads that escaped the task list.
+  Status catch_escaped(size_t limit, std::vector<size_t>& fresh);
+  // Holds `t` asleep with the snapshot `l` (a Look, ptrace.cc).
+  template <typename L>
+  void hold_asleep(Thread& t, const L& l);
+  TaskFiles& files(pid_t tid);
+  // Waits for `t`'s interrupt stop; `reported` is a wait status already collected.
+  Status wait_stopped(Thread& t, int reported = -1);
+  bool trapped_on_site(pid_t tid, user_regs_struct& regs) const;
+  // Tasks created by held threads since the last call: threads join the stopped ones,
+  // processes are held in forked_.
+  Status adopt_born(std::vector<size_t>& fresh);
 
   pid_t pid_;
+  std::unique_ptr<ThreadCount> count_;
+  std::map<pid_t, std::unique_ptr<TaskFiles>> files_;
+  bool keep_sleepers_ = false;
+  unsigned long options_ = 0;     // PTRACE_SEIZE options
+  std::set<pid_t> seen_;
   std::vector<Thread> threads_;
+  std::vector<pid_t> born_;       // reported by their creators, not yet waited for
+  std::vector<pid_t> forked_;     // other processes, stopped
+  std::vector<TargetRange> traps_;
+  size_t trapped_ = 0;
   StopTiming timing_;
   bool resumed_ = false;
 };
 
-// Runs system calls in a stopped thread and restores the thread exactly (see top).
+// Runs `fn` on a new thread of this process and waits for it. The kernel detaches the
+// tasks that thread leaves seized when it exits, without waking them: seize_all()'s
+// sleepers.
+void on_tracer_thread(const std::function<void()>& fn);
+
+// Runs one system call in a stopped thread and restores the thread exactly (see top).
 // The thread must belong to a live ThreadGroupStop.
 class RemoteSyscall {
  public:

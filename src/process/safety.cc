@@ -91,13 +91,18 @@ class StandIn {
 void rehearse(pid_t target, const std::vector<Guarded>& guarded, StackScratch& scratch) {
   StandIn stand_in;
   if (stand_in.pid() <= 0) return;
-  CpuScope cpu(target);
-  RealtimeScope realtime;
-  auto stop = ThreadGroupStop::stop(stand_in.pid());
-  if (!stop) return;
-  auto maps = read_maps(stand_in.pid());
-  if (maps) (void)check_threads(stand_in.pid(), *maps, (*stop)->threads(), guarded, start_stack(stand_in.pid()), scratch);
-  (*stop)->resume();
+  on_tracer_thread([&] {
+    CpuScope cpu(target);
+    RealtimeScope realtime;
+    auto stop = ThreadGroupStop::seize_all(stand_in.pid());
+    if (!stop) return;
+    auto maps = read_maps(stand_in.pid());
+    (void)(*stop)->stop_running();
+    if (maps)
+      (void)check_threads(stand_in.pid(), *maps, (*stop)->threads(), guarded, start_stack(stand_in.pid()), scratch);
+    (void)(*stop)->settle();
+    (*stop)->resume();
+  });
 }
 
 // The stack pointer and pc a thread blocked in a system call will return to user space
@@ -376,9 +381,109 @@ StackScratch::StackScratch(pid_t pid) : buffer(kBytes), pages(pid) {
   remote.reserve(kMaxPieces);
 }
 
+namespace {
+
+// One attempt, on the tracer thread: seize, check the sleepers, stop the running
+// threads (the pause starts) and check them, arm, settle and check what ran, finish.
+struct Attempt {
+  std::optional<Blocker> blocker;   // the attempt changed nothing
+  double pause_us = 0;
+  std::string note;                 // where the pause went
+};
+
+Result<Attempt> attempt(pid_t pid, const Memory& mem, const std::vector<Mapping>& maps,
+                        const std::vector<Guarded>& guarded, const std::vector<SiteEdit>& edits,
+                        TargetAddr main_stack_start, StackScratch& scratch, Unwinder* unwind,
+                        const std::string& no_unwinder) {
+  CpuScope cpu(pid);
+  RealtimeScope realtime;
+  auto group = ThreadGroupStop::seize_all(pid);
+  if (!group) return group.status();
+  ThreadGroupStop& stop = **group;
+  const std::vector<Thread>& threads = stop.threads();
+  // A blocked attempt changes nothing; its pause (if it stopped anyone) still counts
+  // towards the longest any thread was kept from running.
+  // (Measured up to now: the sites an armed writer must put back come first, then the
+  // resume, both on the way out.)
+  auto blocked = [&](const Blocker& b) {
+    auto first = stop.timing().first_stop;
+    bool stopped_any = first != std::chrono::steady_clock::time_point{};
+    return Attempt{b, stopped_any ? std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - first).count() : 0.0};
+  };
+  // The threads in `which`, checked; nullopt when none blocks.
+  auto check = [&](const std::vector<size_t>& which) -> Result<std::optional<Blocker>> {
+    if (which.empty()) return std::optional<Blocker>();
+    std::vector<Thread> some;
+    for (size_t i : which) some.push_back(threads[i]);
+    return check_threads(pid, maps, some, guarded, main_stack_start, scratch, unwind, no_unwinder);
+  };
+
+  // Before the pause: the sleepers, from their snapshots (settle() proves them still
+  // valid once the sites are armed).
+  std::vector<size_t> asleep;
+  for (size_t i = 0; i < threads.size(); ++i)
+    if (threads[i].asleep) asleep.push_back(i);
+  auto blocker = check(asleep);
+  if (!blocker) return blocker.status();
+  if (blocker->has_value()) return blocked(**blocker);
+  size_t asleep_kib = scratch.bytes_read / 1024;
+  // Those that ran while the others were checked, again (shorter each time), so that
+  // few are left to run between their snapshot and the int3s: each one that did costs
+  // a look and a check inside the pause.
+  for (int round = 0; round < 4 && !asleep.empty(); ++round) {
+    auto again = stop.settle(false);
+    if (!again) return again.status();
+    blocker = check(*again);
+    if (!blocker) return blocker.status();
+    if (blocker->has_value()) return blocked(**blocker);
+    if (again->size() * 8 < asleep.size()) break;
+    asleep = std::move(*again);
+  }
+
+  auto stopped = stop.stop_running();
+  if (!stopped) return stopped.status();
+  blocker = check(*stopped);
+  if (!blocker) return blocker.status();
+  if (blocker->has_value()) return blocked(**blocker);
+  auto checked = std::chrono::steady_clock::now();
+
+  // From here a sleeper that wakes and enters a site traps (and stops, being seized).
+  SiteWriter writer(mem, edits);
+  stop.expect_traps(writer.sites());
+  LS_TRY(writer.arm());
+  // One that ran between its snapshot and the int3s may be anywhere: look again.
+  auto woke = stop.settle();
+  if (!woke) return woke.status();
+  blocker = check(*woke);
+  if (!blocker) return blocker.status();
+  if (blocker->has_value()) return blocked(**blocker);   // the writer puts the sites back
+  auto settled = std::chrono::steady_clock::now();
+  LS_TRY(writer.finish());
+  auto written = std::chrono::steady_clock::now();
+  stop.resume();
+  const auto& tm = stop.timing();
+  auto us = [](auto a, auto b) { return std::chrono::duration<double, std::micro>(b - a).count(); };
+  size_t held = std::count_if(threads.begin(), threads.end(), [](const Thread& t) { return t.asleep; });
+  Attempt done;
+  done.pause_us = tm.pause_us();
+  done.note = fmt::format("pause: stop {:.0f} us, check {:.0f} us, arm and settle {:.0f} us ({} woke), "
+                          "write {:.0f} us, resume {:.0f} us; {} threads, {} held asleep (checked before the "
+                          "pause: {} KiB of their stacks), {} trapped on a site; {} unwound with CFI ({} frames, "
+                          "{:.0f} us)",
+                          us(tm.first_stop, tm.all_stopped), us(tm.all_stopped, checked), us(checked, settled),
+                          woke->size(), us(settled, written), us(written, tm.resumed), threads.size(), held,
+                          asleep_kib, stop.trapped(), scratch.threads_unwound, scratch.frames_unwound,
+                          scratch.unwind_us);
+  return done;
+}
+
+}  // namespace
+
 Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& maps,
-                           const std::vector<Guarded>& guarded, int retries, int delay_ms,
-                           const std::function<Status()>& before_attempt, const std::function<Status()>& act) {
+                           const std::vector<Guarded>& guarded, const std::vector<SiteEdit>& edits, int retries,
+                           int delay_ms, const std::function<Status()>& before_attempt) {
+  auto mem = Memory::open(pid);
+  if (!mem) return mem.status();
   std::optional<Blocker> last;
   double longest_us = 0;
   StackScratch scratch(pid);
@@ -396,36 +501,19 @@ Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& 
   Unwinder* unwind = unwinder ? unwinder->get() : nullptr;
   rehearse(pid, guarded, scratch);
   warm_target(pid, maps, main_stack_start, guarded, scratch, unwind);
-  for (int attempt = 0; attempt <= retries; ++attempt) {
+  for (int n = 0; n <= retries; ++n) {
     LS_TRY(before_attempt());
-    CpuScope cpu(pid);
-    RealtimeScope realtime;
-    auto stop = ThreadGroupStop::stop(pid);
-    if (!stop) return stop.status();
-    auto blocker = check_threads(pid, maps, (*stop)->threads(), guarded, main_stack_start, scratch, unwind, no_unwinder);
-    auto checked = std::chrono::steady_clock::now();
-    if (!blocker) return blocker.status();
-    if (blocker->has_value()) {
-      (*stop)->resume();
-      longest_us = std::max(longest_us, (*stop)->timing().pause_us());
-      realtime.end();
-      cpu.end();
-      last = **blocker;
+    Result<Attempt> outcome = error("the attempt did not run");
+    on_tracer_thread([&] { outcome = attempt(pid, *mem, maps, guarded, edits, main_stack_start, scratch, unwind, no_unwinder); });
+    if (!outcome) return outcome.status();
+    longest_us = std::max(longest_us, outcome->pause_us);
+    if (outcome->blocker) {
+      last = outcome->blocker;
       std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
       continue;
     }
-    Status done = act();
-    auto acted = std::chrono::steady_clock::now();
-    (*stop)->resume();
-    LS_TRY(done);
-    const auto& tm = (*stop)->timing();
-    auto us = [](auto a, auto b) { return std::chrono::duration<double, std::micro>(b - a).count(); };
-    ctx.note(fmt::format("pause: stop {:.0f} us, check {:.0f} us ({} KiB of stacks; {} unwound with CFI, "
-                         "{} frames, {:.0f} us), splice {:.0f} us, resume {:.0f} us ({} threads)",
-                         us(tm.first_stop, tm.all_stopped), us(tm.all_stopped, checked), scratch.bytes_read / 1024,
-                         scratch.threads_unwound, scratch.frames_unwound, scratch.unwind_us, us(checked, acted),
-                         us(acted, tm.resumed), (*stop)->threads().size()));
-    return SafeStop{tm.pause_us(), std::max(longest_us, tm.pause_us()), attempt + 1};
+    ctx.note(outcome->note);
+    return SafeStop{outcome->pause_us, longest_us, n + 1};
   }
   return Status::error(fmt::format("gave up after {} attempts, nothing changed: {}", retries + 1,
                                    last ? last->describe() : "unknown"),

@@ -1,5 +1,6 @@
-// The safety check: with every thread stopped, is any thread executing, or will any
-// return into, code that is about to be replaced (or, for undo, removed)?
+// The safety check: with every thread stopped or held asleep (ptrace.h), is any thread
+// executing, or will any return into, code that is about to be replaced (or, for undo,
+// removed)?
 //
 // What is hard is being exact without being slow or unsafe. Every thread's PC first;
 // then every 8-byte word of its live stack (rsp to the top of the mapping holding it),
@@ -32,6 +33,7 @@
 #include "core/result.h"
 #include "process/maps.h"
 #include "process/ptrace.h"
+#include "process/trampoline.h"
 #include "process/unwind.h"
 
 namespace ls::proc {
@@ -96,13 +98,17 @@ struct SafeStop {
   int attempts = 0;
 };
 
-// Stops every thread and, once none blocks, runs `act` while they are stopped; a blocked
-// attempt resumes at once, waits `delay_ms` and tries again, up to `retries` more times
-// (then fails with Exit::Unsafe naming the blocker). `before_attempt` may end the loop
-// with a failed Status (the tool died). The threads are always resumed. -v prints where
-// the pause went: stop, check, act, resume.
+// Writes `edits` once no thread blocks. Each attempt runs on its own tracer thread
+// (on_tracer_thread): the running threads are stopped, the sleeping ones held asleep
+// (ThreadGroupStop::stop_running); all are checked; the sites are armed with int3
+// (SiteWriter); the sleepers that ran meanwhile are settled and checked again; only
+// then are the edits finished. A blocked attempt puts every site back, resumes at once,
+// waits `delay_ms` and tries again, up to `retries` more times (then fails with
+// Exit::Unsafe naming the blocker). `before_attempt` may end the loop with a failed
+// Status (the tool died). The threads are always resumed and the sites never left
+// armed. -v prints where the pause went: stop, check, settle, write, resume.
 Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& maps,
-                           const std::vector<Guarded>& guarded, int retries, int delay_ms,
-                           const std::function<Status()>& before_attempt, const std::function<Status()>& act);
+                           const std::vector<Guarded>& guarded, const std::vector<SiteEdit>& edits, int retries,
+                           int delay_ms, const std::function<Status()>& before_attempt);
 
 }  // namespace ls::proc

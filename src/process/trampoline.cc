@@ -49,43 +49,46 @@ Result<Trampoline> make_trampoline(const Memory& mem, const std::string& label, 
 
 namespace {
 
+constexpr uint8_t kInt3 = 0xcc;
+
 // Sites in one page, written with one pwrite: inside the pause each write is a system
 // call (a few µs on a virtual machine), and replaced functions of one file usually sit
 // close together. A page never straddles two mappings, so a span within one cannot
 // reach memory of another kind (a shared region of ours, a hole).
 struct Span {
   TargetAddr start, end;
-  std::vector<size_t> sites;        // indices into the trampolines
+  std::vector<size_t> sites;        // indices into the edits
   std::vector<uint8_t> bytes;       // [start, end) as it is, then with the sites' new bytes
+  std::vector<uint8_t> before;      // [start, end) as it was
 };
 
-std::vector<Span> spans_of(const std::vector<Trampoline>& ts) {
-  std::vector<size_t> order(ts.size());
-  for (size_t i = 0; i < ts.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return ts[a].site < ts[b].site; });
+std::vector<Span> spans_of(const std::vector<SiteEdit>& es) {
+  std::vector<size_t> order(es.size());
+  for (size_t i = 0; i < es.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return es[a].at < es[b].at; });
   auto page = [](TargetAddr a) { return a.value() >> 12; };
   std::vector<Span> spans;
   for (size_t i : order) {
-    TargetAddr end = ts[i].site + static_cast<int64_t>(ts[i].jump.size());
-    bool one_page = page(ts[i].site) == page(end - 1);
-    if (!spans.empty() && one_page && page(spans.back().start) == page(ts[i].site) &&
-        page(spans.back().end - 1) == page(ts[i].site)) {
+    TargetAddr end = es[i].at + static_cast<int64_t>(es[i].to.size());
+    bool one_page = page(es[i].at) == page(end - 1);
+    if (!spans.empty() && one_page && page(spans.back().start) == page(es[i].at) &&
+        page(spans.back().end - 1) == page(es[i].at)) {
       spans.back().end = std::max(spans.back().end, end);
       spans.back().sites.push_back(i);
     } else {
-      spans.push_back({ts[i].site, end, {i}, {}});
+      spans.push_back({es[i].at, end, {i}, {}, {}});
     }
   }
   return spans;
 }
 
-// Writes `pick(t)` at every site, after checking that each holds `expect(t)`: every
-// span is read (all in one system call), checked, overlaid and written whole. All or
-// none: a site that holds something else fails before anything is written, and on a
-// failed write the spans written get `undo(t)` back.
-template <typename Expect, typename Pick, typename Undo>
-Status write_sites(const Memory& mem, const std::vector<Trampoline>& ts, Expect expect, Pick pick, Undo undo) {
-  std::vector<Span> spans = spans_of(ts);
+// Rewrites every site: each span is read (all in one system call), each site in it
+// checked with `holds(edit, its bytes)`, changed with `change(edit, its bytes)`, and the
+// span written whole. All or none: a site that fails its check fails before anything is
+// written, and on a failed write the spans written get their old bytes back.
+template <typename Holds, typename Change>
+Status write_sites(const Memory& mem, const std::vector<SiteEdit>& es, Holds holds, Change change) {
+  std::vector<Span> spans = spans_of(es);
   std::vector<iovec> local, remote;
   size_t total = 0;
   for (auto& sp : spans) {
@@ -96,28 +99,34 @@ Status write_sites(const Memory& mem, const std::vector<Trampoline>& ts, Expect 
   }
   bool all = process_vm_readv(mem.pid(), local.data(), local.size(), remote.data(), remote.size(), 0) ==
              static_cast<ssize_t>(total);
+  auto site_bytes = [](Span& sp, const SiteEdit& e) {
+    return std::span<uint8_t>(sp.bytes).subspan(e.at - sp.start, e.to.size());
+  };
   for (auto& sp : spans) {
     if (!all) LS_TRY(mem.read(sp.start, sp.bytes));   // e.g. more spans than IOV_MAX
-    for (size_t i : sp.sites) {
-      const auto& want = expect(ts[i]);
-      if (!std::equal(want.begin(), want.end(), sp.bytes.begin() + (ts[i].site - sp.start)))
+    for (size_t i : sp.sites)
+      if (!holds(es[i], std::span<const uint8_t>(site_bytes(sp, es[i]))))
         return error("{} at {}: the bytes there are not the ones livesplice expects; not touching it",
-                     ts[i].function, ts[i].site);
-    }
+                     es[i].function, es[i].at);
   }
-  for (auto& sp : spans)
-    for (size_t i : sp.sites) {
-      const auto& b = pick(ts[i]);
-      std::copy(b.begin(), b.end(), sp.bytes.begin() + (ts[i].site - sp.start));
-    }
+  for (auto& sp : spans) {
+    sp.before = sp.bytes;
+    for (size_t i : sp.sites) change(es[i], site_bytes(sp, es[i]));
+  }
   for (size_t k = 0; k < spans.size(); ++k) {
     Status s = mem.write(spans[k].start, spans[k].bytes);
     if (s.ok()) continue;
-    for (size_t j = 0; j < k; ++j)
-      for (size_t i : spans[j].sites) (void)mem.write(ts[i].site, undo(ts[i]));
-    return std::move(s).context(ts[spans[k].sites[0]].function);
+    for (size_t j = 0; j < k; ++j) (void)mem.write(spans[j].start, spans[j].before);
+    return std::move(s).context(es[spans[k].sites[0]].function);
   }
   return {};
+}
+
+bool same(std::span<const uint8_t> a, const std::vector<uint8_t>& b) { return std::equal(a.begin(), a.end(), b.begin(), b.end()); }
+
+// An armed site: the int3, then `tail`'s bytes after its first.
+bool armed_with(std::span<const uint8_t> site, const std::vector<uint8_t>& tail) {
+  return site[0] == kInt3 && std::equal(site.begin() + 1, site.end(), tail.begin() + 1, tail.end());
 }
 
 }  // namespace
@@ -125,22 +134,54 @@ Status write_sites(const Memory& mem, const std::vector<Trampoline>& ts, Expect 
 Status privatize_sites(const Memory& mem, const std::vector<Trampoline>& trampolines) {
   // Through the splice's own code (write_sites), spans and all: run here first, the
   // pause then finds its code, heap and pages already touched by this process.
-  std::vector<Trampoline> now = trampolines;
-  for (auto& t : now) LS_TRY(mem.read(t.site, t.jump));
-  auto same = [](const Trampoline& t) -> const std::vector<uint8_t>& { return t.jump; };
-  return write_sites(mem, now, same, same, same);
+  std::vector<SiteEdit> now = insertions(trampolines);
+  for (auto& e : now) LS_TRY(mem.read(e.at, e.to));
+  return write_sites(mem, now, [](const SiteEdit& e, auto b) { return same(b, e.to); }, [](const SiteEdit&, auto) {});
 }
 
-Status write_trampolines(const Memory& mem, const std::vector<Trampoline>& trampolines) {
-  auto jump = [](const Trampoline& t) -> const std::vector<uint8_t>& { return t.jump; };
-  auto original = [](const Trampoline& t) -> const std::vector<uint8_t>& { return t.original; };
-  return write_sites(mem, trampolines, original, jump, original);
+std::vector<SiteEdit> insertions(const std::vector<Trampoline>& trampolines) {
+  std::vector<SiteEdit> out;
+  for (const auto& t : trampolines) out.push_back({t.function, t.site, t.original, t.jump});
+  return out;
 }
 
-Status remove_trampolines(const Memory& mem, const std::vector<Trampoline>& trampolines) {
-  auto jump = [](const Trampoline& t) -> const std::vector<uint8_t>& { return t.jump; };
-  auto original = [](const Trampoline& t) -> const std::vector<uint8_t>& { return t.original; };
-  return write_sites(mem, trampolines, jump, original, jump);
+std::vector<SiteEdit> removals(const std::vector<Trampoline>& trampolines) {
+  std::vector<SiteEdit> out;
+  for (const auto& t : trampolines) out.push_back({t.function, t.site, t.jump, t.original});
+  return out;
+}
+
+std::vector<TargetRange> SiteWriter::sites() const {
+  std::vector<TargetRange> out;
+  for (const auto& e : edits_) out.push_back({e.at, e.at + static_cast<int64_t>(e.to.size())});
+  return out;
+}
+
+Status SiteWriter::arm() {
+  LS_TRY(write_sites(mem_, edits_, [](const SiteEdit& e, auto b) { return same(b, e.from); },
+                     [](const SiteEdit&, auto b) { b[0] = kInt3; }));
+  stage_ = Stage::Armed;
+  return {};
+}
+
+Status SiteWriter::finish() {
+  LS_TRY(write_sites(mem_, edits_, [](const SiteEdit& e, auto b) { return armed_with(b, e.from); },
+                     [](const SiteEdit& e, auto b) { std::copy(e.to.begin() + 1, e.to.end(), b.begin() + 1); }));
+  stage_ = Stage::Tails;
+  LS_TRY(write_sites(mem_, edits_, [](const SiteEdit& e, auto b) { return armed_with(b, e.to); },
+                     [](const SiteEdit& e, auto b) { b[0] = e.to[0]; }));
+  stage_ = Stage::Done;
+  return {};
+}
+
+void SiteWriter::back_out() {
+  auto anything = [](const SiteEdit&, auto) { return true; };
+  if (stage_ == Stage::Tails)
+    (void)write_sites(mem_, edits_, anything,
+                      [](const SiteEdit& e, auto b) { std::copy(e.from.begin() + 1, e.from.end(), b.begin() + 1); });
+  if (stage_ == Stage::Armed || stage_ == Stage::Tails)
+    (void)write_sites(mem_, edits_, anything, [](const SiteEdit& e, auto b) { b[0] = e.from[0]; });
+  stage_ = Stage::Untouched;
 }
 
 }  // namespace ls::proc

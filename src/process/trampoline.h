@@ -29,14 +29,41 @@ Result<Trampoline> make_trampoline(const Memory& mem, const std::string& label, 
 // to be touched for the first time inside the pause.
 Status privatize_sites(const Memory& mem, const std::vector<Trampoline>& trampolines);
 
-// Writes every trampoline, after checking that every site still holds its original
-// bytes; all or none: on a failure the ones written are restored. Sites in one page
-// are written with one system call (the bytes between them read and written back
-// unchanged: every thread is stopped).
-Status write_trampolines(const Memory& mem, const std::vector<Trampoline>& trampolines);
+// One site's change: the bytes that must be there, and the bytes written instead.
+struct SiteEdit {
+  std::string function;
+  TargetAddr at;
+  std::vector<uint8_t> from, to;   // the same length
+};
+std::vector<SiteEdit> insertions(const std::vector<Trampoline>& trampolines);   // original -> jump
+std::vector<SiteEdit> removals(const std::vector<Trampoline>& trampolines);     // jump -> original
 
-// Puts the original bytes back, after checking that each site still holds its jump;
-// all or none.
-Status remove_trampolines(const Memory& mem, const std::vector<Trampoline>& trampolines);
+// Writes site edits so that a thread which runs meanwhile (a sleeper that woke, see
+// ptrace.h) never executes a half-written site, as the kernel's text_poke_bp does:
+// arm() puts an int3 on every site's first byte, after checking that every site holds
+// its `from` bytes (all or none); finish() writes every tail, then every first byte. A
+// thread reaching a site in between traps, and its tracer puts it back on the site to
+// run whatever is there when it resumes. Destroyed before finish(), every site is put
+// back as it was (tails first, first bytes last). Sites in one page are written with
+// one system call (the bytes between them read and written back unchanged).
+class SiteWriter {
+ public:
+  SiteWriter(const Memory& mem, std::vector<SiteEdit> edits) : mem_(mem), edits_(std::move(edits)) {}
+  ~SiteWriter() { back_out(); }
+  SiteWriter(const SiteWriter&) = delete;
+  SiteWriter& operator=(const SiteWriter&) = delete;
+
+  Status arm();
+  Status finish();
+  void back_out();
+  // Each site's address and length.
+  std::vector<TargetRange> sites() const;
+
+ private:
+  enum class Stage { Untouched, Armed, Tails, Done };
+  const Memory& mem_;
+  std::vector<SiteEdit> edits_;
+  Stage stage_ = Stage::Untouched;
+};
 
 }  // namespace ls::proc

@@ -63,17 +63,20 @@ Status undo_one(Context& ctx, pid_t pid, Ledger& ledger, const std::string& id, 
     auto orphaned = [&]() -> Status {
       return getppid() == parent ? Status() : error("livesplice was killed during undo; nothing changed");
     };
-    auto restore = [&]() -> Status {
-      if (!e.pending) return remove_trampolines(*mem, e.trampolines);
-      // The apply died around its stop: restore whatever jumps landed.
-      for (const auto& t : e.trampolines) {
-        std::vector<uint8_t> now(t.jump.size());
-        if (mem->read(t.site, now).ok() && now == t.jump) (void)mem->write(t.site, t.original);
-      }
-      return {};
-    };
+    std::vector<SiteEdit> restore = removals(e.trampolines);
+    if (e.pending) {
+      // The apply died around its stop: whatever landed (a jump, or a site cut short
+      // while being written) goes back to the original. No one else writes the sites, so
+      // what they hold now they hold in the pause.
+      std::erase_if(restore, [&](SiteEdit& s) {
+        std::vector<uint8_t> now(s.from.size());
+        if (!mem->read(s.at, now).ok() || now == s.to) return true;
+        s.from = now;
+        return false;
+      });
+    }
     LS_TRY(privatize_sites(*mem, e.trampolines));   // again, from this process (trampoline.h)
-    auto done = when_safe(ctx, pid, *maps, guarded, opt.retries, opt.retry_delay_ms, orphaned, restore);
+    auto done = when_safe(ctx, pid, *maps, guarded, restore, opt.retries, opt.retry_delay_ms, orphaned);
     if (!done) return done.status();
     payload = fmt::format("{}", done->longest_us);
     return {};
