@@ -3,10 +3,12 @@
 // What is hard is the failure story. Before the stop, failures leave nothing behind:
 // RegionSet unmaps what it mapped unless committed. During the stop there is one
 // rollback point: if any trampoline cannot be written, the ones already written are
-// restored before the threads resume. The ledger entry is written *before* the stop
-// (marked pending) so that even a tool killed inside the pause leaves a record undo can
-// use; it is confirmed after the threads run again. If the tool dies, the kernel
-// detaches its tracees and restarts them (PTRACE_SEIZE/INTERRUPT, never SIGSTOP).
+// restored before the threads resume. Every change to the process is made by one
+// guardian child, which records the entry (pending) before mapping its code, confirms it
+// once the jumps are in, and retires it on any failure or on our death before the
+// stop; whatever a dead guardian leaves, the next command repairs (undo.h). If the tool
+// dies, the kernel detaches its tracees and restarts them (PTRACE_SEIZE/INTERRUPT,
+// never SIGSTOP).
 #include "process/apply.h"
 
 #include <elf.h>
@@ -29,6 +31,7 @@
 #include "process/safety.h"
 #include "update/contents.h"
 #include "process/trampoline.h"
+#include "process/undo.h"
 
 namespace ls::proc {
 
@@ -153,9 +156,31 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   if (!maps) return fail_with(maps.status());
   auto modules = read_modules(opt.pid, *maps);
   if (!modules) return fail_with(modules.status());
+  // One command at a time on a process; whatever a killed one left is put right first.
+  auto key = process_key(opt.pid);
+  if (!key) return fail_with(key.status());
+  auto lock = LedgerLock::take(*key, true, 60);
+  if (!lock) return fail_with(lock.status());
   auto ledger = Ledger::read(opt.pid, *maps);
   if (!ledger) return fail_with(ledger.status());
-  if (ledger->find(u.id)) return fail_with(error("update {} is already applied (see livesplice view)", u.id.substr(0, 8)));
+  const LedgerEntry* before = ledger->find(u.id);
+  const bool was_pending = before && before->id == u.id && before->state == EntryState::Pending;
+  std::vector<std::string> repaired;
+  Status repair = repair_leftovers(ctx, opt.pid, *ledger, opt.retries, opt.retry_delay_ms, repaired);
+  for (const auto& r : repaired) fmt::print(stderr, "livesplice: apply: process {}: {}\n", opt.pid, r);
+  if (!repair.ok()) return fail_with(repair);
+  if (!repaired.empty()) {
+    if (auto fresh = read_maps(opt.pid)) *maps = std::move(*fresh);
+    ledger = Ledger::read(opt.pid, *maps);
+    if (!ledger) return fail_with(ledger.status());
+  }
+  if (ledger->find(u.id)) {
+    if (!was_pending) return fail_with(error("update {} is already applied (see livesplice view)", u.id.substr(0, 8)));
+    // A killed apply of this very update had written every jump: confirmed above.
+    if (ctx.json) fmt::print("{}\n", nlohmann::json{{"applied", true}, {"id", u.id}, {"pid", opt.pid}, {"repaired", repaired}}.dump(2));
+    else fmt::print("applied {} to process {}: its killed apply had written it; confirmed\n", u.id.substr(0, 8), opt.pid);
+    return Exit::Ok;
+  }
   auto mem = Memory::open(opt.pid);
   if (!mem) return fail_with(mem.status());
 
@@ -222,12 +247,15 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   if (Status s = load_guarded_code(*mem, p.guarded); !s.ok()) return fail_with(s);
   if (Status s = privatize_sites(*mem, p.trampolines); !s.ok()) return fail_with(s);
 
-  // 4. Map the regions (one borrowed thread; the others keep running) and fill them.
-  // Code, stubs, literals and the GOT are mapped read+exec; new writable data after.
-  std::vector<RegionRequest> wanted{{"livesplice:" + u.id.substr(0, 8), *base, image->bytes.size(),
-                                     plan->writable_offset, false}};
-  bool new_ledger = !ledger->exists();
-  if (new_ledger) {
+  // 4. One guardian child makes every change to the process, in an order where our
+  //    death at any point leaves either nothing or a state the next command repairs
+  //    (undo.h): [map the ledger copy, the first time] → record the entry, pending → map
+  //    and fill the code → stop, check, write the jumps, resume (retried while a thread
+  //    is in the way) → confirm. A failure, or our death before the jumps are written,
+  //    retires the entry (its code unmapped) there and then.
+  RegionRequest code_request{"livesplice:" + u.id.substr(0, 8), *base, image->bytes.size(), plan->writable_offset, false};
+  std::optional<RegionRequest> copy_request;
+  if (!ledger->exists()) {
     // Placed as if the code region just chosen were already mapped: never on it, and
     // never pushed past it onto someone else's mapping.
     std::vector<Mapping> occupied = *maps;
@@ -238,73 +266,69 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
                     code_region);
     auto lat = find_free_near(occupied, near, kLedgerSize);
     if (!lat) return fail_with(error("no room for the ledger"));
-    wanted.push_back({kLedgerName, *lat, kLedgerSize, 0, true});
+    copy_request = RegionRequest{kLedgerName, *lat, kLedgerSize, 0, true};
   }
-  auto planned = [](const RegionRequest& r) {
-    return Region{{r.at, r.at + static_cast<int64_t>((r.size + 4095) & ~uint64_t{4095})}, "/memfd:" + r.name};
-  };
   LedgerEntry entry;
   entry.id = u.id;
   entry.update_path = opt.update;
   entry.applied_at = now_iso();
   entry.trampolines = p.trampolines;
-  entry.regions = {planned(wanted.front())};
+  entry.regions = {Region{{*base, *base + static_cast<int64_t>((image->bytes.size() + 4095) & ~uint64_t{4095})},
+                          "/memfd:" + code_request.name}};
   for (const auto* f : replaced) entry.functions.push_back(f->label());
   for (const auto& f : u.functions)
     if (f.status == "new") entry.new_functions.push_back(f.label());
   entry.patch_name = u.patch_name;
   entry.patch_text = u.patch_text;
-  entry.pending = true;
-  if (new_ledger) ledger->attach_region(planned(wanted.back()).range);
-  ledger->entries().push_back(entry);
-  // Mapping, filling and recording happen together in a guardian child: killed at any
-  // point, we leave either nothing or a pending ledger entry that undo can clean up.
-  auto prepared = run_to_completion([&](std::string&) -> Status {
-    RegionSet regions(opt.pid);
-    LS_TRY(regions.map(wanted));
-    LS_TRY(regions.write(0, 0, image->bytes));
-    LS_TRY(ledger->write(opt.pid));
-    regions.commit();   // from here the ledger owns the regions
-    return {};
-  });
-  if (!prepared) return fail_with(prepared.status());
-  auto abandon = [&](const Status& s) {
-    ledger->entries().pop_back();
-    (void)ledger->write(opt.pid);
-    (void)unmap_regions(opt.pid, entry.regions);
-    return fail_with(s);
-  };
-  ctx.note(fmt::format("prepared in {:.1f} ms: {} bytes at {}", ms(), image->bytes.size(), *base));
+  entry.state = EntryState::Pending;
+  if (Status s = check_entry(entry); !s.ok()) return fail_with(s);   // what any later read will demand
 
-  // 5. Stop, check, splice, resume — retried while some thread is in the way. The whole
-  //    loop runs in a guardian child (guardian.h): if we are killed, an attempt under way
-  //    still completes or rolls back, and no further attempt starts.
-  pid_t parent = getpid();
+  pid_t tool = getpid();
+  kill_point(tool, "apply:matched");
   auto outcome = run_to_completion([&](std::string& payload) -> Status {
-    auto orphaned = [&]() -> Status {
-      if (getppid() == parent) return {};
-      // Orphaned: clean up as the tool would have, then stop.
-      ledger->entries().pop_back();
-      (void)ledger->write(opt.pid);
-      (void)unmap_regions(opt.pid, entry.regions);
-      return error("livesplice was killed during apply; nothing changed");
+    if (copy_request) {
+      RegionSet copy(opt.pid);
+      LS_TRY(copy.map({*copy_request}));
+      copy.commit();   // an empty copy without a record is taken up again by the next read
+      ledger->attach_region(copy.regions().front().range);
+    }
+    ledger->entries().push_back(entry);
+    LS_TRY(ledger->commit(opt.pid));
+    kill_point(tool, "apply:recorded");
+    auto give_up = [&](Status s) {
+      (void)retire(opt.pid, *ledger, u.id);
+      return s;
     };
-    LS_TRY(privatize_sites(*mem, p.trampolines));   // again, from this process (trampoline.h)
+    {
+      RegionSet code(opt.pid);
+      Status filled = code.map({code_request});
+      if (filled.ok()) filled = code.write(0, 0, image->bytes);
+      if (!filled.ok()) return give_up(filled);   // RegionSet has unmapped what it mapped
+      code.commit();   // from here the ledger owns the region
+    }
+    kill_point(tool, "apply:mapped");
+    auto orphaned = [&]() -> Status {
+      return getppid() == tool ? Status() : error("livesplice was killed during apply; nothing changed");
+    };
+    if (Status s = privatize_sites(*mem, p.trampolines); !s.ok())   // again, from this process (trampoline.h)
+      return give_up(s);
     auto done = when_safe(ctx, opt.pid, *maps, p.guarded, opt.retries, opt.retry_delay_ms, orphaned,
                           [&] { return write_trampolines(*mem, p.trampolines); });
-    if (!done) return done.status();
+    if (!done) return give_up(done.status());
+    kill_point(tool, "apply:spliced");
     // Confirmed here, not by the parent: the ledger must never call live code pending.
-    ledger->entries().back().pending = false;
-    ledger->entries().back().pause_us = done->pause_us;
-    (void)ledger->write(opt.pid);
+    ledger->entry(u.id)->state = EntryState::Applied;
+    ledger->entry(u.id)->pause_us = done->pause_us;
+    LS_TRY(ledger->commit(opt.pid));
+    kill_point(tool, "apply:confirmed");
     payload = nlohmann::json{{"pause_us", done->pause_us}, {"attempts", done->attempts}}.dump();
     return {};
   }, Paging::Locked);
-  if (!outcome) return abandon(outcome.status());
+  if (!outcome) return fail_with(outcome.status());
   auto report = nlohmann::json::parse(*outcome);
   double pause_us = report.at("pause_us");
   int attempts = report.at("attempts").get<int>() - 1;
-
+  ctx.note(fmt::format("done in {:.1f} ms: {} bytes at {}", ms(), image->bytes.size(), *base));
 
   if (ctx.json) {
     nlohmann::json j{{"applied", true},       {"id", u.id},           {"pid", opt.pid},
@@ -315,7 +339,7 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   } else {
     fmt::print("applied {} to process {}: {} function(s) replaced, pause {:.0f} us{}\n", u.id.substr(0, 8), opt.pid,
                entry.functions.size(), pause_us, attempts ? fmt::format(" ({} attempts)", attempts + 1) : "");
-    for (const auto& f : entry.functions) fmt::print("  {}\n", f);
+    for (const auto& f : entry.functions) fmt::print("  {}\n", printable(f));
   }
   return Exit::Ok;
 }

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -151,6 +152,15 @@ Status RegionSet::write(size_t i, uint64_t offset, std::span<const uint8_t> byte
   if (i >= regions_.size()) return error("no region {}", i);
   int fd = open_region_file(pid_, regions_[i].range);
   if (fd < 0) return error("process {}: cannot open {}: {}", pid_, regions_[i].name, std::strerror(errno));
+  // The process may have put another file at that address meanwhile — any file it can
+  // read, which we, as root, would open writable. Only an unlinked file (our memfd) is
+  // written.
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 0) {
+    ::close(fd);
+    return Status::error(fmt::format("process {}: {} at {} is no longer the memfd livesplice mapped there (tampering); "
+                                     "not writing", pid_, regions_[i].name, regions_[i].range.start), Exit::Unsafe);
+  }
   ssize_t n = ::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(offset));
   ::close(fd);
   if (n != static_cast<ssize_t>(bytes.size()))
