@@ -95,6 +95,9 @@ void kill_point(pid_t tool, std::string_view phase) {
   if (getppid() != tool) return;   // the tool is gone already: nothing of ours to kill
   kill(tool, SIGKILL);
   if (guardian_too) raise(SIGKILL);
+  // Dead before the guardian goes on, as if killed from outside before this point: the
+  // guardian's own checks (getppid) must see it.
+  for (int i = 0; i < 1000 && getppid() == tool; ++i) usleep(1000);
 }
 
 }  // namespace ls::proc
