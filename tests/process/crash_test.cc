@@ -20,6 +20,8 @@ struct Phase {
   const char* state;      // view afterwards: "" (no entry), or entry state + "/" + jumps in place
 };
 
+void PrintTo(const Phase& p, std::ostream* os) { *os << p.name << (p.guardian ? "+guardian" : ""); }
+
 std::string label(const ::testing::TestParamInfo<Phase>& p) {
   std::string s = std::string(p.param.name) + (p.param.guardian ? "_with_guardian" : "");
   for (char& c : s)
