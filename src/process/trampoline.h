@@ -1,6 +1,7 @@
 // Trampolines: the jump written at the entry of a replaced function (jump.h: `jmp rel32`
-// when the new code is in reach, `jmp *0(%rip)` otherwise), written after an `endbr64` (f3 0f 1e fa) when the function starts with one, so that
-// indirect calls still land on a valid branch target under CET.
+// when the new code is in reach, `jmp *0(%rip)` otherwise), written after an `endbr64`
+// (f3 0f 1e fa) when the function starts with one, so that indirect calls still land on
+// a valid branch target under CET.
 #pragma once
 
 #include <string>
