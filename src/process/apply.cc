@@ -147,8 +147,8 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   update::Contents u = update::Contents::load(opt.update);   // throws ls::Error: nothing touched yet
 
   auto fail_with = [&](const Status& s) {
-    fmt::print(stderr, "livesplice: apply {} to process {}: {}\n", u.id.substr(0, 8), opt.pid, s.message());
-    if (ctx.json) fmt::print("{}\n", nlohmann::json{{"applied", false}, {"id", u.id}, {"error", s.message()}}.dump(2));
+    fmt::print(stderr, "livesplice: apply {} to process {}: {}\n", u.id.substr(0, 8), opt.pid, printable(s.message(), true));
+    if (ctx.json) fmt::print("{}\n", nlohmann::json{{"applied", false}, {"id", u.id}, {"error", s.message()}}.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
     return s.code() == Exit::Ok ? Exit::ToolError : s.code();
   };
 
@@ -177,7 +177,7 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   if (ledger->find(u.id)) {
     if (!was_pending) return fail_with(error("update {} is already applied (see livesplice view)", u.id.substr(0, 8)));
     // A killed apply of this very update had written every jump: confirmed above.
-    if (ctx.json) fmt::print("{}\n", nlohmann::json{{"applied", true}, {"id", u.id}, {"pid", opt.pid}, {"repaired", repaired}}.dump(2));
+    if (ctx.json) fmt::print("{}\n", nlohmann::json{{"applied", true}, {"id", u.id}, {"pid", opt.pid}, {"repaired", repaired}}.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
     else fmt::print("applied {} to process {}: its killed apply had written it; confirmed\n", u.id.substr(0, 8), opt.pid);
     return Exit::Ok;
   }
@@ -335,7 +335,7 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
                      {"pause_us", pause_us},  {"attempts", attempts + 1}, {"functions", entry.functions},
                      {"new_functions", entry.new_functions}, {"code_at", fmt::format("{}", *base)},
                      {"code_bytes", image->bytes.size()}, {"prepare_ms", ms()}};
-    fmt::print("{}\n", j.dump(2));
+    fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
   } else {
     fmt::print("applied {} to process {}: {} function(s) replaced, pause {:.0f} us{}\n", u.id.substr(0, 8), opt.pid,
                entry.functions.size(), pause_us, attempts ? fmt::format(" ({} attempts)", attempts + 1) : "");

@@ -324,7 +324,8 @@ std::string serialize_ledger(const std::vector<LedgerEntry>& entries) {
   nlohmann::json j;
   j["updates"] = nlohmann::json::array();
   for (const auto& e : entries) j["updates"].push_back(entry_json(e, true));
-  return std::string(kMagic, kMagicLen) + j.dump();
+  // Names from an update (symbols) need not be UTF-8: replaced (U+FFFD), never a throw.
+  return std::string(kMagic, kMagicLen) + j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 Status check_entry(const LedgerEntry& e) {

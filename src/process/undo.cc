@@ -101,7 +101,7 @@ Result<Ledger> reread(pid_t pid) {
 }
 
 Exit failed(const char* cmd, pid_t pid, const Status& s) {
-  fmt::print(stderr, "livesplice: {} process {}: {}\n", cmd, pid, s.message());
+  fmt::print(stderr, "livesplice: {} process {}: {}\n", cmd, pid, printable(s.message(), true));
   return s.code() == Exit::Ok ? Exit::ToolError : s.code();
 }
 
@@ -211,7 +211,7 @@ Exit run_undo(Context& ctx, const UndoOptions& opt) {
                                           : ledger->find(opt.id);
     if (!e && !repaired.empty()) {
       // What was asked for was a killed command's leftover, removed above.
-      if (ctx.json) fmt::print("{}\n", nlohmann::json{{"undone", nlohmann::json::array()}, {"repaired", repaired}}.dump(2));
+      if (ctx.json) fmt::print("{}\n", nlohmann::json{{"undone", nlohmann::json::array()}, {"repaired", repaired}}.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
       return Exit::Ok;
     }
     if (!e) {
@@ -231,15 +231,15 @@ Exit run_undo(Context& ctx, const UndoOptions& opt) {
       else *ledger = std::move(*now);
     }
     if (!s.ok()) {
-      fmt::print(stderr, "livesplice: undo {} in process {}: {}\n", id.substr(0, 8), opt.pid, s.message());
+      fmt::print(stderr, "livesplice: undo {} in process {}: {}\n", id.substr(0, 8), opt.pid, printable(s.message(), true));
       if (ctx.json)
-        fmt::print("{}\n", nlohmann::json{{"undone", done}, {"repaired", repaired}, {"error", s.message()}}.dump(2));
+        fmt::print("{}\n", nlohmann::json{{"undone", done}, {"repaired", repaired}, {"error", s.message()}}.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
       return s.code() == Exit::Ok ? Exit::ToolError : s.code();
     }
     done.push_back({{"id", id}, {"pause_us", pause}});
     if (!ctx.json) fmt::print("undone {} in process {}: pause {:.0f} us\n", id.substr(0, 8), opt.pid, pause);
   }
-  if (ctx.json) fmt::print("{}\n", nlohmann::json{{"undone", done}, {"repaired", repaired}}.dump(2));
+  if (ctx.json) fmt::print("{}\n", nlohmann::json{{"undone", done}, {"repaired", repaired}}.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
   return Exit::Ok;
 }
 
@@ -265,7 +265,7 @@ Exit run_view(Context& ctx, pid_t pid, bool with_patch) {
     updates[live.size() - 1]["jumps_in_place"] = live.back();
   }
   if (ctx.json) {
-    fmt::print("{}\n", nlohmann::json{{"pid", pid}, {"updates", updates}, {"notes", ledger->notes()}}.dump(2));
+    fmt::print("{}\n", nlohmann::json{{"pid", pid}, {"updates", updates}, {"notes", ledger->notes()}}.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
     return Exit::Ok;
   }
   for (const auto& n : ledger->notes()) fmt::print("process {}: note: {}\n", pid, n);
