@@ -152,15 +152,16 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
     return s.code() == Exit::Ok ? Exit::ToolError : s.code();
   };
 
-  auto maps = read_maps(opt.pid);
-  if (!maps) return fail_with(maps.status());
-  auto modules = read_modules(opt.pid, *maps);
-  if (!modules) return fail_with(modules.status());
-  // One command at a time on a process; whatever a killed one left is put right first.
+  // One command at a time on a process (its maps read once the one before is done);
+  // whatever a killed one left is put right first.
   auto key = process_key(opt.pid);
   if (!key) return fail_with(key.status());
   auto lock = LedgerLock::take(*key, true, 60);
   if (!lock) return fail_with(lock.status());
+  auto maps = read_maps(opt.pid);
+  if (!maps) return fail_with(maps.status());
+  auto modules = read_modules(opt.pid, *maps);
+  if (!modules) return fail_with(modules.status());
   auto ledger = Ledger::read(opt.pid, *maps);
   if (!ledger) return fail_with(ledger.status());
   const LedgerEntry* before = ledger->find(u.id);

@@ -1,6 +1,7 @@
 #include "process/ledger.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -250,7 +251,8 @@ uint64_t stat_start_time(pid_t pid) {
   return at == 22 ? std::strtoull(p, nullptr, 10) : 0;
 }
 
-// Records of processes that have exited (or whose PID now names another process).
+// Records and locks of processes that have exited (or whose PID now names another
+// process). No command can be working on those: it would have failed to key them.
 void prune_records(const std::string& dir) {
   std::error_code ec;
   for (const auto& f : std::filesystem::directory_iterator(dir, ec)) {
@@ -259,8 +261,10 @@ void prune_records(const std::string& dir) {
     unsigned long long start = 0;
     char ext[8] = {};
     if (std::sscanf(name.c_str(), "%lu-%llu.%7s", &pid, &start, ext) != 3) continue;
-    if (std::string(ext) != "json") continue;   // a lock goes with the last holder
-    if (stat_start_time(static_cast<pid_t>(pid)) != start) std::filesystem::remove(f.path(), ec);
+    if (std::string(ext) != "json" && std::string(ext) != "lock") continue;
+    uint64_t now = stat_start_time(static_cast<pid_t>(pid));
+    bool gone = now ? now != start : ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+    if (gone) std::filesystem::remove(f.path(), ec);
   }
 }
 
