@@ -11,6 +11,37 @@ std::string where(std::string_view file, std::string_view section, int64_t offse
   return s;
 }
 
+std::string printable(std::string_view text, bool multiline) {
+  std::string out;
+  out.reserve(text.size());
+  auto escape = [&](unsigned char c) { out += fmt::format("\\x{:02x}", c); };
+  for (size_t i = 0; i < text.size(); ++i) {
+    auto c = static_cast<unsigned char>(text[i]);
+    if (c == '\n' || c == '\t') {
+      if (multiline) out += static_cast<char>(c);
+      else escape(c);
+    } else if (c < 0x20 || c == 0x7f) {
+      escape(c);
+    } else if (c < 0x80) {
+      out += static_cast<char>(c);
+    } else {
+      // A well-formed UTF-8 sequence of 2-4 bytes passes whole (C1 controls excepted);
+      // anything else is escaped byte by byte.
+      size_t n = c >= 0xf0 && c < 0xf5 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
+      bool ok = n && i + n <= text.size();
+      for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(text[i + k]) & 0xc0) == 0x80;
+      if (ok && n == 2 && c == 0xc2 && static_cast<unsigned char>(text[i + 1]) < 0xa0) ok = false;   // C1
+      if (!ok) {
+        escape(c);
+        continue;
+      }
+      out.append(text.substr(i, n));
+      i += n - 1;
+    }
+  }
+  return out;
+}
+
 void Context::progress(std::string_view msg) const {
   if (!quiet) fmt::print(stderr, "==> {}\n", msg);
 }

@@ -41,6 +41,12 @@ template <typename... Args>
 // `file.o:(.text.foo)+0x12` — the prefix of every message about a place in an object.
 std::string where(std::string_view file, std::string_view section = {}, int64_t offset = -1);
 
+// `text` safe to print on a terminal: control characters (an escape sequence, a
+// carriage return that rewrites the line) and bytes that are not UTF-8 become \xNN.
+// Newlines and tabs stay when `multiline`. For every string that comes from an update
+// file or a target process: both may be an attacker's.
+std::string printable(std::string_view text, bool multiline = false);
+
 // Carried by every stage: output preferences and the progress/warning sink. Owned by
 // main(); never a global.
 struct Context {

@@ -3,10 +3,12 @@
 // What is hard is the failure story. Before the stop, failures leave nothing behind:
 // RegionSet unmaps what it mapped unless committed. During the stop there is one
 // rollback point: if any trampoline cannot be written, the ones already written are
-// restored before the threads resume. The ledger entry is written *before* the stop
-// (marked pending) so that even a tool killed inside the pause leaves a record undo can
-// use; it is confirmed after the threads run again. If the tool dies, the kernel
-// detaches its tracees and restarts them (PTRACE_SEIZE/INTERRUPT, never SIGSTOP).
+// restored before the threads resume. Every change to the process is made by one
+// guardian child, which records the entry (pending) before mapping its code, confirms it
+// once the jumps are in, and retires it on any failure or on our death before the
+// stop; whatever a dead guardian leaves, the next command repairs (undo.h). If the tool
+// dies, the kernel detaches its tracees and restarts them (PTRACE_SEIZE/INTERRUPT,
+// never SIGSTOP).
 #include "process/apply.h"
 
 #include <elf.h>
@@ -29,6 +31,7 @@
 #include "process/safety.h"
 #include "update/contents.h"
 #include "process/trampoline.h"
+#include "process/undo.h"
 
 namespace ls::proc {
 
@@ -152,18 +155,41 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   update::Contents u = update::Contents::load(opt.update);   // throws ls::Error: nothing touched yet
 
   auto fail_with = [&](const Status& s) {
-    fmt::print(stderr, "livesplice: apply {} to process {}: {}\n", u.id.substr(0, 8), opt.pid, s.message());
-    if (ctx.json) fmt::print("{}\n", nlohmann::json{{"applied", false}, {"id", u.id}, {"error", s.message()}}.dump(2));
+    fmt::print(stderr, "livesplice: apply {} to process {}: {}\n", u.id.substr(0, 8), opt.pid, printable(s.message(), true));
+    if (ctx.json) fmt::print("{}\n", nlohmann::json{{"applied", false}, {"id", u.id}, {"error", s.message()}}.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
     return s.code() == Exit::Ok ? Exit::ToolError : s.code();
   };
 
+  // One command at a time on a process (its maps read once the one before is done);
+  // whatever a killed one left is put right first.
+  auto key = process_key(opt.pid);
+  if (!key) return fail_with(key.status());
+  auto lock = LedgerLock::take(*key, true, 60);
+  if (!lock) return fail_with(lock.status());
   auto maps = read_maps(opt.pid);
   if (!maps) return fail_with(maps.status());
   auto modules = read_modules(opt.pid, *maps);
   if (!modules) return fail_with(modules.status());
   auto ledger = Ledger::read(opt.pid, *maps);
   if (!ledger) return fail_with(ledger.status());
-  if (ledger->find(u.id)) return fail_with(error("update {} is already applied (see livesplice view)", u.id.substr(0, 8)));
+  const LedgerEntry* before = ledger->find(u.id);
+  const bool was_pending = before && before->id == u.id && before->state == EntryState::Pending;
+  std::vector<std::string> repaired;
+  Status repair = repair_leftovers(ctx, opt.pid, *ledger, opt.retries, opt.retry_delay_ms, repaired);
+  for (const auto& r : repaired) fmt::print(stderr, "livesplice: apply: process {}: {}\n", opt.pid, r);
+  if (!repair.ok()) return fail_with(repair);
+  if (!repaired.empty()) {
+    if (auto fresh = read_maps(opt.pid)) *maps = std::move(*fresh);
+    ledger = Ledger::read(opt.pid, *maps);
+    if (!ledger) return fail_with(ledger.status());
+  }
+  if (ledger->find(u.id)) {
+    if (!was_pending) return fail_with(error("update {} is already applied (see livesplice view)", u.id.substr(0, 8)));
+    // A killed apply of this very update had written every jump: confirmed above.
+    if (ctx.json) fmt::print("{}\n", nlohmann::json{{"applied", true}, {"id", u.id}, {"pid", opt.pid}, {"repaired", repaired}}.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
+    else fmt::print("applied {} to process {}: its killed apply had written it; confirmed\n", u.id.substr(0, 8), opt.pid);
+    return Exit::Ok;
+  }
   auto mem = Memory::open(opt.pid);
   if (!mem) return fail_with(mem.status());
 
@@ -230,12 +256,19 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   if (Status s = load_guarded_code(*mem, p.guarded); !s.ok()) return fail_with(s);
   if (Status s = privatize_sites(*mem, p.trampolines); !s.ok()) return fail_with(s);
 
-  // 4. Map the regions (one borrowed thread; the others keep running) and fill them.
-  // Code, stubs, literals and the GOT are mapped read+exec; new writable data after.
-  std::vector<RegionRequest> wanted{{"livesplice:" + u.id.substr(0, 8), *base, image->bytes.size(),
-                                     plan->writable_offset, false, image->bytes}};
-  bool new_ledger = !ledger->exists();
-  if (new_ledger) {
+  // 4. One guardian child makes every change to the process, in an order where our
+  //    death at any point leaves either nothing or a state the next command repairs
+  //    (undo.h): [map the ledger copy, the first time] → record the entry, pending → map
+  //    the code, filled as it is mapped → stop, check, write the jumps (int3 first,
+  //    trampoline.h), resume (retried while a thread is in the way) → confirm. A
+  //    failure, or our death before the jumps are written, retires the entry (its code
+  //    unmapped) there and then. Each mapping borrows one thread (regions.h); the others
+  //    keep running. Code, stubs, literals and the GOT are mapped read+exec; new
+  //    writable data after.
+  RegionRequest code_request{"livesplice:" + u.id.substr(0, 8), *base, image->bytes.size(), plan->writable_offset,
+                             false, image->bytes};
+  std::optional<RegionRequest> copy_request;
+  if (!ledger->exists()) {
     // Placed as if the code region just chosen were already mapped: never on it, and
     // never pushed past it onto someone else's mapping.
     std::vector<Mapping> occupied = *maps;
@@ -246,101 +279,100 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
                     code_region);
     auto lat = find_free_near(occupied, near, kLedgerSize);
     if (!lat) return fail_with(error("no room for the ledger"));
-    wanted.push_back({kLedgerName, *lat, kLedgerSize, 0, true});
+    copy_request = RegionRequest{kLedgerName, *lat, kLedgerSize, 0, true, {}};
   }
-  auto planned = [](const RegionRequest& r) {
-    return Region{{r.at, r.at + static_cast<int64_t>((r.size + 4095) & ~uint64_t{4095})}, "/memfd:" + r.name};
-  };
   LedgerEntry entry;
   entry.id = u.id;
   entry.update_path = opt.update;
   entry.applied_at = now_iso();
   entry.trampolines = p.trampolines;
-  entry.regions = {planned(wanted.front())};
+  // Named as the memfd way names it; renamed (and recorded so) if it is mapped the
+  // anonymous way.
+  entry.regions = {Region{{*base, *base + static_cast<int64_t>((image->bytes.size() + 4095) & ~uint64_t{4095})},
+                          "/memfd:" + code_request.name}};
   for (const auto* f : replaced) entry.functions.push_back(f->label());
   for (const auto& f : u.functions)
     if (f.status == "new") entry.new_functions.push_back(f.label());
   entry.patch_name = u.patch_name;
   entry.patch_text = u.patch_text;
-  entry.pending = true;
-  if (new_ledger) ledger->attach_region(planned(wanted.back()).range);
-  ledger->entries().push_back(entry);
-  // Mapping, filling and recording happen together in a guardian child: killed at any
-  // point, we leave either nothing or a pending ledger entry that undo can clean up.
-  auto prepared = run_to_completion([&](std::string& payload) -> Status {
-    RegionSet regions(opt.pid);
-    LS_TRY(regions.map(wanted));
-    // The code is in place from the moment it is mapped (RegionRequest::contents); the
-    // way the regions were mapped (memfd or anonymous) names them in the ledger.
-    ledger->entries().back().regions = {regions.regions().front()};
-    LS_TRY(ledger->write(opt.pid));
-    regions.commit();   // from here the ledger owns the regions
-    const Borrow& b = regions.borrow();
-    payload = nlohmann::json{{"thread", b.tid}, {"calls", b.calls}, {"us", b.us},
-                             {"code_region", regions.regions().front().name}}.dump();
-    return {};
-  }, Paging::Locked);   // no copy-on-write faults while a thread is borrowed
-  if (!prepared) return fail_with(prepared.status());
-  auto mapped = nlohmann::json::parse(*prepared);
-  const double map_pause_us = mapped.at("us");
-  ctx.note(fmt::format("mapped with thread {}: {} calls, kept from running {:.0f} us", mapped.at("thread").get<int>(),
-                       mapped.at("calls").get<int>(), map_pause_us));
-  entry.regions.front().name = mapped.at("code_region");
-  ledger->entries().back().regions = entry.regions;
-  auto abandon = [&](const Status& s) {
-    ledger->entries().pop_back();
-    (void)ledger->write(opt.pid);
-    (void)unmap_regions(opt.pid, entry.regions);
-    return fail_with(s);
-  };
-  ctx.note(fmt::format("prepared in {:.1f} ms: {} bytes at {}", ms(), image->bytes.size(), *base));
+  entry.state = EntryState::Pending;
+  if (Status s = check_entry(entry); !s.ok()) return fail_with(s);   // what any later read will demand
 
-  // 5. Stop, check, splice, resume — retried while some thread is in the way. The whole
-  //    loop runs in a guardian child (guardian.h): if we are killed, an attempt under way
-  //    still completes or rolls back, and no further attempt starts.
-  pid_t parent = getpid();
+  pid_t tool = getpid();
+  kill_point(tool, "apply:matched");
   auto outcome = run_to_completion([&](std::string& payload) -> Status {
-    auto orphaned = [&]() -> Status {
-      if (getppid() == parent) return {};
-      // Orphaned: clean up as the tool would have, then stop.
-      ledger->entries().pop_back();
-      (void)ledger->write(opt.pid);
-      (void)unmap_regions(opt.pid, entry.regions);
-      return error("livesplice was killed during apply; nothing changed");
+    Borrow copy_borrow, code_borrow;
+    if (copy_request) {
+      RegionSet copy(opt.pid);
+      LS_TRY(copy.map({*copy_request}, {code_request}));   // refused, when the code would be
+      copy.commit();   // a memfd copy without a record is taken up again by the next read
+      const Region& r = copy.regions().front();
+      ledger->attach_region(r.range, r.name.starts_with("anonymous:") ? CopyKind::Anonymous : CopyKind::Memfd);
+      copy_borrow = copy.borrow();
+    }
+    ledger->entries().push_back(entry);
+    LS_TRY(ledger->commit(opt.pid));
+    kill_point(tool, "apply:recorded");
+    auto give_up = [&](Status s) {
+      (void)retire(opt.pid, *ledger, u.id);
+      return s;
     };
-    LS_TRY(privatize_sites(*mem, p.trampolines));   // again, from this process (trampoline.h)
-    auto done = when_safe(ctx, opt.pid, *maps, p.guarded, insertions(p.trampolines), opt.retries,
-                          opt.retry_delay_ms, orphaned);
-    if (!done) return done.status();
+    {
+      RegionSet code(opt.pid);
+      if (Status s = code.map({code_request}); !s.ok()) return give_up(s);   // RegionSet has unmapped what it mapped
+      code.commit();   // from here the ledger owns the region
+      code_borrow = code.borrow();
+      // The way the code was mapped (memfd or anonymous) names it in the record.
+      if (code.regions().front().name != ledger->entry(u.id)->regions.front().name) {
+        ledger->entry(u.id)->regions = code.regions();
+        if (Status s = ledger->commit(opt.pid); !s.ok()) return give_up(s);
+      }
+    }
+    kill_point(tool, "apply:mapped");
+    auto orphaned = [&]() -> Status {
+      return getppid() == tool ? Status() : error("livesplice was killed during apply; nothing changed");
+    };
+    if (Status s = privatize_sites(*mem, p.trampolines); !s.ok())   // again, from this process (trampoline.h)
+      return give_up(s);
+    auto done = when_safe(ctx, opt.pid, *maps, p.guarded, insertions(p.trampolines), opt.retries, opt.retry_delay_ms,
+                          orphaned);
+    if (!done) return give_up(done.status());
+    kill_point(tool, "apply:spliced");
+    // The pause: the longest time any thread was kept from running, in any phase — the
+    // borrowed thread while it mapped the copy or the code, or every thread in a stop.
+    const double map_us = std::max(copy_borrow.us, code_borrow.us);
     // Confirmed here, not by the parent: the ledger must never call live code pending.
-    ledger->entries().back().pending = false;
-    ledger->entries().back().pause_us = std::max(map_pause_us, done->longest_us);
-    (void)ledger->write(opt.pid);
-    payload = nlohmann::json{{"splice_us", done->longest_us}, {"attempts", done->attempts}}.dump();
+    ledger->entry(u.id)->state = EntryState::Applied;
+    ledger->entry(u.id)->pause_us = std::max(map_us, done->longest_us);
+    LS_TRY(ledger->commit(opt.pid));
+    kill_point(tool, "apply:confirmed");
+    payload = nlohmann::json{{"splice_us", done->longest_us}, {"attempts", done->attempts}, {"map_us", map_us},
+                             {"thread", code_borrow.tid}, {"calls", copy_borrow.calls + code_borrow.calls}}.dump();
     return {};
-  }, Paging::Locked);
-  if (!outcome) return abandon(outcome.status());
+  }, Paging::Locked);   // no copy-on-write faults while a thread is borrowed or stopped
+  if (!outcome) return fail_with(outcome.status());
   auto report = nlohmann::json::parse(*outcome);
-  // The pause: the longest time any thread was kept from running, in any phase — the
-  // borrowed thread while it mapped the regions, or every thread in a stop.
-  const double splice_us = report.at("splice_us");
+  const double map_pause_us = report.at("map_us"), splice_us = report.at("splice_us");
   const double pause_us = std::max(map_pause_us, splice_us);
   const char* longest = map_pause_us > splice_us ? "map" : "splice";
   int attempts = report.at("attempts").get<int>() - 1;
+  ctx.note(fmt::format("mapped with thread {}: {} calls, kept from running {:.0f} us", report.at("thread").get<int>(),
+                       report.at("calls").get<int>(), map_pause_us));
+  ctx.note(fmt::format("done in {:.1f} ms: {} bytes at {}", ms(), image->bytes.size(), *base));
 
   if (ctx.json) {
     nlohmann::json j{{"applied", true},       {"id", u.id},           {"pid", opt.pid},
                      {"pause_us", pause_us},  {"pause_phases_us", {{"map", map_pause_us}, {"splice", splice_us}}},
-                     {"borrowed", {{"thread", mapped.at("thread")}, {"calls", mapped.at("calls")}}},
+                     {"borrowed", {{"thread", report.at("thread")}, {"calls", report.at("calls")}}},
                      {"attempts", attempts + 1}, {"functions", entry.functions},
                      {"new_functions", entry.new_functions}, {"code_at", fmt::format("{}", *base)},
                      {"code_bytes", image->bytes.size()}, {"prepare_ms", ms()}};
-    fmt::print("{}\n", j.dump(2));
+    fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
   } else {
     fmt::print("applied {} to process {}: {} function(s) replaced, pause {:.0f} us ({}; map {:.0f} us, splice {:.0f} us){}\n",
                u.id.substr(0, 8), opt.pid, entry.functions.size(), pause_us, longest, map_pause_us, splice_us,
                attempts ? fmt::format(" ({} attempts)", attempts + 1) : "");
-    for (const auto& f : entry.functions) fmt::print("  {}\n", f);
+    for (const auto& f : entry.functions) fmt::print("  {}\n", printable(f));
   }
   return Exit::Ok;
 }

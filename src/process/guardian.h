@@ -11,6 +11,7 @@
 
 #include <functional>
 #include <string>
+#include <string_view>
 
 #include "core/result.h"
 
@@ -27,5 +28,16 @@ enum class Paging { OnDemand, Locked };
 // the work produced, or its Status. An error too if the child died without reporting.
 Result<std::string> run_to_completion(const std::function<Status(std::string& payload)>& work,
                                       Paging paging = Paging::OnDemand);
+
+// Deterministic death, for the crash-consistency tests (tests/process/crash_test.cc).
+// When the environment variable LIVESPLICE_KILL_AT names `phase`, the livesplice
+// process `tool` (the command's own PID, taken before any guardian was forked) is
+// killed with SIGKILL right here: by itself, or by the guardian child that reached the
+// phase — which then carries on, as it would if the tool had been killed from outside.
+// "PHASE+guardian" kills the guardian too (as the OOM killer might), leaving whatever
+// state the phase is in for the next command to find. Nothing but livesplice's own
+// processes can be signalled, and only when the parent is still `tool`. Phases are named
+// "apply:..." and "undo:..." where each command calls this (listed in GLOSSARY.md).
+void kill_point(pid_t tool, std::string_view phase);
 
 }  // namespace ls::proc

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -153,8 +154,8 @@ uint64_t lowest_free_fd(pid_t pid) {
 //  - anonymous: mmap(MAP_PRIVATE|MAP_ANONYMOUS) of the code part read+exec and of the
 //    rest read+write, written from our side through /proc/PID/mem. Only mmap: what a
 //    filter without memfd_create (systemd's SystemCallFilter= allow lists, sandboxes)
-//    still lets a program do. Unnamed in /proc/PID/maps; the ledger finds its own by
-//    its contents (ledger.h).
+//    still lets a program do. Unnamed in /proc/PID/maps ("anonymous:NAME" in the
+//    ledger, whose record says which kind its own copy is: ledger.h).
 // Neither ever asks for a mapping both writable and executable, nor adds PROT_EXEC to
 // one (what MemoryDenyWriteExecute= and PR_SET_MDWE refuse): the code is written from
 // outside, never through a writable mapping of the target.
@@ -201,6 +202,17 @@ std::vector<Step> plan(Way way, const std::vector<RegionRequest>& requests, cons
 Status fill_memfd(pid_t pid, int64_t fd, const RegionRequest& r) {
   int ours = ::open(fmt::format("/proc/{}/fd/{}", pid, fd).c_str(), O_RDWR | O_CLOEXEC);
   if (ours < 0) return error("process {}: cannot open its memfd {}: {}", pid, fd, std::strerror(errno));
+  // Its other threads run meanwhile and may have put another file at that descriptor —
+  // any file it can read, which we, as root, would open writable. Only an unlinked
+  // file (our memfd) is written.
+  struct stat st;
+  if (::fstat(ours, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 0) {
+    ::close(ours);
+    return Status::error(fmt::format("process {}: descriptor {} is no longer the memfd livesplice made for {} "
+                                     "(tampering); not writing",
+                                     pid, fd, r.name),
+                         Exit::Unsafe);
+  }
   bool ok = ::ftruncate(ours, static_cast<off_t>(page_up(r.size))) == 0 &&
             ::pwrite(ours, r.contents.data(), r.contents.size(), 0) == static_cast<ssize_t>(r.contents.size());
   int err = errno;
@@ -292,9 +304,10 @@ Status run_steps(Borrowed& b, pid_t pid, Way way, const std::vector<RegionReques
 }
 
 // Runs in the guardian child: maps every request with one borrowed thread, the first
-// way the thread's seccomp filters let run; on failure unmaps what it mapped, so that
-// nothing stays behind either way.
-Result<Mapped> map_in_target(pid_t pid, const std::vector<RegionRequest>& requests) {
+// way the thread's seccomp filters let run for `requests` and `then` alike; on failure
+// unmaps what it mapped, so that nothing stays behind either way.
+Result<Mapped> map_in_target(pid_t pid, const std::vector<RegionRequest>& requests,
+                             const std::vector<RegionRequest>& then) {
   auto taken = Borrowed::take(pid);
   if (!taken) return taken.status();
   Borrowed& b = **taken;
@@ -318,6 +331,11 @@ Result<Mapped> map_in_target(pid_t pid, const std::vector<RegionRequest>& reques
     LS_TRY(check_write_xor_exec(steps));
     std::vector<PlannedCall> calls;
     for (const auto& s : steps) calls.push_back(s.call);
+    // What the later map will ask, judged now (its names are not pushed: no filter
+    // looks at a name's bytes).
+    std::vector<Step> later = plan(way, then, std::vector<TargetAddr>(then.size(), blob_at), fd);
+    LS_TRY(check_write_xor_exec(later));
+    for (const auto& s : later) calls.push_back(s.call);
     if (std::string refused = b.sc->filters().first_refused(calls, b.sc->gadget()); !refused.empty()) {
       refusals += (refusals.empty() ? "" : "; ") + refused;
       continue;
@@ -344,8 +362,8 @@ Result<Mapped> map_in_target(pid_t pid, const std::vector<RegionRequest>& reques
 
 }  // namespace
 
-Status RegionSet::map(const std::vector<RegionRequest>& requests) {
-  auto mapped = map_in_target(pid_, requests);
+Status RegionSet::map(const std::vector<RegionRequest>& requests, const std::vector<RegionRequest>& then) {
+  auto mapped = map_in_target(pid_, requests, then);
   if (!mapped) return mapped.status();
   regions_ = std::move(mapped->regions);
   borrow_ = mapped->borrow;

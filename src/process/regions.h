@@ -61,7 +61,10 @@ class RegionSet {
 
   // Maps every request, with one borrowed thread. On failure nothing stays mapped.
   // Call it inside a guardian (guardian.h): our death must not strand the borrowed thread.
-  Status map(const std::vector<RegionRequest>& requests);
+  // `then`: what a later map() of the same command will ask for (apply maps the ledger
+  // copy before recording the code it maps next). No way that the target's filters
+  // would refuse for them is taken, so that a command refused maps nothing at all.
+  Status map(const std::vector<RegionRequest>& requests, const std::vector<RegionRequest>& then = {});
   const std::vector<Region>& regions() const { return regions_; }
   // The thread map() borrowed.
   const Borrow& borrow() const { return borrow_; }

@@ -5,23 +5,13 @@
 #include <algorithm>
 #include <cstring>
 
+#include "process/jump.h"
+
 namespace ls::proc {
 
 namespace {
 
 constexpr uint8_t kEndbr64[] = {0xf3, 0x0f, 0x1e, 0xfa};
-
-std::vector<uint8_t> jmp_rel32(int32_t rel) {
-  std::vector<uint8_t> b{0xe9, 0, 0, 0, 0};   // jmp rel32
-  std::memcpy(&b[1], &rel, 4);
-  return b;
-}
-
-std::vector<uint8_t> jmp_abs64(uint64_t to) {
-  std::vector<uint8_t> b{0xff, 0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};   // jmp *0(%rip); .quad to
-  std::memcpy(&b[6], &to, 8);
-  return b;
-}
 
 }  // namespace
 
@@ -35,9 +25,7 @@ Result<Trampoline> make_trampoline(const Memory& mem, const std::string& label, 
   uint8_t head[4];
   LS_TRY(mem.read(entry, head));
   t.site = std::memcmp(head, kEndbr64, 4) == 0 ? entry + 4 : entry;
-  int64_t rel = to - (t.site + 5);
-  if (rel >= INT32_MIN && rel <= INT32_MAX) t.jump = jmp_rel32(static_cast<int32_t>(rel));
-  else t.jump = jmp_abs64(to.value());
+  t.jump = jump_bytes(t.site, to);
   uint64_t need = static_cast<uint64_t>(t.site - entry) + t.jump.size();
   if (need > size)
     return error("{} at {}: only {} bytes long, a {}-byte jump does not fit", label, entry, size, t.jump.size());
@@ -88,6 +76,12 @@ std::vector<Span> spans_of(const std::vector<SiteEdit>& es) {
 // written, and on a failed write the spans written get their old bytes back.
 template <typename Holds, typename Change>
 Status write_sites(const Memory& mem, const std::vector<SiteEdit>& es, Holds holds, Change change) {
+  // Every span is sized by the new bytes: old bytes of any other length (a ledger that
+  // says so) would be compared or copied past its end.
+  for (const auto& e : es)
+    if (e.to.empty() || e.from.size() != e.to.size())
+      return error("{} at {}: the recorded bytes ({}, {}) differ in length; not touching it", e.function, e.at,
+                   e.from.size(), e.to.size());
   std::vector<Span> spans = spans_of(es);
   std::vector<iovec> local, remote;
   size_t total = 0;

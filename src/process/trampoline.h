@@ -1,9 +1,7 @@
-// Trampolines: the jump written at the entry of a replaced function.
-//
-//   jmp rel32            e9 <rel32>                   5 bytes, when the new code is in reach
-//   jmp *0(%rip); .quad  ff 25 00 00 00 00 <abs64>   14 bytes, otherwise
-// written after an `endbr64` (f3 0f 1e fa) when the function starts with one, so that
-// indirect calls still land on a valid branch target under CET.
+// Trampolines: the jump written at the entry of a replaced function (jump.h: `jmp rel32`
+// when the new code is in reach, `jmp *0(%rip)` otherwise), written after an `endbr64`
+// (f3 0f 1e fa) when the function starts with one, so that indirect calls still land on
+// a valid branch target under CET.
 #pragma once
 
 #include <string>
