@@ -93,7 +93,7 @@ int main(int argc, char** argv) {
                "(run-pre matching); then all threads are stopped, checked to be outside the\n"
                "functions being replaced, the functions are redirected, and the threads resume.\n"
                "If a thread stays in the way after the retries, nothing is changed (exit 2).");
-  auto* apply_pid = apply->add_option("--pid", aopt.pid, "Process to update");
+  auto* apply_pid = apply->add_option("--pid", aopt.pid, "Process to update")->check(CLI::PositiveNumber);
   // The running kernel instead (src/kernel/apply.h): same stages, livesplice.ko does the stop.
   bool apply_kernel = false;
   ls::kernel::KernelApplyOptions kaopt;
@@ -101,27 +101,31 @@ int main(int argc, char** argv) {
       ->excludes(apply_pid);
   apply->add_option("--core", kaopt.core, "--kernel: livesplice.ko, loaded if it is not yet")->check(CLI::ExistingFile);
   apply->add_option("update", aopt.update, "Update file made by livesplice create")->required()->check(CLI::ExistingFile);
-  apply->add_option("--retries", aopt.retries, "Further attempts when a thread is in the way")->capture_default_str();
-  apply->add_option("--retry-delay", aopt.retry_delay_ms, "Milliseconds between attempts")->capture_default_str();
+  apply->add_option("--retries", aopt.retries, "Further attempts when a thread is in the way")
+      ->capture_default_str()->check(CLI::Range(0, 10000));
+  apply->add_option("--retry-delay", aopt.retry_delay_ms, "Milliseconds between attempts")
+      ->capture_default_str()->check(CLI::Range(0, 60000));
   apply->add_flag("--json", ctx.json, "Print the result as JSON on stdout");
 
   ls::proc::UndoOptions uopt;
   auto* undo = app.add_subcommand(
       "undo", "Remove an applied update from a running process (the newest one when no ID is given).\n"
               "Updates stack: undo the newest update of a function first, or use --all.");
-  auto* undo_pid = undo->add_option("--pid", uopt.pid, "Process");
+  auto* undo_pid = undo->add_option("--pid", uopt.pid, "Process")->check(CLI::PositiveNumber);
   bool undo_kernel = false;
   undo->add_flag("--kernel", undo_kernel, "Undo a kernel update (the newest when no ID is given)")->excludes(undo_pid);
   undo->add_option("id", uopt.id, "Update id (a prefix is enough), as livesplice view shows");
   undo->add_flag("--all", uopt.all, "Undo every update, newest first");
-  undo->add_option("--retries", uopt.retries, "Further attempts when a thread is in the way")->capture_default_str();
-  undo->add_option("--retry-delay", uopt.retry_delay_ms, "Milliseconds between attempts")->capture_default_str();
+  undo->add_option("--retries", uopt.retries, "Further attempts when a thread is in the way")
+      ->capture_default_str()->check(CLI::Range(0, 10000));
+  undo->add_option("--retry-delay", uopt.retry_delay_ms, "Milliseconds between attempts")
+      ->capture_default_str()->check(CLI::Range(0, 60000));
   undo->add_flag("--json", ctx.json, "Print the result as JSON on stdout");
 
   pid_t view_pid = 0;
   bool view_patch = false;
   auto* view = app.add_subcommand("view", "List the updates applied to a running process (from its own ledger)");
-  auto* view_pid_opt = view->add_option("--pid", view_pid, "Process");
+  auto* view_pid_opt = view->add_option("--pid", view_pid, "Process")->check(CLI::PositiveNumber);
   bool view_kernel = false;
   view->add_flag("--kernel", view_kernel, "The updates applied to the running kernel")->excludes(view_pid_opt);
   view->add_flag("--patch", view_patch, "Also print each update's patch text");
