@@ -102,9 +102,9 @@ int main(int argc, char** argv) {
   apply->add_option("--core", kaopt.core, "--kernel: livesplice.ko, loaded if it is not yet")->check(CLI::ExistingFile);
   apply->add_option("update", aopt.update, "Update file made by livesplice create")->required()->check(CLI::ExistingFile);
   apply->add_option("--retries", aopt.retries, "Further attempts when a thread is in the way")
-      ->capture_default_str()->check(CLI::Range(0, 10000));
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
   apply->add_option("--retry-delay", aopt.retry_delay_ms, "Milliseconds between attempts")
-      ->capture_default_str()->check(CLI::Range(0, 60000));
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
   apply->add_flag("--json", ctx.json, "Print the result as JSON on stdout");
 
   ls::proc::UndoOptions uopt;
@@ -117,9 +117,9 @@ int main(int argc, char** argv) {
   undo->add_option("id", uopt.id, "Update id (a prefix is enough), as livesplice view shows");
   undo->add_flag("--all", uopt.all, "Undo every update, newest first");
   undo->add_option("--retries", uopt.retries, "Further attempts when a thread is in the way")
-      ->capture_default_str()->check(CLI::Range(0, 10000));
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
   undo->add_option("--retry-delay", uopt.retry_delay_ms, "Milliseconds between attempts")
-      ->capture_default_str()->check(CLI::Range(0, 60000));
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
   undo->add_flag("--json", ctx.json, "Print the result as JSON on stdout");
 
   pid_t view_pid = 0;

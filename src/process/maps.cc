@@ -55,7 +55,8 @@ Status check_map_files(pid_t pid, const std::vector<Mapping>& maps) {
       ::close(fd);
       return {};
     }
-    if (errno == EACCES || errno == EPERM) return proc_error(pid, path, errno);
+    int err = errno;
+    if (err == EACCES || err == EPERM) return proc_error(pid, path, err);
     if (address_space_dir(pid) != fmt::format("/proc/{}", pid))
       return Status::error(fmt::format("process {}: its main thread has exited (pthread_exit) while other threads "
                                        "run on; livesplice writes new code through /proc/{}/map_files, which the "
@@ -63,7 +64,7 @@ Status check_map_files(pid_t pid, const std::vector<Mapping>& maps) {
                                        "patched; nothing changed",
                                        pid, pid),
                            Exit::Unsafe);
-    return proc_error(pid, path, errno);
+    return proc_error(pid, path, err);
   }
   return {};
 }

@@ -218,36 +218,33 @@ void read_lists(Manifest& m, const elf::Object& file, Fields& top) {
     m.objects.push_back(std::move(o));
   });
   const size_t nobj = m.objects.size();
+  auto read_unit = [&](Fields& f, ManifestUnit& u) {
+    u.name = f.str("name");
+    u.object = f.index("object", nobj, "object");
+    u.status = f.one_of("status", {"changed", "new", "removed"});
+    u.reason = f.str("reason");
+    u.local = f.boolean("local");
+    u.post_section = f.nullable_index("post_section", nsec, "section");
+    u.post_symbol = f.nullable_index("post_symbol", nsym, "symbol");
+  };
   each(path, top, "functions", [&](Fields& f, size_t) {
     ManifestFunction e;
-    e.name = f.str("name");
-    e.object = f.index("object", nobj, "object");
-    e.status = f.one_of("status", {"changed", "new", "removed"});
-    e.reason = f.str("reason");
-    e.local = f.boolean("local");
+    read_unit(f, e);
     e.parent = f.nullable_str("parent");
     e.replace = f.boolean("replace");
     e.pre_size = f.nullable_number("pre_size");
     e.post_size = f.nullable_number("post_size");
     e.pre_section = f.nullable_index("pre_section", nsec, "section");
-    e.post_section = f.nullable_index("post_section", nsec, "section");
     e.pre_symbol = f.nullable_index("pre_symbol", nsym, "symbol");
-    e.post_symbol = f.nullable_index("post_symbol", nsym, "symbol");
     if (e.replace && (e.pre_section == 0 || e.post_symbol == 0))
       f.bad_value("replace", fmt::format("function {} is to be replaced but has no pre code or no new code", e.name));
     m.functions.push_back(std::move(e));
   });
   each(path, top, "data", [&](Fields& f, size_t) {
     ManifestDatum d;
-    d.name = f.str("name");
-    d.object = f.index("object", nobj, "object");
-    d.status = f.one_of("status", {"changed", "new", "removed"});
-    d.reason = f.str("reason");
-    d.local = f.boolean("local");
+    read_unit(f, d);
     d.size = f.number("size");
     d.carried = f.boolean("carried");
-    d.post_section = f.nullable_index("post_section", nsec, "section");
-    d.post_symbol = f.nullable_index("post_symbol", nsym, "symbol");
     m.data.push_back(std::move(d));
   });
   each(path, top, "sections", [&](Fields& f, size_t) {

@@ -43,20 +43,24 @@ struct ManifestObject {
   std::vector<std::string> notes;
 };
 
-struct ManifestFunction {
-  std::string name, status, reason, parent;   // parent "" for null
+// What functions and data entries share: a unit of the differ (differ.h).
+struct ManifestUnit {
+  std::string name, status, reason;   // status "changed", "new" or "removed"
   size_t object = 0;
-  bool local = false, replace = false;
-  std::optional<uint64_t> pre_size, post_size;
-  uint32_t pre_section = 0, post_section = 0, pre_symbol = 0, post_symbol = 0;   // 0 for null
+  bool local = false;
+  uint32_t post_section = 0, post_symbol = 0;   // 0 for null
 };
 
-struct ManifestDatum {
-  std::string name, status, reason;
-  size_t object = 0;
-  bool local = false, carried = false;
+struct ManifestFunction : ManifestUnit {
+  std::string parent;              // "" for null
+  bool replace = false;
+  std::optional<uint64_t> pre_size, post_size;
+  uint32_t pre_section = 0, pre_symbol = 0;     // 0 for null
+};
+
+struct ManifestDatum : ManifestUnit {
+  bool carried = false;
   uint64_t size = 0;
-  uint32_t post_section = 0, post_symbol = 0;   // 0 for null
 };
 
 struct ManifestSection {

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <memory>
 #include <regex>
 
 #include "steps.h"
@@ -29,6 +30,16 @@ class Refuse : public PtraceTest {
     EXPECT_FALSE(prog.find(new_text)) << prog.tail();
     EXPECT_TRUE(view_updates(prog).empty()) << view_updates(prog).dump(2);
     EXPECT_TRUE(maps_with(prog.pid(), "livesplice:").empty()) << maps_with(prog.pid(), "livesplice:").front();
+  }
+
+  // cases/NAME built in tmp/src and started, printing "sentinel 1001"; its fix made
+  // into `update` by livesplice create.
+  std::unique_ptr<Program> start_case(const std::string& name, const std::string& update) {
+    std::string src = build_case(name, tmp / "src");
+    auto prog = std::make_unique<Program>(std::vector<std::string>{src + "/prog"});
+    prog->wait_for("sentinel 1001");
+    create_update(src, case_dir(name) + "/fix.patch", update);
+    return prog;
   }
 
   TempDir tmp;
@@ -107,10 +118,8 @@ TEST_F(Refuse, BuildIdMismatch) {
 // 13. One bit of the new code flipped after create wrote the update: applied, sentinel()
 // would return 2003. The digest refuses the file before anything reads it (exit 1).
 TEST_F(Refuse, CorruptedUpdate) {
-  std::string src = build_case("single", tmp / "src");
-  Program prog({src + "/prog"});
-  prog.wait_for("sentinel 1001");
-  create_update(src, case_dir("single") + "/fix.patch", tmp / "fix.lsu");
+  auto started = start_case("single", tmp / "fix.lsu");
+  Program& prog = *started;
   std::string bytes = read_file(tmp / "fix.lsu");
   const std::string mov_2002("\xb8\xd2\x07\x00\x00", 5);   // mov $2002, %eax
   auto at = bytes.find(mov_2002);
@@ -126,10 +135,8 @@ TEST_F(Refuse, CorruptedUpdate) {
 
 // 14. Numbers a person may get wrong are refused by the command line, before anything.
 TEST_F(Refuse, NegativeNumbers) {
-  std::string src = build_case("single", tmp / "src");
-  Program prog({src + "/prog"});
-  prog.wait_for("sentinel 1001");
-  create_update(src, case_dir("single") + "/fix.patch", tmp / "fix.lsu");
+  auto started = start_case("single", tmp / "fix.lsu");
+  Program& prog = *started;
   for (const std::vector<std::string>& bad : {std::vector<std::string>{"--retries", "-1"},
                                                {"--retry-delay", "-5"}}) {
     RunResult r = apply_expect(prog, tmp / "fix.lsu", 1, bad);
@@ -149,12 +156,10 @@ TEST_F(Refuse, NegativeNumbers) {
 TEST_F(Refuse, PermissionDenied) {
   lstest::require_tools({"setpriv"});
   ASSERT_EQ(geteuid(), 0u) << "this test runs livesplice as nobody against a process of root's";
-  std::string src = build_case("single", tmp / "src");
-  Program prog({src + "/prog"});
-  prog.wait_for("sentinel 1001");
   // nobody must be able to read the update and run livesplice.
   std::filesystem::create_directory(tmp / "public");
-  create_update(src, case_dir("single") + "/fix.patch", tmp / "public/fix.lsu");
+  auto started = start_case("single", tmp / "public/fix.lsu");
+  Program& prog = *started;
   for (const std::string& p : {tmp.path(), tmp / "public", tmp / "public/fix.lsu"})
     ::chmod(p.c_str(), 0755);
   RunResult r = run({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", livesplice(), "apply", "--pid",
@@ -180,12 +185,10 @@ char leader_state(pid_t pid) {
 // process's files are checked), and refused because the kernel does not offer
 // /proc/PID/map_files, through which new code is written, for such a process.
 TEST_F(Refuse, ZombieLeader) {
-  std::string src = build_case("zombie_leader", tmp / "src");
-  Program prog({src + "/prog"});
+  auto started = start_case("zombie_leader", tmp / "fix.lsu");
+  Program& prog = *started;
   prog.wait_for("leader exits");
-  prog.wait_for("sentinel 1001");
   ASSERT_EQ(leader_state(prog.pid()), 'Z') << "the leader has exited, the process lives on";
-  create_update(src, case_dir("zombie_leader") + "/fix.patch", tmp / "fix.lsu");
 
   EXPECT_TRUE(view_updates(prog).empty());
   RunResult r = apply_expect(prog, tmp / "fix.lsu", 2);
