@@ -159,8 +159,11 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
 
   auto maps = read_maps(opt.pid);
   if (!maps) return fail_with(maps.status());
+  if (Status s = check_map_files(opt.pid, *maps); !s.ok()) return fail_with(s);
   auto modules = read_modules(opt.pid, *maps);
   if (!modules) return fail_with(modules.status());
+  // 0. The binaries' build-ids: a fast, clear refusal of another build; matching stays the proof.
+  if (Status s = check_build_ids(ctx, u.manifest.targets, *modules); !s.ok()) return fail_with(s);
   auto ledger = Ledger::read(opt.pid, *maps);
   if (!ledger) return fail_with(ledger.status());
   if (ledger->find(u.id)) return fail_with(error("update {} is already applied (see livesplice view)", u.id.substr(0, 8)));

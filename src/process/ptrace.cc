@@ -218,8 +218,9 @@ bool trap_queued(pid_t tid) {
 // --- Memory -------------------------------------------------------------------------
 
 Result<Memory> Memory::open(pid_t pid) {
-  int fd = ::open(fmt::format("/proc/{}/mem", pid).c_str(), O_RDWR | O_CLOEXEC);
-  if (fd < 0) return error("process {}: cannot open its memory: {}", pid, std::strerror(errno));
+  std::string path = address_space_dir(pid) + "/mem";
+  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return proc_error(pid, path, errno);
   return Memory(pid, fd);
 }
 
