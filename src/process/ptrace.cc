@@ -313,6 +313,12 @@ Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_some(pid_t pid, s
     for (auto& t : g->threads_) {
       Look l = look(g->files(t.tid), t.tid);
       if (l.what == Look::Asleep) g->hold_asleep(t, l);
+      if (l.what == Look::Gone) t.gone = true;
+      if (l.what == Look::Reported) {
+        // In a stop of its own already (a signal): taken over, as stop() would.
+        ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr);
+        LS_TRY(g->wait_stopped(t, l.status));
+      }
     }
     return g;
   }

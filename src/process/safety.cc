@@ -384,7 +384,7 @@ struct Attempt {
 };
 
 Result<Attempt> attempt(pid_t pid, const Memory& mem, const std::vector<Mapping>& maps,
-                        const std::vector<Guarded>& guarded, const std::vector<SiteEdit>& edits,
+                        const std::vector<Guarded>& guarded, const EditsNow& edits_now,
                         TargetAddr main_stack_start, StackScratch& scratch) {
   CpuScope cpu(pid);
   RealtimeScope realtime;
@@ -430,7 +430,9 @@ Result<Attempt> attempt(pid_t pid, const Memory& mem, const std::vector<Mapping>
   auto checked = std::chrono::steady_clock::now();
 
   // From here a sleeper that wakes and enters a site traps (and stops, being seized).
-  SiteWriter writer(mem, edits);
+  auto edits = edits_now();
+  if (!edits) return edits.status();
+  SiteWriter writer(mem, std::move(*edits));
   stop.expect_traps(writer.sites());
   LS_TRY(writer.arm());
   // One that ran between its snapshot and the int3s may be anywhere: look again.
@@ -460,7 +462,7 @@ Result<Attempt> attempt(pid_t pid, const Memory& mem, const std::vector<Mapping>
 }  // namespace
 
 Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& maps,
-                           const std::vector<Guarded>& guarded, const std::vector<SiteEdit>& edits, int retries,
+                           const std::vector<Guarded>& guarded, const EditsNow& edits_now, int retries,
                            int delay_ms, const std::function<Status()>& before_attempt) {
   auto mem = Memory::open(pid);
   if (!mem) return mem.status();
@@ -472,7 +474,7 @@ Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& 
   for (int n = 0; n <= retries; ++n) {
     LS_TRY(before_attempt());
     Result<Attempt> outcome = error("the attempt did not run");
-    on_tracer_thread([&] { outcome = attempt(pid, *mem, maps, guarded, edits, main_stack_start, scratch); });
+    on_tracer_thread([&] { outcome = attempt(pid, *mem, maps, guarded, edits_now, main_stack_start, scratch); });
     if (!outcome) return outcome.status();
     if (outcome->blocker) {
       last = outcome->blocker;
