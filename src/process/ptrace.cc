@@ -580,8 +580,10 @@ Status ThreadGroupStop::set_regs(Thread& t, const user_regs_struct& regs) {
 void ThreadGroupStop::resume() {
   if (resumed_) return;
   resumed_ = true;
-  // Nothing of ours may be left waiting in a sleeper that woke: a trap, a new task.
-  if (keep_sleepers_) (void)settle();
+  // Nothing of ours may be left waiting in a sleeper that woke: a trap, or a process
+  // forked while the sites held int3s. (With no site ever armed, nothing is: the
+  // tracer thread's end releases every sleeper, stopped by itself or not.)
+  if (keep_sleepers_ && !traps_.empty()) (void)settle();
   // A thread seized but not yet stopped (we failed on the way) can only be detached
   // from a stop; with keep_sleepers_ it is left, as the sleepers are, to the end of the
   // tracer thread.

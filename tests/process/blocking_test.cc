@@ -78,7 +78,7 @@ TEST_F(Blocking, CallsDoNotNoticeUpdates) {
   create_update(src(), case_dir("blocking") + "/fix.patch", update());
 
   size_t prog_from = prog.line_count(), control_from = control.line_count();
-  const int cycles = 8;
+  const int cycles = 10;   // 20 stops
   for (int i = 0; i < cycles; ++i) {
     apply_ok(prog, update());
     prog.wait_for("sentinel 2002", prog.line_count(), 5s);
