@@ -445,6 +445,25 @@ bool ThreadGroupStop::trapped_on_site(pid_t tid, user_regs_struct& regs) const {
   return std::any_of(traps_.begin(), traps_.end(), [&](const TargetRange& r) { return r.start == at; });
 }
 
+// A signal arrived before the interrupt. An int3 of ours: back onto the site, signal
+// dropped. Any other: delivered now (see top); the interrupt then stops the thread
+// before its handler runs.
+Status ThreadGroupStop::pass_signal(Thread& t, int sig) {
+  siginfo_t info{};
+  user_regs_struct regs;
+  bool ours = sig == SIGTRAP && ptrace(PTRACE_GETSIGINFO, t.tid, nullptr, &info) == 0 && info.si_code == SI_KERNEL &&
+              trapped_on_site(t.tid, regs);
+  if (ours) {
+    ++trapped_;
+    regs.rip -= 1;
+    if (ptrace(PTRACE_SETREGS, t.tid, nullptr, &regs) != 0)
+      return error("thread {}: cannot move it back onto the site it trapped on: {}", t.tid, std::strerror(errno));
+  }
+  ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr);
+  ptrace(PTRACE_CONT, t.tid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(ours ? 0 : sig)));
+  return {};
+}
+
 Status ThreadGroupStop::wait_stopped(Thread& t, int reported) {
   for (;;) {
     int status = reported;
@@ -482,20 +501,7 @@ Status ThreadGroupStop::wait_stopped(Thread& t, int reported) {
         seen_.insert(static_cast<pid_t>(child));
       }
     } else if (event == 0 && sig != (SIGTRAP | 0x80)) {
-      // A signal arrived first. An int3 of ours: back onto the site, signal dropped.
-      // Any other: delivered now (see top); the interrupt then stops the thread before
-      // its handler runs.
-      siginfo_t info{};
-      bool ours = sig == SIGTRAP && ptrace(PTRACE_GETSIGINFO, t.tid, nullptr, &info) == 0 &&
-                  info.si_code == SI_KERNEL && trapped_on_site(t.tid, regs);
-      if (ours) {
-        ++trapped_;
-        regs.rip -= 1;
-        if (ptrace(PTRACE_SETREGS, t.tid, nullptr, &regs) != 0)
-          return error("thread {}: cannot move it back onto the site it trapped on: {}", t.tid, std::strerror(errno));
-      }
-      ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr);
-      ptrace(PTRACE_CONT, t.tid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(ours ? 0 : sig)));
+      LS_TRY(pass_signal(t, sig));
       continue;
     }
     ptrace(PTRACE_CONT, t.tid, nullptr, nullptr);

@@ -156,6 +156,7 @@ class ThreadGroupStop {
   // Waits for `t`'s interrupt stop; `reported` is a wait status already collected.
   Status wait_stopped(Thread& t, int reported = -1);
   bool trapped_on_site(pid_t tid, user_regs_struct& regs) const;
+  Status pass_signal(Thread& t, int sig);
   // Tasks created by held threads since the last call: threads join the stopped ones,
   // processes are held in forked_.
   Status adopt_born(std::vector<size_t>& fresh);
