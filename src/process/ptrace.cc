@@ -459,7 +459,7 @@ Status ThreadGroupStop::pass_signal(Thread& t, int sig) {
     if (ptrace(PTRACE_SETREGS, t.tid, nullptr, &regs) != 0)
       return error("thread {}: cannot move it back onto the site it trapped on: {}", t.tid, std::strerror(errno));
   }
-  ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr);
+  ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr);   // entering this stop dropped the pending one
   ptrace(PTRACE_CONT, t.tid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(ours ? 0 : sig)));
   return {};
 }
@@ -494,16 +494,19 @@ Status ThreadGroupStop::wait_stopped(Thread& t, int reported) {
       ptrace(PTRACE_CONT, t.tid, nullptr, nullptr);
       continue;
     }
+    if (event == 0 && sig != (SIGTRAP | 0x80)) {
+      LS_TRY(pass_signal(t, sig));
+      continue;
+    }
     if (event == PTRACE_EVENT_CLONE || event == PTRACE_EVENT_FORK || event == PTRACE_EVENT_VFORK) {
       unsigned long child = 0;
       if (ptrace(PTRACE_GETEVENTMSG, t.tid, nullptr, &child) == 0 && child > 0) {
         born_.push_back(static_cast<pid_t>(child));
         seen_.insert(static_cast<pid_t>(child));
       }
-    } else if (event == 0 && sig != (SIGTRAP | 0x80)) {
-      LS_TRY(pass_signal(t, sig));
-      continue;
     }
+    // Entering any ptrace-stop drops a pending interrupt: ask again before going on.
+    ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr);
     ptrace(PTRACE_CONT, t.tid, nullptr, nullptr);
   }
   if (ptrace(PTRACE_GETREGS, t.tid, nullptr, &t.regs) != 0) {

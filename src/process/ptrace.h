@@ -137,6 +137,8 @@ class ThreadGroupStop {
   const StopTiming& timing() const { return timing_; }
   // How many times a thread trapped on one of expect_traps()'s sites.
   size_t trapped() const { return trapped_; }
+  // How many processes held threads forked while held (each gets its parent's sites).
+  size_t forked() const { return forked_.size(); }
 
  private:
   explicit ThreadGroupStop(pid_t pid);

@@ -452,10 +452,10 @@ Result<Attempt> attempt(pid_t pid, const Memory& mem, const std::vector<Mapping>
   done.pause_us = tm.pause_us();
   done.note = fmt::format("pause: stop {:.0f} us, check {:.0f} us, arm and settle {:.0f} us ({} woke), "
                           "write {:.0f} us, resume {:.0f} us; {} threads, {} held asleep (checked before the "
-                          "pause: {} KiB of their stacks), {} trapped on a site",
+                          "pause: {} KiB of their stacks), {} trapped on a site, {} forked while held",
                           us(tm.first_stop, tm.all_stopped), us(tm.all_stopped, checked), us(checked, settled),
                           woke->size(), us(settled, written), us(written, tm.resumed), threads.size(), held,
-                          asleep_kib, stop.trapped());
+                          asleep_kib, stop.trapped(), stop.forked());
   return done;
 }
 
