@@ -312,8 +312,9 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
       return error("livesplice was killed during apply; nothing changed");
     };
     LS_TRY(privatize_sites(*mem, p.trampolines));   // again, from this process (trampoline.h)
-    auto done = when_safe(ctx, opt.pid, *maps, p.guarded, insertions(p.trampolines), opt.retries,
-                          opt.retry_delay_ms, orphaned);
+    auto done = when_safe(
+        ctx, opt.pid, *maps, p.guarded, [&]() -> Result<std::vector<SiteEdit>> { return insertions(p.trampolines); },
+        opt.retries, opt.retry_delay_ms, orphaned);
     if (!done) return done.status();
     // Confirmed here, not by the parent: the ledger must never call live code pending.
     ledger->entries().back().pending = false;

@@ -143,6 +143,8 @@ class ThreadGroupStop {
   const StopTiming& timing() const { return timing_; }
   // How many times a thread trapped on one of expect_traps()'s sites.
   size_t trapped() const { return trapped_; }
+  // How many processes held threads forked while held (each gets its parent's sites).
+  size_t forked() const { return forked_.size(); }
 
  private:
   explicit ThreadGroupStop(pid_t pid);
@@ -162,6 +164,7 @@ class ThreadGroupStop {
   // Waits for `t`'s interrupt stop; `reported` is a wait status already collected.
   Status wait_stopped(Thread& t, int reported = -1);
   bool trapped_on_site(pid_t tid, user_regs_struct& regs) const;
+  Status pass_signal(Thread& t, int sig);
   // Tasks created by held threads since the last call: threads join the stopped ones,
   // processes are held in forked_.
   Status adopt_born(std::vector<size_t>& fresh);

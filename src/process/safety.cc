@@ -392,7 +392,7 @@ struct Attempt {
 };
 
 Result<Attempt> attempt(pid_t pid, const Memory& mem, const std::vector<Mapping>& maps,
-                        const std::vector<Guarded>& guarded, const std::vector<SiteEdit>& edits,
+                        const std::vector<Guarded>& guarded, const EditsNow& edits_now,
                         TargetAddr main_stack_start, StackScratch& scratch, Unwinder* unwind,
                         const std::string& no_unwinder) {
   CpuScope cpu(pid);
@@ -448,7 +448,9 @@ Result<Attempt> attempt(pid_t pid, const Memory& mem, const std::vector<Mapping>
   auto checked = std::chrono::steady_clock::now();
 
   // From here a sleeper that wakes and enters a site traps (and stops, being seized).
-  SiteWriter writer(mem, edits);
+  auto edits = edits_now();
+  if (!edits) return edits.status();
+  SiteWriter writer(mem, std::move(*edits));
   stop.expect_traps(writer.sites());
   LS_TRY(writer.arm());
   // One that ran between its snapshot and the int3s may be anywhere: look again.
@@ -468,11 +470,11 @@ Result<Attempt> attempt(pid_t pid, const Memory& mem, const std::vector<Mapping>
   done.pause_us = tm.pause_us();
   done.note = fmt::format("pause: stop {:.0f} us, check {:.0f} us, arm and settle {:.0f} us ({} woke), "
                           "write {:.0f} us, resume {:.0f} us; {} threads, {} held asleep (checked before the "
-                          "pause: {} KiB of their stacks), {} trapped on a site; {} unwound with CFI ({} frames, "
-                          "{:.0f} us)",
+                          "pause: {} KiB of their stacks), {} trapped on a site, {} forked while held; {} unwound "
+                          "with CFI ({} frames, {:.0f} us)",
                           us(tm.first_stop, tm.all_stopped), us(tm.all_stopped, checked), us(checked, settled),
                           woke->size(), us(settled, written), us(written, tm.resumed), threads.size(), held,
-                          asleep_kib, stop.trapped(), scratch.threads_unwound, scratch.frames_unwound,
+                          asleep_kib, stop.trapped(), stop.forked(), scratch.threads_unwound, scratch.frames_unwound,
                           scratch.unwind_us);
   return done;
 }
@@ -480,7 +482,7 @@ Result<Attempt> attempt(pid_t pid, const Memory& mem, const std::vector<Mapping>
 }  // namespace
 
 Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& maps,
-                           const std::vector<Guarded>& guarded, const std::vector<SiteEdit>& edits, int retries,
+                           const std::vector<Guarded>& guarded, const EditsNow& edits_now, int retries,
                            int delay_ms, const std::function<Status()>& before_attempt) {
   auto mem = Memory::open(pid);
   if (!mem) return mem.status();
@@ -504,7 +506,9 @@ Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& 
   for (int n = 0; n <= retries; ++n) {
     LS_TRY(before_attempt());
     Result<Attempt> outcome = error("the attempt did not run");
-    on_tracer_thread([&] { outcome = attempt(pid, *mem, maps, guarded, edits, main_stack_start, scratch, unwind, no_unwinder); });
+    on_tracer_thread([&] {
+      outcome = attempt(pid, *mem, maps, guarded, edits_now, main_stack_start, scratch, unwind, no_unwinder);
+    });
     if (!outcome) return outcome.status();
     longest_us = std::max(longest_us, outcome->pause_us);
     if (outcome->blocker) {

@@ -98,7 +98,11 @@ struct SafeStop {
   int attempts = 0;
 };
 
-// Writes `edits` once no thread blocks. Each attempt runs on its own tracer thread
+// The site edits of one attempt, computed once every thread is seized (no other tracer,
+// so no other livesplice, can be writing the sites then).
+using EditsNow = std::function<Result<std::vector<SiteEdit>>()>;
+
+// Writes the edits once no thread blocks. Each attempt runs on its own tracer thread
 // (on_tracer_thread): the running threads are stopped, the sleeping ones held asleep
 // (ThreadGroupStop::stop_running); all are checked; the sites are armed with int3
 // (SiteWriter); the sleepers that ran meanwhile are settled and checked again; only
@@ -108,7 +112,7 @@ struct SafeStop {
 // Status (the tool died). The threads are always resumed and the sites never left
 // armed. -v prints where the pause went: stop, check, settle, write, resume.
 Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& maps,
-                           const std::vector<Guarded>& guarded, const std::vector<SiteEdit>& edits, int retries,
+                           const std::vector<Guarded>& guarded, const EditsNow& edits_now, int retries,
                            int delay_ms, const std::function<Status()>& before_attempt);
 
 }  // namespace ls::proc
