@@ -95,7 +95,8 @@ int main(int argc, char** argv) {
                "Every replaced function is first matched against the code actually running\n"
                "(run-pre matching); then all threads are stopped, checked to be outside the\n"
                "functions being replaced, the functions are redirected, and the threads resume.\n"
-               "If a thread stays in the way after the retries, nothing is changed (exit 2).");
+               "A thread inside one is let run out of it while the entries are trapped (--hot-wait);\n"
+               "if a thread stays in the way after the retries, nothing is changed (exit 2).");
   auto* apply_pid = apply->add_option("--pid", aopt.pid, "Process to update");
   // The running kernel instead (src/kernel/apply.h): same stages, livesplice.ko does the stop.
   bool apply_kernel = false;
@@ -106,6 +107,9 @@ int main(int argc, char** argv) {
   apply->add_option("update", aopt.update, "Update file made by livesplice create")->required()->check(CLI::ExistingFile);
   apply->add_option("--retries", aopt.retries, "Further attempts when a thread is in the way")->capture_default_str();
   apply->add_option("--retry-delay", aopt.retry_delay_ms, "Milliseconds between attempts")->capture_default_str();
+  apply->add_option("--hot-wait", aopt.hot_wait_ms,
+                    "Milliseconds an attempt lets threads run out of the functions (their entries trapped); 0: none")
+      ->capture_default_str();
   apply->add_flag("--json", ctx.json, "Print the result as JSON on stdout");
 
   ls::proc::UndoOptions uopt;
@@ -119,6 +123,9 @@ int main(int argc, char** argv) {
   undo->add_flag("--all", uopt.all, "Undo every update, newest first");
   undo->add_option("--retries", uopt.retries, "Further attempts when a thread is in the way")->capture_default_str();
   undo->add_option("--retry-delay", uopt.retry_delay_ms, "Milliseconds between attempts")->capture_default_str();
+  undo->add_option("--hot-wait", uopt.hot_wait_ms,
+                   "Milliseconds an attempt lets threads run out of the new code (its entries trapped); 0: none")
+      ->capture_default_str();
   undo->add_flag("--json", ctx.json, "Print the result as JSON on stdout");
 
   pid_t view_pid = 0;

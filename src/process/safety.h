@@ -56,7 +56,9 @@ struct Blocker {
   int frame = -1;                 // >= 1: the frame CFI found it in
   int64_t sp_offset = -1;         // >= 0: found by the scan, this far above the thread's sp
   std::string scanned_because;    // why the scan, not CFI, covered that part of the stack
+  std::string after_wait;         // how long it stayed with the entries trapped, who waited meanwhile
   std::string describe() const;
+  std::string where() const;
 };
 
 // Memory for reading stacks inside the pause, allocated and touched before it: on a
@@ -107,8 +109,14 @@ struct SafeStop {
 // Exit::Unsafe naming the blocker). `before_attempt` may end the loop with a failed
 // Status (the tool died). The threads are always resumed and the sites never left
 // armed. -v prints where the pause went: stop, check, settle, write, resume.
+// A thread in the way when the running threads are stopped does not end the attempt
+// at once: with the sites armed (so none can enter), the threads run in short
+// intervals until none is in the way (the hot wait, docs/ARCHITECTURE.md), for at most
+// `hot_wait_ms` (0: no wait); a thread that reaches a site waits there, stopped, and
+// runs the jump once it is written (or the original code, when the attempt ends
+// blocked). The pause is then the longest any one thread was kept from running.
 Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& maps,
                            const std::vector<Guarded>& guarded, const std::vector<SiteEdit>& edits, int retries,
-                           int delay_ms, const std::function<Status()>& before_attempt);
+                           int delay_ms, int hot_wait_ms, const std::function<Status()>& before_attempt);
 
 }  // namespace ls::proc
