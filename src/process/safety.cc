@@ -434,9 +434,11 @@ Result<HotWait> wait_out(ThreadGroupStop& stop, const std::vector<SiteEdit>& edi
     hot.since.resize(threads.size(), now + interval);
     for (size_t i : *fresh) hot.since[i] = now + interval;
     for (size_t i : *woke) hot.since[i] = now + interval;
-    std::vector<size_t> look = *woke;
+    // Every thread, every round: the stopped ones have run, a sleeper may be the one
+    // inside (asleep in it), and one that went to sleep meanwhile has a new snapshot.
+    std::vector<size_t> look;
     for (size_t i = 0; i < threads.size(); ++i)
-      if (!threads[i].gone && threads[i].stopped) look.push_back(i);
+      if (!threads[i].gone) look.push_back(i);
     auto b = check(look);
     if (!b) return b.status();
     blocker = std::move(*b);
@@ -508,24 +510,24 @@ Result<Attempt> attempt(pid_t pid, const Memory& mem, const std::vector<Mapping>
     if (threads[i].asleep) asleep.push_back(i);
   auto blocker = check(asleep);
   if (!blocker) return blocker.status();
-  if (blocker->has_value()) return blocked(**blocker);
+  if (blocker->has_value() && hot_wait.count() == 0) return blocked(**blocker);
   size_t asleep_kib = scratch.bytes_read / 1024;
   // Those that ran while the others were checked, again (shorter each time), so that
   // few are left to run between their snapshot and the int3s: each one that did costs
   // a look and a check inside the pause.
-  for (int round = 0; round < 4 && !asleep.empty(); ++round) {
+  for (int round = 0; round < 4 && !asleep.empty() && !blocker->has_value(); ++round) {
     auto again = stop.settle(false);
     if (!again) return again.status();
     blocker = check(*again);
     if (!blocker) return blocker.status();
-    if (blocker->has_value()) return blocked(**blocker);
+    if (blocker->has_value() && hot_wait.count() == 0) return blocked(**blocker);
     if (again->size() * 8 < asleep.size()) break;
     asleep = std::move(*again);
   }
 
   auto stopped = stop.stop_running();
   if (!stopped) return stopped.status();
-  blocker = check(*stopped);
+  if (!blocker->has_value()) blocker = check(*stopped);
   if (!blocker) return blocker.status();
   auto checked = std::chrono::steady_clock::now();
   if (blocker->has_value() && hot_wait.count() == 0) return blocked(**blocker);

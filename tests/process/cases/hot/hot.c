@@ -1,11 +1,14 @@
-/* The function the update replaces: spins 1 ms, and checks all along that the bytes
- * at its own entry are those it entered with (an int3 on the first byte aside), in
- * both versions: a jump written (or, on undo, taken away) while a thread is inside the
- * code being replaced aborts the program. */
+/* The function the update replaces: spins 1 ms, sleeps 100 us, and checks all along
+ * that the bytes at its own entry are those it entered with (an int3 on the first byte
+ * aside), in both versions: a jump written (or, on undo, taken away) while a thread is
+ * inside the code being replaced, running or asleep, aborts the program. */
+#include <time.h>
+
 #include "hot.h"
 
 int hot(void)
 {
+	struct timespec nap = {0, 100000};
 	unsigned char seen[16];
 	long until = now_us() + 1000;
 
@@ -13,6 +16,7 @@ int hot(void)
 		seen[i] = hot_entry[i];
 	while (now_us() < until)
 		same_entry(seen);
+	nanosleep(&nap, 0);
 	same_entry(seen);
 	return 1001;
 }

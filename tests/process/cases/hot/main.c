@@ -1,5 +1,6 @@
-/* hot THREADS: each worker calls hot() (1 ms) between 50 us of other work, so that it
- * is inside hot() ~95% of the time, and prints what it returned every 100 calls. */
+/* hot THREADS: each worker calls hot() (1 ms and a 100 us sleep) between 50 us of other
+ * work, so that it is inside hot() ~95% of the time, and prints what it returned every
+ * 100 calls. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
