@@ -73,4 +73,27 @@ TEST_F(Hot, LockHeldAtATrappedEntryIsRefusedNamingBoth) {
   EXPECT_EQ(std::stol(b.substr(7)) - std::stol(a.substr(7)), 1000) << a << "\n" << b;
 }
 
+// A thread always inside deeper(), which calls itself: with the entry trapped it waits
+// there with its own frames inside, and can never leave. Refused when the hot wait
+// ends, naming it both inside and waiting at the entry; it goes on, old code.
+TEST_F(Hot, RecursiveCallerWaitingAtItsOwnEntryIsRefused) {
+  std::string src = build_case("recursive", tmp / "src");
+  Program prog({src + "/prog"});
+  std::string w = prog.line(prog.wait_for("worker thread "));
+  std::string tid = w.substr(w.rfind(' ') + 1);
+  prog.wait_for("deeper ", 0, 10s);
+  create_update(src, case_dir("recursive") + "/fix.patch", tmp / "fix.lsu");
+
+  RunResult r = apply_expect(prog, tmp / "fix.lsu", 2, {"--retries", "0", "--hot-wait", "100"});
+  EXPECT_NE(r.err.find("thread " + tid), std::string::npos) << r.describe();
+  EXPECT_NE(r.err.find("deeper"), std::string::npos) << r.describe();
+  EXPECT_NE(r.err.find("thread " + tid + " waits at the entry of"), std::string::npos)
+      << "it waits at its own entry\n" << r.describe();
+  EXPECT_TRUE(view_updates(prog).empty()) << view_updates(prog).dump(2);
+  expect_alive_and_running(prog);
+  size_t mark = prog.line_count();
+  std::string line = prog.line(prog.wait_for("deeper ", mark, 10s));
+  EXPECT_EQ(line, "deeper 4") << "the old deeper() (+1 a level, 4 levels)";
+}
+
 }  // namespace
