@@ -377,6 +377,8 @@ measure_hot() {
   jq -n --argjson t "$nthr" --slurpfile hot "$work/hot-$nthr-hot" --slurpfile plain "$work/hot-$nthr-plain" '
     def row: { runs: length, applied: (map(select(.ok_a)) | length), undone: (map(select(.ok_u)) | length),
                apply_pause_us_max: ([.[].apply // empty] | max), undo_pause_us_max: ([.[].undo // empty] | max),
+               apply_pause_us_median: ([.[].apply // empty] | sort | .[length / 2 | floor]),
+               undo_pause_us_median: ([.[].undo // empty] | sort | .[length / 2 | floor]),
                gap_us_max: (map(.gap) | max), gap_us_median: (map(.gap) | sort | .[length / 2 | floor]) };
     { threads: $t, workload: "W0", hot_wait: ($hot | row), without_hot_wait: ($plain | row) }'
 }
@@ -484,6 +486,6 @@ jq -s --argjson cpus "$(nproc)" --slurpfile server "$server_json" --slurpfile ho
   jq -r '.targets[] | "target: \(.what) below \(.below_us) us: measured \(.measured_us) us, \(if .met then "met" else "NOT met" end) (the kernel'"'"'s own group stop and continue of such a process: \(.kernel_group_stop_us) us)"' "$out"
   echo "reference: Ksplice reported a 0.7 ms pause for kernel updates"
   jq -r '.configurations[] | "in-target gap, \(.threads) threads \(.functions) functions \(.load): median \(.gap_us.median) us, control \(.control_gap_us.median) us (\(.gap_over_control)x); max \(.gap_us.max) us, control \(.control_gap_us.max) us"' "$out"
-  jq -r '.hot_functions[] | "W0, \(.threads) worker(s) inside hot() ~95%: with the hot wait applied \(.hot_wait.applied)/\(.hot_wait.runs), undone \(.hot_wait.undone)/\(.hot_wait.applied), longest pause \(.hot_wait.apply_pause_us_max) / \(.hot_wait.undo_pause_us_max) us (apply / undo), in-target gap max \(.hot_wait.gap_us_max) us (median \(.hot_wait.gap_us_median)); without it (20 retries) applied \(.without_hot_wait.applied)/\(.without_hot_wait.runs), undone \(.without_hot_wait.undone)/\(.without_hot_wait.applied); libcare: not measured (not packaged for Debian 12)"' "$out"
+  jq -r '.hot_functions[] | "W0, \(.threads) worker(s) inside hot() ~95%: with the hot wait applied \(.hot_wait.applied)/\(.hot_wait.runs), undone \(.hot_wait.undone)/\(.hot_wait.applied), pause median \(.hot_wait.apply_pause_us_median) / \(.hot_wait.undo_pause_us_median) us, max \(.hot_wait.apply_pause_us_max) / \(.hot_wait.undo_pause_us_max) us (apply / undo), in-target gap max \(.hot_wait.gap_us_max) us (median \(.hot_wait.gap_us_median)); without it (20 retries) applied \(.without_hot_wait.applied)/\(.without_hot_wait.runs), undone \(.without_hot_wait.undone)/\(.without_hot_wait.applied); libcare: not measured (not packaged for Debian 12)"' "$out"
   jq -r 'select(.loaded_server != null) | .loaded_server | "loaded server, \(.cycles) apply+undo cycles in \(.seconds) s: p99 \(.updated.p99_us) us vs control \(.control.p99_us) us (\(.p99_over_control)x), max \(.updated.max_us) us vs \(.control.max_us) us (\(.max_over_control)x); failed \(.updated.failed) vs \(.control.failed); longest apply pause \(.apply_pause_us_max) us (map phase \(.apply_map_phase_us_max) us)"' "$out"
 } >&2
