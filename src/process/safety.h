@@ -20,6 +20,11 @@
 // thread inside the pause, the scan a fraction of that, and most threads hold none.
 // The scan therefore stays the net: a real return address it would miss (a call it
 // cannot decode) is not looked for by CFI either.
+//
+// A function some thread is nearly always inside is never found empty by stopping and
+// retrying: the hot wait (when_safe) traps its entry and lets the threads run out of it
+// instead. What must not change is that the jumps are written only right after a
+// check of every thread; the traps only make such a check come out clean.
 #pragma once
 
 #include <sys/uio.h>
