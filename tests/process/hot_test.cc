@@ -73,7 +73,7 @@ TEST_F(Hot, LockHeldAtATrappedEntryIsRefusedNamingBoth) {
   EXPECT_EQ(std::stol(b.substr(7)) - std::stol(a.substr(7)), 1000) << a << "\n" << b;
 }
 
-// A thread always inside deeper(), which calls itself: with the entry trapped it waits
+// A thread always inside deeper(), 2000 calls of itself deep: with the entry trapped it waits
 // there with its own frames inside, and can never leave. Refused when the hot wait
 // ends, naming it both inside and waiting at the entry; it goes on, old code.
 TEST_F(Hot, RecursiveCallerWaitingAtItsOwnEntryIsRefused) {
@@ -81,7 +81,7 @@ TEST_F(Hot, RecursiveCallerWaitingAtItsOwnEntryIsRefused) {
   Program prog({src + "/prog"});
   std::string w = prog.line(prog.wait_for("worker thread "));
   std::string tid = w.substr(w.rfind(' ') + 1);
-  prog.wait_for("deeper ", 0, 10s);
+  prog.wait_for("deeper ", 0, 10s);   // a descent takes 1 s
   create_update(src, case_dir("recursive") + "/fix.patch", tmp / "fix.lsu");
 
   RunResult r = apply_expect(prog, tmp / "fix.lsu", 2, {"--retries", "0", "--hot-wait", "100"});
@@ -93,7 +93,7 @@ TEST_F(Hot, RecursiveCallerWaitingAtItsOwnEntryIsRefused) {
   expect_alive_and_running(prog);
   size_t mark = prog.line_count();
   std::string line = prog.line(prog.wait_for("deeper ", mark, 10s));
-  EXPECT_EQ(line, "deeper 4") << "the old deeper() (+1 a level, 4 levels)";
+  EXPECT_EQ(line, "deeper 2001") << "the old deeper() (+1 a level, 2001 levels)";
 }
 
 }  // namespace
