@@ -107,7 +107,8 @@ int main(int argc, char** argv) {
       "Every replaced function is first matched against the code actually running (run-pre\n"
       "matching); then the process's threads (for the kernel: every CPU, inside stop_machine)\n"
       "are stopped, checked to be outside the functions being replaced, the functions are\n"
-      "redirected, and everything resumes. If a thread stays in the way after the retries, or\n"
+      "redirected, and everything resumes. A thread inside one is let run out of it while the\n"
+      "entries are trapped (--hot-wait). If a thread stays in the way after the retries, or\n"
       "the running code differs, nothing is changed (exit 2).\n"
       "--kernel: the update must be for this kernel's release (uname -r); its new code is\n"
       "loaded as a kernel module; an update of a module that is not loaded yet waits, and is\n"
@@ -127,6 +128,9 @@ int main(int argc, char** argv) {
   apply->add_option("--retries", aopt.retries, "Further attempts when a thread (--kernel: a task) is in the way")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   apply->add_option("--retry-delay", aopt.retry_delay_ms, "Milliseconds between attempts")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  apply->add_option("--hot-wait", aopt.hot_wait_ms,
+                    "Milliseconds an attempt lets threads run out of the functions (their entries trapped); 0: none")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   apply->add_flag("--json", ctx.json, "Print the result as JSON on stdout");
 
@@ -151,6 +155,9 @@ int main(int argc, char** argv) {
   undo->add_option("--retries", uopt.retries, "Further attempts when a thread is in the way")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   undo->add_option("--retry-delay", uopt.retry_delay_ms, "Milliseconds between attempts")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  undo->add_option("--hot-wait", uopt.hot_wait_ms,
+                   "Milliseconds an attempt lets threads run out of the new code (its entries trapped); 0: none")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   undo->add_flag("--json", ctx.json, "Print the result as JSON on stdout");
 

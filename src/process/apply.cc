@@ -314,7 +314,7 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
     LS_TRY(privatize_sites(*mem, p.trampolines));   // again, from this process (trampoline.h)
     auto done = when_safe(
         ctx, opt.pid, *maps, p.guarded, [&]() -> Result<std::vector<SiteEdit>> { return insertions(p.trampolines); },
-        opt.retries, opt.retry_delay_ms, orphaned);
+        opt.retries, opt.retry_delay_ms, opt.hot_wait_ms, orphaned);
     if (!done) return done.status();
     // Confirmed here, not by the parent: the ledger must never call live code pending.
     ledger->entries().back().pending = false;

@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <set>
+#include <thread>
 
 #include "process/maps.h"
 
@@ -592,6 +593,19 @@ Result<std::vector<size_t>> ThreadGroupStop::settle(bool stop_awake) {
   }
   for (auto [i, reported] : to_wait) LS_TRY(wait_stopped(threads_[i], reported));
   LS_TRY(adopt_born(fresh));
+  return fresh;
+}
+
+Result<std::vector<size_t>> ThreadGroupStop::run_for(std::chrono::microseconds interval,
+                                                     const std::function<bool(const Thread&)>& stays) {
+  for (auto& t : threads_) {
+    if (t.gone || !t.stopped || stays(t)) continue;
+    if (ptrace(PTRACE_CONT, t.tid, nullptr, nullptr) == 0) t.stopped = false;
+    else if (errno == ESRCH) t.gone = true;
+  }
+  std::this_thread::sleep_for(interval);
+  std::vector<size_t> fresh;
+  LS_TRY(hold(0, fresh));
   return fresh;
 }
 

@@ -137,6 +137,12 @@ class ThreadGroupStop {
   // counted asleep (before stop_running(), which stops it). Returns the indices of the
   // threads whose registers are new, which have not been checked.
   Result<std::vector<size_t>> settle(bool stop_awake = true);
+  // Lets every stopped thread that `stays` does not hold run for `interval`, still
+  // seized, then stops them again as stop_running() does (one asleep by then is held
+  // asleep; one that trapped on a site stops on it). Returns the indices of the threads
+  // whose registers are new.
+  Result<std::vector<size_t>> run_for(std::chrono::microseconds interval,
+                                      const std::function<bool(const Thread&)>& stays);
   // Resumes and detaches every stopped thread (settling sleepers first, so that none is
   // left in a stop of ours); idempotent. Records timing.resumed.
   void resume();

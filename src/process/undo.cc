@@ -78,7 +78,7 @@ Status undo_one(Context& ctx, pid_t pid, Ledger& ledger, const std::string& id, 
       return edits;
     };
     LS_TRY(privatize_sites(*mem, e.trampolines));   // again, from this process (trampoline.h)
-    auto done = when_safe(ctx, pid, *maps, guarded, restore, opt.retries, opt.retry_delay_ms, orphaned);
+    auto done = when_safe(ctx, pid, *maps, guarded, restore, opt.retries, opt.retry_delay_ms, opt.hot_wait_ms, orphaned);
     if (!done) return done.status();
     payload = fmt::format("{}", done->longest_us);
     return {};
