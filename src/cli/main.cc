@@ -107,7 +107,8 @@ int main(int argc, char** argv) {
       "Every replaced function is first matched against the code actually running (run-pre\n"
       "matching); then the process's threads (for the kernel: every CPU, inside stop_machine)\n"
       "are stopped, checked to be outside the functions being replaced, the functions are\n"
-      "redirected, and everything resumes. If a thread stays in the way after the retries, or\n"
+      "redirected, and everything resumes. A thread inside one is let run out of it while the\n"
+      "entries are trapped (--hot-wait). If a thread stays in the way after the retries, or\n"
       "the running code differs, nothing is changed (exit 2).\n"
       "--kernel: the update must be for this kernel's release (uname -r); its new code is\n"
       "loaded as a kernel module; an update of a module that is not loaded yet waits, and is\n"
@@ -116,7 +117,7 @@ int main(int argc, char** argv) {
       "  livesplice apply --pid 1234 fix.lsu\n"
       "  livesplice apply --kernel fix.lsu --core livesplice.ko\n"
       "    (livesplice.ko: make -C /lib/modules/$(uname -r)/build M=$PWD/kernel)\n");
-  auto* apply_pid = apply->add_option("--pid", aopt.pid, "Process to update (or --kernel)");
+  auto* apply_pid = apply->add_option("--pid", aopt.pid, "Process to update (or --kernel)")->check(CLI::PositiveNumber);
   // The running kernel instead (src/kernel/apply.h): same stages, livesplice.ko does the stop.
   bool apply_kernel = false;
   ls::kernel::KernelApplyOptions kaopt;
@@ -125,8 +126,12 @@ int main(int argc, char** argv) {
   apply->add_option("--core", kaopt.core, "--kernel: livesplice.ko, loaded if it is not yet")->check(CLI::ExistingFile);
   apply->add_option("update", aopt.update, "Update file made by livesplice create")->required()->check(CLI::ExistingFile);
   apply->add_option("--retries", aopt.retries, "Further attempts when a thread (--kernel: a task) is in the way")
-      ->capture_default_str();
-  apply->add_option("--retry-delay", aopt.retry_delay_ms, "Milliseconds between attempts")->capture_default_str();
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  apply->add_option("--retry-delay", aopt.retry_delay_ms, "Milliseconds between attempts")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  apply->add_option("--hot-wait", aopt.hot_wait_ms,
+                    "Milliseconds an attempt lets threads run out of the functions (their entries trapped); 0: none")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
   apply->add_flag("--json", ctx.json, "Print the result as JSON on stdout");
 
   ls::proc::UndoOptions uopt;
@@ -142,13 +147,18 @@ int main(int argc, char** argv) {
       "  livesplice undo --pid 1234               the newest update\n"
       "  livesplice undo --pid 1234 --all\n"
       "  livesplice undo --kernel 3f2a            the kernel update whose id starts 3f2a\n");
-  auto* undo_pid = undo->add_option("--pid", uopt.pid, "Process (or --kernel)");
+  auto* undo_pid = undo->add_option("--pid", uopt.pid, "Process (or --kernel)")->check(CLI::PositiveNumber);
   bool undo_kernel = false;
   undo->add_flag("--kernel", undo_kernel, "Undo a kernel update (the newest when no ID is given)")->excludes(undo_pid);
   undo->add_option("id", uopt.id, "Update id (a prefix is enough), as livesplice view shows");
   undo->add_flag("--all", uopt.all, "Undo every update, newest first (--pid only)");
-  undo->add_option("--retries", uopt.retries, "Further attempts when a thread is in the way")->capture_default_str();
-  undo->add_option("--retry-delay", uopt.retry_delay_ms, "Milliseconds between attempts")->capture_default_str();
+  undo->add_option("--retries", uopt.retries, "Further attempts when a thread is in the way")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  undo->add_option("--retry-delay", uopt.retry_delay_ms, "Milliseconds between attempts")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  undo->add_option("--hot-wait", uopt.hot_wait_ms,
+                   "Milliseconds an attempt lets threads run out of the new code (its entries trapped); 0: none")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
   undo->add_flag("--json", ctx.json, "Print the result as JSON on stdout");
 
   pid_t view_pid = 0;
@@ -162,7 +172,7 @@ int main(int argc, char** argv) {
       "Examples:\n"
       "  livesplice view --pid 1234 --patch\n"
       "  livesplice view --kernel --json\n");
-  auto* view_pid_opt = view->add_option("--pid", view_pid, "Process (or --kernel)");
+  auto* view_pid_opt = view->add_option("--pid", view_pid, "Process (or --kernel)")->check(CLI::PositiveNumber);
   bool view_kernel = false;
   view->add_flag("--kernel", view_kernel, "The updates applied to the running kernel")->excludes(view_pid_opt);
   view->add_flag("--patch", view_patch, "Also print each update's patch text (--pid only)");

@@ -336,10 +336,7 @@ Exit Pipeline::run() {
         t.path = relative_to(bin, build_root);
         const LinkRecord* l = link_of.count(bin) ? link_of[bin] : nullptr;
         t.kind = !l ? "executable" : l->relocatable ? "relocatable" : l->shared ? "shared-library" : "executable";
-        if (guard.existed(bin)) {
-          auto saved = guard.saved_copy(bin);
-          t.original_build_id = read_build_id(saved ? *saved : bin);
-        }
+        if (guard.existed(bin)) t.original_build_id = guard.original_build_id(bin);
         auto pb = pre_build_ids.find(bin);
         t.pre_build_id = pb != pre_build_ids.end() ? pb->second : t.original_build_id;
         t.build_id = !t.original_build_id.empty() ? t.original_build_id : t.pre_build_id;

@@ -49,12 +49,16 @@ std::string explain_patch_failure(const std::string& output) {
 }  // namespace
 
 Patch read_patch(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot read the patch", path);
+  return parse_patch(std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()), path);
+}
+
+Patch parse_patch(std::string text, const std::string& path) {
   Patch p;
   p.path = path;
   p.name = fs::path(path).filename().string();
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot read the patch", path);
-  p.text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  p.text = std::move(text);
   std::istringstream lines(p.text);
   std::string line;
   auto add = [&](const std::string& f) {
@@ -74,9 +78,12 @@ Patch read_patch(const std::string& path) {
     }
   }
   if (p.files.empty()) fail("{}: no file to patch found (is it a unified diff?)", path);
-  for (const auto& f : p.files)
-    if (f.rfind("../", 0) == 0 || f.find("/../") != std::string::npos || f.front() == '/')
+  for (const auto& f : p.files) {
+    // `..` alone, `a/../..`: what the path means once resolved, not how it is spelled.
+    fs::path normal = fs::path(f).lexically_normal();
+    if (f.front() == '/' || (!normal.empty() && *normal.begin() == ".."))
       fail("{}: patches {}, outside the source tree", path, f);
+  }
   return p;
 }
 

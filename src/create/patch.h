@@ -19,6 +19,9 @@ struct Patch {
 // Throws Error for an unreadable patch, one that names no file, or one that reaches
 // outside the source tree.
 Patch read_patch(const std::string& path);
+// The same for a patch's text (`path` names it in messages); every name in `files` is
+// then relative, non-empty, and inside the source tree.
+Patch parse_patch(std::string text, const std::string& path);
 // `patch --dry-run` in `source`; throws Error quoting why each hunk failed.
 void check_patch(Context& ctx, const std::string& source, const Patch& patch);
 void apply_patch(const std::string& source, const Patch& patch);

@@ -129,7 +129,14 @@ TreeGuard::TreeGuard(Context& ctx, std::vector<std::string> roots, std::string s
     snapshot_[root] = st;
     walk(root, [&](const std::string& p) {
       EntryState e;
-      if (lstat_entry(p, e)) snapshot_[p] = e;
+      if (!lstat_entry(p, e)) return true;
+      snapshot_[p] = e;
+      // A binary's build-id as it was before any build: the program running now was
+      // linked from it (the builds relink it, under an overlay or in place).
+      if (e.type == EntryState::File && (e.mode & 0111) && is_elf_file(p)) {
+        std::string id = read_build_id(p);
+        if (!id.empty()) build_ids_[p] = id;
+      }
       return true;
     });
   }

@@ -52,6 +52,12 @@ class TreeGuard {
   // Why the tree could not be covered ("" when it is, or when not asked to).
   const std::string& uncovered_reason() const { return uncovered_reason_; }
   bool existed(const std::string& path) const { return snapshot_.count(path) != 0; }
+  // The build-id an executable file of the tree (a program or shared library) had when
+  // the guard was made; "" if none or not such a file then.
+  std::string original_build_id(const std::string& path) const {
+    auto it = build_ids_.find(path);
+    return it == build_ids_.end() ? "" : it->second;
+  }
   // The saved copy of `path` if there is one.
   std::optional<std::string> saved_copy(const std::string& path) const;
 
@@ -76,6 +82,7 @@ class TreeGuard {
   std::string saved_dir_;
   std::string links_dir_;
   std::map<std::string, EntryState> snapshot_;
+  std::map<std::string, std::string> build_ids_;   // executable ELF files: path -> build-id, before any build
   std::vector<std::string> excluded_;
   std::unique_ptr<TreeOverlay> overlay_;
   std::string uncovered_reason_;

@@ -24,10 +24,10 @@
 #include <span>
 
 #include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
 
 #include "arch/arch.h"
 #include "loader/x86_64.h"
+#include "update/update.h"
 
 namespace ls::load {
 namespace {
@@ -90,20 +90,15 @@ std::string symbol_name(const elf::Object& u, uint32_t sym) {
   return s.name.empty() ? fmt::format("(symbol {})", sym) : s.name;
 }
 
-// The update's manifest, or null when it has none (hand-made objects) or it does not
-// parse: it only improves messages and marks file-local run symbols.
-nlohmann::json read_manifest(const elf::Object& u) {
-  if (const auto* m = u.find_section(".livesplice.manifest"))
-    return nlohmann::json::parse(m->bytes.begin(), m->bytes.end(), nullptr, false);
-  return nullptr;
-}
-
-// The manifest's entry for run symbol `sym`, or null.
-const nlohmann::json* run_symbol_entry(const nlohmann::json& m, uint32_t sym) {
-  if (!m.is_object() || !m.contains("run_symbols") || !m["run_symbols"].is_array()) return nullptr;
-  for (const auto& e : m["run_symbols"])
-    if (e.is_object() && e.value("index", int64_t{-1}) == static_cast<int64_t>(sym)) return &e;
-  return nullptr;
+// The update's manifest, read through the schema (update/manifest.h); none for a
+// hand-made object without one. It marks file-local run symbols and improves messages.
+Result<std::optional<update::Manifest>> manifest_of(const elf::Object& u) {
+  if (!u.find_section(update::kManifestSection)) return std::optional<update::Manifest>();
+  try {
+    return std::optional<update::Manifest>(update::parse_manifest(u));
+  } catch (const Error& e) {
+    return Status::error(e.what());
+  }
 }
 
 }  // namespace
@@ -153,10 +148,15 @@ Result<Plan> plan(Context& ctx, const elf::Object& update, const std::vector<uin
   for (const auto& s : update.symbols())
     if (s.in_section() && in_image.count(s.section) && !s.local() && named_definition(s))
       defined.emplace(s.name, s.index);
-  const nlohmann::json manifest = defined.empty() ? nlohmann::json() : read_manifest(update);
+  std::optional<update::Manifest> manifest;
+  if (!defined.empty()) {
+    auto m = manifest_of(update);
+    if (!m) return m.status();
+    manifest = std::move(*m);
+  }
   auto file_local = [&](uint32_t sym) {
-    const auto* e = run_symbol_entry(manifest, sym);
-    return e && e->value("local", false);
+    const auto* e = manifest ? manifest->run_symbol(sym) : nullptr;
+    return e && e->local;
   };
 
   std::set<StubKey> stub_seen;
@@ -293,7 +293,7 @@ class Linker {
   std::vector<bool> stub_filled_, got_filled_;
   std::vector<std::string> errors_;
   std::map<uint32_t, Missing> missing_;
-  std::optional<nlohmann::json> manifest_;
+  std::optional<std::optional<update::Manifest>> manifest_;   // once read; inner: none or unreadable
 };
 
 const Linker::Answer& Linker::ask(uint32_t sym, View v) {
@@ -535,17 +535,16 @@ size_t Linker::apply(const std::vector<elf::Reloc>& relocs, size_t i, const Site
 }
 
 std::string Linker::describe_run_symbol(uint32_t sym) {
-  if (!manifest_) manifest_ = read_manifest(u_);
+  if (!manifest_) {
+    auto m = manifest_of(u_);   // plan() refused a broken one; here it only adds detail
+    manifest_ = m ? std::move(*m) : std::optional<update::Manifest>();
+  }
   std::string out = fmt::format("'{}'", symbol_name(u_, sym));
-  const auto& m = *manifest_;
-  const auto* e = run_symbol_entry(m, sym);
+  const auto* e = *manifest_ ? (*manifest_)->run_symbol(sym) : nullptr;
   if (!e) return out;
-  if (!e->value("local", false)) return out + " (global)";
-  out += fmt::format(" (file-local {} in {}", e->value("kind", "symbol"), e->value("source", "?"));
-  int64_t obj = e->value("object", int64_t{-1});
-  if (m.contains("objects") && m["objects"].is_array() && obj >= 0 && static_cast<size_t>(obj) < m["objects"].size() &&
-      m["objects"][obj].is_object())
-    out += fmt::format(", object {}", m["objects"][obj].value("path", "?"));
+  if (!e->local) return out + " (global)";
+  out += fmt::format(" (file-local {} in {}", e->section ? "section" : "symbol", e->source.empty() ? "?" : e->source);
+  if (e->object) out += fmt::format(", object {}", (*manifest_)->objects[*e->object].path);
   return out + ")";
 }
 

@@ -101,7 +101,7 @@ class Matcher {
   Result<Match> run();
 
  private:
-  void read_manifest();
+  Status read_manifest();
   Status prepare(size_t i);
   Trial evaluate(size_t i, TargetAddr at, std::span<const uint8_t> bytes, std::string origin) const;
   void compare(size_t i, Trial& t, std::span<const uint8_t> bytes) const;

@@ -38,16 +38,12 @@
 #include <optional>
 #include <string_view>
 
-#include <nlohmann/json.hpp>
-
 #include "arch/x86_64_relax.h"
 #include "matcher/internal.h"
 #include "update/update.h"
 
 namespace ls::match {
 namespace detail {
-
-using Json = nlohmann::json;
 
 // GCC's literal pools (`.rodata.str1.1`, `.rodata.foo.str1.8`, `.rodata.cst16`): the
 // linker merges them across objects, so offsets into one say nothing about another.
@@ -89,30 +85,23 @@ bool Matcher::literal(uint32_t sym) const {
 }
 
 // The manifest ties pre sections to functions and run symbols to the objects they are
-// local to; without it matching still works, only without feeding call sites back.
-void Matcher::read_manifest() {
-  const elf::Section* s = update_.find_section(update::kManifestSection);
-  if (!s) return;
-  Json m = Json::parse(s->bytes.begin(), s->bytes.end(), nullptr, /*allow_exceptions=*/false);
-  if (m.is_discarded() || !m.is_object()) {
-    ctx_.warn(fmt::format("{}: unreadable manifest; matching without it", update_.path()));
-    return;
+// local to; without one (a hand-made object) matching still works, only without
+// feeding call sites back. One that is there is read through the schema
+// (update/manifest.h): a broken one is an error, never guessed around.
+Status Matcher::read_manifest() {
+  if (!update_.find_section(update::kManifestSection)) return {};
+  update::Manifest m;
+  try {
+    m = update::parse_manifest(update_);
+  } catch (const Error& e) {
+    return Status::error(e.what());
   }
-  auto str = [](const Json& j, const char* k) { return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : ""; };
-  auto num = [](const Json& j, const char* k) { return j.contains(k) && j[k].is_number_integer() ? j[k].get<int64_t>() : -1; };
-  auto flag = [](const Json& j, const char* k) { return j.contains(k) && j[k].is_boolean() && j[k].get<bool>(); };
-  if (m.contains("run_symbols") && m["run_symbols"].is_array())
-    for (const Json& r : m["run_symbols"]) {
-      if (!r.is_object() || num(r, "index") < 0) continue;
-      run_symbols_[static_cast<uint32_t>(num(r, "index"))] =
-          RunSymbolInfo{str(r, "name"), flag(r, "local"), str(r, "kind") == "section", num(r, "object")};
-    }
-  if (m.contains("functions") && m["functions"].is_array())
-    for (const Json& f : m["functions"]) {
-      if (!f.is_object() || num(f, "pre_section") <= 0) continue;
-      functions_by_section_[static_cast<uint32_t>(num(f, "pre_section"))] =
-          RunSymbolInfo{str(f, "name"), flag(f, "local"), false, num(f, "object")};
-    }
+  for (const auto& r : m.run_symbols)
+    run_symbols_[r.index] = RunSymbolInfo{r.name, r.local, r.section, r.object ? static_cast<int64_t>(*r.object) : -1};
+  for (const auto& f : m.functions)
+    if (f.pre_section != 0)
+      functions_by_section_[f.pre_section] = RunSymbolInfo{f.name, f.local, false, static_cast<int64_t>(f.object)};
+  return {};
 }
 
 Status Matcher::prepare(size_t i) {
@@ -406,7 +395,7 @@ Status Matcher::check_rewrites() const {
 Result<Match> Matcher::run() {
   if (update_.machine() != elf::Machine::X86_64) return error("{}: only x86-64 updates can be matched", update_.path());
   LS_TRY(check_rewrites());
-  read_manifest();
+  LS_TRY(read_manifest());
   size_t n = requests_.size();
   preps_.resize(n);
   candidates_.resize(n);

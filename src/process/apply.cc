@@ -168,14 +168,17 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   if (!lock) return fail_with(lock.status());
   auto maps = read_maps(opt.pid);
   if (!maps) return fail_with(maps.status());
+  if (Status s = check_map_files(opt.pid, *maps); !s.ok()) return fail_with(s);
   auto modules = read_modules(opt.pid, *maps);
   if (!modules) return fail_with(modules.status());
+  // 0. The binaries' build-ids: a fast, clear refusal of another build; matching stays the proof.
+  if (Status s = check_build_ids(ctx, u.manifest.targets, *modules); !s.ok()) return fail_with(s);
   auto ledger = Ledger::read(opt.pid, *maps);
   if (!ledger) return fail_with(ledger.status());
   const LedgerEntry* before = ledger->find(u.id);
   const bool was_pending = before && before->id == u.id && before->state == EntryState::Pending;
   std::vector<std::string> repaired;
-  Status repair = repair_leftovers(ctx, opt.pid, *ledger, opt.retries, opt.retry_delay_ms, repaired);
+  Status repair = repair_leftovers(ctx, opt.pid, *ledger, opt.retries, opt.retry_delay_ms, opt.hot_wait_ms, repaired);
   for (const auto& r : repaired) fmt::print(stderr, "livesplice: apply: process {}: {}\n", opt.pid, r);
   if (!repair.ok()) return fail_with(repair);
   if (!repaired.empty()) {
@@ -334,8 +337,9 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
     };
     if (Status s = privatize_sites(*mem, p.trampolines); !s.ok())   // again, from this process (trampoline.h)
       return give_up(s);
-    auto done = when_safe(ctx, opt.pid, *maps, p.guarded, insertions(p.trampolines), opt.retries, opt.retry_delay_ms,
-                          orphaned);
+    auto done = when_safe(
+        ctx, opt.pid, *maps, p.guarded, [&]() -> Result<std::vector<SiteEdit>> { return insertions(p.trampolines); },
+        opt.retries, opt.retry_delay_ms, opt.hot_wait_ms, orphaned);
     if (!done) return give_up(done.status());
     kill_point(tool, "apply:spliced");
     // The pause: the longest time any thread was kept from running, in any phase — the

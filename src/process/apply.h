@@ -19,6 +19,7 @@ struct ApplyOptions {
   std::string update;
   int retries = 20;            // further attempts after the first
   int retry_delay_ms = 10;
+  int hot_wait_ms = 250;       // how long an attempt waits, entries trapped, for threads to leave
 };
 
 struct UndoOptions {
@@ -27,6 +28,7 @@ struct UndoOptions {
   bool all = false;
   int retries = 20;
   int retry_delay_ms = 10;
+  int hot_wait_ms = 250;       // how long an attempt waits, entries trapped, for threads to leave
 };
 
 Exit run_apply(Context& ctx, const ApplyOptions& options);

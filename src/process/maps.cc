@@ -1,15 +1,83 @@
 #include "process/maps.h"
 
-#include <algorithm>
+#include <fcntl.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 namespace ls::proc {
 
+namespace {
+
+// The state letter of /proc/DIR/stat (R, S, Z...), or 0 when it cannot be read.
+char task_state(const std::string& dir) {
+  std::ifstream in(dir + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto paren = stat.rfind(')');   // the command name may hold spaces and parentheses
+  return paren != std::string::npos && paren + 2 < stat.size() ? stat[paren + 2] : 0;
+}
+
+}  // namespace
+
+std::string address_space_dir(pid_t pid) {
+  std::string dir = fmt::format("/proc/{}", pid);
+  if (task_state(dir) != 'Z') return dir;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir + "/task", ec)) {
+    char state = task_state(e.path().string());
+    if (state != 0 && state != 'Z' && state != 'X') return e.path().string();
+  }
+  return dir;   // every thread has exited: the process is really gone
+}
+
+Status proc_error(pid_t pid, const std::string& file, int err) {
+  if (err == EACCES || err == EPERM)
+    return Status::error(fmt::format(
+        "process {}: permission denied reading {}: patching a process needs root (CAP_SYS_PTRACE to trace it and "
+        "read its memory, and CAP_SYS_ADMIN to write new code through /proc/PID/map_files), even for a process "
+        "of the same user",
+        pid, file));
+  if (err == ENOENT || err == ESRCH) return Status::error(fmt::format("process {} does not exist", pid));
+  return Status::error(fmt::format("process {}: cannot read {}: {}", pid, file, std::strerror(err)));
+}
+
+Status check_map_files(pid_t pid, const std::vector<Mapping>& maps) {
+  for (const auto& m : maps) {
+    if (!m.file_backed()) continue;
+    std::string path = fmt::format("/proc/{}/map_files/{:x}-{:x}", pid, m.range.start.value(), m.range.end.value());
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      ::close(fd);
+      return {};
+    }
+    int err = errno;
+    if (err == EACCES || err == EPERM) return proc_error(pid, path, err);
+    if (address_space_dir(pid) != fmt::format("/proc/{}", pid))
+      return Status::error(fmt::format("process {}: its main thread has exited (pthread_exit) while other threads "
+                                       "run on; livesplice writes new code through /proc/{}/map_files, which the "
+                                       "kernel offers only while the main thread lives: this process cannot be "
+                                       "patched; nothing changed",
+                                       pid, pid),
+                           Exit::Unsafe);
+    return proc_error(pid, path, err);
+  }
+  return {};
+}
+
 Result<std::vector<Mapping>> read_maps(pid_t pid) {
-  std::ifstream in(fmt::format("/proc/{}/maps", pid));
-  if (!in) return error("process {}: cannot read /proc/{}/maps (does it exist?)", pid, pid);
+  std::string path = address_space_dir(pid) + "/maps";
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);   // open(2) itself: its errno says why
+  if (fd < 0) return proc_error(pid, path, errno);
+  std::string text;
+  char buf[1 << 16];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) text.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  std::istringstream in(text);
   std::vector<Mapping> out;
   std::string line;
   while (std::getline(in, line)) {

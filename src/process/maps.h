@@ -25,6 +25,23 @@ struct Mapping {
 
 Result<std::vector<Mapping>> read_maps(pid_t pid);
 
+// The /proc directory to read a process's address space from (maps, mem): /proc/PID,
+// or, when its main thread has called pthread_exit while other threads run on (a zombie
+// leader, whose own maps are empty and mem unreadable), /proc/PID/task/TID of a live
+// thread: every thread shares the address space.
+std::string address_space_dir(pid_t pid);
+
+// Whether livesplice can write new code into the process: it does so through
+// /proc/PID/map_files (memory mapped shared refuses forced writes through
+// /proc/PID/mem), which needs CAP_SYS_ADMIN and which the kernel offers only while the
+// main thread lives. Fails with a permission error (exit 1), or for a zombie leader with
+// Exit::Unsafe saying so; `maps` as read_maps returned them.
+Status check_map_files(pid_t pid, const std::vector<Mapping>& maps);
+
+// Why a file of /proc/PID could not be opened (`err` is the errno), for people: a
+// permission problem says what patching needs; a missing process says so.
+Status proc_error(pid_t pid, const std::string& file, int err);
+
 // The mapping containing `addr`, if any.
 // `maps` in address order, as read_maps returns them.
 const Mapping* mapping_at(const std::vector<Mapping>& maps, TargetAddr addr);

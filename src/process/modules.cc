@@ -233,4 +233,28 @@ const Module* find_module(const std::vector<Module>& modules, const std::string&
   return nullptr;
 }
 
+Status check_build_ids(Context& ctx, const std::vector<update::ManifestTarget>& targets,
+                       const std::vector<Module>& modules) {
+  for (const auto& t : targets) {
+    if (t.kind != "executable" && t.kind != "shared-library") continue;
+    const Module* mod = find_module(modules, t.name);
+    if (!mod) continue;   // the update's object is in other binaries too; this one is not mapped
+    if (mod->build_id.empty()) {
+      ctx.note(fmt::format("{}: the mapped file has no build-id; run-pre matching alone decides", mod->path));
+    } else if (!t.original_build_id.empty() && mod->build_id != t.original_build_id) {
+      return Status::error(fmt::format("{}: build-id {} is not the one the update was made for ({} {}): this is "
+                                       "another build of {}; nothing changed",
+                                       mod->path, mod->build_id, t.name, t.original_build_id, t.path),
+                           Exit::Unsafe);
+    } else if (t.original_build_id.empty() && !t.pre_build_id.empty() && mod->build_id != t.pre_build_id) {
+      ctx.warn(fmt::format("{}: build-id {} differs from the one create's own pre build made ({}); {} did not exist "
+                           "before create, so run-pre matching decides",
+                           mod->path, mod->build_id, t.pre_build_id, t.path));
+    } else {
+      ctx.note(fmt::format("{}: build-id {} as the update expects", mod->path, mod->build_id));
+    }
+  }
+  return {};
+}
+
 }  // namespace ls::proc

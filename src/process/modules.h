@@ -18,6 +18,7 @@
 #include "core/result.h"
 #include "process/maps.h"
 #include "process/ptrace.h"
+#include "update/manifest.h"
 
 namespace ls::proc {
 
@@ -69,5 +70,15 @@ Result<std::vector<Module>> read_modules(pid_t pid, const std::vector<Mapping>& 
 // The module a target name (basename of an executable or library) denotes; nullptr if
 // none is mapped. The main executable is also found as "exe" via /proc/PID/exe.
 const Module* find_module(const std::vector<Module>& modules, const std::string& name);
+
+// The first line of defence before run-pre matching: each target binary of the update
+// that the process has mapped must carry the build-id the update was made for. Fails
+// with Exit::Unsafe naming the file and both ids when the update knows the binary as it
+// was built before create (the one users run). When it knows only its own pre build's id
+// (the binary did not exist before create: another build directory gives another id
+// for the same code) a difference is a warning, and when the mapped file has no build-id
+// a -v note: matching decides, as it always does.
+Status check_build_ids(Context& ctx, const std::vector<update::ManifestTarget>& targets,
+                       const std::vector<Module>& modules);
 
 }  // namespace ls::proc

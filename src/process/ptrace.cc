@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <set>
+#include <thread>
 
 #include "process/maps.h"
 
@@ -218,8 +219,9 @@ bool trap_queued(pid_t tid) {
 // --- Memory -------------------------------------------------------------------------
 
 Result<Memory> Memory::open(pid_t pid) {
-  int fd = ::open(fmt::format("/proc/{}/mem", pid).c_str(), O_RDWR | O_CLOEXEC);
-  if (fd < 0) return error("process {}: cannot open its memory: {}", pid, std::strerror(errno));
+  std::string path = address_space_dir(pid) + "/mem";
+  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return proc_error(pid, path, errno);
   return Memory(pid, fd);
 }
 
@@ -328,6 +330,12 @@ Result<std::unique_ptr<ThreadGroupStop>> ThreadGroupStop::stop_some(pid_t pid, s
     for (auto& t : g->threads_) {
       Look l = look(g->files(t.tid), t.tid);
       if (l.what == Look::Asleep) g->hold_asleep(t, l);
+      if (l.what == Look::Gone) t.gone = true;
+      if (l.what == Look::Reported) {
+        // In a stop of its own already (a signal): taken over, as stop() would.
+        ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr);
+        LS_TRY(g->wait_stopped(t, l.status));
+      }
     }
     return g;
   }
@@ -454,6 +462,25 @@ bool ThreadGroupStop::trapped_on_site(pid_t tid, user_regs_struct& regs) const {
   return std::any_of(traps_.begin(), traps_.end(), [&](const TargetRange& r) { return r.start == at; });
 }
 
+// A signal arrived before the interrupt. An int3 of ours: back onto the site, signal
+// dropped. Any other: delivered now (see top); the interrupt then stops the thread
+// before its handler runs.
+Status ThreadGroupStop::pass_signal(Thread& t, int sig) {
+  siginfo_t info{};
+  user_regs_struct regs;
+  bool ours = sig == SIGTRAP && ptrace(PTRACE_GETSIGINFO, t.tid, nullptr, &info) == 0 && info.si_code == SI_KERNEL &&
+              trapped_on_site(t.tid, regs);
+  if (ours) {
+    ++trapped_;
+    regs.rip -= 1;
+    if (ptrace(PTRACE_SETREGS, t.tid, nullptr, &regs) != 0)
+      return error("thread {}: cannot move it back onto the site it trapped on: {}", t.tid, std::strerror(errno));
+  }
+  ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr);   // entering this stop dropped the pending one
+  ptrace(PTRACE_CONT, t.tid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(ours ? 0 : sig)));
+  return {};
+}
+
 Status ThreadGroupStop::wait_stopped(Thread& t, int reported) {
   for (;;) {
     int status = reported;
@@ -484,29 +511,19 @@ Status ThreadGroupStop::wait_stopped(Thread& t, int reported) {
       ptrace(PTRACE_CONT, t.tid, nullptr, nullptr);
       continue;
     }
+    if (event == 0 && sig != (SIGTRAP | 0x80)) {
+      LS_TRY(pass_signal(t, sig));
+      continue;
+    }
     if (event == PTRACE_EVENT_CLONE || event == PTRACE_EVENT_FORK || event == PTRACE_EVENT_VFORK) {
       unsigned long child = 0;
       if (ptrace(PTRACE_GETEVENTMSG, t.tid, nullptr, &child) == 0 && child > 0) {
         born_.push_back(static_cast<pid_t>(child));
         seen_.insert(static_cast<pid_t>(child));
       }
-    } else if (event == 0 && sig != (SIGTRAP | 0x80)) {
-      // A signal arrived first. An int3 of ours: back onto the site, signal dropped.
-      // Any other: delivered now (see top); the interrupt then stops the thread before
-      // its handler runs.
-      siginfo_t info{};
-      bool ours = sig == SIGTRAP && ptrace(PTRACE_GETSIGINFO, t.tid, nullptr, &info) == 0 &&
-                  info.si_code == SI_KERNEL && trapped_on_site(t.tid, regs);
-      if (ours) {
-        ++trapped_;
-        regs.rip -= 1;
-        if (ptrace(PTRACE_SETREGS, t.tid, nullptr, &regs) != 0)
-          return error("thread {}: cannot move it back onto the site it trapped on: {}", t.tid, std::strerror(errno));
-      }
-      ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr);
-      ptrace(PTRACE_CONT, t.tid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(ours ? 0 : sig)));
-      continue;
     }
+    // Entering any ptrace-stop drops a pending interrupt: ask again before going on.
+    ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr);
     ptrace(PTRACE_CONT, t.tid, nullptr, nullptr);
   }
   if (ptrace(PTRACE_GETREGS, t.tid, nullptr, &t.regs) != 0) {
@@ -579,6 +596,19 @@ Result<std::vector<size_t>> ThreadGroupStop::settle(bool stop_awake) {
   return fresh;
 }
 
+Result<std::vector<size_t>> ThreadGroupStop::run_for(std::chrono::microseconds interval,
+                                                     const std::function<bool(const Thread&)>& stays) {
+  for (auto& t : threads_) {
+    if (t.gone || !t.stopped || stays(t)) continue;
+    if (ptrace(PTRACE_CONT, t.tid, nullptr, nullptr) == 0) t.stopped = false;
+    else if (errno == ESRCH) t.gone = true;
+  }
+  std::this_thread::sleep_for(interval);
+  std::vector<size_t> fresh;
+  LS_TRY(hold(0, fresh));
+  return fresh;
+}
+
 Status ThreadGroupStop::set_regs(Thread& t, const user_regs_struct& regs) {
   if (ptrace(PTRACE_SETREGS, t.tid, nullptr, &regs) != 0)
     return error("thread {}: cannot set registers: {}", t.tid, std::strerror(errno));
@@ -589,8 +619,10 @@ Status ThreadGroupStop::set_regs(Thread& t, const user_regs_struct& regs) {
 void ThreadGroupStop::resume() {
   if (resumed_) return;
   resumed_ = true;
-  // Nothing of ours may be left waiting in a sleeper that woke: a trap, a new task.
-  if (keep_sleepers_) (void)settle();
+  // Nothing of ours may be left waiting in a sleeper that woke: a trap, or a process
+  // forked while the sites held int3s. (With no site ever armed, nothing is: the
+  // tracer thread's end releases every sleeper, stopped by itself or not.)
+  if (keep_sleepers_ && !traps_.empty()) (void)settle();
   // A thread seized but not yet stopped (we failed on the way) can only be detached
   // from a stop; with keep_sleepers_ it is left, as the sleepers are, to the end of the
   // tracer thread.

@@ -137,12 +137,20 @@ class ThreadGroupStop {
   // counted asleep (before stop_running(), which stops it). Returns the indices of the
   // threads whose registers are new, which have not been checked.
   Result<std::vector<size_t>> settle(bool stop_awake = true);
+  // Lets every stopped thread that `stays` does not hold run for `interval`, still
+  // seized, then stops them again as stop_running() does (one asleep by then is held
+  // asleep; one that trapped on a site stops on it). Returns the indices of the threads
+  // whose registers are new.
+  Result<std::vector<size_t>> run_for(std::chrono::microseconds interval,
+                                      const std::function<bool(const Thread&)>& stays);
   // Resumes and detaches every stopped thread (settling sleepers first, so that none is
   // left in a stop of ours); idempotent. Records timing.resumed.
   void resume();
   const StopTiming& timing() const { return timing_; }
   // How many times a thread trapped on one of expect_traps()'s sites.
   size_t trapped() const { return trapped_; }
+  // How many processes held threads forked while held (each gets its parent's sites).
+  size_t forked() const { return forked_.size(); }
 
  private:
   explicit ThreadGroupStop(pid_t pid);
@@ -162,6 +170,7 @@ class ThreadGroupStop {
   // Waits for `t`'s interrupt stop; `reported` is a wait status already collected.
   Status wait_stopped(Thread& t, int reported = -1);
   bool trapped_on_site(pid_t tid, user_regs_struct& regs) const;
+  Status pass_signal(Thread& t, int sig);
   // Tasks created by held threads since the last call: threads join the stopped ones,
   // processes are held in forked_.
   Status adopt_born(std::vector<size_t>& fresh);

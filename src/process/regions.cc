@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <tuple>
 
 #include "process/guardian.h"
 #include "process/ptrace.h"
@@ -45,10 +46,31 @@ double wakeup_rate(pid_t pid, pid_t tid, double uptime_s, double ticks_per_s) {
   return static_cast<double>(switches) / std::max(age_s, 0.01);
 }
 
-// The thread to borrow: the one that wakes least often (a thread serving requests wakes
-// for each; one parked in pause() or a long wait hardly ever), asleep now if one is;
-// the lowest TID among equals. One look, no waiting: the rate is over each thread's
+// The thread to borrow: first one whose own call borrowing would not end early (above),
+// then the one that wakes least often (a thread serving requests wakes for each; one
+// parked in pause() or a long wait hardly ever), asleep now if one is; the lowest TID
+// among equals. One look, no waiting: the rate is over each thread's
 // life, which for the long-running programs livesplice updates says what it does.
+// Whether borrowing `tid` would end a call of its own early. A thread asleep in a system
+// call is interrupted to be borrowed; the calls below come back exactly as they were
+// (the kernel restarts them, with the time that was left), but epoll_wait,
+// sigtimedwait, semop, a read, recv or accept under SO_RCVTIMEO and the others of
+// signal(7) would return EINTR to the program.
+bool borrowing_disturbs(pid_t pid, pid_t tid) {
+  std::ifstream in(fmt::format("/proc/{}/task/{}/syscall", pid, tid));
+  std::string first;
+  if (!(in >> first) || first == "running") return false;
+  long nr = std::strtol(first.c_str(), nullptr, 10);
+  if (nr < 0) return false;   // not in a system call
+  switch (nr) {
+    case SYS_nanosleep: case SYS_clock_nanosleep: case SYS_poll: case SYS_ppoll: case SYS_select:
+    case SYS_pselect6: case SYS_pause: case SYS_rt_sigsuspend: case SYS_wait4: case SYS_waitid: case SYS_futex:
+      return false;
+    default:
+      return true;
+  }
+}
+
 pid_t quietest_thread(pid_t pid) {
   std::vector<pid_t> tids;
   if (DIR* d = opendir(fmt::format("/proc/{}/task", pid).c_str())) {
@@ -62,11 +84,12 @@ pid_t quietest_thread(pid_t pid) {
   std::ifstream("/proc/uptime") >> uptime_s;
   const double ticks_per_s = static_cast<double>(sysconf(_SC_CLK_TCK));
   pid_t best = pid;
-  std::pair<bool, double> best_score{true, 1e300};   // (running now, wake-up rate): smaller is quieter
+  // (its call would end early, running now, wake-up rate): smaller is better
+  std::tuple<bool, bool, double> best_score{true, true, 1e300};
   for (pid_t tid : tids) {
     double rate = wakeup_rate(pid, tid, uptime_s, ticks_per_s);
     if (rate < 0) continue;
-    std::pair<bool, double> score{stat_field(pid, tid, 3) != 'S', rate};
+    std::tuple<bool, bool, double> score{borrowing_disturbs(pid, tid), stat_field(pid, tid, 3) != 'S', rate};
     if (score < best_score) best = tid, best_score = score;
   }
   return best;

@@ -216,7 +216,9 @@ std::optional<Blocker> frame_blocker(const StackWalk& walk, pid_t tid, const Fin
 
 }  // namespace
 
-std::string Blocker::describe() const {
+std::string Blocker::describe() const { return where() + after_wait; }
+
+std::string Blocker::where() const {
   if (executing && frame < 1) return fmt::format("thread {} is executing {} (pc {})", tid, label, address);
   if (executing)
     return fmt::format("thread {} was interrupted in {} (pc {}, frame {} of its stack, unwound with CFI)", tid, label,
@@ -383,6 +385,88 @@ StackScratch::StackScratch(pid_t pid) : buffer(kBytes), pages(pid) {
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
+double micros(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::micro>(b - a).count(); }
+using CheckFn = std::function<Result<std::optional<Blocker>>(const std::vector<size_t>&)>;
+
+// What the hot wait leaves: who was still in the way at its limit (nothing changes
+// then), and how long threads were kept from running.
+struct HotWait {
+  std::optional<Blocker> blocker;
+  double longest_us = 0;                  // the longest stop that ended during the wait
+  std::vector<Clock::time_point> since;   // when each thread was last stopped
+  int rounds = 0;
+  size_t held = 0;                        // threads waiting at an entry at the end
+  double waited_us = 0;
+};
+
+// The hot wait (docs/ARCHITECTURE.md): the sites are armed, so no thread can enter a
+// function being replaced; the threads not waiting at an entry run for a short,
+// growing interval, are stopped again (or held asleep) and everything is checked,
+// until nothing blocks or `limit` passes. A thread that reached an entry traps and
+// stays stopped there with its pc on the site: it has run nothing of the function, and
+// the check passes it as it passes any thread at an entry. It is not resumed before
+// the end: the jump (or, at the limit, the original first byte) is what it runs next.
+Result<HotWait> wait_out(ThreadGroupStop& stop, const std::vector<SiteEdit>& edits, std::chrono::microseconds limit,
+                         Blocker first, const CheckFn& check) {
+  auto start = Clock::now();
+  const std::vector<Thread>& threads = stop.threads();
+  HotWait hot;
+  hot.since.assign(threads.size(), stop.timing().first_stop);
+  auto entry_of = [&](const Thread& t) -> const SiteEdit* {
+    for (const auto& e : edits)
+      if (!t.gone && t.stopped && e.at.value() == t.regs.rip) return &e;
+    return nullptr;
+  };
+  auto stays = [&](const Thread& t) { return entry_of(t) != nullptr; };
+  std::optional<Blocker> blocker = std::move(first);
+  auto interval = std::chrono::microseconds(50);
+  while (blocker && Clock::now() - start < limit) {
+    auto now = Clock::now();
+    for (size_t i = 0; i < threads.size(); ++i)
+      if (!threads[i].gone && threads[i].stopped && !stays(threads[i]))
+        hot.longest_us = std::max(hot.longest_us, micros(hot.since[i], now));
+    auto fresh = stop.run_for(interval, stays);
+    if (!fresh) return fresh.status();
+    auto woke = stop.settle();   // a sleeper that woke and trapped, or went back to sleep
+    if (!woke) return woke.status();
+    // A stop began no earlier than the end of the interval: counted from there.
+    hot.since.resize(threads.size(), now + interval);
+    for (size_t i : *fresh) hot.since[i] = now + interval;
+    for (size_t i : *woke) hot.since[i] = now + interval;
+    // Every thread, every round: the stopped ones have run, a sleeper may be the one
+    // inside (asleep in it), and one that went to sleep meanwhile has a new snapshot.
+    std::vector<size_t> look;
+    for (size_t i = 0; i < threads.size(); ++i)
+      if (!threads[i].gone) look.push_back(i);
+    auto b = check(look);
+    if (!b) return b.status();
+    blocker = std::move(*b);
+    ++hot.rounds;
+    interval = std::min(interval * 2, std::chrono::microseconds(2000));
+  }
+  hot.waited_us = micros(start, Clock::now());
+  std::string waiting;
+  for (const auto& t : threads)
+    if (const SiteEdit* e = entry_of(t)) {
+      ++hot.held;
+      waiting += fmt::format("{}thread {} waits at the entry of {}", waiting.empty() ? "" : ", ", t.tid, e->function);
+    }
+  if (blocker) {
+    blocker->after_wait = fmt::format("; it stayed for the {:.0f} ms its callers were kept out", hot.waited_us / 1000);
+    if (!waiting.empty()) blocker->after_wait += fmt::format(", while {} (holding something it needs?)", waiting);
+    hot.blocker = std::move(blocker);
+  }
+  return hot;
+}
+
+// The longest any thread was kept from running, if every one still stopped runs at `end`.
+double longest_stop(const HotWait& hot, Clock::time_point end) {
+  double longest = hot.longest_us;
+  for (auto since : hot.since) longest = std::max(longest, micros(since, end));
+  return longest;
+}
+
 // One attempt, on the tracer thread: seize, check the sleepers, stop the running
 // threads (the pause starts) and check them, arm, settle and check what ran, finish.
 struct Attempt {
@@ -392,9 +476,9 @@ struct Attempt {
 };
 
 Result<Attempt> attempt(pid_t pid, const Memory& mem, const std::vector<Mapping>& maps,
-                        const std::vector<Guarded>& guarded, const std::vector<SiteEdit>& edits,
+                        const std::vector<Guarded>& guarded, const EditsNow& edits_now,
                         TargetAddr main_stack_start, StackScratch& scratch, Unwinder* unwind,
-                        const std::string& no_unwinder) {
+                        const std::string& no_unwinder, std::chrono::microseconds hot_wait) {
   CpuScope cpu(pid);
   RealtimeScope realtime;
   auto group = ThreadGroupStop::seize_all(pid);
@@ -405,10 +489,11 @@ Result<Attempt> attempt(pid_t pid, const Memory& mem, const std::vector<Mapping>
   // towards the longest any thread was kept from running.
   // (Measured up to now: the sites an armed writer must put back come first, then the
   // resume, both on the way out.)
-  auto blocked = [&](const Blocker& b) {
+  auto blocked = [&](const Blocker& b, double pause_us = -1) {
     auto first = stop.timing().first_stop;
     bool stopped_any = first != std::chrono::steady_clock::time_point{};
-    return Attempt{b, stopped_any ? std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - first).count() : 0.0};
+    if (pause_us < 0) pause_us = stopped_any ? micros(first, Clock::now()) : 0.0;
+    return Attempt{b, pause_us};
   };
   // The threads in `which`, checked; nullopt when none blocks.
   auto check = [&](const std::vector<size_t>& which) -> Result<std::optional<Blocker>> {
@@ -425,38 +510,47 @@ Result<Attempt> attempt(pid_t pid, const Memory& mem, const std::vector<Mapping>
     if (threads[i].asleep) asleep.push_back(i);
   auto blocker = check(asleep);
   if (!blocker) return blocker.status();
-  if (blocker->has_value()) return blocked(**blocker);
+  if (blocker->has_value() && hot_wait.count() == 0) return blocked(**blocker);
   size_t asleep_kib = scratch.bytes_read / 1024;
   // Those that ran while the others were checked, again (shorter each time), so that
   // few are left to run between their snapshot and the int3s: each one that did costs
   // a look and a check inside the pause.
-  for (int round = 0; round < 4 && !asleep.empty(); ++round) {
+  for (int round = 0; round < 4 && !asleep.empty() && !blocker->has_value(); ++round) {
     auto again = stop.settle(false);
     if (!again) return again.status();
     blocker = check(*again);
     if (!blocker) return blocker.status();
-    if (blocker->has_value()) return blocked(**blocker);
+    if (blocker->has_value() && hot_wait.count() == 0) return blocked(**blocker);
     if (again->size() * 8 < asleep.size()) break;
     asleep = std::move(*again);
   }
 
   auto stopped = stop.stop_running();
   if (!stopped) return stopped.status();
-  blocker = check(*stopped);
+  if (!blocker->has_value()) blocker = check(*stopped);
   if (!blocker) return blocker.status();
-  if (blocker->has_value()) return blocked(**blocker);
   auto checked = std::chrono::steady_clock::now();
+  if (blocker->has_value() && hot_wait.count() == 0) return blocked(**blocker);
 
   // From here a sleeper that wakes and enters a site traps (and stops, being seized).
-  SiteWriter writer(mem, edits);
+  auto edits = edits_now();
+  if (!edits) return edits.status();
+  SiteWriter writer(mem, std::move(*edits));
   stop.expect_traps(writer.sites());
   LS_TRY(writer.arm());
   // One that ran between its snapshot and the int3s may be anywhere: look again.
   auto woke = stop.settle();
   if (!woke) return woke.status();
-  blocker = check(*woke);
+  if (!blocker->has_value()) blocker = check(*woke);
   if (!blocker) return blocker.status();
-  if (blocker->has_value()) return blocked(**blocker);   // the writer puts the sites back
+  HotWait hot;
+  if (blocker->has_value()) {
+    // Someone is inside: with every entry trapped, let the threads run it out.
+    auto waited = wait_out(stop, writer.edits(), hot_wait, **blocker, check);
+    if (!waited) return waited.status();
+    hot = std::move(*waited);
+    if (hot.blocker) return blocked(*hot.blocker, longest_stop(hot, Clock::now()));   // the writer puts the sites back
+  }
   auto settled = std::chrono::steady_clock::now();
   LS_TRY(writer.finish());
   auto written = std::chrono::steady_clock::now();
@@ -465,14 +559,17 @@ Result<Attempt> attempt(pid_t pid, const Memory& mem, const std::vector<Mapping>
   auto us = [](auto a, auto b) { return std::chrono::duration<double, std::micro>(b - a).count(); };
   size_t held = std::count_if(threads.begin(), threads.end(), [](const Thread& t) { return t.asleep; });
   Attempt done;
-  done.pause_us = tm.pause_us();
-  done.note = fmt::format("pause: stop {:.0f} us, check {:.0f} us, arm and settle {:.0f} us ({} woke), "
+  done.pause_us = hot.rounds ? longest_stop(hot, tm.resumed) : tm.pause_us();
+  if (hot.rounds)
+    done.note = fmt::format("hot wait: {} rounds in {:.0f} us, {} threads released from an entry; ", hot.rounds,
+                            hot.waited_us, hot.held);
+  done.note += fmt::format("pause: stop {:.0f} us, check {:.0f} us, arm and settle {:.0f} us ({} woke), "
                           "write {:.0f} us, resume {:.0f} us; {} threads, {} held asleep (checked before the "
-                          "pause: {} KiB of their stacks), {} trapped on a site; {} unwound with CFI ({} frames, "
-                          "{:.0f} us)",
+                          "pause: {} KiB of their stacks), {} trapped on a site, {} forked while held; {} unwound "
+                          "with CFI ({} frames, {:.0f} us)",
                           us(tm.first_stop, tm.all_stopped), us(tm.all_stopped, checked), us(checked, settled),
                           woke->size(), us(settled, written), us(written, tm.resumed), threads.size(), held,
-                          asleep_kib, stop.trapped(), scratch.threads_unwound, scratch.frames_unwound,
+                          asleep_kib, stop.trapped(), stop.forked(), scratch.threads_unwound, scratch.frames_unwound,
                           scratch.unwind_us);
   return done;
 }
@@ -480,8 +577,8 @@ Result<Attempt> attempt(pid_t pid, const Memory& mem, const std::vector<Mapping>
 }  // namespace
 
 Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& maps,
-                           const std::vector<Guarded>& guarded, const std::vector<SiteEdit>& edits, int retries,
-                           int delay_ms, const std::function<Status()>& before_attempt) {
+                           const std::vector<Guarded>& guarded, const EditsNow& edits_now, int retries,
+                           int delay_ms, int hot_wait_ms, const std::function<Status()>& before_attempt) {
   auto mem = Memory::open(pid);
   if (!mem) return mem.status();
   std::optional<Blocker> last;
@@ -504,7 +601,10 @@ Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& 
   for (int n = 0; n <= retries; ++n) {
     LS_TRY(before_attempt());
     Result<Attempt> outcome = error("the attempt did not run");
-    on_tracer_thread([&] { outcome = attempt(pid, *mem, maps, guarded, edits, main_stack_start, scratch, unwind, no_unwinder); });
+    on_tracer_thread([&] {
+      outcome = attempt(pid, *mem, maps, guarded, edits_now, main_stack_start, scratch, unwind, no_unwinder,
+                        std::chrono::microseconds(int64_t{hot_wait_ms} * 1000));
+    });
     if (!outcome) return outcome.status();
     longest_us = std::max(longest_us, outcome->pause_us);
     if (outcome->blocker) {

@@ -20,6 +20,11 @@
 // thread inside the pause, the scan a fraction of that, and most threads hold none.
 // The scan therefore stays the net: a real return address it would miss (a call it
 // cannot decode) is not looked for by CFI either.
+//
+// A function some thread is nearly always inside is never found empty by stopping and
+// retrying: the hot wait (when_safe) traps its entry and lets the threads run out of it
+// instead. What must not change is that the jumps are written only right after a
+// check of every thread; the traps only make such a check come out clean.
 #pragma once
 
 #include <sys/uio.h>
@@ -56,7 +61,9 @@ struct Blocker {
   int frame = -1;                 // >= 1: the frame CFI found it in
   int64_t sp_offset = -1;         // >= 0: found by the scan, this far above the thread's sp
   std::string scanned_because;    // why the scan, not CFI, covered that part of the stack
+  std::string after_wait;         // how long it stayed with the entries trapped, who waited meanwhile
   std::string describe() const;
+  std::string where() const;
 };
 
 // Memory for reading stacks inside the pause, allocated and touched before it: on a
@@ -98,7 +105,11 @@ struct SafeStop {
   int attempts = 0;
 };
 
-// Writes `edits` once no thread blocks. Each attempt runs on its own tracer thread
+// The site edits of one attempt, computed once every thread is seized (no other tracer,
+// so no other livesplice, can be writing the sites then).
+using EditsNow = std::function<Result<std::vector<SiteEdit>>()>;
+
+// Writes the edits once no thread blocks. Each attempt runs on its own tracer thread
 // (on_tracer_thread): the running threads are stopped, the sleeping ones held asleep
 // (ThreadGroupStop::stop_running); all are checked; the sites are armed with int3
 // (SiteWriter); the sleepers that ran meanwhile are settled and checked again; only
@@ -107,8 +118,14 @@ struct SafeStop {
 // Exit::Unsafe naming the blocker). `before_attempt` may end the loop with a failed
 // Status (the tool died). The threads are always resumed and the sites never left
 // armed. -v prints where the pause went: stop, check, settle, write, resume.
+// A thread in the way when the running threads are stopped does not end the attempt
+// at once: with the sites armed (so none can enter), the threads run in short
+// intervals until none is in the way (the hot wait, docs/ARCHITECTURE.md), for at most
+// `hot_wait_ms` (0: no wait); a thread that reaches a site waits there, stopped, and
+// runs the jump once it is written (or the original code, when the attempt ends
+// blocked). The pause is then the longest any one thread was kept from running.
 Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& maps,
-                           const std::vector<Guarded>& guarded, const std::vector<SiteEdit>& edits, int retries,
-                           int delay_ms, const std::function<Status()>& before_attempt);
+                           const std::vector<Guarded>& guarded, const EditsNow& edits_now, int retries,
+                           int delay_ms, int hot_wait_ms, const std::function<Status()>& before_attempt);
 
 }  // namespace ls::proc

@@ -56,6 +56,7 @@ class SiteWriter {
   void back_out();
   // Each site's address and length.
   std::vector<TargetRange> sites() const;
+  const std::vector<SiteEdit>& edits() const { return edits_; }
 
  private:
   enum class Stage { Untouched, Armed, Tails, Done };

@@ -40,7 +40,7 @@ const LedgerEntry* stacked_on(const Ledger& ledger, size_t idx) {
 // it in a guardian. `partial`: only the sites that hold their jump (a half-written
 // entry); otherwise every site must.
 Status undo_one(Context& ctx, pid_t pid, Ledger& ledger, const std::string& id, int retries, int retry_delay_ms,
-                bool partial, double& pause_us) {
+                int hot_wait_ms, bool partial, double& pause_us) {
   auto maps = read_maps(pid);
   if (!maps) return maps.status();
   auto mem = Memory::open(pid);
@@ -83,7 +83,9 @@ Status undo_one(Context& ctx, pid_t pid, Ledger& ledger, const std::string& id, 
       });
     }
     LS_TRY(privatize_sites(*mem, e.trampolines));   // again, from this process (trampoline.h)
-    auto done = when_safe(ctx, pid, *maps, guarded, restore, retries, retry_delay_ms, orphaned);
+    // No one else writes the sites (the lock), so the edits read before the stop hold in it.
+    auto edits_now = [&]() -> Result<std::vector<SiteEdit>> { return restore; };
+    auto done = when_safe(ctx, pid, *maps, guarded, edits_now, retries, retry_delay_ms, hot_wait_ms, orphaned);
     if (!done) return done.status();
     kill_point(tool, "undo:restored");
     Borrow unmapped;
@@ -170,7 +172,7 @@ Status retire(pid_t pid, Ledger& ledger, const std::string& id, const std::funct
   return ledger.commit(pid);
 }
 
-Status repair_leftovers(Context& ctx, pid_t pid, Ledger& ledger, int retries, int retry_delay_ms,
+Status repair_leftovers(Context& ctx, pid_t pid, Ledger& ledger, int retries, int retry_delay_ms, int hot_wait_ms,
                         std::vector<std::string>& found) {
   for (const auto& note : ledger.notes()) found.push_back(note);
   auto mem = Memory::open(pid);
@@ -202,7 +204,7 @@ Status repair_leftovers(Context& ctx, pid_t pid, Ledger& ledger, int retries, in
                                             "undo was killed after restoring the code): removed it and its code", name));
     } else if (*live == JumpsInPlace::Some) {
       double pause = 0;
-      LS_TRY(undo_one(ctx, pid, ledger, id, retries, retry_delay_ms, true, pause));
+      LS_TRY(undo_one(ctx, pid, ledger, id, retries, retry_delay_ms, hot_wait_ms, true, pause));
       auto now = reread(pid);
       if (!now) return now.status();
       ledger = std::move(*now);
@@ -221,7 +223,7 @@ Exit run_undo(Context& ctx, const UndoOptions& opt) {
   auto ledger = reread(opt.pid);
   if (!ledger) return failed("undo:", opt.pid, ledger.status());
   std::vector<std::string> repaired;
-  Status rs = repair_leftovers(ctx, opt.pid, *ledger, opt.retries, opt.retry_delay_ms, repaired);
+  Status rs = repair_leftovers(ctx, opt.pid, *ledger, opt.retries, opt.retry_delay_ms, opt.hot_wait_ms, repaired);
   for (const auto& r : repaired) fmt::print(stderr, "livesplice: undo: process {}: {}\n", opt.pid, r);
   if (!rs.ok()) return failed("undo:", opt.pid, rs);
 
@@ -246,7 +248,7 @@ Exit run_undo(Context& ctx, const UndoOptions& opt) {
   nlohmann::json done = nlohmann::json::array();
   for (const auto& id : ids) {
     double pause = 0;
-    Status s = undo_one(ctx, opt.pid, *ledger, id, opt.retries, opt.retry_delay_ms, false, pause);
+    Status s = undo_one(ctx, opt.pid, *ledger, id, opt.retries, opt.retry_delay_ms, opt.hot_wait_ms, false, pause);
     if (s.ok()) {
       auto now = reread(opt.pid);
       if (!now) s = now.status();

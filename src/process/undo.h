@@ -43,7 +43,7 @@ Status retire(pid_t pid, Ledger& ledger, const std::string& id,
 
 // The repairs above, each described in one line in `found` (what was found, what was
 // done). The caller holds the exclusive LedgerLock.
-Status repair_leftovers(Context& ctx, pid_t pid, Ledger& ledger, int retries, int retry_delay_ms,
+Status repair_leftovers(Context& ctx, pid_t pid, Ledger& ledger, int retries, int retry_delay_ms, int hot_wait_ms,
                         std::vector<std::string>& found);
 
 }  // namespace ls::proc

@@ -17,12 +17,6 @@ std::string fnv1a_hex(const std::vector<uint8_t>& bytes) {
   return fmt::format("{:016x}", h);
 }
 
-uint32_t index_or_zero(const nlohmann::ordered_json& j, const char* key) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return 0;
-  return it->get<uint32_t>();
-}
-
 }  // namespace
 
 std::string FunctionPatch::label() const {
@@ -35,65 +29,39 @@ const RunSymbol* Contents::run_symbol(uint32_t index) const {
   return nullptr;
 }
 
-Contents Contents::load(const std::string& path) {
-  auto manifest = read_manifest(path);
-  Contents c{elf::Object::load(path)};
+Contents Contents::load(const std::string& path) { return from(load_file(path)); }
+
+Contents Contents::from(elf::Object file) {
+  Contents c;
+  c.file = std::move(file);
+  c.manifest = read_manifest(c.file);   // the digest first, then the schema
+  const Manifest& m = c.manifest;
   c.id = fnv1a_hex(c.file.image());
-  try {
-    std::vector<std::string> target_names;
-    for (const auto& t : manifest.at("targets")) target_names.push_back(t.at("name"));
-    c.targets = target_names;
-    const auto& objects = manifest.at("objects");
-    auto targets_of = [&](const nlohmann::ordered_json& o) {
-      std::vector<std::string> names;
-      for (const auto& t : o.at("targets")) names.push_back(target_names.at(t.get<size_t>()));
-      return names;
-    };
-    for (const auto& f : manifest.at("functions")) {
-      FunctionPatch p;
-      p.name = f.at("name");
-      size_t obj = f.at("object");
-      const auto& o = objects.at(obj);
-      p.object = o.at("path");
-      p.source = o.at("source");
-      p.targets = targets_of(o);
-      p.status = f.at("status");
-      p.local = f.value("local", false);
-      p.replace = f.value("replace", false);
-      p.pre_section = index_or_zero(f, "pre_section");
-      p.post_section = index_or_zero(f, "post_section");
-      p.post_symbol = index_or_zero(f, "post_symbol");
-      if (f.contains("pre_size") && !f["pre_size"].is_null()) p.pre_size = f["pre_size"];
-      if (f.contains("post_size") && !f["post_size"].is_null()) p.post_size = f["post_size"];
-      if (p.replace && (p.pre_section == 0 || p.post_symbol == 0))
-        fail("{}: function {} is to be replaced but has no pre code or no new code", path, p.name);
-      c.functions.push_back(std::move(p));
-    }
-    for (const auto& r : manifest.at("run_symbols")) {
-      RunSymbol s;
-      s.index = r.at("index");
-      s.name = r.at("name");
-      s.local = r.value("local", false);
-      s.section = r.value("kind", "symbol") == "section";
-      s.hidden = r.value("hidden", false);
-      s.source = r.value("source", "");
-      if (auto obj = r.find("object"); obj != r.end() && !obj->is_null()) {
-        const auto& o = objects.at(obj->get<size_t>());
-        s.object = o.at("path");
-        s.targets = targets_of(o);
-      }
-      c.run_symbols.push_back(std::move(s));
-    }
-    for (const auto& s : manifest.at("sections"))
-      if (s.at("role") == "post") c.post_sections.push_back(s.at("index"));
-      else if (s.at("role") == "special") c.special_sections.emplace_back(s.at("index").get<uint32_t>(), s.value("original", std::string()));
-    if (auto k = manifest.find("kernel"); k != manifest.end() && k->is_object())
-      c.kernel_release = k->value("release", "");
-    c.patch_name = manifest.at("patch").value("name", "");
-    c.patch_text = manifest.at("patch").value("text", "");
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: manifest is incomplete: {}", path, e.what());
+  for (const auto& t : m.targets) c.targets.push_back(t.name);
+  auto targets_of = [&](const ManifestObject& o) {
+    std::vector<std::string> names;
+    for (size_t t : o.targets) names.push_back(m.targets[t].name);
+    return names;
+  };
+  for (const auto& f : m.functions) {
+    const auto& o = m.objects[f.object];
+    c.functions.push_back({f.name, o.path, o.source, targets_of(o), f.status, f.local, f.replace, f.pre_section,
+                           f.post_section, f.post_symbol, f.pre_size.value_or(0), f.post_size.value_or(0)});
   }
+  for (const auto& r : m.run_symbols) {
+    RunSymbol s{r.index, r.name, r.local, r.section, r.hidden, {}, r.source, {}};
+    if (r.object) {
+      s.object = m.objects[*r.object].path;
+      s.targets = targets_of(m.objects[*r.object]);
+    }
+    c.run_symbols.push_back(std::move(s));
+  }
+  for (const auto& s : m.sections)
+    if (s.role == "post") c.post_sections.push_back(s.index);
+    else if (s.role == "special") c.special_sections.emplace_back(s.index, s.original);
+  c.kernel_release = m.kernel_release;
+  c.patch_name = m.patch_name;
+  c.patch_text = m.patch_text;
   return c;
 }
 

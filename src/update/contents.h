@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "elf/object.h"
+#include "update/manifest.h"
 
 namespace ls::update {
 
@@ -55,9 +56,13 @@ struct Contents {
   // "__bug_table").
   std::string kernel_release;
   std::vector<std::pair<uint32_t, std::string>> special_sections;
+  Manifest manifest;           // validated; its digest verified (manifest.h)
 
-  // Throws ls::Error for anything that is not a readable update.
+  // Throws ls::Error for anything that is not a readable update: a file whose digest
+  // does not match, a manifest that breaks the schema.
   static Contents load(const std::string& path);
+  // The same for a file already read through the ELF layer.
+  static Contents from(elf::Object file);
   const RunSymbol* run_symbol(uint32_t index) const;
 };
 

@@ -21,15 +21,21 @@
 //        .livesplice.post.<section>       post code, new data, literals, jump tables
 //        .rela.livesplice.post.<section>  against post sections when the target travels
 //                                         in the update, run symbols otherwise
+//   .livesplice.kernel_module             kernel updates: the skeleton module (below)
+//   .livesplice.digest                    "sha256:" + 64 hex digits: SHA-256 of the whole
+//                                         file with these 71 bytes read as zeros. Every
+//                                         reader checks it first (manifest.h)
 //   .symtab .strtab .shstrtab
 // A run symbol is an undefined symbol naming something the running program already
 // has. ELF has no undefined local symbols, so every run symbol is global in the symbol
 // table; the manifest's "run_symbols" says which are really file-local and in which
 // object, since static names repeat across files.
 //
-// Manifest (format 1). Indices into the file's sections/symbols are plain numbers;
-// "object" and "targets" index the lists of the same name; absent values are null.
-//   format "livesplice-update", version 1, livesplice_version, created (UTC, ISO 8601;
+// Manifest (format 2; 1 had no digest). Indices into the file's sections/symbols are
+// plain numbers; "object" and "targets" index the lists of the same name; absent values
+// are null. Readers accept exactly these fields (manifest.h): a missing or unknown one
+// is an error, never a default.
+//   format "livesplice-update", version 2, livesplice_version, created (UTC, ISO 8601;
 //     SOURCE_DATE_EPOCH honoured), arch "x86_64", build_system
 //   targets[]   {name, path (relative to the build directory), kind ("executable",
 //                "shared-library", "relocatable"), build_id (match this one),
@@ -70,10 +76,11 @@
 #include "differ/differ.h"
 #include "elf/object.h"
 #include "livesplice_version.h"   // generated from CMake's project version
+#include "update/manifest.h"
 
 namespace ls::update {
 
-inline constexpr int kFormatVersion = 1;
+inline constexpr int kFormatVersion = 2;
 inline constexpr std::string_view kFormatName = "livesplice-update";
 inline constexpr std::string_view kManifestSection = ".livesplice.manifest";
 inline constexpr std::string_view kToolVersion = LIVESPLICE_VERSION;
@@ -133,10 +140,11 @@ struct WriteSummary {
 // place, so a failure leaves no half-written update). Throws ls::Error.
 WriteSummary write_update(Context& ctx, const UpdateInput& input, const std::string& path);
 
-// Loads an update through the ELF layer and returns its validated manifest. Throws
-// ls::Error (exit 1) for a file that is not an update, a format version this build does
-// not read, a truncated file, or a manifest whose section references are out of range.
-nlohmann::ordered_json read_manifest(const std::string& path);
+// Loads an update through the ELF layer, checks its digest and returns its validated
+// manifest (manifest.h). Throws ls::Error (exit 1) for a file that is not an update, a
+// corrupted or modified one, a format version this build does not read, or a manifest
+// that breaks the schema.
+Manifest read_manifest(const std::string& path);
 
 // `livesplice info UPDATE [--json]`; returns the exit code.
 Exit run_info(Context& ctx, const std::string& path);

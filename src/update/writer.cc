@@ -584,6 +584,12 @@ std::vector<uint8_t> Builder::finish(WriteSummary& summary) {
     kernel_module_ = w_.add_section(std::move(ko));
   }
 
+  // Last of the sections: zeros until the image is sealed.
+  elf::NewSection digest;
+  digest.name = std::string(kDigestSection);
+  digest.data.assign(kDigestSize, 0);
+  w_.add_section(std::move(digest));
+
   summary.relocations = w_.relocation_count();
   // Every section and symbol is in, so the manifest's indices are final.
   std::string manifest_text = manifest(summary).dump(2) + "\n";
@@ -591,7 +597,9 @@ std::vector<uint8_t> Builder::finish(WriteSummary& summary) {
   auto image = w_.write();
   if (!image) fail("cannot write the update: {}", image.status().message());
   summary.bytes = image->size();
-  return std::move(image).value();
+  std::vector<uint8_t> bytes = std::move(image).value();
+  seal(bytes, "the update being written");
+  return bytes;
 }
 
 }  // namespace

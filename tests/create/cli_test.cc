@@ -2,7 +2,10 @@
 // `livesplice`, and the help of the subcommands that act on a process or the kernel.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include "livesplice_version.h"
+#include "update/update.h"
 #include "support.h"
 
 namespace {
@@ -13,7 +16,8 @@ TEST(Cli, VersionNamesTheProjectVersionAndTheUpdateFormat) {
   RunResult r = lstest::run({lstest::livesplice(), "--version"});
   EXPECT_EQ(r.status, 0) << r.describe();
   EXPECT_EQ(r.out.rfind(std::string("livesplice ") + LIVESPLICE_VERSION, 0), 0u) << r.describe();
-  EXPECT_NE(r.out.find("update file format 1\n"), std::string::npos) << r.describe();
+  EXPECT_NE(r.out.find(fmt::format("update file format {}\n", ls::update::kFormatVersion)), std::string::npos)
+      << r.describe();
 }
 
 // No subcommand: the usage on stderr (not a one-line complaint), exit 1.

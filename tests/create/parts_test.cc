@@ -1,6 +1,7 @@
 // The pieces create is made of, each on real programs: the process runner, the
 // livesplice-cc wrapper (flags, records, saved copies, the three ways it is reached),
-// the recompile command, object-to-binary mapping, and the tree guard.
+// the recompile command, object-to-binary mapping, the tree guard, and the patch
+// parser.
 #include <gtest/gtest.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -9,8 +10,11 @@
 #include <filesystem>
 #include <fstream>
 
+#include <fmt/ranges.h>
+
 #include "core/process.h"
 #include "create/build.h"
+#include "create/patch.h"
 #include "support.h"
 
 namespace fs = std::filesystem;
@@ -295,4 +299,24 @@ TEST_F(Parts, TreeGuardBringsBackFilesReplacedByRenameThroughItsHardLinks) {
   auto after = lstest::picture(root);
   EXPECT_EQ(after.at("foo.lo"), before.at("foo.lo"));
   EXPECT_EQ(left, std::vector<std::string>{root + "/inplace.h"});
+}
+
+// The files a patch touches, and the ones it may not: outside the tree however spelled
+// (`..` alone was once accepted: found by the patch parser's fuzz target).
+TEST(Patch, NamesItsFilesAndRefusesThoseOutsideTheTree) {
+  auto p = ls::create::parse_patch("diff --git a/x.c b/y.c\nrename from x.c\nrename to y.c\n"
+                                   "--- /dev/null\n+++ b/src/new.c\t2024-01-01\n@@ -0,0 +1 @@\n+int n;\n",
+                                   "fix.patch");
+  EXPECT_EQ(p.files, (std::vector<std::string>{"x.c", "y.c", "src/new.c"}));
+  for (const char* outside : {"..", "../etc/passwd", "a/../..", "/etc/passwd", "src/../../x"}) {
+    SCOPED_TRACE(outside);
+    std::string text = fmt::format("--- a/{0}\n+++ b/{0}\n@@ -1 +1 @@\n-a\n+b\n", outside);
+    try {
+      auto q = ls::create::parse_patch(text, "fix.patch");
+      ADD_FAILURE() << "accepted, files: " << fmt::format("{}", fmt::join(q.files, " "));
+    } catch (const ls::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("fix.patch: patches"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("outside the source tree"), std::string::npos) << e.what();
+    }
+  }
 }

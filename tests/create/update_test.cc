@@ -129,6 +129,23 @@ const nlohmann::ordered_json* find_named(const nlohmann::ordered_json& list, con
   return nullptr;
 }
 
+// A forged update: the file edited in place and its digest recomputed, as a buggy or
+// hostile writer would. Only the schema stands between it and apply.
+void reseal(std::string& bytes) {
+  std::vector<uint8_t> v(bytes.begin(), bytes.end());
+  ls::update::seal(v, "forged.lsu");
+  bytes.assign(v.begin(), v.end());
+}
+
+// Replaces `from` (first occurrence at or after `after`) by `to`, same length: the
+// manifest is one ELF section, so its size must stay.
+void edit(std::string& bytes, const std::string& from, const std::string& to, const std::string& after = "") {
+  ASSERT_EQ(from.size(), to.size());
+  auto at = bytes.find(from, after.empty() ? 0 : bytes.find(after));
+  ASSERT_NE(at, std::string::npos) << from;
+  bytes.replace(at, from.size(), to);
+}
+
 }  // namespace
 
 TEST_F(UpdateFile, CarriesPreAndPostCodeWithSymbolicRelocations) {
@@ -137,9 +154,9 @@ TEST_F(UpdateFile, CarriesPreAndPostCodeWithSymbolicRelocations) {
   EXPECT_EQ(summary.functions_new, 1u);
   EXPECT_EQ(summary.data_new, 1u);
 
-  auto m = ls::update::read_manifest(path);
+  auto m = ls::update::read_manifest(path).json;
   EXPECT_EQ(m["format"], "livesplice-update");
-  EXPECT_EQ(m["version"], 1);
+  EXPECT_EQ(m["version"], 2);
   EXPECT_EQ(m["targets"][0]["build_id"], "00aa");
   EXPECT_EQ(m["targets"][1]["original_build_id"], nullptr);
   EXPECT_EQ(m["patch"]["files"], nlohmann::json::array({"post.c", "other.c"}));
@@ -233,10 +250,12 @@ TEST_F(UpdateFile, InfoPrintsTheManifest) {
   EXPECT_EQ(nlohmann::json::parse(json.out)["functions"].size(), 4u);
 }
 
-TEST_F(UpdateFile, ReaderRefusesWhatIsNotAUsableUpdate) {
-  std::string good = write();
-  std::string bytes = lstest::read_file(good);
-  auto expect_refused = [&](const std::string& name, const std::string& content, const std::string& says) {
+class UpdateFileRefused : public UpdateFile {
+ protected:
+  // `content` as NAME is refused by the reader and by `livesplice info` (exit 1), with
+  // a message naming the file and saying `says`.
+  void expect_refused(const std::string& name, const std::string& content, const std::string& says) {
+    SCOPED_TRACE(name);
     std::string p = dir / name;
     lstest::write_file(p, content);
     try {
@@ -244,23 +263,104 @@ TEST_F(UpdateFile, ReaderRefusesWhatIsNotAUsableUpdate) {
       ADD_FAILURE() << name << " was accepted";
     } catch (const ls::Error& e) {
       EXPECT_EQ(e.code(), ls::Exit::ToolError);
-      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << name << ": " << e.what();
+      EXPECT_TRUE(std::string(e.what()).starts_with(p + ": ")) << "names the file: " << e.what();
+      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+      EXPECT_EQ(std::string(e.what()).find("json.exception"), std::string::npos) << e.what();
     }
     auto r = lstest::run({lstest::livesplice(), "info", p});
-    EXPECT_EQ(r.status, 1) << name;
+    EXPECT_EQ(r.status, 1);
     EXPECT_NE(r.err.find(says), std::string::npos) << r.err;
-  };
+    EXPECT_EQ(r.err.find("internal error"), std::string::npos) << r.err;
+  }
+};
+
+TEST_F(UpdateFile, IsDeterministicAndCarriesItsDigest) {
+  setenv("SOURCE_DATE_EPOCH", "1700000000", 1);
+  std::string first = lstest::read_file(write());
+  std::string second = lstest::read_file(write());
+  unsetenv("SOURCE_DATE_EPOCH");
+  EXPECT_TRUE(first == second) << "same inputs, same bytes";
+  auto m = ls::update::read_manifest(dir / "fix.lsu");
+  EXPECT_EQ(m.digest.size(), ls::update::kDigestSize);
+  EXPECT_TRUE(m.digest.starts_with("sha256:")) << m.digest;
+  EXPECT_NE(first.find(m.digest), std::string::npos) << "stored in the file";
+  auto info = lstest::run({lstest::livesplice(), "info", dir / "fix.lsu"});
+  EXPECT_NE(info.out.find("digest " + m.digest + " (verified)"), std::string::npos) << info.out;
+}
+
+// One flipped bit anywhere (here: in f's new code) and the update is refused before
+// anything reads it.
+TEST_F(UpdateFileRefused, CorruptedFile) {
+  std::string bytes = lstest::read_file(write());
+  auto u = ls::elf::Object::load(dir / "fix.lsu");
+  const auto* code = u.find_section(".livesplice.post.text.f");
+  ASSERT_NE(code, nullptr);
+  std::string flipped = bytes;
+  flipped[static_cast<size_t>(code->bytes.data() - u.image().data()) + 3] ^= 0x10;
+  expect_refused("flipped.lsu", flipped, "its contents do not match its digest (stored sha256:");
+  std::string pre_flipped = bytes;
+  const auto* pre_code = u.find_section(".livesplice.pre.text.f");
+  ASSERT_NE(pre_code, nullptr);
+  pre_flipped[static_cast<size_t>(pre_code->bytes.data() - u.image().data())] ^= 0x01;
+  expect_refused("pre_flipped.lsu", pre_flipped, "do not match its digest");
+  std::string manifest = bytes;
+  edit(manifest, "\"replace\": true", "\"replace\": fals");
+  expect_refused("manifest.lsu", manifest, "do not match its digest");
+}
+
+// Forged manifests (digest recomputed): every field known, present, of its type.
+TEST_F(UpdateFileRefused, ManifestBreakingTheSchema) {
+  std::string bytes = lstest::read_file(write());
+  std::string renamed = bytes;
+  edit(renamed, "\"replace\"", "\"rep|ace\"");
+  reseal(renamed);
+  expect_refused("renamed.lsu", renamed, "manifest field /functions/0/replace: missing (must be true or false)");
+
+  // A run symbol without its index: named with the file and the field.
+  std::string no_index = bytes;
+  auto at = no_index.find("\"index\"", no_index.find("\"run_symbols\""));
+  ASSERT_NE(at, std::string::npos);
+  auto comma = no_index.find(',', at);
+  no_index.replace(at, comma + 1 - at, std::string(comma + 1 - at, ' '));
+  reseal(no_index);
+  expect_refused("no_index.lsu", no_index, "manifest field /run_symbols/0/index: missing (must be an unsigned integer)");
+
+  std::string typed = bytes;
+  edit(typed, "\"local\": true", "\"local\": 1   ", "\"run_symbols\"");
+  reseal(typed);
+  expect_refused("typed.lsu", typed, "/local: is number, must be true or false");
+
+  std::string status = bytes;
+  edit(status, "\"status\": \"changed\"", "\"status\": \"chan|ed\"");
+  reseal(status);
+  expect_refused("status.lsu", status, "manifest field /functions/0/status: \"chan|ed\" is not one of changed, new, removed");
+}
+
+// A key that is not in the schema at all.
+TEST_F(UpdateFileRefused, UnknownManifestField) {
+  std::string bytes = lstest::read_file(write());
+  // A shorter patch name makes room for a key no reader knows.
+  edit(bytes, "\"name\": \"fix.patch\"", "\"name\":\"fix.\",\"x\":0");
+  reseal(bytes);
+  expect_refused("unknown_key.lsu", bytes, "manifest field /patch/x: unknown field");
+}
+
+TEST_F(UpdateFileRefused, WhatIsNotAUsableUpdate) {
+  std::string good = write();
+  std::string bytes = lstest::read_file(good);
   expect_refused("text.lsu", "hello\n", "not a usable livesplice update");
-  expect_refused("object.lsu", lstest::read_file(dir / "pre.o"), "no .livesplice.manifest section");
+  expect_refused("object.lsu", lstest::read_file(dir / "pre.o"), "it has no .livesplice.digest section");
   expect_refused("truncated.lsu", bytes.substr(0, bytes.size() / 2), "not a usable livesplice update");
   std::string newer = bytes;
-  auto at = newer.find("\"version\": 1,");
+  auto at = newer.find("\"version\": 2,");
   ASSERT_NE(at, std::string::npos);
   newer.replace(at, 13, "\"version\": 9,");
+  reseal(newer);
   expect_refused("newer.lsu", newer, "update format version 9; this livesplice");
   std::string other = bytes;
   at = other.find("\"format\": \"livesplice-update\"");
   ASSERT_NE(at, std::string::npos);
   other.replace(at + 10, 19, "\"something-elsexxx\"");
+  reseal(other);
   expect_refused("other.lsu", other, "does not say \"format\"");
 }

@@ -470,8 +470,17 @@ helper:	ret
   for (const auto& s : renamed.symbols())
     if (s.name == "helper" && !s.defined()) undef = s.index;
   ASSERT_NE(undef, 0u);
-  lstest::write_file(tmp / "manifest.json", fmt::format(R"({{"objects": [{{"path": "src/a.o"}}], "run_symbols": [
-    {{"index": {}, "name": "helper", "local": true, "kind": "symbol", "object": 0, "source": "src/a.c"}}]}})", undef));
+  // A whole manifest: the loader reads it through the schema like every reader.
+  auto manifest = [&](const std::string& local) {
+    return fmt::format(R"({{"format": "livesplice-update", "version": 2,
+    "livesplice_version": "0.1.0", "created": "2024-01-01T00:00:00Z", "arch": "x86_64", "build_system": "make",
+    "targets": [], "patch": {{"name": "fix.patch", "files": ["src/a.c"], "text": ""}}, "sources": ["src/a.c"],
+    "objects": [{{"path": "src/a.o", "source": "src/a.c", "targets": [], "pre": "pre-build", "notes": []}}],
+    "functions": [], "data": [], "sections": [], "run_symbols": [
+    {{"index": {}, "name": "helper", "local": {}, "kind": "symbol", "object": 0, "source": "src/a.c"}}],
+    "summary": {{"functions_changed": 0, "functions_new": 0, "data_new": 0}}}})", undef, local);
+  };
+  lstest::write_file(tmp / "manifest.json", manifest("true"));
   auto added = lstest::run({"objcopy", "--add-section", ".livesplice.manifest=" + tmp / "manifest.json", tmp / "update.o"});
   ASSERT_EQ(added.status, 0) << added.output();
   auto u = ls::elf::Object::load(tmp / "update.o");
@@ -489,6 +498,17 @@ helper:	ret
   lstest::TableResolver none(u);
   std::string e = link_error(u, 0x7000'0000'0000, none);
   EXPECT_NE(e.find("undefined run symbol 'helper' (file-local symbol in src/a.c, object src/a.o)"), std::string::npos) << e;
+
+  // A manifest that breaks the schema is refused, never read around.
+  lstest::write_file(tmp / "manifest.json", manifest("\"yes\""));
+  auto updated = lstest::run({"objcopy", "--update-section", ".livesplice.manifest=" + tmp / "manifest.json",
+                              tmp / "update.o"});
+  ASSERT_EQ(updated.status, 0) << updated.output();
+  auto broken = ls::elf::Object::load(tmp / "update.o");
+  auto q = ls::load::plan(ctx, broken, ls::load::post_sections(broken));
+  ASSERT_FALSE(q.ok());
+  EXPECT_NE(q.status().message().find("manifest field /run_symbols/0/local: is string, must be true or false"),
+            std::string::npos) << q.status().message();
 }
 
 TEST_F(Link, PlanRefusesWhatCannotBeLoaded) {

@@ -298,7 +298,7 @@ class Live : public ::testing::TestWithParam<Flags> {
 
   Update update(const std::string& name) const {
     std::string path = *tmp_ / (name + ".lsu");
-    return {ls::elf::Object::load(path), ls::update::read_manifest(path)};
+    return {ls::elf::Object::load(path), ls::update::read_manifest(path).json};
   }
 
   // Memory near the library (below it, walking down) or far from everything.

@@ -296,7 +296,7 @@ std::vector<ls::TargetRange> FileImage::exec_ranges() const {
   return v;
 }
 
-nlohmann::ordered_json manifest(const std::string& update) { return ls::update::read_manifest(update); }
+nlohmann::ordered_json manifest(const std::string& update) { return ls::update::read_manifest(update).json; }
 
 Requests requests(const std::string& update, const std::vector<Sym>& syms, int64_t bias,
                   const std::vector<ls::TargetRange>& search, bool with_candidates) {

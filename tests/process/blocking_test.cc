@@ -56,6 +56,29 @@ bool expected_result(const Call& c) {
 
 class Blocking : public PtraceTest {
  protected:
+  // Applies and undoes `update` (with -v) until three stops have reported a count
+  // matching `count_re` above zero, or 200 stops; returns {stops, those three or fewer}.
+  std::pair<int, int> update_until(Program& prog, const std::string& update, const std::string& count_re) {
+    const std::regex re(count_re);
+    const std::string pid = std::to_string(prog.pid());
+    int stops = 0, counted = 0;
+    auto step = [&](const std::vector<std::string>& args, const std::string& now_prints) {
+      RunResult r = ls(args);
+      if (r.status != 0) throw Failure("livesplice failed:\n" + r.describe());
+      std::smatch m;
+      if (!std::regex_search(r.err, m, re)) throw Failure("-v does not say '" + count_re + "':\n" + r.describe());
+      ++stops;
+      if (std::stoi(m[1]) > 0) ++counted;
+      prog.wait_for(now_prints, prog.line_count(), 5s);
+      if (!prog.running()) throw Failure(prog.state() + "\n" + prog.tail());
+    };
+    while (counted < 3 && stops < 200) {
+      step({"-v", "apply", "--pid", pid, update}, "sentinel 2002");
+      step({"-v", "undo", "--pid", pid}, "sentinel 1001");
+    }
+    return {stops, counted};
+  }
+
   std::string src() const { return tmp / "src"; }
   std::string update() const { return tmp / "fix.lsu"; }
   TempDir tmp;
@@ -78,7 +101,7 @@ TEST_F(Blocking, CallsDoNotNoticeUpdates) {
   create_update(src(), case_dir("blocking") + "/fix.patch", update());
 
   size_t prog_from = prog.line_count(), control_from = control.line_count();
-  const int cycles = 8;
+  const int cycles = 10;   // 20 stops
   for (int i = 0; i < cycles; ++i) {
     apply_ok(prog, update());
     prog.wait_for("sentinel 2002", prog.line_count(), 5s);
@@ -132,29 +155,38 @@ TEST_F(Blocking, ThreadsWakingIntoASiteBeingWritten) {
   Program prog({src() + "/prog"});
   prog.wait_for("sentinel 1001", 0, 5s);
   create_update(src(), case_dir("wakers") + "/fix.patch", update());
-  static const std::regex trapped_re(R"((\d+) trapped on a site)");
-  int stops_with_traps = 0, stops = 0;
-  auto step = [&](const std::vector<std::string>& args, const std::string& now_prints) {
-    RunResult r = ls(args);
-    ASSERT_EQ(r.status, 0) << r.describe();
-    std::smatch m;
-    ASSERT_TRUE(std::regex_search(r.err, m, trapped_re)) << "-v must say how many threads trapped:\n" << r.describe();
-    ++stops;
-    if (std::stoi(m[1]) > 0) ++stops_with_traps;
-    prog.wait_for(now_prints, prog.line_count(), 5s);
-    ASSERT_TRUE(prog.running()) << prog.state() << "\n" << prog.tail();
-  };
-  const std::string pid = std::to_string(prog.pid());
-  while (stops_with_traps < 3 && stops < 200) {
-    step({"-v", "apply", "--pid", pid, update()}, "sentinel 2002");
-    step({"-v", "undo", "--pid", pid}, "sentinel 1001");
-  }
+  auto [stops, stops_with_traps] = update_until(prog, update(), R"((\d+) trapped on a site)");
   expect_alive_and_running(prog);
   EXPECT_FALSE(prog.find("bad value")) << prog.tail();
   EXPECT_GE(stops_with_traps, 3) << "in " << stops << " stops, too few threads woke into a site for this test to "
                                  << "say anything (the machine ran none of them while sites were written)";
   RecordProperty("stops", stops);
   RecordProperty("stops_with_traps", stops_with_traps);
+}
+
+}  // namespace
+
+namespace {
+
+// A held thread can fork during a stop, even while the sites hold int3s or half-written
+// jumps: its child starts stopped (held threads are traced with PTRACE_O_TRACEFORK), is
+// given its parent's finished code at every site, and is released. The case `forker`
+// forks children that call the replaced function and report what they got; the updates
+// go on until children were forked during at least three stops (apply -v counts them).
+// A fork inside the few microseconds the int3s are in place is rare: this test mostly
+// shows that forks during a stop are taken in and let go, never lost or left stopped.
+TEST_F(Blocking, ChildForkedWhileSitesAreWritten) {
+  build_case("forker", src());
+  Program prog({src() + "/prog"});
+  prog.wait_for("sentinel 1001", 0, 5s);
+  create_update(src(), case_dir("forker") + "/fix.patch", update());
+  auto [stops, stops_with_forks] = update_until(prog, update(), R"((\d+) forked while held)");
+  expect_alive_and_running(prog);
+  EXPECT_FALSE(prog.find("bad child")) << prog.tail();
+  EXPECT_GE(stops_with_forks, 3) << "in " << stops << " stops, too few children were forked while sites were "
+                                 << "written for this test to say anything";
+  RecordProperty("stops", stops);
+  RecordProperty("stops_with_forks", stops_with_forks);
 }
 
 }  // namespace

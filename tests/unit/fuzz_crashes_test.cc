@@ -1,6 +1,7 @@
-// Replays every input the fuzzer ever found a problem with (tests/fuzz/crashes/*.hex,
-// plain hex as `xxd -p` writes it). Each must now be refused with an ls::Error naming
-// the file, or accepted — never a crash.
+// Replays every input a fuzz target ever found a problem with
+// (tests/fuzz/crashes/TARGET/*.hex, plain hex as `xxd -p` writes it), through the reader
+// that target fuzzes. Each must now be refused with an ls::Error naming the file, or
+// accepted — never a crash or another exception.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -9,7 +10,9 @@
 #include <fstream>
 
 #include "core/diag.h"
+#include "create/patch.h"
 #include "elf/object.h"
+#include "update/contents.h"
 
 namespace {
 
@@ -24,20 +27,50 @@ std::vector<uint8_t> read_hex(const std::filesystem::path& p) {
   return out;
 }
 
-TEST(FuzzCrashes, EveryRecordedInputIsHandled) {
+// The recorded inputs of one fuzz target; f(bytes, name) must not throw anything but
+// an ls::Error that names the input.
+template <typename F>
+void replay(const std::string& target, const std::string& ext, F f) {
+  std::filesystem::path dir = std::filesystem::path(LIVESPLICE_FUZZ_CRASHES_DIR) / target;
   std::vector<std::filesystem::path> files;
-  for (const auto& e : std::filesystem::directory_iterator(LIVESPLICE_FUZZ_CRASHES_DIR))
-    if (e.path().extension() == ".hex") files.push_back(e.path());
+  if (std::filesystem::exists(dir))
+    for (const auto& e : std::filesystem::directory_iterator(dir))
+      if (e.path().extension() == ".hex") files.push_back(e.path());
   std::sort(files.begin(), files.end());
-  for (const auto& f : files) {
-    SCOPED_TRACE(f.filename().string());
-    std::string name = f.stem().string() + ".o";
+  for (const auto& p : files) {
+    SCOPED_TRACE(p.filename().string());
+    std::string name = p.stem().string() + ext;
     try {
-      ls::elf::Object::from_memory(read_hex(f), name);
+      f(read_hex(p), name);
     } catch (const ls::Error& e) {
       EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
     }
   }
+}
+
+TEST(FuzzCrashes, ElfObject) {
+  replay("elf_object", ".o", [](std::vector<uint8_t> b, const std::string& n) { ls::elf::Object::from_memory(b, n); });
+}
+
+// As the fuzz target reads them: as they are, and re-sealed (through the schema).
+TEST(FuzzCrashes, UpdateReader) {
+  replay("update_reader", ".lsu", [](std::vector<uint8_t> b, const std::string& n) {
+    try {
+      ls::update::Contents::from(ls::elf::Object::from_memory(b, n));
+    } catch (const ls::Error&) {
+    }
+    ls::update::seal(b, n);
+    ls::update::Contents::from(ls::elf::Object::from_memory(b, n));
+  });
+}
+
+TEST(FuzzCrashes, PatchParser) {
+  replay("patch_parser", ".patch", [](std::vector<uint8_t> b, const std::string& n) {
+    for (const auto& f : ls::create::parse_patch(std::string(b.begin(), b.end()), n).files) {
+      auto normal = std::filesystem::path(f).lexically_normal();
+      EXPECT_TRUE(!f.empty() && f.front() != '/' && (normal.empty() || *normal.begin() != "..")) << f;
+    }
+  });
 }
 
 }  // namespace
