@@ -160,6 +160,9 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
     return s.code() == Exit::Ok ? Exit::ToolError : s.code();
   };
 
+  // Whether we may look at the process at all (a permission problem says so) before
+  // anything is kept about it.
+  if (auto probe = read_maps(opt.pid); !probe) return fail_with(probe.status());
   // One command at a time on a process (its maps read once the one before is done);
   // whatever a killed one left is put right first.
   auto key = process_key(opt.pid);

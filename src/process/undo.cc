@@ -216,6 +216,8 @@ Status repair_leftovers(Context& ctx, pid_t pid, Ledger& ledger, int retries, in
 }
 
 Exit run_undo(Context& ctx, const UndoOptions& opt) {
+  // Whether we may look at the process at all (a permission problem says so) first.
+  if (auto probe = read_maps(opt.pid); !probe) return failed("undo:", opt.pid, probe.status());
   auto key = process_key(opt.pid);
   if (!key) return failed("undo:", opt.pid, key.status());
   auto lock = LedgerLock::take(*key, true, kLockWaitS);
@@ -270,6 +272,7 @@ Exit run_undo(Context& ctx, const UndoOptions& opt) {
 Exit run_view(Context& ctx, pid_t pid, bool with_patch) {
   // Shared: several views at once, none while a command changes the process (its
   // pending entry would look like a leftover).
+  if (auto probe = read_maps(pid); !probe) return failed("view:", pid, probe.status());
   auto key = process_key(pid);
   if (!key) return failed("view:", pid, key.status());
   auto lock = LedgerLock::take(*key, false, kLockWaitS);
