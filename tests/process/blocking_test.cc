@@ -132,9 +132,13 @@ TEST_F(Blocking, CallsDoNotNoticeUpdates) {
     // 1 ms of slack for timers rounding.
     EXPECT_GE(c.late, std::min(earliest.at(c.kind), 0L) - 1000) << "returned early: " << c.line;
     // Late: more than twice the control's latest (timers of some kinds tick in
-    // jiffies: two calls alike can differ by one).
-    if (c.late > 2 * noise && ++late[c.kind] > 1)
-      ADD_FAILURE() << "late again (the control's latest: " << noise << " us): " << c.line;
+    // jiffies: two calls alike can differ by one). A few per kind are the known race
+    // (docs/ARCHITECTURE.md, step 5): a thread whose timeout fired but which has not yet
+    // had a CPU when it is interrupted gets EINTR, and its call is re-issued whole. On
+    // a loaded machine that can happen twice in a run; a stop that disturbs every
+    // blocked call (as interrupting sleepers did) makes every call of a kind late.
+    if (c.late > 2 * noise && ++late[c.kind] > 2)
+      ADD_FAILURE() << "late a third time (the control's latest: " << noise << " us): " << c.line;
   }
   for (const auto& [kind, _] : earliest)
     EXPECT_GE(seen[kind], 2) << kind << " hardly returned during the updates:\n" << prog.tail(40);
