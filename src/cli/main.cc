@@ -1,7 +1,8 @@
 // livesplice: rebootless updates generated from a source patch.
 //
-// main() only parses the command line and hands a Context to one pipeline; every
-// subcommand returns an ls::Exit. Errors thrown by offline stages stop here.
+// main() reads as what it does: define the subcommands (add_*), parse, run the one
+// given (run), which hands a Context to one pipeline; every subcommand returns an
+// ls::Exit. Errors thrown by offline stages stop in run().
 #include <CLI/CLI.hpp>
 #include <filesystem>
 #include <unistd.h>
@@ -31,11 +32,224 @@ std::string version_text() {
   return v + fmt::format("\nupdate file format {}", ls::update::kFormatVersion);
 }
 
+// The context and every subcommand's options, filled in by CLI11 as it parses. The
+// App pointers say which subcommand was given (exactly one is).
+struct Command {
+  ls::Context ctx;
+
+  CLI::App* diff = nullptr;
+  std::string pre, post;
+
+  CLI::App* create = nullptr;
+  ls::create::CreateOptions copt;
+  bool kernel = false;                  // create --kernel: a different pipeline, with kopt
+  ls::create::KernelCreateOptions kopt;
+  CLI::Option* kconfig = nullptr;
+
+  CLI::App* info = nullptr;
+  std::string update_path;
+
+  CLI::App* apply = nullptr;
+  ls::proc::ApplyOptions aopt;
+  CLI::Option* apply_pid = nullptr;
+  bool apply_kernel = false;
+  ls::kernel::KernelApplyOptions kaopt;
+
+  CLI::App* undo = nullptr;
+  ls::proc::UndoOptions uopt;
+  CLI::Option* undo_pid = nullptr;
+  bool undo_kernel = false;
+
+  CLI::App* view = nullptr;
+  pid_t view_pid = 0;
+  bool view_patch = false;
+  CLI::Option* view_pid_opt = nullptr;
+  bool view_kernel = false;
+};
+
+void add_diff(CLI::App& app, Command& c) {
+  c.diff = app.add_subcommand(
+      "diff", "Compare PRE.o and POST.o (one source file built before and after a patch):\n"
+              "which functions and data are same, changed, new or removed, and why.");
+  c.diff->add_option("pre", c.pre, "Object built before the patch")->required()->check(CLI::ExistingFile);
+  c.diff->add_option("post", c.post, "Object built after the patch")->required()->check(CLI::ExistingFile);
+  c.diff->add_flag("--json", c.ctx.json, "Print JSON on stdout");
+}
+
+void add_create(CLI::App& app, Command& c) {
+  c.copt.wrapper_path = self_dir() + "/livesplice-cc";
+  c.create = app.add_subcommand(
+      "create", "Build the source tree before and after PATCH, diff every rebuilt object and\n"
+                "write an update file. The tree is restored to how it was found.");
+  c.create->add_option("--source", c.copt.source_dir,
+                       "Source tree the running program was built from (--kernel: a kernel tree or source tarball)")
+      ->required()->check(CLI::ExistingPath);
+  c.create->add_option("--patch", c.copt.patch_file, "Unified diff, applied with patch -p1 in --source")
+      ->required()->check(CLI::ExistingFile);
+  c.create->add_option("--build-cmd", c.copt.build_cmd,
+                       "Shell command that builds the tree (run in --source; default: make, or cmake for CMake projects)");
+  c.create->add_option("--build-dir", c.copt.build_dir, "Out-of-tree build directory (CMake/autotools)");
+  c.create->add_option("-o,--output", c.copt.output, "Update file to write")->required();
+  c.create->add_flag("--keep-work", c.copt.keep_work, "Keep the work directory (pre objects, build logs)");
+  c.create->add_flag("--in-place", c.copt.in_place,
+                     "Build in the tree itself, not under a private overlay; the tree is restored from copies and "
+                     "hard links, which cannot bring back a file the build rewrites in place without the compiler");
+  c.create->add_flag("--json", c.ctx.json, "Print the summary as JSON on stdout");
+  // Kernel updates: the same subcommand, a different pipeline (src/create/kernel_create.h).
+  c.create->add_flag("--kernel", c.kernel, "The source is the running kernel's (linux-source-*.tar.xz or a tree)");
+  c.kconfig = c.create->add_option("--config", c.kopt.config, "--kernel: the kernel's config (/boot/config-RELEASE)")
+                      ->check(CLI::ExistingFile);
+  c.create->add_option("--release", c.kopt.release, "--kernel: uname -r of the kernel (default: from the config's name)");
+  c.create->add_option("--headers", c.kopt.headers,
+                       "--kernel: the kernel's linux-headers directory, for the update's module "
+                       "(default: /usr/src/linux-headers-RELEASE)");
+  c.create->add_option("--cache-dir", c.kopt.cache_dir,
+                       "--kernel: where the unpacked source and prepared build live (default: ~/.cache/livesplice/kernel)");
+}
+
+void add_info(CLI::App& app, Command& c) {
+  c.info = app.add_subcommand("info", "Print what an update file contains");
+  c.info->add_option("update", c.update_path, "Update file")->required()->check(CLI::ExistingFile);
+  c.info->add_flag("--json", c.ctx.json, "Print JSON on stdout");
+}
+
+void add_apply(CLI::App& app, Command& c) {
+  c.apply = app.add_subcommand(
+      "apply", "Apply an update to a running process (--pid) or to the running kernel\n"
+               "(--kernel, as root), without restarting it.");
+  c.apply->footer(
+      "Every replaced function is first matched against the code actually running (run-pre\n"
+      "matching); then the process's threads (for the kernel: every CPU, inside stop_machine)\n"
+      "are stopped, checked to be outside the functions being replaced, the functions are\n"
+      "redirected, and everything resumes. A thread inside one is let run out of it while the\n"
+      "entries are trapped (--hot-wait). If a thread stays in the way after the retries, or\n"
+      "the running code differs, nothing is changed (exit 2).\n"
+      "--kernel: the update must be for this kernel's release (uname -r); its new code is\n"
+      "loaded as a kernel module; an update of a module that is not loaded yet waits, and is\n"
+      "applied as that module loads.\n\n"
+      "Examples:\n"
+      "  livesplice apply --pid 1234 fix.lsu\n"
+      "  livesplice apply --kernel fix.lsu --core livesplice.ko\n"
+      "    (livesplice.ko: make -C /lib/modules/$(uname -r)/build M=$PWD/kernel)\n");
+  c.apply_pid = c.apply->add_option("--pid", c.aopt.pid, "Process to update (or --kernel)")->check(CLI::PositiveNumber);
+  // The running kernel instead (src/kernel/apply.h): same stages, livesplice.ko does the stop.
+  c.apply->add_flag("--kernel", c.apply_kernel, "Update the running kernel instead of a process (as root)")
+      ->excludes(c.apply_pid);
+  c.apply->add_option("--core", c.kaopt.core, "--kernel: livesplice.ko, loaded if it is not yet")->check(CLI::ExistingFile);
+  c.apply->add_option("update", c.aopt.update, "Update file made by livesplice create")->required()->check(CLI::ExistingFile);
+  c.apply->add_option("--retries", c.aopt.retries, "Further attempts when a thread (--kernel: a task) is in the way")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  c.apply->add_option("--retry-delay", c.aopt.retry_delay_ms, "Milliseconds between attempts")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  c.apply->add_option("--hot-wait", c.aopt.hot_wait_ms,
+                      "Milliseconds an attempt lets threads run out of the functions (their entries trapped); 0: none")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  c.apply->add_flag("--json", c.ctx.json, "Print the result as JSON on stdout");
+}
+
+void add_undo(CLI::App& app, Command& c) {
+  c.undo = app.add_subcommand(
+      "undo", "Take an applied update out of a running process (--pid) or the running kernel\n"
+              "(--kernel, as root): the newest one when no ID is given.");
+  c.undo->footer(
+      "Updates stack: undo the newest update of a function first, or use --all (processes).\n"
+      "The same checks as apply: nothing is changed while a thread runs the code being\n"
+      "removed (exit 2). --kernel also unloads the update's module, or cancels a pending\n"
+      "update; with nothing applied it exits 3.\n\n"
+      "Examples:\n"
+      "  livesplice undo --pid 1234               the newest update\n"
+      "  livesplice undo --pid 1234 --all\n"
+      "  livesplice undo --kernel 3f2a            the kernel update whose id starts 3f2a\n");
+  c.undo_pid = c.undo->add_option("--pid", c.uopt.pid, "Process (or --kernel)")->check(CLI::PositiveNumber);
+  c.undo->add_flag("--kernel", c.undo_kernel, "Undo a kernel update (the newest when no ID is given)")->excludes(c.undo_pid);
+  c.undo->add_option("id", c.uopt.id, "Update id (a prefix is enough), as livesplice view shows");
+  c.undo->add_flag("--all", c.uopt.all, "Undo every update, newest first (--pid only)");
+  c.undo->add_option("--retries", c.uopt.retries, "Further attempts when a thread is in the way")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  c.undo->add_option("--retry-delay", c.uopt.retry_delay_ms, "Milliseconds between attempts")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  c.undo->add_option("--hot-wait", c.uopt.hot_wait_ms,
+                     "Milliseconds an attempt lets threads run out of the new code (its entries trapped); 0: none")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  c.undo->add_flag("--json", c.ctx.json, "Print the result as JSON on stdout");
+}
+
+void add_view(CLI::App& app, Command& c) {
+  c.view = app.add_subcommand(
+      "view", "List the updates applied to a running process (--pid) or to the running kernel\n"
+              "(--kernel, as root), with their ids.");
+  c.view->footer(
+      "A process's updates come from the ledger it keeps; the kernel's from livesplice.ko,\n"
+      "with the updates still waiting for their module listed as pending.\n\n"
+      "Examples:\n"
+      "  livesplice view --pid 1234 --patch\n"
+      "  livesplice view --kernel --json\n");
+  c.view_pid_opt = c.view->add_option("--pid", c.view_pid, "Process (or --kernel)")->check(CLI::PositiveNumber);
+  c.view->add_flag("--kernel", c.view_kernel, "The updates applied to the running kernel")->excludes(c.view_pid_opt);
+  c.view->add_flag("--patch", c.view_patch, "Also print each update's patch text (--pid only)");
+  c.view->add_flag("--json", c.ctx.json, "Print JSON on stdout");
+}
+
+ls::Exit run_create(Command& c) {
+  if (c.kernel) {
+    if (!*c.kconfig) throw ls::Error("create --kernel needs --config (the kernel's /boot/config-RELEASE)");
+    c.kopt.source = c.copt.source_dir;
+    c.kopt.patch_file = c.copt.patch_file;
+    c.kopt.output = c.copt.output;
+    c.kopt.keep_work = c.copt.keep_work;
+    return ls::create::run_kernel_create(c.ctx, c.kopt);
+  }
+  if (!std::filesystem::is_directory(c.copt.source_dir))
+    throw ls::Error(c.copt.source_dir + ": not a directory (a tarball is accepted with --kernel only)");
+  return ls::create::run_create(c.ctx, c.copt);
+}
+
+// apply, undo and view: on the running kernel (--kernel) or on a process (--pid).
+ls::Exit run_live(Command& c) {
+  if ((*c.apply && !c.apply_kernel && !*c.apply_pid) || (*c.undo && !c.undo_kernel && !*c.undo_pid) ||
+      (*c.view && !c.view_kernel && !*c.view_pid_opt))
+    throw ls::Error("give --pid PID (a process) or --kernel (the running kernel)");
+  if (*c.apply && c.apply_kernel) {
+    c.kaopt.update = c.aopt.update;
+    c.kaopt.retries = c.aopt.retries;
+    c.kaopt.retry_delay_ms = c.aopt.retry_delay_ms;
+    return ls::kernel::run_kernel_apply(c.ctx, c.kaopt);
+  }
+  if (*c.undo && c.undo_kernel) {
+    if (c.uopt.all) throw ls::Error("undo --kernel takes one ID or none (the newest), not --all");
+    return ls::kernel::run_kernel_undo(c.ctx, {c.uopt.id, static_cast<unsigned>(c.uopt.retries),
+                                               static_cast<unsigned>(c.uopt.retry_delay_ms)});
+  }
+  if (*c.view && c.view_kernel) return ls::kernel::run_kernel_view(c.ctx);
+  if (*c.apply) return ls::proc::run_apply(c.ctx, c.aopt);   // LS_APPLY_WIRED
+  if (*c.undo) return ls::proc::run_undo(c.ctx, c.uopt);
+  return ls::proc::run_view(c.ctx, c.view_pid, c.view_patch);
+}
+
+// The one subcommand given. Offline stages throw; this is where their errors stop.
+int run(Command& c) {
+  try {
+    ls::Exit rc = ls::Exit::Ok;
+    if (*c.diff) rc = ls::diff::run_diff(c.ctx, c.pre, c.post);
+    else if (*c.create) rc = run_create(c);
+    else if (*c.info) rc = ls::update::run_info(c.ctx, c.update_path);
+    else rc = run_live(c);
+    return static_cast<int>(rc);
+  } catch (const ls::Error& e) {
+    c.ctx.report(fmt::format("error: {}", e.what()));
+    return static_cast<int>(e.code());
+  } catch (const std::exception& e) {
+    c.ctx.report(fmt::format("internal error: {}", e.what()));
+    return static_cast<int>(ls::Exit::ToolError);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  ls::Context ctx;
+  Command cmd;
   CLI::App app{
+
       "livesplice: turn a source patch into a live update of a running program.\n\n"
       "  livesplice create --source DIR --patch FIX.patch -o fix.lsu   build pre and post, diff, write the update\n"
       "  livesplice create --kernel --source linux-source.tar.xz --config /boot/config-R --patch FIX.patch -o fix.lsu\n"
@@ -51,132 +265,15 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", version_text(), "Print the version and exit");
   app.fallthrough();  // -v/-q may follow the subcommand
-  app.add_flag("-v,--verbose", ctx.verbose, "More detail on stderr");
-  app.add_flag("-q,--quiet", ctx.quiet, "No progress lines");
+  app.add_flag("-v,--verbose", cmd.ctx.verbose, "More detail on stderr");
+  app.add_flag("-q,--quiet", cmd.ctx.quiet, "No progress lines");
 
-  std::string pre, post;
-  auto* diff = app.add_subcommand(
-      "diff", "Compare PRE.o and POST.o (one source file built before and after a patch):\n"
-              "which functions and data are same, changed, new or removed, and why.");
-  diff->add_option("pre", pre, "Object built before the patch")->required()->check(CLI::ExistingFile);
-  diff->add_option("post", post, "Object built after the patch")->required()->check(CLI::ExistingFile);
-  diff->add_flag("--json", ctx.json, "Print JSON on stdout");
-
-  ls::create::CreateOptions copt;
-  copt.wrapper_path = self_dir() + "/livesplice-cc";
-  auto* create = app.add_subcommand(
-      "create", "Build the source tree before and after PATCH, diff every rebuilt object and\n"
-                "write an update file. The tree is restored to how it was found.");
-  create->add_option("--source", copt.source_dir,
-                     "Source tree the running program was built from (--kernel: a kernel tree or source tarball)")
-      ->required()->check(CLI::ExistingPath);
-  create->add_option("--patch", copt.patch_file, "Unified diff, applied with patch -p1 in --source")
-      ->required()->check(CLI::ExistingFile);
-  create->add_option("--build-cmd", copt.build_cmd,
-                     "Shell command that builds the tree (run in --source; default: make, or cmake for CMake projects)");
-  create->add_option("--build-dir", copt.build_dir, "Out-of-tree build directory (CMake/autotools)");
-  create->add_option("-o,--output", copt.output, "Update file to write")->required();
-  create->add_flag("--keep-work", copt.keep_work, "Keep the work directory (pre objects, build logs)");
-  create->add_flag("--in-place", copt.in_place,
-                   "Build in the tree itself, not under a private overlay; the tree is restored from copies and "
-                   "hard links, which cannot bring back a file the build rewrites in place without the compiler");
-  create->add_flag("--json", ctx.json, "Print the summary as JSON on stdout");
-  // Kernel updates: the same subcommand, a different pipeline (src/create/kernel_create.h).
-  bool kernel = false;
-  ls::create::KernelCreateOptions kopt;
-  create->add_flag("--kernel", kernel, "The source is the running kernel's (linux-source-*.tar.xz or a tree)");
-  auto* kconfig = create->add_option("--config", kopt.config, "--kernel: the kernel's config (/boot/config-RELEASE)")
-                      ->check(CLI::ExistingFile);
-  create->add_option("--release", kopt.release, "--kernel: uname -r of the kernel (default: from the config's name)");
-  create->add_option("--headers", kopt.headers,
-                     "--kernel: the kernel's linux-headers directory, for the update's module "
-                     "(default: /usr/src/linux-headers-RELEASE)");
-  create->add_option("--cache-dir", kopt.cache_dir,
-                     "--kernel: where the unpacked source and prepared build live (default: ~/.cache/livesplice/kernel)");
-
-  std::string update_path;
-  auto* info = app.add_subcommand("info", "Print what an update file contains");
-  info->add_option("update", update_path, "Update file")->required()->check(CLI::ExistingFile);
-  info->add_flag("--json", ctx.json, "Print JSON on stdout");
-
-  ls::proc::ApplyOptions aopt;
-  auto* apply = app.add_subcommand(
-      "apply", "Apply an update to a running process (--pid) or to the running kernel\n"
-               "(--kernel, as root), without restarting it.");
-  apply->footer(
-      "Every replaced function is first matched against the code actually running (run-pre\n"
-      "matching); then the process's threads (for the kernel: every CPU, inside stop_machine)\n"
-      "are stopped, checked to be outside the functions being replaced, the functions are\n"
-      "redirected, and everything resumes. A thread inside one is let run out of it while the\n"
-      "entries are trapped (--hot-wait). If a thread stays in the way after the retries, or\n"
-      "the running code differs, nothing is changed (exit 2).\n"
-      "--kernel: the update must be for this kernel's release (uname -r); its new code is\n"
-      "loaded as a kernel module; an update of a module that is not loaded yet waits, and is\n"
-      "applied as that module loads.\n\n"
-      "Examples:\n"
-      "  livesplice apply --pid 1234 fix.lsu\n"
-      "  livesplice apply --kernel fix.lsu --core livesplice.ko\n"
-      "    (livesplice.ko: make -C /lib/modules/$(uname -r)/build M=$PWD/kernel)\n");
-  auto* apply_pid = apply->add_option("--pid", aopt.pid, "Process to update (or --kernel)")->check(CLI::PositiveNumber);
-  // The running kernel instead (src/kernel/apply.h): same stages, livesplice.ko does the stop.
-  bool apply_kernel = false;
-  ls::kernel::KernelApplyOptions kaopt;
-  apply->add_flag("--kernel", apply_kernel, "Update the running kernel instead of a process (as root)")
-      ->excludes(apply_pid);
-  apply->add_option("--core", kaopt.core, "--kernel: livesplice.ko, loaded if it is not yet")->check(CLI::ExistingFile);
-  apply->add_option("update", aopt.update, "Update file made by livesplice create")->required()->check(CLI::ExistingFile);
-  apply->add_option("--retries", aopt.retries, "Further attempts when a thread (--kernel: a task) is in the way")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
-  apply->add_option("--retry-delay", aopt.retry_delay_ms, "Milliseconds between attempts")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
-  apply->add_option("--hot-wait", aopt.hot_wait_ms,
-                    "Milliseconds an attempt lets threads run out of the functions (their entries trapped); 0: none")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
-  apply->add_flag("--json", ctx.json, "Print the result as JSON on stdout");
-
-  ls::proc::UndoOptions uopt;
-  auto* undo = app.add_subcommand(
-      "undo", "Take an applied update out of a running process (--pid) or the running kernel\n"
-              "(--kernel, as root): the newest one when no ID is given.");
-  undo->footer(
-      "Updates stack: undo the newest update of a function first, or use --all (processes).\n"
-      "The same checks as apply: nothing is changed while a thread runs the code being\n"
-      "removed (exit 2). --kernel also unloads the update's module, or cancels a pending\n"
-      "update; with nothing applied it exits 3.\n\n"
-      "Examples:\n"
-      "  livesplice undo --pid 1234               the newest update\n"
-      "  livesplice undo --pid 1234 --all\n"
-      "  livesplice undo --kernel 3f2a            the kernel update whose id starts 3f2a\n");
-  auto* undo_pid = undo->add_option("--pid", uopt.pid, "Process (or --kernel)")->check(CLI::PositiveNumber);
-  bool undo_kernel = false;
-  undo->add_flag("--kernel", undo_kernel, "Undo a kernel update (the newest when no ID is given)")->excludes(undo_pid);
-  undo->add_option("id", uopt.id, "Update id (a prefix is enough), as livesplice view shows");
-  undo->add_flag("--all", uopt.all, "Undo every update, newest first (--pid only)");
-  undo->add_option("--retries", uopt.retries, "Further attempts when a thread is in the way")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
-  undo->add_option("--retry-delay", uopt.retry_delay_ms, "Milliseconds between attempts")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
-  undo->add_option("--hot-wait", uopt.hot_wait_ms,
-                   "Milliseconds an attempt lets threads run out of the new code (its entries trapped); 0: none")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
-  undo->add_flag("--json", ctx.json, "Print the result as JSON on stdout");
-
-  pid_t view_pid = 0;
-  bool view_patch = false;
-  auto* view = app.add_subcommand(
-      "view", "List the updates applied to a running process (--pid) or to the running kernel\n"
-              "(--kernel, as root), with their ids.");
-  view->footer(
-      "A process's updates come from the ledger it keeps; the kernel's from livesplice.ko,\n"
-      "with the updates still waiting for their module listed as pending.\n\n"
-      "Examples:\n"
-      "  livesplice view --pid 1234 --patch\n"
-      "  livesplice view --kernel --json\n");
-  auto* view_pid_opt = view->add_option("--pid", view_pid, "Process (or --kernel)")->check(CLI::PositiveNumber);
-  bool view_kernel = false;
-  view->add_flag("--kernel", view_kernel, "The updates applied to the running kernel")->excludes(view_pid_opt);
-  view->add_flag("--patch", view_patch, "Also print each update's patch text (--pid only)");
-  view->add_flag("--json", ctx.json, "Print JSON on stdout");
+  add_diff(app, cmd);
+  add_create(app, cmd);
+  add_info(app, cmd);
+  add_apply(app, cmd);
+  add_undo(app, cmd);
+  add_view(app, cmd);
 
   if (argc <= 1) {   // no subcommand at all: teach, rather than name a missing option
     fmt::print(stderr, "{}", app.help());
@@ -188,45 +285,5 @@ int main(int argc, char** argv) {
     int rc = app.exit(e);
     return rc == 0 ? 0 : static_cast<int>(ls::Exit::ToolError);
   }
-
-  try {
-    ls::Exit rc = ls::Exit::Ok;
-    if (*diff) rc = ls::diff::run_diff(ctx, pre, post);
-    else if (*create && kernel) {
-      if (!*kconfig) throw ls::Error("create --kernel needs --config (the kernel's /boot/config-RELEASE)");
-      kopt.source = copt.source_dir;
-      kopt.patch_file = copt.patch_file;
-      kopt.output = copt.output;
-      kopt.keep_work = copt.keep_work;
-      rc = ls::create::run_kernel_create(ctx, kopt);
-    } else if (*create) {
-      if (!std::filesystem::is_directory(copt.source_dir))
-        throw ls::Error(copt.source_dir + ": not a directory (a tarball is accepted with --kernel only)");
-      rc = ls::create::run_create(ctx, copt);
-    }
-    else if (*info) rc = ls::update::run_info(ctx, update_path);
-    else if ((*apply && !apply_kernel && !*apply_pid) || (*undo && !undo_kernel && !*undo_pid) ||
-             (*view && !view_kernel && !*view_pid_opt))
-      throw ls::Error("give --pid PID (a process) or --kernel (the running kernel)");
-    else if (*apply && apply_kernel) {
-      kaopt.update = aopt.update;
-      kaopt.retries = aopt.retries;
-      kaopt.retry_delay_ms = aopt.retry_delay_ms;
-      rc = ls::kernel::run_kernel_apply(ctx, kaopt);
-    } else if (*undo && undo_kernel) {
-      if (uopt.all) throw ls::Error("undo --kernel takes one ID or none (the newest), not --all");
-      rc = ls::kernel::run_kernel_undo(ctx, {uopt.id, static_cast<unsigned>(uopt.retries),
-                                             static_cast<unsigned>(uopt.retry_delay_ms)});
-    } else if (*view && view_kernel) rc = ls::kernel::run_kernel_view(ctx);
-    else if (*apply) rc = ls::proc::run_apply(ctx, aopt);   // LS_APPLY_WIRED
-    else if (*undo) rc = ls::proc::run_undo(ctx, uopt);
-    else if (*view) rc = ls::proc::run_view(ctx, view_pid, view_patch);
-    return static_cast<int>(rc);
-  } catch (const ls::Error& e) {
-    fmt::print(stderr, "livesplice: error: {}\n", e.what());
-    return static_cast<int>(e.code());
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "livesplice: internal error: {}\n", e.what());
-    return static_cast<int>(ls::Exit::ToolError);
-  }
+  return run(cmd);
 }

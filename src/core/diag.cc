@@ -2,6 +2,10 @@
 
 #include <cstdio>
 
+#include <nlohmann/json.hpp>
+
+#include "core/result.h"
+
 namespace ls {
 
 std::string where(std::string_view file, std::string_view section, int64_t offset) {
@@ -51,5 +55,19 @@ void Context::note(std::string_view msg) const {
 }
 
 void Context::warn(std::string_view msg) const { fmt::print(stderr, "warning: {}\n", msg); }
+
+void Context::report(std::string_view msg) const { fmt::print(stderr, "livesplice: {}\n", printable(msg, true)); }
+
+Exit Context::failed(std::string_view subject, const Status& s, std::string_view done_key,
+                     std::string_view id) const {
+  report(fmt::format("{}: {}", subject, s.message()));
+  if (json && !done_key.empty()) {
+    nlohmann::json j{{std::string(done_key), false}, {"error", s.message()}};
+    if (!id.empty()) j["id"] = id;
+    // The message may quote a target's bytes: never let them make the JSON unprintable.
+    fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
+  }
+  return s.code() == Exit::Ok ? Exit::ToolError : s.code();
+}
 
 }  // namespace ls

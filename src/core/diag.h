@@ -47,8 +47,10 @@ std::string where(std::string_view file, std::string_view section = {}, int64_t 
 // file or a target process: both may be an attacker's.
 std::string printable(std::string_view text, bool multiline = false);
 
-// Carried by every stage: output preferences and the progress/warning sink. Owned by
-// main(); never a global.
+class Status;   // core/result.h
+
+// Carried by every stage: output preferences and the progress/warning/failure sink.
+// Owned by main(); never a global.
 struct Context {
   bool json = false;      // machine-readable output on stdout; progress still on stderr
   int verbose = 0;        // -v: extra detail on stderr
@@ -58,6 +60,15 @@ struct Context {
   void progress(std::string_view msg) const;   // "==> msg" on stderr unless quiet
   void note(std::string_view msg) const;       // only with -v
   void warn(std::string_view msg) const;       // always, "warning: msg"
+  // The one printer of what a command must tell even with -q: that it failed, stopped
+  // short (no change, interrupted) or put something right first. "livesplice: msg" on
+  // stderr, made printable (lines after the first stay: an unsafe list, notes).
+  void report(std::string_view msg) const;
+  // A live command's failure, reported as above ("livesplice: SUBJECT: message") and,
+  // with --json, as `{DONE_KEY: false, "id": ID, "error": message}` on stdout (no "id"
+  // when `id` is empty; no JSON when `done_key` is, for a command that prints its own).
+  // Returns the exit code: the status's, a tool error if it has none.
+  Exit failed(std::string_view subject, const Status& s, std::string_view done_key, std::string_view id) const;
 };
 
 }  // namespace ls

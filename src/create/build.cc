@@ -136,20 +136,22 @@ void Records::append(const Records& other) {
 
 // ---- workspace ----------------------------------------------------------------------
 
-Workspace::Workspace(Context& ctx, const std::string& wrapper_path, bool keep)
-    : ctx_(ctx), keep_(keep) {
+namespace {
+
+std::string find_wrapper(const std::string& wrapper_path) {
   std::error_code ec;
-  wrapper_ = fs::weakly_canonical(wrapper_path, ec).string();
-  if (ec || access(wrapper_.c_str(), X_OK) != 0)
+  std::string wrapper = fs::weakly_canonical(wrapper_path, ec).string();
+  if (ec || access(wrapper.c_str(), X_OK) != 0)
     fail("compiler wrapper not found at {} (build the livesplice-cc target next to livesplice)",
          wrapper_path);
-  const char* tmp = getenv("TMPDIR");
-  std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/livesplice-create.XXXXXX";
-  std::vector<char> buf(templ.begin(), templ.end());
-  buf.push_back('\0');
-  if (!mkdtemp(buf.data())) fail("cannot create a work directory in {}: {}", templ, errno_text());
-  dir_ = fs::canonical(buf.data()).string();
-  shim_dir_ = dir_ + "/bin";
+  return wrapper;
+}
+
+}  // namespace
+
+Workspace::Workspace(Context& ctx, const std::string& wrapper_path, bool keep)
+    : wrapper_(find_wrapper(wrapper_path)), work_(ctx, "livesplice-create", keep), shim_dir_(dir() + "/bin") {
+  std::error_code ec;
   fs::create_directories(shim_dir_);
   fs::create_directories(saved_dir());
   fs::create_directories(pre_objects_dir());
@@ -177,24 +179,15 @@ Workspace::Workspace(Context& ctx, const std::string& wrapper_path, bool keep)
     if (symlink(wrapper_.c_str(), (shim_dir_ + "/" + n).c_str()) != 0)
       fail("cannot create {}/{}: {}", shim_dir_, n, errno_text());
   }
-  ctx_.note(fmt::format("work directory {} ({} tool names wrapped)", dir_, names.size()));
-}
-
-Workspace::~Workspace() {
-  if (keep_) {
-    ctx_.progress(fmt::format("work directory kept: {}", dir_));
-    return;
-  }
-  std::error_code ec;
-  fs::remove_all(dir_, ec);
+  ctx.note(fmt::format("work directory {} ({} tool names wrapped)", dir(), names.size()));
 }
 
 std::string Workspace::record_file(Phase p) const {
-  return fmt::format("{}/records.{}.jsonl", dir_, to_string(p));
+  return fmt::format("{}/records.{}.jsonl", dir(), to_string(p));
 }
 
 std::string Workspace::log_file(Phase p) const {
-  return fmt::format("{}/build.{}.log", dir_, to_string(p));
+  return fmt::format("{}/build.{}.log", dir(), to_string(p));
 }
 
 std::map<std::string, std::string> Workspace::build_env(Phase p) const {

@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "core/diag.h"
+#include "create/steps.h"
 #include "create/tree_guard.h"
 
 namespace ls::create {
@@ -93,21 +94,17 @@ struct Records {
   void append(const Records& other);
 };
 
-// The private work directory of one create run: the wrapper's PATH directory of
-// symlinks, record files, saved copies, pre objects, logs. Removed by the destructor
-// unless kept.
+// The private work directory of one create run (a WorkDir, steps.h): the wrapper's PATH
+// directory of symlinks, record files, saved copies, pre objects, logs.
 class Workspace {
  public:
   Workspace(Context& ctx, const std::string& wrapper_path, bool keep);
-  ~Workspace();
-  Workspace(const Workspace&) = delete;
-  Workspace& operator=(const Workspace&) = delete;
 
-  const std::string& dir() const { return dir_; }
+  const std::string& dir() const { return work_.dir(); }
   const std::string& wrapper() const { return wrapper_; }
   std::string record_file(Phase p) const;
-  std::string saved_dir() const { return dir_ + "/saved"; }        // wrapper: LIVESPLICE_BACKUP_DIR
-  std::string pre_objects_dir() const { return dir_ + "/pre"; }    // wrapper: LIVESPLICE_PRE_DIR
+  std::string saved_dir() const { return dir() + "/saved"; }        // wrapper: LIVESPLICE_BACKUP_DIR
+  std::string pre_objects_dir() const { return dir() + "/pre"; }    // wrapper: LIVESPLICE_PRE_DIR
   std::string log_file(Phase p) const;
   // The environment a build runs with in phase p.
   std::map<std::string, std::string> build_env(Phase p) const;
@@ -117,11 +114,9 @@ class Workspace {
   std::map<std::string, std::string> configure_env() const;
 
  private:
-  Context& ctx_;
-  std::string dir_;
-  std::string wrapper_;
+  std::string wrapper_;   // checked before the work directory is made
+  WorkDir work_;
   std::string shim_dir_;
-  bool keep_;
 };
 
 // How to run the build: configure steps (once, before the pre build) and the build.

@@ -138,13 +138,7 @@ std::vector<Labelled> by_set(const std::vector<Applied>& applied, const Kallsyms
 // target does); returns its exit code.
 Exit fail(Context& ctx, const char* what, const char* done_key, const std::string& subject, const Status& s,
           const std::string& id = {}) {
-  fmt::print(stderr, "livesplice: {} {}: {}\n", what, subject, s.message());
-  if (ctx.json) {
-    nlohmann::json j{{done_key, false}, {"error", s.message()}};
-    if (!id.empty()) j["id"] = id;
-    fmt::print("{}\n", j.dump(2));
-  }
-  return s.code() == Exit::Ok ? Exit::ToolError : s.code();
+  return ctx.failed(fmt::format("{} {}", what, subject), s, done_key, id);
 }
 
 }  // namespace
@@ -256,8 +250,8 @@ Exit run_kernel_apply(Context& ctx, const KernelApplyOptions& opt) {
   Status s = dev->apply(id, redirects, Retry{opt.retries, opt.retry_delay_ms}, out, code, !opt.coming.empty());
   if (!s.ok()) {
     if (!out.blocked_comm.empty())
-      fmt::print(stderr, "livesplice: blocked by task {} ({}) at {} on each of {} attempts\n", out.blocked_pid,
-                 out.blocked_comm, out.blocked_addr, out.attempts);
+      ctx.report(fmt::format("blocked by task {} ({}) at {} on each of {} attempts", out.blocked_pid,
+                             out.blocked_comm, out.blocked_addr, out.attempts));
     return failed(s);
   }
   loaded->keep();   // the core pins it now; undo unloads it

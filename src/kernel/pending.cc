@@ -19,9 +19,7 @@ namespace ls::kernel {
 namespace {
 
 Exit refused(Context& ctx, const char* what, const char* done_key, const std::string& id, const Status& s) {
-  fmt::print(stderr, "livesplice: {} {}: {}\n", what, id.substr(0, 8), s.message());
-  if (ctx.json) fmt::print("{}\n", nlohmann::json{{done_key, false}, {"id", id}, {"error", s.message()}}.dump(2));
-  return s.code() == Exit::Ok ? Exit::ToolError : s.code();
+  return ctx.failed(fmt::format("{} {}", what, id.substr(0, 8)), s, done_key, id);
 }
 
 // The waiter, in its own process: block until `module` loads, then apply the update

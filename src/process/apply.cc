@@ -155,9 +155,7 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   update::Contents u = update::Contents::load(opt.update);   // throws ls::Error: nothing touched yet
 
   auto fail_with = [&](const Status& s) {
-    fmt::print(stderr, "livesplice: apply {} to process {}: {}\n", u.id.substr(0, 8), opt.pid, printable(s.message(), true));
-    if (ctx.json) fmt::print("{}\n", nlohmann::json{{"applied", false}, {"id", u.id}, {"error", s.message()}}.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
-    return s.code() == Exit::Ok ? Exit::ToolError : s.code();
+    return ctx.failed(fmt::format("apply {} to process {}", u.id.substr(0, 8), opt.pid), s, "applied", u.id);
   };
 
   // Whether we may look at the process at all (a permission problem says so) before
@@ -182,7 +180,7 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   const bool was_pending = before && before->id == u.id && before->state == EntryState::Pending;
   std::vector<std::string> repaired;
   Status repair = repair_leftovers(ctx, opt.pid, *ledger, opt.retries, opt.retry_delay_ms, opt.hot_wait_ms, repaired);
-  for (const auto& r : repaired) fmt::print(stderr, "livesplice: apply: process {}: {}\n", opt.pid, r);
+  for (const auto& r : repaired) ctx.report(fmt::format("apply: process {}: {}", opt.pid, r));
   if (!repair.ok()) return fail_with(repair);
   if (!repaired.empty()) {
     if (auto fresh = read_maps(opt.pid)) *maps = std::move(*fresh);

@@ -109,9 +109,9 @@ Result<Ledger> reread(pid_t pid) {
   return Ledger::read(pid, *maps);
 }
 
-Exit failed(const char* cmd, pid_t pid, const Status& s) {
-  fmt::print(stderr, "livesplice: {} process {}: {}\n", cmd, pid, printable(s.message(), true));
-  return s.code() == Exit::Ok ? Exit::ToolError : s.code();
+// No failure JSON: undo and view print their own.
+Exit failed(const Context& ctx, const char* cmd, pid_t pid, const Status& s) {
+  return ctx.failed(fmt::format("{} process {}", cmd, pid), s, "", "");
 }
 
 }  // namespace
@@ -217,17 +217,17 @@ Status repair_leftovers(Context& ctx, pid_t pid, Ledger& ledger, int retries, in
 
 Exit run_undo(Context& ctx, const UndoOptions& opt) {
   // Whether we may look at the process at all (a permission problem says so) first.
-  if (auto probe = read_maps(opt.pid); !probe) return failed("undo:", opt.pid, probe.status());
+  if (auto probe = read_maps(opt.pid); !probe) return failed(ctx, "undo:", opt.pid, probe.status());
   auto key = process_key(opt.pid);
-  if (!key) return failed("undo:", opt.pid, key.status());
+  if (!key) return failed(ctx, "undo:", opt.pid, key.status());
   auto lock = LedgerLock::take(*key, true, kLockWaitS);
-  if (!lock) return failed("undo:", opt.pid, lock.status());
+  if (!lock) return failed(ctx, "undo:", opt.pid, lock.status());
   auto ledger = reread(opt.pid);
-  if (!ledger) return failed("undo:", opt.pid, ledger.status());
+  if (!ledger) return failed(ctx, "undo:", opt.pid, ledger.status());
   std::vector<std::string> repaired;
   Status rs = repair_leftovers(ctx, opt.pid, *ledger, opt.retries, opt.retry_delay_ms, opt.hot_wait_ms, repaired);
-  for (const auto& r : repaired) fmt::print(stderr, "livesplice: undo: process {}: {}\n", opt.pid, r);
-  if (!rs.ok()) return failed("undo:", opt.pid, rs);
+  for (const auto& r : repaired) ctx.report(fmt::format("undo: process {}: {}", opt.pid, r));
+  if (!rs.ok()) return failed(ctx, "undo:", opt.pid, rs);
 
   std::vector<std::string> ids;
   if (opt.all) {
@@ -241,8 +241,8 @@ Exit run_undo(Context& ctx, const UndoOptions& opt) {
       return Exit::Ok;
     }
     if (!e) {
-      fmt::print(stderr, "livesplice: undo: no applied update {} in process {} (see livesplice view)\n",
-                 opt.id.empty() ? "at all" : "matches '" + printable(opt.id) + "'", opt.pid);
+      ctx.report(fmt::format("undo: no applied update {} in process {} (see livesplice view)",
+                             opt.id.empty() ? "at all" : "matches '" + printable(opt.id) + "'", opt.pid));
       return Exit::ToolError;
     }
     ids.push_back(e->id);
@@ -257,7 +257,7 @@ Exit run_undo(Context& ctx, const UndoOptions& opt) {
       else *ledger = std::move(*now);
     }
     if (!s.ok()) {
-      fmt::print(stderr, "livesplice: undo {} in process {}: {}\n", id.substr(0, 8), opt.pid, printable(s.message(), true));
+      ctx.report(fmt::format("undo {} in process {}: {}", id.substr(0, 8), opt.pid, s.message()));
       if (ctx.json)
         fmt::print("{}\n", nlohmann::json{{"undone", done}, {"repaired", repaired}, {"error", s.message()}}.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
       return s.code() == Exit::Ok ? Exit::ToolError : s.code();
@@ -272,22 +272,22 @@ Exit run_undo(Context& ctx, const UndoOptions& opt) {
 Exit run_view(Context& ctx, pid_t pid, bool with_patch) {
   // Shared: several views at once, none while a command changes the process (its
   // pending entry would look like a leftover).
-  if (auto probe = read_maps(pid); !probe) return failed("view:", pid, probe.status());
+  if (auto probe = read_maps(pid); !probe) return failed(ctx, "view:", pid, probe.status());
   auto key = process_key(pid);
-  if (!key) return failed("view:", pid, key.status());
+  if (!key) return failed(ctx, "view:", pid, key.status());
   auto lock = LedgerLock::take(*key, false, kLockWaitS);
-  if (!lock) return failed("view:", pid, lock.status());
+  if (!lock) return failed(ctx, "view:", pid, lock.status());
   auto ledger = reread(pid);
-  if (!ledger) return failed("view:", pid, ledger.status());
+  if (!ledger) return failed(ctx, "view:", pid, ledger.status());
   auto mem = Memory::open(pid);
-  if (!mem) return failed("view:", pid, mem.status());
+  if (!mem) return failed(ctx, "view:", pid, mem.status());
   // What each entry's sites hold, so that a leftover of a killed command is shown as
   // what it is (view changes nothing; the next apply or undo repairs it).
   nlohmann::json updates = ledger->to_json(with_patch);
   std::vector<std::string> live;
   for (const auto& e : ledger->entries()) {
     auto in_place = jumps_in_place(*mem, e);
-    if (!in_place) return failed("view:", pid, in_place.status());
+    if (!in_place) return failed(ctx, "view:", pid, in_place.status());
     live.push_back(*in_place == JumpsInPlace::All ? "all" : *in_place == JumpsInPlace::None ? "none" : "some");
     updates[live.size() - 1]["jumps_in_place"] = live.back();
   }

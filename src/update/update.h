@@ -96,6 +96,12 @@ struct Target {
   std::string pre_build_id;         // as the pre build produced it
 };
 
+// Where a unit's pre object came from: this run's pre build, recompiled from the
+// source because the tree was built before create (without function sections), or
+// nowhere (the patch adds the source: diffed against an empty object).
+enum class PreOrigin { PreBuild, Recompiled, None };
+std::string_view to_string(PreOrigin o);   // "pre-build", "recompiled", "none"
+
 // One rebuilt object and its diff. The objects must outlive write_update().
 struct Unit {
   const elf::Object* pre = nullptr;
@@ -104,7 +110,7 @@ struct Unit {
   std::string path;                 // the object, relative to the build directory
   std::string source;               // its source file, relative to the source directory
   std::vector<size_t> targets;      // indices into UpdateInput::targets
-  std::string pre_origin;           // "pre-build", "recompiled" or "none" (object is new)
+  PreOrigin pre_origin = PreOrigin::PreBuild;
 };
 
 struct UpdateInput {

@@ -512,7 +512,7 @@ Json Builder::manifest(const WriteSummary& summary) const {
     objects.push_back(Json{{"path", u.path},
                            {"source", u.source},
                            {"targets", u.targets},
-                           {"pre", u.pre_origin},
+                           {"pre", to_string(u.pre_origin)},
                            {"notes", u.diff->notes}});
     for (const auto& s : u.diff->symbols) {
       if (s.status == diff::Status::Same) continue;
@@ -603,6 +603,15 @@ std::vector<uint8_t> Builder::finish(WriteSummary& summary) {
 }
 
 }  // namespace
+
+std::string_view to_string(PreOrigin o) {
+  switch (o) {
+    case PreOrigin::PreBuild: return "pre-build";
+    case PreOrigin::Recompiled: return "recompiled";
+    case PreOrigin::None: return "none";
+  }
+  return "?";
+}
 
 WriteSummary write_update(Context& ctx, const UpdateInput& input, const std::string& path) {
   for (const auto& u : input.units) {
