@@ -105,8 +105,8 @@ class UpdateFile : public ::testing::Test {
     input.build_system = "make";
     input.targets = {{"prog", "bin/prog", "executable", "00aa", "00aa", "11bb"},
                      {"libother.so", "libother.so", "shared-library", "22cc", "", "22cc"}};
-    input.units = {{&pre, &post, &d1, "post.o", "post.c", {0}, "pre-build"},
-                   {&opre, &opost, &d2, "other.o", "other.c", {1}, "recompiled"}};
+    input.units = {{&pre, &post, &d1, "post.o", "post.c", {0}, ls::update::PreOrigin::PreBuild},
+                   {&opre, &opost, &d2, "other.o", "other.c", {1}, ls::update::PreOrigin::Recompiled}};
   }
 
   std::string write() {

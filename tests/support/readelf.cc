@@ -1,82 +1,14 @@
-#include "testing.h"
+#include "support/readelf.h"
 
 #include <algorithm>
-#include <array>
-#include <cstdio>
-#include <cstdlib>
-#include <fstream>
 #include <regex>
 #include <sstream>
-#include <stdexcept>
-#include <unistd.h>
 
 #include <elf.h>
 
-namespace ls::testing {
+#include "support/support.h"
 
-namespace fs = std::filesystem;
-
-TempDir::TempDir() {
-  std::string tmpl = (fs::temp_directory_path() / "livesplice-test.XXXXXX").string();
-  if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed for " + tmpl);
-  path_ = tmpl;
-}
-
-TempDir::~TempDir() {
-  std::error_code ec;
-  fs::remove_all(path_, ec);
-}
-
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') out += "'\\''";
-    else out += c;
-  }
-  return out + "'";
-}
-
-std::string run(const std::string& cmd) {
-  TempDir errdir;
-  std::string errfile = errdir.file("stderr");
-  std::string full = "(" + cmd + ") 2>" + shell_quote(errfile);
-  FILE* p = popen(full.c_str(), "r");
-  if (!p) throw std::runtime_error("popen failed: " + cmd);
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  int status = pclose(p);
-  if (status != 0) {
-    std::ifstream err(errfile);
-    std::stringstream ss;
-    ss << err.rdbuf();
-    throw std::runtime_error("command failed (status " + std::to_string(status) + "): " + cmd +
-                             "\n" + ss.str());
-  }
-  return out;
-}
-
-std::string compile(const TempDir& dir, const std::string& name, const std::string& source,
-                    const std::string& flags) {
-  std::string c = dir.file(name + ".c");
-  std::string o = dir.file(name + ".o");
-  std::ofstream(c) << source;
-  run("gcc -c " + flags + " -o " + shell_quote(o) + " " + shell_quote(c));
-  return o;
-}
-
-std::vector<uint8_t> read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read " + path);
-  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
-}
-
-void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  if (!out) throw std::runtime_error("cannot write " + path);
-}
+namespace lstest {
 
 static std::vector<std::string> lines(const std::string& text) {
   std::vector<std::string> out;
@@ -92,7 +24,7 @@ std::vector<ReadelfSection> readelf_sections(const std::string& path) {
   static const std::regex row(
       R"(^\s*\[\s*(\d+)\]\s+(\S*)\s+(\S+)\s+([0-9a-f]+)\s+([0-9a-f]+)\s+([0-9a-f]+)\s+([0-9a-f]+)\s+(?:([A-Za-z]+)\s+)?(\d+)\s+(\d+)\s+(\d+)\s*$)");
   std::vector<ReadelfSection> out;
-  for (const auto& line : lines(run("LC_ALL=C readelf -SW " + shell_quote(path)))) {
+  for (const auto& line : lines(sh_stdout("LC_ALL=C readelf -SW " + quote(path)))) {
     std::smatch m;
     if (!std::regex_match(line, m, row)) continue;
     ReadelfSection s;
@@ -120,7 +52,7 @@ std::vector<ReadelfSymbol> readelf_symbols(const std::string& path) {
       R"(^\s*(\d+):\s+([0-9a-f]+)\s+(\d+|0x[0-9a-f]+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s?(.*)$)");
   std::vector<ReadelfSymbol> out;
   bool in_symtab = false;
-  for (const auto& line : lines(run("LC_ALL=C readelf -sW " + shell_quote(path)))) {
+  for (const auto& line : lines(sh_stdout("LC_ALL=C readelf -sW " + quote(path)))) {
     if (line.rfind("Symbol table '", 0) == 0) {
       in_symtab = line.find("'.symtab'") != std::string::npos;
       continue;
@@ -147,7 +79,7 @@ std::map<uint64_t, std::vector<ReadelfReloc>> readelf_relocs(const std::string& 
   static const std::regex with_symbol(R"(.*\s([+-])\s*([0-9a-f]+)\s*$)");
   std::map<uint64_t, std::vector<ReadelfReloc>> out;
   std::vector<ReadelfReloc>* current = nullptr;
-  for (const auto& line : lines(run("LC_ALL=C readelf -rW " + shell_quote(path)))) {
+  for (const auto& line : lines(sh_stdout("LC_ALL=C readelf -rW " + quote(path)))) {
     std::smatch m;
     if (std::regex_match(line, m, header)) {
       current = &out[hex(m[1])];
@@ -191,4 +123,4 @@ std::string flag_letters(uint64_t flags) {
   return out;
 }
 
-}  // namespace ls::testing
+}  // namespace lstest

@@ -1,41 +1,13 @@
-// Helpers for tests that compile real C with gcc and compare what the ELF layer reads
-// with what binutils says about the same object.
+// What binutils says about an object, to compare with what the ELF layer reads: the
+// rows of `readelf -SW`, `-sW` and `-rW`.
 #pragma once
 
 #include <cstdint>
-#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
 
-namespace ls::testing {
-
-// A fresh directory under $TMPDIR, removed with everything in it on destruction.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
-
-// Runs `cmd` with /bin/sh and returns its stdout. Throws std::runtime_error (with the
-// command and its stderr) when it exits non-zero.
-std::string run(const std::string& cmd);
-
-// Writes `source` to DIR/NAME.c and compiles it with `gcc -c FLAGS`; returns the path of
-// DIR/NAME.o. Throws like run() if gcc fails.
-std::string compile(const TempDir& dir, const std::string& name, const std::string& source,
-                    const std::string& flags);
-
-std::vector<uint8_t> read_bytes(const std::string& path);
-void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes);
-std::string shell_quote(const std::string& s);
+namespace lstest {
 
 // `readelf -SW`, one row per section header.
 struct ReadelfSection {
@@ -78,4 +50,4 @@ std::map<uint64_t, std::vector<ReadelfReloc>> readelf_relocs(const std::string& 
 // Readelf's flag letters for SHF_* bits, sorted, so they compare with ReadelfSection::flags.
 std::string flag_letters(uint64_t flags);
 
-}  // namespace ls::testing
+}  // namespace lstest

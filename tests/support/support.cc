@@ -70,6 +70,18 @@ std::string quote(const std::string& s) {
   return q + "'";
 }
 
+std::vector<uint8_t> read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + path);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
+}
+
+void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  if (!out) throw std::runtime_error("cannot write " + path);
+}
+
 std::string RunResult::describe() const {
   std::ostringstream s;
   s << "$ " << command << "\n";
@@ -162,6 +174,19 @@ RunResult run(const std::vector<std::string>& argv, const std::string& cwd,
 }
 
 RunResult sh(const std::string& command, const std::string& cwd) { return run({"/bin/sh", "-c", command}, cwd); }
+
+std::string sh_stdout(const std::string& command) {
+  RunResult r = sh(command);
+  if (r.status != 0) throw std::runtime_error("command failed: " + r.describe());
+  return r.out;
+}
+
+std::string compile_c(const TempDir& dir, const std::string& name, const std::string& source,
+                      const std::string& flags) {
+  write_file(dir / (name + ".c"), source);
+  sh_stdout("gcc -c " + flags + " -o " + quote(dir / (name + ".o")) + " " + quote(dir / (name + ".c")));
+  return dir / (name + ".o");
+}
 
 void require_tools(const std::vector<std::string>& tools) {
   for (const auto& t : tools) {

@@ -1,11 +1,13 @@
 // What every test area shares: temporary directories, files, running real commands
-// (with a deadline when asked), and the paths of the binaries under test. Nothing here
-// is mocked; the areas build their own helpers (projects, processes, resolvers) on it.
+// (with a deadline when asked), compiling C with gcc, and the paths of the binaries
+// under test; readelf.h adds what binutils says about an object. Nothing here is
+// mocked; the areas build their own helpers (projects, processes, resolvers) on it.
 //
 // Only processes started here are ever signalled, by their own PID.
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -36,6 +38,9 @@ void write_file(const std::string& path, const std::string& content, bool execut
 std::string read_file(const std::string& path);   // "" when it cannot be read
 // `s` as one word for /bin/sh.
 std::string quote(const std::string& s);
+// The bytes of a file, and writing them; both throw std::runtime_error when they cannot.
+std::vector<uint8_t> read_bytes(const std::string& path);
+void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes);
 
 struct RunResult {
   std::string command;      // for messages
@@ -61,6 +66,14 @@ RunResult run(const std::vector<std::string>& argv, const std::string& cwd = {},
               const std::map<std::string, std::string>& env = {});
 // `/bin/sh -c command`.
 RunResult sh(const std::string& command, const std::string& cwd = {});
+// The stdout of `/bin/sh -c command`; throws std::runtime_error (with describe()) when
+// it exits non-zero.
+std::string sh_stdout(const std::string& command);
+
+// Writes `source` to DIR/NAME.c and compiles it with `gcc -c FLAGS`; returns the path of
+// DIR/NAME.o. Throws like sh_stdout() when gcc fails.
+std::string compile_c(const TempDir& dir, const std::string& name, const std::string& source,
+                      const std::string& flags);
 
 // Fails the current test (never skips) when a tool the test needs is not installed.
 void require_tools(const std::vector<std::string>& tools);

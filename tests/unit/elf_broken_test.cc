@@ -12,13 +12,14 @@
 
 #include "core/diag.h"
 #include "elf/object.h"
-#include "testing.h"
+#include "support/readelf.h"
+#include "support/support.h"
 
 namespace ls::elf {
 namespace {
 
 using Bytes = std::vector<uint8_t>;
-using ls::testing::TempDir;
+using lstest::TempDir;
 
 const char* const kSource = R"(
 extern int ext(int);
@@ -72,8 +73,8 @@ class ElfBrokenTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir;
-    good_ = new Bytes(ls::testing::read_bytes(
-        ls::testing::compile(*dir_, "good", kSource, "-O2 -fPIC -ffunction-sections -fdata-sections")));
+    good_ = new Bytes(lstest::read_bytes(
+        lstest::compile_c(*dir_, "good", kSource, "-O2 -fPIC -ffunction-sections -fdata-sections")));
   }
   static void TearDownTestSuite() {
     delete good_;
@@ -356,24 +357,24 @@ TEST_F(ElfBrokenTest, UnsupportedMachine) {
 
 TEST_F(ElfBrokenTest, ExecutableAndSharedLibrary) {
   TempDir dir;
-  std::string c = dir.file("main.c");
-  ls::testing::write_bytes(c, Bytes(kSource, kSource + std::strlen(kSource)));
+  std::string c = dir / "main.c";
+  lstest::write_bytes(c, Bytes(kSource, kSource + std::strlen(kSource)));
   {
     std::string src = "int ext(int x) { return x; }\nint main(void) { return 0; }\n";
-    ls::testing::write_bytes(dir.file("ext.c"), Bytes(src.begin(), src.end()));
+    lstest::write_bytes(dir / "ext.c", Bytes(src.begin(), src.end()));
   }
-  ls::testing::run("cd " + ls::testing::shell_quote(dir.path()) +
-                   " && gcc -O2 -o prog main.c ext.c && gcc -O2 -shared -fPIC -o lib.so main.c ext.c");
+  lstest::sh_stdout("cd " + lstest::quote(dir.path()) +
+                    " && gcc -O2 -o prog main.c ext.c && gcc -O2 -shared -fPIC -o lib.so main.c ext.c");
   for (const char* f : {"prog", "lib.so"}) {
     SCOPED_TRACE(f);
-    expect_refused(ls::testing::read_bytes(dir.file(f)), std::string("linked file ") + f, "relocatable");
+    expect_refused(lstest::read_bytes(dir / f), std::string("linked file ") + f, "relocatable");
   }
   // Through load() too: the message names the path.
   try {
-    Object::load(dir.file("prog"));
+    Object::load(dir / "prog");
     ADD_FAILURE() << "an executable was accepted";
   } catch (const ls::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(dir.file("prog")), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(dir / "prog"), std::string::npos) << e.what();
   }
   // And e_type alone changed to ET_EXEC on a relocatable.
   expect_refused(mutated([](Bytes& b, const Layout&) {
@@ -384,7 +385,7 @@ TEST_F(ElfBrokenTest, ExecutableAndSharedLibrary) {
 
 TEST_F(ElfBrokenTest, MissingFile) {
   TempDir dir;
-  std::string path = dir.file("does-not-exist.o");
+  std::string path = dir / "does-not-exist.o";
   try {
     Object::load(path);
     ADD_FAILURE() << "loading a missing file succeeded";

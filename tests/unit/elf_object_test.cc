@@ -7,12 +7,13 @@
 #include <set>
 
 #include "elf/object.h"
-#include "testing.h"
+#include "support/readelf.h"
+#include "support/support.h"
 
 namespace ls::elf {
 namespace {
 
-using ls::testing::TempDir;
+using lstest::TempDir;
 
 // Something of every kind the reader meets: functions of each binding and visibility,
 // data in each section kind, literals, a jump table, TLS, calls to undefined functions.
@@ -168,7 +169,7 @@ class ElfObjectTest : public ::testing::TestWithParam<FlagSet> {
     std::string src = kVariety;
     if (std::string(GetParam().flags).find("-DCOMMON") != std::string::npos)
       src += "int common_var;\nint *common_user(void) { return &common_var; }\n";
-    path_ = ls::testing::compile(dir_, "variety", src, GetParam().flags);
+    path_ = lstest::compile_c(dir_, "variety", src, GetParam().flags);
     obj_ = std::make_unique<Object>(Object::load(path_));
   }
 
@@ -178,8 +179,8 @@ class ElfObjectTest : public ::testing::TestWithParam<FlagSet> {
 };
 
 TEST_P(ElfObjectTest, SectionsMatchReadelf) {
-  auto expected = ls::testing::readelf_sections(path_);
-  auto image = ls::testing::read_bytes(path_);
+  auto expected = lstest::readelf_sections(path_);
+  auto image = lstest::read_bytes(path_);
   const auto& sections = obj_->sections();
   ASSERT_EQ(sections.size(), expected.size());
   for (size_t i = 0; i < sections.size(); i++) {
@@ -191,7 +192,7 @@ TEST_P(ElfObjectTest, SectionsMatchReadelf) {
     if (auto t = expected_sh_type(e.type)) {
       EXPECT_EQ(s.type, *t);
     }
-    EXPECT_EQ(ls::testing::flag_letters(s.flags), e.flags);
+    EXPECT_EQ(lstest::flag_letters(s.flags), e.flags);
     EXPECT_EQ(s.size, e.size);
     EXPECT_EQ(s.entsize, e.entsize);
     EXPECT_EQ(s.link, e.link);
@@ -214,7 +215,7 @@ TEST_P(ElfObjectTest, SectionsMatchReadelf) {
 }
 
 TEST_P(ElfObjectTest, AllocatedBytesMatchObjcopy) {
-  auto expected = ls::testing::readelf_sections(path_);
+  auto expected = lstest::readelf_sections(path_);
   std::multiset<std::string> names;
   for (const auto& e : expected) names.insert(e.name);
   int compared = 0;
@@ -222,19 +223,19 @@ TEST_P(ElfObjectTest, AllocatedBytesMatchObjcopy) {
     if (e.type != "PROGBITS" || e.flags.find('A') == std::string::npos || e.size == 0) continue;
     if (names.count(e.name) != 1) continue;   // --only-section needs a unique name
     SCOPED_TRACE(e.name);
-    std::string out = dir_.file("section.bin");
-    ls::testing::run("objcopy -O binary --only-section=" + ls::testing::shell_quote(e.name) + " " +
-                     ls::testing::shell_quote(path_) + " " + ls::testing::shell_quote(out));
+    std::string out = dir_ / "section.bin";
+    lstest::sh_stdout("objcopy -O binary --only-section=" + lstest::quote(e.name) + " " +
+                      lstest::quote(path_) + " " + lstest::quote(out));
     const Section* s = obj_->find_section(e.name);
     ASSERT_NE(s, nullptr);
-    EXPECT_EQ(s->bytes, ls::testing::read_bytes(out));
+    EXPECT_EQ(s->bytes, lstest::read_bytes(out));
     compared++;
   }
   EXPECT_GT(compared, 0);
 }
 
 TEST_P(ElfObjectTest, SymbolsMatchReadelf) {
-  auto expected = ls::testing::readelf_symbols(path_);
+  auto expected = lstest::readelf_symbols(path_);
   const auto& symbols = obj_->symbols();
   ASSERT_EQ(symbols.size(), expected.size());
   for (size_t i = 0; i < symbols.size(); i++) {
@@ -259,8 +260,8 @@ TEST_P(ElfObjectTest, SymbolsMatchReadelf) {
 }
 
 TEST_P(ElfObjectTest, RelocationsMatchReadelf) {
-  auto sections = ls::testing::readelf_sections(path_);
-  auto relocs = ls::testing::readelf_relocs(path_);
+  auto sections = lstest::readelf_sections(path_);
+  auto relocs = lstest::readelf_relocs(path_);
   std::set<uint32_t> targets;
   int compared = 0;
   for (const auto& rs : sections) {
@@ -302,7 +303,7 @@ TEST_P(ElfObjectTest, RelocationsMatchReadelf) {
 }
 
 TEST_P(ElfObjectTest, LoadAndFromMemoryAgree) {
-  Object m = Object::from_memory(ls::testing::read_bytes(path_), "in-memory.o");
+  Object m = Object::from_memory(lstest::read_bytes(path_), "in-memory.o");
   EXPECT_EQ(m.path(), "in-memory.o");
   EXPECT_EQ(obj_->path(), path_);
   EXPECT_EQ(m.machine(), Machine::X86_64);
@@ -384,7 +385,7 @@ class RelocKindTest : public ::testing::TestWithParam<KindCase> {};
 TEST_P(RelocKindTest, Classified) {
   const KindCase& c = GetParam();
   TempDir dir;
-  std::string path = ls::testing::compile(dir, "k", c.source, c.flags);
+  std::string path = lstest::compile_c(dir, "k", c.source, c.flags);
   Object obj = Object::load(path);
   int found = 0;
   for (const Section& s : obj.sections())
@@ -394,9 +395,9 @@ TEST_P(RelocKindTest, Classified) {
     }
   EXPECT_GT(found, 0) << "no " << to_string(c.kind) << " relocation against '" << c.symbol
                       << "'; readelf:\n"
-                      << ls::testing::run("readelf -rW " + path);
+                      << lstest::sh_stdout("readelf -rW " + path);
   // And readelf agrees that the object has the raw type we meant to produce.
-  EXPECT_NE(ls::testing::run("readelf -rW " + path).find(c.raw_type), std::string::npos);
+  EXPECT_NE(lstest::sh_stdout("readelf -rW " + path).find(c.raw_type), std::string::npos);
 }
 
 INSTANTIATE_TEST_SUITE_P(X86_64, RelocKindTest, ::testing::ValuesIn(kKindCases),

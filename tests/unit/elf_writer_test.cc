@@ -11,12 +11,13 @@
 
 #include "elf/object.h"
 #include "elf/writer.h"
-#include "testing.h"
+#include "support/readelf.h"
+#include "support/support.h"
 
 namespace ls::elf {
 namespace {
 
-using ls::testing::TempDir;
+using lstest::TempDir;
 
 // Text and data with relocations, a section of no bits, symbols added with locals and
 // globals interleaved (as callers meet them), a section symbol asked for twice.
@@ -188,9 +189,9 @@ TEST(ElfWriter, OurReaderAndBinutilsAgree) {
 
   // readelf validates what libelf does not (e.g. symbols' ordering against sh_info).
   TempDir dir;
-  std::string path = dir.file("sample.o");
-  ls::testing::write_bytes(path, *bytes);
-  std::string out = ls::testing::run("LC_ALL=C readelf -W -a " + ls::testing::shell_quote(path) + " 2>&1");
+  std::string path = dir / "sample.o";
+  lstest::write_bytes(path, *bytes);
+  std::string out = lstest::sh_stdout("LC_ALL=C readelf -W -a " + lstest::quote(path) + " 2>&1");
   EXPECT_EQ(out.find("Warning"), std::string::npos) << out;
   EXPECT_EQ(out.find("Error"), std::string::npos) << out;
   EXPECT_NE(out.find("R_X86_64_PLT32         0000000000000000 ext - 4"), std::string::npos) << out;
