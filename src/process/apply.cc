@@ -354,7 +354,9 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
     LS_TRY(ledger->commit(opt.pid));
     kill_point(tool, "apply:confirmed");
     payload = nlohmann::json{{"splice_us", done->longest_us}, {"attempts", done->attempts}, {"map_us", map_us},
-                             {"thread", code_borrow.tid}, {"calls", copy_borrow.calls + code_borrow.calls}}.dump();
+                             {"thread", code_borrow.tid}, {"calls", copy_borrow.calls + code_borrow.calls},
+                             {"parked_calls", copy_borrow.parked_calls + code_borrow.parked_calls},
+                             {"parked_us", copy_borrow.parked_us + code_borrow.parked_us}}.dump();
     return {};
   }, Paging::Locked);   // no copy-on-write faults while a thread is borrowed or stopped
   if (!outcome) return fail_with(outcome.status());
@@ -363,14 +365,16 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   const double pause_us = std::max(map_pause_us, splice_us);
   const char* longest = map_pause_us > splice_us ? "map" : "splice";
   int attempts = report.at("attempts").get<int>() - 1;
-  ctx.note(fmt::format("mapped with thread {}: {} calls, kept from running {:.0f} us", report.at("thread").get<int>(),
-                       report.at("calls").get<int>(), map_pause_us));
+  ctx.note(fmt::format("mapped with thread {}: {} calls, kept from running {:.0f} us; {} calls by livesplice's "
+                       "parked thread in {:.0f} us", report.at("thread").get<int>(), report.at("calls").get<int>(),
+                       map_pause_us, report.at("parked_calls").get<int>(), report.at("parked_us").get<double>()));
   ctx.note(fmt::format("done in {:.1f} ms: {} bytes at {}", ms(), image->bytes.size(), *base));
 
   if (ctx.json) {
     nlohmann::json j{{"applied", true},       {"id", u.id},           {"pid", opt.pid},
                      {"pause_us", pause_us},  {"pause_phases_us", {{"map", map_pause_us}, {"splice", splice_us}}},
                      {"borrowed", {{"thread", report.at("thread")}, {"calls", report.at("calls")}}},
+                     {"parked", {{"calls", report.at("parked_calls")}, {"us", report.at("parked_us")}}},
                      {"attempts", attempts + 1}, {"functions", entry.functions},
                      {"new_functions", entry.new_functions}, {"code_at", fmt::format("{}", *base)},
                      {"code_bytes", image->bytes.size()}, {"prepare_ms", ms()}};

@@ -44,12 +44,16 @@ struct RegionRequest {
   std::span<const uint8_t> contents;   // its first bytes, written from our side while mapping
 };
 
-// What borrowing a thread cost the target: which thread, for how many calls, kept from
-// running for how long (first interrupt to resume).
+// What borrowing a thread cost the target: which thread of the program, for how many
+// calls, kept from running for how long (first interrupt to resume); and the calls made
+// by the thread livesplice parked in it (parked.h), and how long that one lived, which
+// kept no thread of the program from running.
 struct Borrow {
   pid_t tid = 0;
   int calls = 0;
   double us = 0;
+  int parked_calls = 0;
+  double parked_us = 0;
 };
 
 class RegionSet {
