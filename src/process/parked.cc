@@ -82,25 +82,29 @@ Result<std::unique_ptr<ParkedThread>> ParkedThread::create(ThreadGroupStop& grou
     why = fmt::format("{} failed: {}", clone_call().describe(), std::strerror(static_cast<int>(-*tid)));
     return std::unique_ptr<ParkedThread>();
   }
-  std::unique_ptr<ParkedThread> p(
+  return std::unique_ptr<ParkedThread>(
       new ParkedThread(group, static_cast<pid_t>(*tid), borrowed.gadget(), borrowed.filters()));
+}
+
+Status ParkedThread::take_over() {
+  taken_ = true;
   int status = 0;
   user_regs_struct regs;
-  if (!wait_stop(p->tid(), status) || ptrace(PTRACE_GETREGS, p->tid(), nullptr, &regs) != 0) {
-    p->ended_ = true;   // gone, or out of our hands
-    return error("thread {}: the thread it created for livesplice cannot be driven", borrowed.tid());
+  if (!wait_stop(tid(), status) || ptrace(PTRACE_GETREGS, tid(), nullptr, &regs) != 0) {
+    ended_ = true;   // gone, or out of our hands
+    return error("process {}: the thread it created for livesplice cannot be driven", group_.pid());
   }
-  regs.rip = p->gadget_.value();
+  regs.rip = gadget_.value();
   regs.rax = SYS_exit;
   regs.orig_rax = static_cast<uint64_t>(-1);
   regs.rdi = 0;
-  LS_TRY(p->park(regs));
+  LS_TRY(park(regs));
   // Every signal blocked before it runs anything (SIGKILL and SIGSTOP cannot be).
   uint64_t all = ~uint64_t{0};
-  if (ptrace(PTRACE_SETSIGMASK, p->tid(), sizeof all, &all) != 0)
-    return error("thread {}: cannot block its signals: {}", p->tid(), std::strerror(errno));
-  p->sc_ = std::make_unique<RemoteSyscall>(group, p->thread_, p->gadget_, p->filters_);
-  return p;
+  if (ptrace(PTRACE_SETSIGMASK, tid(), sizeof all, &all) != 0)
+    return error("thread {}: cannot block its signals: {}", tid(), std::strerror(errno));
+  sc_ = std::make_unique<RemoteSyscall>(group_, thread_, gadget_, filters_);
+  return {};
 }
 
 Status ParkedThread::park(const user_regs_struct& regs) {
@@ -141,6 +145,7 @@ Result<int64_t> ParkedThread::call(const PlannedCall& c) {
 }
 
 Status ParkedThread::end() {
+  if (!ended_ && !taken_) (void)take_over();   // never taken over: parked first, to exit
   if (ended_) return {};
   Status first;
   if (scratch_) {

@@ -16,12 +16,11 @@
 // What is hard:
 //  - Signals. A process-directed signal is delivered to any thread that does not block
 //    it. The new thread gets every signal blocked (PTRACE_SETSIGMASK) in its first stop,
-//    before it runs, and the kernel never picks a thread in a ptrace-stop for one.
-//    (The one thing left: a signal sent in the microseconds between the clone and that
-//    first stop, when the borrowed thread — the only one that wanted it — is stopped;
-//    the kernel could choose the new thread, which then leaves it pending for the
-//    process. The borrowed thread takes it as it resumes: it resumes in the kernel's
-//    signal path, which looks at the process's pending signals.)
+//    before it runs anything, and the kernel never picks a thread in a ptrace-stop for
+//    one. Left: a signal sent in the microseconds between the clone and that first stop,
+//    for which the kernel may choose the new thread (it wants signals the way its
+//    creator does); it then stays pending for the process until another thread looks
+//    (its creator does as it resumes, in the kernel's signal path, if still then).
 //  - Our death. Between calls the thread is parked on an exit(0) at the syscall gadget:
 //    were the tracer killed, the kernel would detach it and it would only exit. (Its
 //    calls run inside a guardian child, guardian.h, which finishes them anyway.)
@@ -55,11 +54,14 @@ namespace ls::proc {
 class ParkedThread {
  public:
   // A new thread, made by a clone() `borrowed` makes (a thread of `group`, in a stop of
-  // ours), every signal blocked, parked. nullptr when the target cannot have one (see
-  // top; `why` then says why): the caller keeps using `borrowed`. Give `borrowed` back
-  // as soon as this returns.
+  // ours). nullptr when the target cannot have one (see top; `why` then says why): the
+  // caller keeps using `borrowed`. Otherwise give `borrowed` back, then take_over().
   static Result<std::unique_ptr<ParkedThread>> create(ThreadGroupStop& group, RemoteSyscall& borrowed,
                                                       std::string& why);
+  // Waits for the new thread's first stop (it runs nothing of the program's before it),
+  // parks it and blocks its signals. Once, after create(), with its creator given back:
+  // the creator waits for none of it.
+  Status take_over();
   ~ParkedThread() { (void)end(); }
   ParkedThread(const ParkedThread&) = delete;
   ParkedThread& operator=(const ParkedThread&) = delete;
@@ -91,6 +93,7 @@ class ParkedThread {
   std::unique_ptr<RemoteSyscall> sc_;
   std::optional<TargetRange> scratch_;
   int calls_ = 0;
+  bool taken_ = false;   // take_over() was called
   bool ended_ = false;
   std::chrono::steady_clock::time_point born_, died_;
 };

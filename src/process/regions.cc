@@ -139,6 +139,7 @@ class Borrowed {
     b->parked = std::move(parked.value());
     b->give_back();
     b->cpu->end();
+    LS_TRY(b->parked->take_over());
     if (scratch == 0) return b;
     if (Status s = b->parked->take_scratch(scratch, avoid); s.ok()) return b;
     // No scratch page for it (a race for the address): the old way, from the start.
