@@ -22,8 +22,10 @@ namespace ls::proc {
 namespace {
 
 constexpr uint64_t kPage = 4096;
+// CLONE_PTRACE: the new thread is traced by us like its creator (seized: it starts in a
+// PTRACE_EVENT_STOP), without the creator stopping to report the clone.
 constexpr uint64_t kThreadFlags =
-    CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
+    CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM | CLONE_PTRACE;
 
 PlannedCall clone_call() { return {SYS_clone, {kThreadFlags, 0, 0, 0, 0, 0}}; }
 PlannedCall exit_call() { return {SYS_exit, {0, 0, 0, 0, 0, 0}}; }
@@ -73,9 +75,6 @@ Result<std::unique_ptr<ParkedThread>> ParkedThread::create(ThreadGroupStop& grou
     why = refused;
     return std::unique_ptr<ParkedThread>();
   }
-  // The clone is reported (PTRACE_EVENT_CLONE) and its thread attached and stopped.
-  if (ptrace(PTRACE_SETOPTIONS, borrowed.tid(), nullptr, PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE) != 0)
-    return error("thread {}: cannot trace the threads it creates: {}", borrowed.tid(), std::strerror(errno));
   auto tid = borrowed.call(clone_call());
   if (!tid) return tid.status();
   if (*tid <= 0) {   // EAGAIN: at its thread limit

@@ -725,9 +725,7 @@ Result<int64_t> RemoteSyscall::call(const PlannedCall& c) {
       thread_.gone = true;
       return error("thread {}: exited during an injected syscall", thread_.tid);
     }
-    // A clone the call makes is reported first (PTRACE_EVENT_CLONE, with the tracee's
-    // PTRACE_O_TRACECLONE: parked.h), from inside the call: step on to its end.
-    if (!WIFSTOPPED(status) || (status >> 16) == PTRACE_EVENT_CLONE) continue;
+    if (!WIFSTOPPED(status)) continue;
     if (ptrace(PTRACE_GETREGS, thread_.tid, nullptr, &after) != 0)
       return error("thread {}: cannot read syscall result: {}", thread_.tid, std::strerror(errno));
     if (WSTOPSIG(status) == SIGTRAP && after.rip == gadget_.value() + 2) break;
