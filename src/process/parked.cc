@@ -98,8 +98,10 @@ Status ParkedThread::take_over() {
   regs.orig_rax = static_cast<uint64_t>(-1);
   regs.rdi = 0;
   LS_TRY(park(regs));
-  // Every signal blocked before it runs anything (SIGKILL and SIGSTOP cannot be).
-  uint64_t all = ~uint64_t{0};
+  // Every signal blocked before it runs anything (SIGKILL and SIGSTOP cannot be), but
+  // SIGTRAP: each call is a single step, and a step's trap in a thread that blocks
+  // SIGTRAP resets the whole process's SIGTRAP handler to the default.
+  uint64_t all = ~(uint64_t{1} << (SIGTRAP - 1));
   if (ptrace(PTRACE_SETSIGMASK, tid(), sizeof all, &all) != 0)
     return error("thread {}: cannot block its signals: {}", tid(), std::strerror(errno));
   sc_ = std::make_unique<RemoteSyscall>(group_, thread_, gadget_, filters_);

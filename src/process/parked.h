@@ -24,7 +24,8 @@
 //  - Signals. A process-directed signal is delivered to any thread that does not block
 //    it. The new thread gets every signal blocked (PTRACE_SETSIGMASK) in its first stop,
 //    before it runs anything, and the kernel never picks a thread in a ptrace-stop for
-//    one. Left: a signal sent in the microseconds between the clone and that first stop,
+//    one. Every signal but SIGTRAP: the kernel delivers a single step's trap by force,
+//    and forcing a signal a thread blocks resets the process's handler for it. Left: a signal sent in the microseconds between the clone and that first stop,
 //    for which the kernel may choose the new thread (it wants signals the way its
 //    creator does); it then stays pending for the process until another thread looks
 //    (its creator does as it resumes, in the kernel's signal path, if still then).

@@ -3,8 +3,9 @@
 // thread lent for them is a serving one. It must be lent for one call only (the clone
 // of livesplice's parked thread, parked.h), the batch made while it runs.
 //
-// Asserted: the thread of the program makes one call per mapping and per unmapping,
-// the parked thread the rest. Measured and printed, from inside the target
+// Asserted: the thread of the program makes one call per mapping, the parked thread
+// the rest; and the program's own SIGTRAP handler outlives the parked thread's single
+// steps. Measured and printed, from inside the target
 // (cases/serving): each thread spins and records every time it was held over a window
 // opened just before a command and closed after it, beside the splice's own stop in
 // the same window (the last hold of an apply, the first of an undo). Those times are
@@ -137,6 +138,9 @@ class Serving : public PtraceTest {
       if (auto r = worst_over_splice(undo_holds, false, log)) undo_ratio.push_back(*r);
       log += "\n";
     }
+    // The program raises SIGTRAP and handles it: livesplice's single steps in a thread
+    // of the process must not have reset its handler (the process would die of it).
+    prog.wait_for_count("sentinel 1001", 3, prog.line_count());
     expect_alive_and_running(prog);
     log += "median of the longest other hold over the splice's: apply " + std::to_string(median(apply_ratio)) +
            ", undo " + std::to_string(median(undo_ratio)) + "\n";

@@ -17,10 +17,12 @@
  * as the scheduler makes it: noise the test takes medians against).
  *
  * While word 0 is zero the threads nap 1 ms at a time, and thread 0 prints
- * "sentinel N" every 10 naps. */
+ * "sentinel N" every 10 naps, after raising SIGTRAP, which the program handles (as a
+ * debugger-aware program or a JIT may): a handler lost kills it. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +37,13 @@
 #define MAX_THREADS 7
 
 static volatile uint64_t *shared;
+static volatile sig_atomic_t traps;
+
+static void on_trap(int sig)
+{
+	(void)sig;
+	traps++;
+}
 
 struct instant {
 	uint64_t wall, cpu, switches;
@@ -69,8 +78,10 @@ static void *serve(void *arg)
 			mine[0] = 0;
 			struct timespec ms = { 0, 1000 * 1000 };
 			int value = sentinel();
-			if (index == 0 && naps++ % 10 == 0)
-				printf("sentinel %d\n", value);
+			if (index == 0 && naps++ % 10 == 0) {
+				raise(SIGTRAP);
+				printf("sentinel %d traps %d\n", value, (int)traps);
+			}
 			nanosleep(&ms, NULL);
 			continue;
 		}
@@ -104,6 +115,7 @@ int main(int argc, char **argv)
 	int fd = argc > 2 ? open(argv[2], O_RDWR) : -1;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	signal(SIGTRAP, on_trap);
 	if (threads < 1 || threads > MAX_THREADS || fd < 0) {
 		fprintf(stderr, "usage: prog THREADS FILE (1 to %d threads)\n", MAX_THREADS);
 		return 2;
