@@ -32,6 +32,7 @@
 #include "core/addr.h"
 #include "core/result.h"
 #include "process/ledger.h"
+#include "process/target.h"
 
 namespace ls::proc {
 
@@ -54,7 +55,7 @@ struct Borrow {
 
 class RegionSet {
  public:
-  explicit RegionSet(pid_t pid) : pid_(pid) {}
+  explicit RegionSet(const Target& target) : target_(target) {}
   ~RegionSet();
   RegionSet(const RegionSet&) = delete;
   RegionSet& operator=(const RegionSet&) = delete;
@@ -71,13 +72,13 @@ class RegionSet {
   void commit() { committed_ = true; }
 
  private:
-  pid_t pid_;
+  const Target& target_;
   std::vector<Region> regions_;
   Borrow borrow_;
   bool committed_ = false;
 };
 
 // Unmaps regions of an earlier apply (undo), with one borrowed thread.
-Result<Borrow> unmap_regions(pid_t pid, const std::vector<Region>& regions);
+Result<Borrow> unmap_regions(const Target& target, const std::vector<Region>& regions);
 
 }  // namespace ls::proc
