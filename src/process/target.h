@@ -66,7 +66,8 @@ class Target {
   void unlock() { lock_.reset(); }
 
   // The ledger, verified against the maps as last read (Ledger::read); needs the lock.
-  // Read again after a guardian committed to its own copy.
+  // Read again after a guardian committed to its own copy. ledger() is the one last
+  // read: call read_ledger() first.
   Status read_ledger();
   Ledger& ledger() { return *ledger_; }
   const Ledger& ledger() const { return *ledger_; }
