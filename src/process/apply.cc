@@ -37,8 +37,6 @@ namespace ls::proc {
 
 namespace {
 
-constexpr int kLockWaitS = 60;   // a killed command's guardian finishing its retries
-
 std::string now_iso() {
   std::time_t t = std::time(nullptr);
   char buf[32];
@@ -377,14 +375,14 @@ Exit apply_update(Context& ctx, Target& target, const update::Contents& u, const
                   const StopPolicy& policy) {
   Apply a{ctx, target, u, update_path, policy};
   auto steps = [&]() -> Status {
-    LS_TRY(read_process(a));
-    LS_TRY(repair(a));
+    LS_TRY(read_process(a));      // under the lock: maps, modules, build-ids, ledger
+    LS_TRY(repair(a));            // what killed commands left
     if (a.finished_by_repair) return {};
-    LS_TRY(match_functions(a));
-    LS_TRY(place_and_link(a));
-    LS_TRY(guard_functions(a));
-    LS_TRY(prepare_record(a));
-    return splice_in_guardian(a);
+    LS_TRY(match_functions(a));   // the proof: pre code is what runs (exit 2 if not)
+    LS_TRY(place_and_link(a));    // within reach of the code it replaces
+    LS_TRY(guard_functions(a));   // trampolines and what the safety check guards
+    LS_TRY(prepare_record(a));    // the entry and the regions, checked: nothing changed yet
+    return splice_in_guardian(a);   // record, map, stop, check, write, resume, confirm
   };
   if (Status s = steps(); !s.ok()) return failed(ctx, u, target.pid(), s);
   return a.finished_by_repair ? report_finished_by_repair(a) : report(a);

@@ -38,6 +38,9 @@ namespace ls::proc {
 // look at it (ledger.h).
 enum class Access { Look, Change };
 
+// How long a command waits for the lock: a killed command's guardian finishing its retries.
+inline constexpr int kLockWaitS = 60;
+
 class Target {
  public:
   // Reads its maps first, so that a process we may not look at is told as a permission

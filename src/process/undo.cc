@@ -25,8 +25,6 @@ namespace ls::proc {
 
 namespace {
 
-constexpr int kLockWaitS = 60;   // a killed command's guardian finishing its retries
-
 // An entry that a later entry stacks on (a later trampoline sits inside its regions).
 const LedgerEntry* stacked_on(const Ledger& ledger, size_t idx) {
   const LedgerEntry& e = ledger.entries()[idx];
