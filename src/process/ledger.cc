@@ -476,11 +476,10 @@ LedgerLock::~LedgerLock() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-Result<Ledger> Ledger::read(pid_t pid, const std::vector<Mapping>& maps) {
+Result<Ledger> Ledger::read(const ProcessKey& key, const std::vector<Mapping>& maps) {
+  const pid_t pid = key.pid;
   Ledger l;
-  auto key = process_key(pid);
-  if (!key) return key.status();
-  l.key_ = *key;
+  l.key_ = key;
   auto dir = state_dir();
   if (!dir) return dir.status();
   std::string path = record_path(*dir, l.key_, "json");
@@ -555,7 +554,8 @@ LedgerEntry* Ledger::entry(const std::string& id) {
   return nullptr;
 }
 
-Status Ledger::commit(pid_t pid) {
+Status Ledger::commit() {
+  const pid_t pid = key_.pid;
   if (!copy_) return error("process {}: no ledger region", pid);
   std::string text = serialize_ledger(entries_);
   if (text.size() + 1 > kLedgerSize) return error("process {}: ledger full ({} bytes needed)", pid, text.size());

@@ -129,9 +129,10 @@ class LedgerLock {
 
 class Ledger {
  public:
-  // The record of `pid`, verified against the copy in the process (see the top of this
-  // file); an empty ledger when neither exists. Refusals of tampering are Exit::Unsafe.
-  static Result<Ledger> read(pid_t pid, const std::vector<Mapping>& maps);
+  // The record of process `key`, verified against the copy in the process (see the top
+  // of this file) as `maps` show it; an empty ledger when neither exists. Refusals of
+  // tampering are Exit::Unsafe.
+  static Result<Ledger> read(const ProcessKey& key, const std::vector<Mapping>& maps);
 
   const ProcessKey& key() const { return key_; }
   bool exists() const { return copy_.has_value(); }
@@ -146,10 +147,11 @@ class Ledger {
   const LedgerEntry* find(const std::string& id_prefix) const;
   LedgerEntry* entry(const std::string& id);
 
-  // Replaces the record (atomically), then rewrites the copy in the process. Writes
-  // only into the memfd the record names (checked by inode on the open file), or the
-  // anonymous mapping the record names (checked in /proc/PID/maps first).
-  Status commit(pid_t pid);
+  // Replaces the record (atomically), then rewrites the copy in the process whose
+  // ledger this is (key()). Writes only into the memfd the record names (checked by
+  // inode on the open file), or the anonymous mapping the record names (checked in
+  // /proc/PID/maps first).
+  Status commit();
 
   // What reading found and put right on the way (a copy one commit behind), for the
   // command to say.

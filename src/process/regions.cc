@@ -435,7 +435,7 @@ Result<Mapped> map_in_target(pid_t pid, const std::vector<RegionRequest>& reques
 }  // namespace
 
 Status RegionSet::map(const std::vector<RegionRequest>& requests, const std::vector<RegionRequest>& then) {
-  auto mapped = map_in_target(pid_, requests, then);
+  auto mapped = map_in_target(target_.pid(), requests, then);
   if (!mapped) return mapped.status();
   regions_ = std::move(mapped->regions);
   borrow_ = mapped->borrow;
@@ -443,10 +443,11 @@ Status RegionSet::map(const std::vector<RegionRequest>& requests, const std::vec
 }
 
 RegionSet::~RegionSet() {
-  if (!committed_ && !regions_.empty()) (void)unmap_regions(pid_, regions_);
+  if (!committed_ && !regions_.empty()) (void)unmap_regions(target_, regions_);
 }
 
-Result<Borrow> unmap_regions(pid_t pid, const std::vector<Region>& regions) {
+Result<Borrow> unmap_regions(const Target& target, const std::vector<Region>& regions) {
+  const pid_t pid = target.pid();
   if (regions.empty()) return Borrow{};
   // Locked: the guardian's pages are faulted in before the borrow, not during it.
   auto done = run_to_completion([&](std::string& payload) {

@@ -33,6 +33,7 @@
 #include "core/addr.h"
 #include "core/result.h"
 #include "process/ledger.h"
+#include "process/target.h"
 
 namespace ls::proc {
 
@@ -59,7 +60,7 @@ struct Borrow {
 
 class RegionSet {
  public:
-  explicit RegionSet(pid_t pid) : pid_(pid) {}
+  explicit RegionSet(const Target& target) : target_(target) {}
   ~RegionSet();
   RegionSet(const RegionSet&) = delete;
   RegionSet& operator=(const RegionSet&) = delete;
@@ -76,13 +77,13 @@ class RegionSet {
   void commit() { committed_ = true; }
 
  private:
-  pid_t pid_;
+  const Target& target_;
   std::vector<Region> regions_;
   Borrow borrow_;
   bool committed_ = false;
 };
 
 // Unmaps regions of an earlier apply (undo), with one batch of calls, as map() does.
-Result<Borrow> unmap_regions(pid_t pid, const std::vector<Region>& regions);
+Result<Borrow> unmap_regions(const Target& target, const std::vector<Region>& regions);
 
 }  // namespace ls::proc
