@@ -1,0 +1,2 @@
+extern int greet_count;
+int greet(char *buf, unsigned long size);
