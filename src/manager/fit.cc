@@ -54,10 +54,11 @@ std::string build_id_of(int fd) {
 using BuildIds = std::map<std::pair<std::string, uint64_t>, std::string>;
 
 std::vector<MappedBinary> binaries_of(Context& ctx, pid_t pid, const std::vector<proc::Mapping>& maps, BuildIds& known) {
-  // Only files mapped executable are binaries; data files (locales, fonts) are not.
+  // Only files mapped executable are binaries; data files (locales, fonts) are not, nor
+  // memfds (livesplice's own new code, a JIT's), which are always "deleted".
   std::set<std::pair<std::string, uint64_t>> code;
   for (const auto& m : maps)
-    if (m.file_backed() && m.exec) code.emplace(m.path, m.inode);
+    if (m.file_backed() && m.exec && !m.path.starts_with("/memfd:")) code.emplace(m.path, m.inode);
   std::vector<MappedBinary> out;
   for (const auto& m : maps) {
     auto key = std::make_pair(m.path, m.inode);

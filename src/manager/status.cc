@@ -1,11 +1,21 @@
 // `livesplice status [--json]`: the store, and what of it is applied where (Uptrack's
 // show). Read-only: it takes the store's lock shared and no process's lock (machine.h).
+//
+// It also answers what an administrator asks after a package upgrade (Debian's
+// needrestart asks it too): which processes still run code older than what is on disk,
+// because the file they mapped was replaced or deleted since they started. Such a
+// process is covered when a live update applied there brings the version now installed:
+// its effective version is the installed package's version (dpkg). Anything else still
+// needs a restart, and status says why: no stored update fits it, one fits and failed
+// (its error), or the applied update's label is another version.
 #include <map>
+#include <optional>
 
 #include <fmt/ranges.h>
 
 #include "manager/machine.h"
 #include "manager/manager.h"
+#include "core/process.h"
 #include "manager/store.h"
 
 namespace ls::manager {
@@ -94,6 +104,76 @@ Json unstored_json(const Store& store, const Machine& machine) {
   return out;
 }
 
+struct Package {
+  std::string name, version;
+};
+
+// The Debian package that owns `path`, with its installed version; nullopt when no
+// package does (or there is no dpkg). Debian 12 merged /usr: dpkg may know a library
+// under /lib that the loader mapped from /usr/lib, or the other way round.
+std::optional<Package> owning_package(const std::string& path) {
+  if (!find_program("dpkg-query", std::getenv("PATH") ? std::getenv("PATH") : "/usr/bin:/bin")) return std::nullopt;
+  std::vector<std::string> candidates{path};
+  if (path.starts_with("/usr/")) candidates.push_back(path.substr(4));
+  else candidates.push_back("/usr" + path);
+  for (const auto& p : candidates) {
+    RunResult owner = run({"dpkg-query", "-S", p}, {.interruptible = false});
+    size_t colon = owner.output.find(": ");
+    if (owner.status != 0 || colon == std::string::npos || owner.output.find('\n') < colon) continue;
+    std::string name = owner.output.substr(0, colon);
+    if (name.find(", ") != std::string::npos) name = name.substr(0, name.find(", "));   // diverted or shared
+    RunResult version = run({"dpkg-query", "-W", "-f", "${Version}", name}, {.interruptible = false});
+    if (version.status == 0 && !version.output.empty()) return Package{name, version.output};
+  }
+  return std::nullopt;
+}
+
+// Processes whose mapped binaries were replaced or deleted on disk since they started,
+// and whether live updates cover that (see the top of this file).
+Json outdated_json(const Store& store, const Machine& machine, const Json& binaries) {
+  std::map<std::string, std::optional<Package>> packages;
+  Json out = Json::array();
+  for (const auto& p : machine.processes)
+    for (const auto& b : p.binaries) {
+      if (!b.replaced) continue;
+      auto known = packages.find(b.path);
+      if (known == packages.end()) known = packages.emplace(b.path, owning_package(b.path)).first;
+      const std::optional<Package>& pkg = known->second;
+      Json effective = nullptr;   // from binaries_json: this process, this binary
+      for (const auto& bj : binaries)
+        if (bj["name"] == b.name && bj["build_id"] == b.build_id)
+          for (const auto& pj : bj["processes"])
+            if (pj["pid"] == p.pid) effective = pj["effective_version"];
+      std::vector<std::string> failures;
+      for (const auto& u : store.updates()) {
+        auto f = fits(u.manifest(), p);
+        if (std::none_of(f.begin(), f.end(), [&](const Fit& x) { return x.binary->path == b.path; })) continue;
+        const proc::LedgerEntry* e = machine.entry(p, u.id);
+        if (!e || e->state != proc::EntryState::Applied)
+          failures.push_back(fmt::format("update {} fits but is not applied: {}", u.short_id(),
+                                         not_applied_reason(store, machine, u, p)));
+      }
+      bool covered = pkg && effective.is_string() && effective.get<std::string>() == pkg->version;
+      std::string why;
+      if (covered) why = "covered: the live updates applied bring the installed version";
+      else if (!failures.empty()) why = failures.front();
+      else if (effective.is_null()) why = "no stored update fits it: restart it";
+      else if (!pkg) why = fmt::format("the file is not from a package: whether the live updates (effective version "
+                                       "'{}') bring what is on disk cannot be told", effective.get<std::string>());
+      else why = fmt::format("the live updates bring version '{}', the installed package is {}: restart it",
+                             effective.get<std::string>(), pkg->version);
+      Json j = process_json(p);
+      j["path"] = b.path;
+      j["package"] = pkg ? Json(pkg->name) : Json(nullptr);
+      j["installed_version"] = pkg ? Json(pkg->version) : Json(nullptr);
+      j["effective_version"] = effective;
+      j["covered"] = covered;
+      j["reason"] = why;
+      out.push_back(std::move(j));
+    }
+  return out;
+}
+
 std::string who(const Json& p) {
   return fmt::format("process {} ({})", p["pid"].get<int>(), printable(p["command"].get<std::string>()));
 }
@@ -126,6 +206,13 @@ void print_text(const Json& s) {
   }
   for (const auto& p : s["unstored"])
     fmt::print("applied but not stored (sync undoes it): {} in {}\n", p["id"].get<std::string>().substr(0, 8), who(p));
+  if (!s["outdated"].empty()) fmt::print("running code older than what is on disk\n");
+  for (const auto& o : s["outdated"])
+    fmt::print("  {}: {}{}: {}\n", who(o), printable(o["path"].get<std::string>()),
+               o["package"].is_null() ? std::string()
+                                      : fmt::format(" (package {} {})", printable(o["package"].get<std::string>()),
+                                                    printable(o["installed_version"].get<std::string>())),
+               printable(o["reason"].get<std::string>()));
   for (const auto& p : s["problems"])
     fmt::print("store problem (skipped): {}: {}\n", printable(p["path"].get<std::string>()),
                printable(p["reason"].get<std::string>()));
@@ -140,6 +227,7 @@ Exit run_status(Context& ctx, const ManagerOptions& opt) {
   for (const auto& u : store.updates()) s["updates"].push_back(update_json(store, machine, u));
   s["binaries"] = binaries_json(store, machine);
   s["unstored"] = unstored_json(store, machine);
+  s["outdated"] = outdated_json(store, machine, s["binaries"]);
   s["problems"] = Json::array();
   for (const auto& p : store.problems()) s["problems"].push_back(Json{{"path", p.path}, {"reason", p.reason}});
   if (ctx.json) fmt::print("{}\n", s.dump(2, ' ', false, Json::error_handler_t::replace));

@@ -262,6 +262,22 @@ TEST_F(Manager, FitsByMappedBuildIdNotByPath) {
   fs::copy_file(tmp / "rebuilt" + "/prog", case_src("single") + "/prog.new");
   fs::rename(case_src("single") + "/prog.new", case_src("single") + "/prog");
   ASSERT_FALSE(maps_with(prog.pid(), "(deleted)").empty()) << "the running binary must be replaced on disk";
+  // status names it as running code older than what is on disk, not covered.
+  auto outdated = [&](const Json& s) {
+    Json mine = Json::array();
+    for (const auto& o : s["outdated"])
+      if (o["pid"] == prog.pid()) mine.push_back(o);
+    return mine;
+  };
+  Json before = outdated(status());
+  ASSERT_EQ(before.size(), 1u) << status().dump(2);
+  EXPECT_EQ(before[0]["path"], case_src("single") + "/prog");
+  EXPECT_EQ(before[0]["covered"], false);
+  EXPECT_NE(before[0]["reason"].get<std::string>().find("no stored update fits it"), std::string::npos) << before;
+  Json strangers = Json::array();
+  for (const auto& o : status()["outdated"])
+    if (o["pid"] == stranger.pid()) strangers.push_back(o);
+  EXPECT_TRUE(strangers.empty()) << "the other build runs what is on disk\n" << strangers;
 
   RunResult r = manage_ok("install", {update});
   EXPECT_EQ(lines_with(r.out, "process " + std::to_string(prog.pid())).size(), 1u) << r.describe();
@@ -269,6 +285,52 @@ TEST_F(Manager, FitsByMappedBuildIdNotByPath) {
   prog.wait_for("sentinel 2002", prog.line_count());
   EXPECT_TRUE(view_updates(stranger).empty());
   EXPECT_TRUE(stopped_or_traced(stranger.pid()).empty());
+  // Now a live update with its label runs there; prog is no package, so whether that
+  // is what is on disk cannot be told, and status says so.
+  Json after = outdated(status());
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_EQ(after[0]["effective_version"], "1.0-2") << after;
+  EXPECT_NE(after[0]["reason"].get<std::string>().find("not from a package"), std::string::npos) << after;
+}
+
+// 9. install and remove killed (SIGKILL, the command's own PID: an apply or undo it runs
+// in a child finishes) at moments spread over their run: the next sync leaves the store
+// and the process agreeing — the update stored and applied, or neither — and exits 0.
+TEST_F(Manager, KilledInstallAndRemoveAreRepairedBySync) {
+  std::string update = single_update();
+  Program prog({case_src("single") + "/prog"});
+  prog.wait_for("sentinel 1001");
+  auto consistent = [&](const std::string& after) {
+    Json s = status();
+    size_t stored = s["updates"].size(), applied = view_updates(prog).size();
+    EXPECT_EQ(stored, applied) << "after " << after << ": stored " << stored << ", applied " << applied << "\n"
+                               << s.dump(2);
+    EXPECT_TRUE(s["unstored"].empty()) << after << "\n" << s.dump(2);
+    if (stored == 1) EXPECT_EQ(s["updates"][0]["applied"].size(), 1u) << after << "\n" << s.dump(2);
+    expect_alive_and_running(prog);
+    return stored == 1;
+  };
+  for (int ms : {5, 30, 80, 150, 300, 600}) {
+    lstest::run({livesplice(), "install", "--root", root(), update}, {"", {}, Millis(ms)});
+    manage_ok("sync");
+    bool stored = consistent("install killed at " + std::to_string(ms) + " ms, then sync");
+    if (!stored) manage_ok("install", {update});
+    lstest::run({livesplice(), "remove", "--root", root(), "--all"}, {"", {}, Millis(ms)});
+    manage_ok("sync");
+    if (consistent("remove killed at " + std::to_string(ms) + " ms, then sync")) manage_ok("remove", {"--all"});
+    ASSERT_TRUE(view_updates(prog).empty());
+  }
+}
+
+// The manager's commands teach: each --help says what it does, names the store option
+// and gives examples.
+TEST(ManagerCli, HelpTeaches) {
+  for (const std::string sub : {"install", "remove", "sync", "status"}) {
+    RunResult r = lstest::run({lstest::livesplice(), sub, "--help"});
+    EXPECT_EQ(r.status, 0) << r.describe();
+    for (const std::string& text : {std::string("--root"), std::string("Examples:"), "livesplice " + sub})
+      EXPECT_NE(r.out.find(text), std::string::npos) << sub << ": '" << text << "' missing from\n" << r.out;
+  }
 }
 
 }  // namespace
