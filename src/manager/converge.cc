@@ -82,23 +82,26 @@ Plan plan(Context& ctx, const Store& store, const Machine& machine, const Goal& 
   return p;
 }
 
+// apply's or undo's options for one process, with the manager's retry settings.
+template <typename Options>
+Options for_process(const ManagerOptions& opt, pid_t pid) {
+  Options o;
+  o.pid = pid;
+  o.retries = opt.retries;
+  o.retry_delay_ms = opt.retry_delay_ms;
+  o.hot_wait_ms = opt.hot_wait_ms;
+  return o;
+}
+
 Outcome run_task(Context& ctx, const ManagerOptions& opt, const Task& t) {
   return run_in_child(ctx, [&](Context& c) {
     if (t.apply) {
-      proc::ApplyOptions a;
-      a.pid = t.pid;
+      auto a = for_process<proc::ApplyOptions>(opt, t.pid);
       a.update = t.update_path;
-      a.retries = opt.retries;
-      a.retry_delay_ms = opt.retry_delay_ms;
-      a.hot_wait_ms = opt.hot_wait_ms;
       return proc::run_apply(c, a);
     }
-    proc::UndoOptions u;
-    u.pid = t.pid;
+    auto u = for_process<proc::UndoOptions>(opt, t.pid);
     u.id = t.id;
-    u.retries = opt.retries;
-    u.retry_delay_ms = opt.retry_delay_ms;
-    u.hot_wait_ms = opt.hot_wait_ms;
     return proc::run_undo(c, u);
   });
 }

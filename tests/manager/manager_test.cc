@@ -46,11 +46,12 @@ class Manager : public PtraceTest {
   }
   Json status(const std::string& store = {}) { return manage_ok("status", {"--json"}, store).json(); }
 
-  // A case of tests/manager/cases, copied and built with plain make.
-  std::string build_manager_case(const std::string& name) {
-    std::string dest = case_src(name);
-    fs::copy(std::string(MANAGER_CASES_DIR) + "/" + name, dest, fs::copy_options::recursive);
-    must({"make", "-s"}, dest, 120s);
+  // The shlib case (libgreet.so and prog) with a second program using the library,
+  // `other` (cases/other.c), built beside it the way prog is.
+  std::string build_two_programs() {
+    std::string dest = build_case("shlib", case_src("shlib"));
+    fs::copy_file(std::string(MANAGER_CASES_DIR) + "/other.c", dest + "/other.c");
+    must({"sh", "-c", "cc -O2 -g -fcf-protection -o other other.c -L. -lgreet -Wl,-rpath,'$ORIGIN'"}, dest, 120s);
     return dest;
   }
   // The single case built and its update made (label `label`): the update's path.
@@ -109,11 +110,11 @@ TEST_F(Manager, InstallPatchesARunningProcess) {
 // 2. A library update fits every program that maps the library: two different programs
 // are patched by one install, and remove undoes it in both and empties the store.
 TEST_F(Manager, LibraryUpdateUsedByTwoProgramsThenRemoved) {
-  std::string src = build_manager_case("twoprograms");
+  std::string src = build_two_programs();
   Program prog({src + "/prog"}), other({src + "/other"});
   prog.wait_for("greeting v1 ");
   other.wait_for("other: greeting v1 ");
-  std::string update = create_update(src, src + "/fix.patch", tmp / "greet.lsu", {"--label", "greet 2"});
+  std::string update = create_update(src, case_dir("shlib") + "/fix.patch", tmp / "greet.lsu", {"--label", "greet 2"});
   RunResult r = manage_ok("install", {update});
   EXPECT_EQ(lines_with(r.out, "applied ").size(), 2u) << r.describe();
   size_t pm = prog.line_count(), om = other.line_count();

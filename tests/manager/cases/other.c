@@ -1,4 +1,5 @@
-/* A second program using libgreet: prints its greeting every 10 ms, marked "other". */
+/* A second program using libgreet (tests/process/cases/shlib): prints its greeting every
+ * 10 ms, marked "other". One update of the library fits it and shlib's prog. */
 #include <stdio.h>
 #include <unistd.h>
 

@@ -1,2 +1,0 @@
-extern int greet_count;
-int greet(char *buf, unsigned long size);
