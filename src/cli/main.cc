@@ -12,6 +12,7 @@
 #include "create/kernel_create.h"
 #include "differ/report.h"
 #include "kernel/apply.h"
+#include "manager/manager.h"
 #include "process/apply.h"
 #include "update/update.h"
 
@@ -45,7 +46,9 @@ int main(int argc, char** argv) {
       "  livesplice view --pid PID                                    what is applied there\n"
       "  livesplice undo --pid PID [ID | --all]                       take it out again\n"
       "  livesplice apply --kernel fix.lsu [--core livesplice.ko]     apply it to the running kernel (root)\n"
-      "  livesplice view --kernel / undo --kernel [ID]                what is applied there / take it out\n\n"
+      "  livesplice view --kernel / undo --kernel [ID]                what is applied there / take it out\n"
+      "  livesplice install fix.lsu                                   keep it applied to every process it fits\n"
+      "  livesplice status / sync / remove ID                         the machine's updates (the manager)\n\n"
       "Exit codes: 0 ok, 1 tool error, 2 cannot be patched safely, 3 no change.",
       "livesplice"};
   app.require_subcommand(1);
@@ -80,6 +83,9 @@ int main(int argc, char** argv) {
   create->add_flag("--in-place", copt.in_place,
                    "Build in the tree itself, not under a private overlay; the tree is restored from copies and "
                    "hard links, which cannot bring back a file the build rewrites in place without the compiler");
+  create->add_option("--label", copt.label,
+                     "The version the fix brings, as users name it (e.g. the fixed package's Debian version); "
+                     "status shows it as the effective version of what the update patches");
   create->add_flag("--json", ctx.json, "Print the summary as JSON on stdout");
   // Kernel updates: the same subcommand, a different pipeline (src/create/kernel_create.h).
   bool kernel = false;
@@ -178,6 +184,81 @@ int main(int argc, char** argv) {
   view->add_flag("--patch", view_patch, "Also print each update's patch text (--pid only)");
   view->add_flag("--json", ctx.json, "Print JSON on stdout");
 
+  // The update manager (src/manager/manager.h): a store of updates kept applied.
+  ls::manager::ManagerOptions mopt;
+  auto manager_options = [&](CLI::App* cmd, bool changes) {
+    cmd->add_option("--root", mopt.root,
+                    "The store's directory (default: $LIVESPLICE_ROOT, else /var/lib/livesplice)");
+    if (!changes) return;
+    cmd->add_option("--retries", mopt.retries, "Further attempts per process when a thread is in the way")
+        ->capture_default_str()->check(CLI::NonNegativeNumber);
+    cmd->add_option("--retry-delay", mopt.retry_delay_ms, "Milliseconds between those attempts")
+        ->capture_default_str()->check(CLI::NonNegativeNumber);
+    cmd->add_option("--hot-wait", mopt.hot_wait_ms, "Milliseconds an attempt lets threads run out of the functions")
+        ->capture_default_str()->check(CLI::NonNegativeNumber);
+    cmd->add_option("--rounds", mopt.rounds,
+                    "Further passes over the processes where it failed, 0.2 s apart, then 4 times longer each")
+        ->capture_default_str()->check(CLI::NonNegativeNumber);
+  };
+  const char* manager_footer =
+      "The store holds the updates this machine should have; every update is applied to every\n"
+      "running process that maps the executable or library it was made for, known by its\n"
+      "build-id as mapped (also when the file was replaced on disk since the process started).\n"
+      "One line per process: applied, already applied, undone, or failed and why. Nothing stops\n"
+      "at the first failure; what failed is tried again (--rounds) and `status` says why.\n"
+      "Exit 0 when everything that fits is done, 2 when a process could not be patched safely,\n"
+      "1 for other failures. One command changes the store at a time (others wait).\n";
+
+  std::vector<std::string> install_files;
+  auto* install = app.add_subcommand(
+      "install", "Put updates in the store and apply each to every running process it fits (as root).");
+  install->footer(std::string(manager_footer) +
+                  "\nExamples:\n"
+                  "  livesplice install fix.lsu\n"
+                  "  livesplice install --root /srv/store a.lsu b.lsu\n");
+  install->add_option("updates", install_files, "Update files made by livesplice create")->required()
+      ->check(CLI::ExistingFile);
+  manager_options(install, true);
+
+  std::vector<std::string> remove_ids;
+  bool remove_all = false;
+  auto* remove = app.add_subcommand(
+      "remove", "Take updates out of the store and undo them in every process they are applied in.");
+  remove->footer(std::string(manager_footer) +
+                 "\nAn update leaves the store first: a remove that is interrupted is finished by\n"
+                 "the next `livesplice sync`, never reverted by it.\n\n"
+                 "Examples:\n"
+                 "  livesplice remove 3f2a        the stored update whose id starts 3f2a (see status)\n"
+                 "  livesplice remove --all\n");
+  auto* remove_ids_opt = remove->add_option("ids", remove_ids, "Update ids (a prefix is enough)");
+  remove->add_flag("--all", remove_all, "Every stored update")->excludes(remove_ids_opt);
+  manager_options(remove, true);
+
+  bool sync_dry_run = false;
+  auto* sync = app.add_subcommand(
+      "sync", "Make the running processes agree with the store: every stored update applied\n"
+              "wherever it fits, every update the store applied and no longer holds undone.");
+  sync->footer(std::string(manager_footer) +
+               "\nIdempotent: a second sync finds everything applied. Updates applied by hand with\n"
+               "`apply` (or from another --root) are left alone.\n\n"
+               "Examples:\n"
+               "  livesplice sync --dry-run     what it would do\n"
+               "  livesplice sync\n");
+  sync->add_flag("--dry-run", sync_dry_run, "Say what would be applied and undone, change nothing");
+  manager_options(sync, true);
+
+  auto* status = app.add_subcommand(
+      "status", "Per stored update: the processes it is applied in, those it fits but is not\n"
+                "applied in and why; per binary, each process's effective version.");
+  status->footer(
+      "The effective version of a binary in a process is the label (create --label) of the\n"
+      "newest stored update applied there. Changes nothing.\n\n"
+      "Examples:\n"
+      "  livesplice status\n"
+      "  livesplice status --json\n");
+  status->add_flag("--json", ctx.json, "Print JSON on stdout");
+  manager_options(status, false);
+
   if (argc <= 1) {   // no subcommand at all: teach, rather than name a missing option
     fmt::print(stderr, "{}", app.help());
     return static_cast<int>(ls::Exit::ToolError);
@@ -198,12 +279,19 @@ int main(int argc, char** argv) {
       kopt.patch_file = copt.patch_file;
       kopt.output = copt.output;
       kopt.keep_work = copt.keep_work;
+      kopt.label = copt.label;
       rc = ls::create::run_kernel_create(ctx, kopt);
     } else if (*create) {
       if (!std::filesystem::is_directory(copt.source_dir))
         throw ls::Error(copt.source_dir + ": not a directory (a tarball is accepted with --kernel only)");
       rc = ls::create::run_create(ctx, copt);
     }
+    else if (*install) rc = ls::manager::run_install(ctx, mopt, install_files);
+    else if (*remove) {
+      if (remove_ids.empty() && !remove_all) throw ls::Error("remove: give the ids of stored updates, or --all");
+      rc = ls::manager::run_remove(ctx, mopt, remove_ids, remove_all);
+    } else if (*sync) rc = ls::manager::run_sync(ctx, mopt, sync_dry_run);
+    else if (*status) rc = ls::manager::run_status(ctx, mopt);
     else if (*info) rc = ls::update::run_info(ctx, update_path);
     else if ((*apply && !apply_kernel && !*apply_pid) || (*undo && !undo_kernel && !*undo_pid) ||
              (*view && !view_kernel && !*view_pid_opt))

@@ -308,6 +308,7 @@ Exit Pipeline::run() {
   in.patch_text = patch.text;
   in.patch_files = patch.files;
   in.build_system = plan.system;
+  in.label = opt_.label;
   std::map<std::string, size_t> target_index;
   for (size_t i = 0; i < pairs.size(); ++i) {
     if (left_out(i)) {   // saying where it went instead

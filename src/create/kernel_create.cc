@@ -208,6 +208,7 @@ Exit run_kernel_create(Context& ctx, const KernelCreateOptions& opt) {
     in.patch_text = patch.text;
     in.patch_files = patch.files;
     in.build_system = "kbuild";
+    in.label = opt.label;
     in.kernel_release = release;
     in.kernel_version = kb.kernel_version();
     in.kernel_module = build_skeleton_module(ctx, headers, kb.compiler(), release, opt.cache_dir);

@@ -450,6 +450,24 @@ Result<ProcessKey> process_key(pid_t pid) {
   return ProcessKey{pid, start};
 }
 
+Result<std::vector<ProcessKey>> recorded_processes() {
+  auto dir = state_dir();
+  if (!dir) return dir.status();
+  std::vector<ProcessKey> out;
+  std::error_code ec;
+  for (const auto& f : std::filesystem::directory_iterator(*dir, ec)) {
+    unsigned long pid = 0;
+    unsigned long long start = 0;
+    char ext[8] = {};
+    if (std::sscanf(f.path().filename().c_str(), "%lu-%llu.%7s", &pid, &start, ext) != 3) continue;
+    if (std::string(ext) != "json" || stat_start_time(static_cast<pid_t>(pid)) != start) continue;
+    out.push_back({static_cast<pid_t>(pid), start});
+  }
+  if (ec) return error("cannot list {}: {}", *dir, ec.message());
+  std::sort(out.begin(), out.end(), [](const ProcessKey& a, const ProcessKey& b) { return a.pid < b.pid; });
+  return out;
+}
+
 Result<LedgerLock> LedgerLock::take(const ProcessKey& key, bool exclusive, int wait_s) {
   auto dir = state_dir();
   if (!dir) return dir.status();

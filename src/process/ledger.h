@@ -110,6 +110,11 @@ struct ProcessKey {
 };
 Result<ProcessKey> process_key(pid_t pid);
 
+// The live processes that have a record (something livesplice applied there, or a
+// leftover to repair): what the update manager looks at to undo, without scanning the
+// machine. A record of a process that is gone (or whose PID was reused) is not listed.
+Result<std::vector<ProcessKey>> recorded_processes();
+
 // Only one livesplice command works on a process at a time. The lock (flock on a file
 // beside the record) is inherited by guardian children, so that the next command waits
 // until a killed command's guardian has finished; it then finds no command under way,

@@ -175,6 +175,7 @@ void read_header(Manifest& m, const elf::Object& file, Fields& top) {
   m.created = top.str("created");
   m.arch = top.one_of("arch", {"x86_64"});
   m.build_system = top.str("build_system");
+  if (top.has("label")) m.label = top.str("label");
   if (top.has("kernel")) {
     Fields k(path, top.object("kernel"), top.at("kernel"));
     m.kernel = true;

@@ -82,6 +82,7 @@ struct Manifest {
   std::string path;                // the update file, for messages
   std::string digest;              // "sha256:…" as verified ("" when read without it)
   std::string livesplice_version, created, arch, build_system;
+  std::string label;               // "" when the update has none (create --label)
   bool kernel = false;             // a kernel update: the three below are set
   std::string kernel_release, kernel_version;
   uint32_t kernel_module_section = 0;   // 0: none

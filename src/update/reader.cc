@@ -40,6 +40,7 @@ Exit run_info(Context& ctx, const std::string& path) {
   fmt::print("{}: livesplice update (format {}, made by livesplice {} on {}), {}\n", path, kFormatVersion,
              m.livesplice_version, m.created, size_of(path));
   fmt::print("digest {} (verified)\n", m.digest);
+  if (!m.label.empty()) fmt::print("label {}\n", printable(m.label));
   // Kernel updates name the kernel by release; their targets are vmlinux and modules.
   if (m.kernel)
     fmt::print("kernel {} (Linux {}){}\n", m.kernel_release, m.kernel_version,

@@ -37,6 +37,9 @@
 // is an error, never a default.
 //   format "livesplice-update", version 2, livesplice_version, created (UTC, ISO 8601;
 //     SOURCE_DATE_EPOCH honoured), arch "x86_64", build_system
+//   label       only when `create --label` gave one: the version the fix brings, as its
+//               users name it (a package version); the manager shows it as the
+//               effective version of what it patches
 //   targets[]   {name, path (relative to the build directory), kind ("executable",
 //                "shared-library", "relocatable"), build_id (match this one),
 //                original_build_id (before create; null if it did not exist),
@@ -114,6 +117,7 @@ struct UpdateInput {
   std::string patch_text;
   std::vector<std::string> patch_files;
   std::string build_system;
+  std::string label;                // create --label; "" for none (the field is left out)
   // Kernel updates only ("" otherwise): the release (uname -r) and source version the
   // update is for; each target is then "kernel" (vmlinux) or "kernel-module" (name =
   // the module), and kernel tables travel as role "special" sections.

@@ -485,6 +485,7 @@ Json Builder::manifest(const WriteSummary& summary) const {
   j["created"] = iso_time();
   j["arch"] = "x86_64";
   j["build_system"] = in_.build_system;
+  if (!in_.label.empty()) j["label"] = in_.label;   // absent rather than "": files without one stay as they were
   if (!in_.kernel_release.empty()) {
     j["kernel"] = Json{{"release", in_.kernel_release}, {"version", in_.kernel_version}};
     if (kernel_module_ != 0) j["kernel"]["module_section"] = kernel_module_;
