@@ -58,20 +58,21 @@ cmp_start() {
   local r
   "$1" "$2" sleepy > "$work/cmp.out" 2>&1 &
   target_pid=$!
-  for ((r = 0; r < 500; r++)); do grep -qs '^ready' "$work/cmp.out" && break; sleep 0.01; done
+  for ((r = 0; r < 3000; r++)); do grep -qs '^ready' "$work/cmp.out" && break; sleep 0.01; done
   grep -qs '^ready' "$work/cmp.out" || { echo "bench/pause: W0 did not start: $(cat "$work/cmp.out")" >&2; return 1; }
   sleep 0.2   # every worker inside hot() by now
 }
 
-# cmp_end: stops the target; prints how it ended ("alive" if it was still running).
+# cmp_end: stops the target; sets target_end to how it ended ("alive" if it was still
+# running). Not in a subshell: only this shell can wait for the target.
 cmp_end() {
   local status=0
   if kill -0 "$target_pid" 2>/dev/null; then
     kill "$target_pid"; wait "$target_pid" 2>/dev/null || true
-    echo alive
+    target_end=alive
   else
     wait "$target_pid" 2>/dev/null || status=$?
-    if ((status > 128)); then echo "killed by SIG$(kill -l $((status - 128)))"; else echo "exited $status"; fi
+    if ((status > 128)); then target_end="killed by SIG$(kill -l $((status - 128)))"; else target_end="exited $status"; fi
   fi
   target_pid=
 }
@@ -121,7 +122,7 @@ cmp_op() {
 # cmp_round TOOL T: one fresh target, apply, undo, and a control window as long as the
 # apply; prints one JSON line.
 cmp_round() {
-  local tool=$1 nthr=$2 bin=$work/hot/src/prog a u=null control=null ended
+  local tool=$1 nthr=$2 bin=$work/hot/src/prog a u=null control=null
   [[ $tool == libcare ]] && bin=$work/hot-libcare/src/lpmake/prog
   cmp_start "$bin" "$nthr" || return 1
   a=$(cmp_op "$tool" apply)
@@ -133,8 +134,8 @@ cmp_round() {
     sleep "$((wall / 1000000)).$(printf '%06d' $((wall % 1000000)))"
     kill -0 "$target_pid" 2>/dev/null && control=$(gap_of "$target_pid" "$work/cmp.out")
   fi
-  ended=$(cmp_end)
-  jq -c -n --arg tool "$tool" --argjson a "$a" --argjson u "$u" --argjson control "$control" --arg ended "$ended" \
+  cmp_end
+  jq -c -n --arg tool "$tool" --argjson a "$a" --argjson u "$u" --argjson control "$control" --arg ended "$target_end" \
     '{tool: $tool, apply: $a, undo: $u, control: $control, target: $ended}'
 }
 
@@ -159,10 +160,13 @@ libcare_compare() {
   for nthr in $hot_list; do
     log "libcare comparison: $nthr worker(s), $hot_runs rounds, livesplice and libcare alternating, fresh target each"
     for ((r = 0; r < hot_runs; r++)); do
-      local first=livesplice second=libcare
-      ((r % 2)) && first=libcare second=livesplice
-      cmp_round "$first" "$nthr" | jq -c --argjson t "$nthr" '. + {threads: $t}' >> "$rounds"
-      cmp_round "$second" "$nthr" | jq -c --argjson t "$nthr" '. + {threads: $t}' >> "$rounds"
+      local tool order=(livesplice libcare)
+      ((r % 2)) && order=(libcare livesplice)
+      for tool in "${order[@]}"; do
+        # Not in a pipeline: this shell starts (and must wait for) the target.
+        cmp_round "$tool" "$nthr" > "$work/cmp-round.json"
+        jq -c --argjson t "$nthr" '. + {threads: $t}' "$work/cmp-round.json" >> "$rounds"
+      done
     done
   done
   jq -s --arg libcare "$(git -C "$lc_tools" describe --always --dirty 2>/dev/null || echo unknown)" '
