@@ -1,5 +1,6 @@
 # W0 beside libcare, for bench/pause.sh (sourced by it, after its W0 rows: it uses
-# gap_of, log, hot_list, hot_runs, ls_bin and W0's tree and update in $work/hot).
+# gap_of, log, hot_list, ls_bin and W0's tree and update in $work/hot).
+# BENCH_PAUSE_LIBCARE_RUNS (default 20) rounds per thread count and tool.
 #
 # libcare (a peer for running processes) is not packaged for Debian, so this part runs
 # only when BENCH_PAUSE_LIBCARE names a libcare build: its source tree or its src/
@@ -55,11 +56,18 @@ libcare_build() {
 
 # cmp_start BIN T: starts a W0 target, waits until its workers run; sets target_pid.
 cmp_start() {
-  local r
+  local t0=$SECONDS
+  rm -f "$work/cmp.out"   # the last target's "ready" is not this one's
   "$1" "$2" sleepy > "$work/cmp.out" 2>&1 &
   target_pid=$!
-  for ((r = 0; r < 3000; r++)); do grep -qs '^ready' "$work/cmp.out" && break; sleep 0.01; done
-  grep -qs '^ready' "$work/cmp.out" || { echo "bench/pause: W0 did not start: $(cat "$work/cmp.out")" >&2; return 1; }
+  until grep -qs '^ready' "$work/cmp.out"; do
+    if ((SECONDS - t0 > 60)) || ! kill -0 "$target_pid" 2>/dev/null; then
+      echo "bench/pause: W0 did not start in $((SECONDS - t0)) s: $(cat "$work/cmp.out")," \
+        "state $(cut -d' ' -f3 "/proc/$target_pid/stat" 2>/dev/null || echo gone)" >&2
+      return 1
+    fi
+    sleep 0.01
+  done
   sleep 0.2   # every worker inside hot() by now
 }
 
@@ -155,11 +163,11 @@ libcare_compare() {
     { echo "bench/pause: BENCH_PAUSE_LIBCARE=$dir holds no built libcare (libcare-ctl, libcare-patch-make, kpatch_gensrc)" >&2; return 1; }
   log "libcare comparison: building W0 and its fix with libcare's tools"
   libcare_build "$work/hot/src" "$work/hot/fix-hot.patch" "$work/hot-libcare" "$lc_tools" || return 1
-  local nthr r rounds="$work/cmp-rounds.jsonl"
+  local nthr r rounds="$work/cmp-rounds.jsonl" runs=${BENCH_PAUSE_LIBCARE_RUNS:-20}
   : > "$rounds"
   for nthr in $hot_list; do
-    log "libcare comparison: $nthr worker(s), $hot_runs rounds, livesplice and libcare alternating, fresh target each"
-    for ((r = 0; r < hot_runs; r++)); do
+    log "libcare comparison: $nthr worker(s), $runs rounds, livesplice and libcare alternating, fresh target each"
+    for ((r = 0; r < runs; r++)); do
       local tool order=(livesplice libcare)
       ((r % 2)) && order=(libcare livesplice)
       for tool in "${order[@]}"; do
