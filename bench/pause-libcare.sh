@@ -108,10 +108,11 @@ cmp_op() {
   sleep 0.02   # a target about to die of it does so by now
   local err
   err="exit $rc: $(grep -v '^\s*$' "$work/cmp.err" | tail -n 1)"
-  if ! kill -0 "$target_pid" 2>/dev/null; then
+  kill -0 "$target_pid" 2>/dev/null && { gap=$(gap_of "$target_pid" "$work/cmp.out" 2>/dev/null) || gap=; }
+  if ! kill -0 "$target_pid" 2>/dev/null || [[ -z $gap ]]; then   # dead, or died meanwhile
+    gap=null
     err="the target died (the tool exited $rc)"
   else
-    gap=$(gap_of "$target_pid" "$work/cmp.out")
     if [[ $tool == livesplice ]]; then
       ((rc == 0)) && ok=true
     else
