@@ -13,7 +13,8 @@
 #include "differ/report.h"
 #include "kernel/apply.h"
 #include "process/apply.h"
-#include "update/update.h"
+#include "update/format.h"
+#include "update/reader.h"
 
 namespace {
 

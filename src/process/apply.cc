@@ -221,14 +221,14 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   if (!home) home = &modules->front();
   ctx.progress(fmt::format("matching {} function(s) against process {}", requests.size(), opt.pid));
   ProcessCode code(*mem);
-  auto matched = match::match(ctx, code, u.file, requests);
+  auto matched = match::match(ctx, code, u, requests);
   if (!matched) {
     Status s = Status::error("run-pre matching failed, nothing changed: " + matched.status().message(), Exit::Unsafe);
     return fail_with(s);
   }
 
   // 2. Place and link the new code near the code it replaces.
-  auto plan = load::plan(ctx, u.file, u.post_sections);
+  auto plan = load::plan(ctx, u, u.post_sections);
   if (!plan) return fail_with(plan.status());
   TargetRange near = home->span;
   // The process keeps mapping memory while we match (allocators, threads): choose the
@@ -238,7 +238,7 @@ Exit run_apply(Context& ctx, const ApplyOptions& opt) {
   if (!base) return fail_with(error("no free address range of {} bytes within reach of {}", plan->size, home->name));
   if (plan->align > 1) base = TargetAddr((base->value() + plan->align - 1) / plan->align * plan->align);
   Resolver resolver(u, *matched, *mem, *modules, *home);
-  auto image = load::link(ctx, u.file, *plan, *base, resolver);
+  auto image = load::link(ctx, u, *plan, *base, resolver);
   if (!image) return fail_with(image.status());
 
   // 3. Trampolines and what the safety check guards, computed before anything changes.
