@@ -14,7 +14,8 @@
 #include "kernel/apply.h"
 #include "manager/manager.h"
 #include "process/apply.h"
-#include "update/update.h"
+#include "update/format.h"
+#include "update/reader.h"
 
 namespace {
 

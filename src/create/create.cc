@@ -39,7 +39,7 @@
 #include "create/patch.h"
 #include "differ/differ.h"
 #include "elf/object.h"
-#include "update/update.h"
+#include "update/writer.h"
 
 namespace fs = std::filesystem;
 

@@ -33,7 +33,7 @@
 #include "create/tree_guard.h"
 #include "differ/differ.h"
 #include "elf/object.h"
-#include "update/update.h"
+#include "update/writer.h"
 
 namespace fs = std::filesystem;
 

@@ -204,7 +204,7 @@ Exit run_kernel_apply(Context& ctx, const KernelApplyOptions& opt) {
   ctx.progress(fmt::format("matching {} function(s) against the running kernel", requests.size()));
   match::Rewrites rewrites = x86_64_rewrites();
   if (Status s = x86_64_table_sites(u.file, rewrites); !s.ok()) return failed(std::move(s).context(opt.update));
-  auto matched = match::match(ctx, *mem, u.file, requests, rewrites);
+  auto matched = match::match(ctx, *mem, u, requests, rewrites);
   if (!matched)
     return failed(Status::error("run-pre matching failed, nothing changed: " + matched.status().message(),
                                 matched.status().code() == Exit::ToolError ? Exit::ToolError : Exit::Unsafe));

@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "arch/arch.h"
+#include "update/format.h"
 
 namespace ls::kernel {
 namespace {
@@ -118,7 +119,7 @@ struct Tables {
   }
   bool pre_code(uint32_t sec) const {
     const elf::Section& s = u.section(sec);
-    return s.name.starts_with(".livesplice.pre.") && s.exec() && !s.nobits();
+    return update::carries_object_section(s.name, update::kPrePrefix) && s.exec() && !s.nobits();
   }
   static const elf::Reloc* at(const elf::Section& s, uint64_t off) {
     for (const auto& r : s.relocs)
@@ -269,8 +270,8 @@ Status x86_64_table_sites(const elf::Object& update, match::Rewrites& rw) {
   Tables t{update};
   std::map<uint32_t, std::vector<match::RewrittenSite>> found;
   for (const elf::Section& sec : update.sections()) {
-    const bool alt = sec.name == ".livesplice.pre.altinstructions";
-    if (!alt && sec.name != ".livesplice.pre__jump_table") continue;
+    const bool alt = sec.name == update::carried_name(update::kPrePrefix, ".altinstructions");
+    if (!alt && sec.name != update::carried_name(update::kPrePrefix, "__jump_table")) continue;
     const uint64_t size = alt ? 12 : 16;
     if (sec.bytes.size() % size != 0)
       return error("{}: {} bytes, not a whole number of {}-byte entries", sec.name, sec.bytes.size(), size);

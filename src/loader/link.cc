@@ -27,7 +27,6 @@
 
 #include "arch/arch.h"
 #include "loader/x86_64.h"
-#include "update/update.h"
 
 namespace ls::load {
 namespace {
@@ -38,7 +37,6 @@ namespace x86 = x86_64;
 constexpr uint64_t kPageSize = 4096;
 constexpr uint64_t kGotSlotSize = 8;
 constexpr uint64_t kMaxImage = uint64_t{1} << 31;
-constexpr std::string_view kPostPrefix = ".livesplice.post.";
 constexpr size_t kMaxReported = 40;   // lines; the rest are counted
 
 uint64_t align_up(uint64_t v, uint64_t a) { return a <= 1 ? v : (v + a - 1) / a * a; }
@@ -79,6 +77,15 @@ bool supported(RelocKind k) {
   }
 }
 
+// Layout order: by area, then as given.
+std::vector<uint32_t> layout_order(const elf::Object& update, const std::vector<uint32_t>& secs) {
+  std::vector<uint32_t> order;
+  for (Area a : {Area::Code, Area::ReadOnly, Area::Writable})
+    for (uint32_t i : secs)
+      if (area_of(update.section(i)) == a) order.push_back(i);
+  return order;
+}
+
 bool named_definition(const elf::Symbol& s) {
   return !s.name.empty() && s.type != elf::SymbolType::Section && s.type != elf::SymbolType::File;
 }
@@ -90,30 +97,11 @@ std::string symbol_name(const elf::Object& u, uint32_t sym) {
   return s.name.empty() ? fmt::format("(symbol {})", sym) : s.name;
 }
 
-// The update's manifest, read through the schema (update/manifest.h); none for a
-// hand-made object without one. It marks file-local run symbols and improves messages.
-Result<std::optional<update::Manifest>> manifest_of(const elf::Object& u) {
-  if (!u.find_section(update::kManifestSection)) return std::optional<update::Manifest>();
-  try {
-    return std::optional<update::Manifest>(update::parse_manifest(u));
-  } catch (const Error& e) {
-    return Status::error(e.what());
-  }
-}
-
 }  // namespace
 
-std::vector<uint32_t> post_sections(const elf::Object& update) {
-  std::vector<uint32_t> out;
-  for (const auto& s : update.sections())
-    if (s.alloc() && s.name.starts_with(kPostPrefix)) out.push_back(s.index);
-  return out;
-}
-
-Result<Plan> plan(Context& ctx, const elf::Object& update, const std::vector<uint32_t>& secs) {
-  Plan p;
-  p.page_size = kPageSize;
-  p.align = kPageSize;
+Result<Bindings> check(const update::Contents& contents, const std::vector<uint32_t>& secs) {
+  const elf::Object& update = contents.file;
+  Bindings b;
   std::vector<std::string> errors;
   std::set<uint32_t> in_image;
   for (uint32_t i : secs) {
@@ -131,15 +119,8 @@ Result<Plan> plan(Context& ctx, const elf::Object& update, const std::vector<uin
       errors.push_back(fmt::format("{}: {:#x} bytes; an image must stay under 2 GiB", update.where(s), s.size));
     else if (s.nobits() && !s.relocs.empty())
       errors.push_back(fmt::format("{}: SHT_NOBITS section with relocations", update.where(s)));
-    p.align = std::max(p.align, s.align);
   }
   if (!errors.empty()) return Status::error(fmt::format("cannot load {}:\n  {}", update.path(), fmt::join(errors, "\n  ")));
-
-  // Layout order: by area, then as given.
-  std::vector<uint32_t> order;
-  for (Area a : {Area::Code, Area::ReadOnly, Area::Writable})
-    for (uint32_t i : secs)
-      if (area_of(update.section(i)) == a) order.push_back(i);
 
   // Globals the update defines, for binding its own undefined references to them. A
   // run symbol the manifest calls file-local (ELF has no undefined locals, so it is
@@ -148,23 +129,13 @@ Result<Plan> plan(Context& ctx, const elf::Object& update, const std::vector<uin
   for (const auto& s : update.symbols())
     if (s.in_section() && in_image.count(s.section) && !s.local() && named_definition(s))
       defined.emplace(s.name, s.index);
-  std::optional<update::Manifest> manifest;
-  if (!defined.empty()) {
-    auto m = manifest_of(update);
-    if (!m) return m.status();
-    manifest = std::move(*m);
-  }
   auto file_local = [&](uint32_t sym) {
-    const auto* e = manifest ? manifest->run_symbol(sym) : nullptr;
+    const update::RunSymbol* e = contents.run_symbol(sym);
     return e && e->local;
   };
 
-  std::set<StubKey> stub_seen;
-  std::set<GotKey> got_seen;
-  for (uint32_t i : order) {
+  for (uint32_t i : layout_order(update, secs)) {
     const auto& sec = update.section(i);
-    std::set<uint64_t> branches;
-    if (sec.exec() && !sec.relocs.empty()) branches = x86::branch_fields(sec.bytes);
     for (const auto& r : sec.relocs) {
       std::string at = update.where(sec, static_cast<int64_t>(r.offset));
       if (!supported(r.kind)) {
@@ -186,12 +157,40 @@ Result<Plan> plan(Context& ctx, const elf::Object& update, const std::vector<uin
       bool run = !sym.defined();
       if (run && !sym.name.empty() && !file_local(r.symbol)) {
         if (auto d = defined.find(sym.name); d != defined.end()) {
-          p.bound[r.symbol] = d->second;
+          b.bound[r.symbol] = d->second;
           run = false;
         }
       }
       if ((r.kind == RelocKind::Size32 || r.kind == RelocKind::Size64) && run)
         errors.push_back(fmt::format("{}: the size of run symbol '{}' is not known to the loader", at, sym.name));
+    }
+  }
+  if (!errors.empty())
+    return Status::error(fmt::format("cannot load {}:\n  {}", update.path(), fmt::join(errors, "\n  ")));
+  return b;
+}
+
+Result<Plan> plan(Context& ctx, const update::Contents& contents, const std::vector<uint32_t>& secs) {
+  const elf::Object& update = contents.file;
+  auto checked = check(contents, secs);
+  if (!checked) return checked.status();
+  Plan p;
+  p.page_size = kPageSize;
+  p.align = kPageSize;
+  p.bound = std::move(checked->bound);
+  for (uint32_t i : secs) p.align = std::max(p.align, update.section(i).align);
+
+  std::vector<uint32_t> order = layout_order(update, secs);
+  // A stub for every branch to a run symbol, a slot for every GOT-relative access.
+  std::set<StubKey> stub_seen;
+  std::set<GotKey> got_seen;
+  for (uint32_t i : order) {
+    const auto& sec = update.section(i);
+    std::set<uint64_t> branches;
+    if (sec.exec() && !sec.relocs.empty()) branches = x86::branch_fields(sec.bytes);
+    for (const auto& r : sec.relocs) {
+      if (r.symbol == 0) continue;
+      bool run = !update.symbol(r.symbol).defined() && !p.bound.count(r.symbol);
       if (run && (r.kind == RelocKind::Plt32 || r.kind == RelocKind::PcRel32) && branches.count(r.offset) &&
           stub_seen.insert({r.symbol, r.addend}).second)
         p.stubs.push_back({r.symbol, r.addend});
@@ -201,8 +200,6 @@ Result<Plan> plan(Context& ctx, const elf::Object& update, const std::vector<uin
       }
     }
   }
-  if (!errors.empty())
-    return Status::error(fmt::format("cannot load {}:\n  {}", update.path(), fmt::join(errors, "\n  ")));
 
   uint64_t cursor = 0;
   auto place = [&](uint32_t i) {
@@ -237,8 +234,8 @@ namespace {
 
 class Linker {
  public:
-  Linker(Context& ctx, const elf::Object& u, const Plan& p, TargetAddr base, const SymbolResolver& r)
-      : ctx_(ctx), u_(u), plan_(p), base_(base), resolver_(r) {}
+  Linker(Context& ctx, const update::Contents& u, const Plan& p, TargetAddr base, const SymbolResolver& r)
+      : ctx_(ctx), contents_(u), u_(u.file), plan_(p), base_(base), resolver_(r) {}
 
   Result<Image> run();
 
@@ -282,7 +279,8 @@ class Linker {
   std::string describe_run_symbol(uint32_t sym);
 
   Context& ctx_;
-  const elf::Object& u_;
+  const update::Contents& contents_;
+  const elf::Object& u_;   // contents_.file
   const Plan& plan_;
   TargetAddr base_;
   const SymbolResolver& resolver_;
@@ -293,7 +291,6 @@ class Linker {
   std::vector<bool> stub_filled_, got_filled_;
   std::vector<std::string> errors_;
   std::map<uint32_t, Missing> missing_;
-  std::optional<std::optional<update::Manifest>> manifest_;   // once read; inner: none or unreadable
 };
 
 const Linker::Answer& Linker::ask(uint32_t sym, View v) {
@@ -535,16 +532,12 @@ size_t Linker::apply(const std::vector<elf::Reloc>& relocs, size_t i, const Site
 }
 
 std::string Linker::describe_run_symbol(uint32_t sym) {
-  if (!manifest_) {
-    auto m = manifest_of(u_);   // plan() refused a broken one; here it only adds detail
-    manifest_ = m ? std::move(*m) : std::optional<update::Manifest>();
-  }
   std::string out = fmt::format("'{}'", symbol_name(u_, sym));
-  const auto* e = *manifest_ ? (*manifest_)->run_symbol(sym) : nullptr;
+  const update::RunSymbol* e = contents_.run_symbol(sym);
   if (!e) return out;
   if (!e->local) return out + " (global)";
   out += fmt::format(" (file-local {} in {}", e->section ? "section" : "symbol", e->source.empty() ? "?" : e->source);
-  if (e->object) out += fmt::format(", object {}", (*manifest_)->objects[*e->object].path);
+  if (!e->object.empty()) out += fmt::format(", object {}", e->object);
   return out + ")";
 }
 
@@ -612,7 +605,7 @@ Result<Image> Linker::run() {
 
 }  // namespace
 
-Result<Image> link(Context& ctx, const elf::Object& update, const Plan& plan, TargetAddr base,
+Result<Image> link(Context& ctx, const update::Contents& update, const Plan& plan, TargetAddr base,
                    const SymbolResolver& resolver) {
   Linker l(ctx, update, plan, base, resolver);
   return l.run();

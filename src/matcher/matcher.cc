@@ -40,7 +40,7 @@
 
 #include "arch/x86_64_relax.h"
 #include "matcher/internal.h"
-#include "update/update.h"
+#include "update/format.h"
 
 namespace ls::match {
 namespace detail {
@@ -72,36 +72,15 @@ std::string Matcher::symbol_name(uint32_t sym) const {
 const elf::Section* Matcher::carried_pool(uint32_t sym) const {
   if (sym == 0 || sym >= update_.symbols().size() || !update_.symbol(sym).in_section()) return nullptr;
   const elf::Section& s = update_.section(update_.symbol(sym).section);
-  bool pool = s.name.starts_with(".livesplice.pre.") && !s.exec() && !s.nobits() && s.entsize > 0 &&
+  bool pool = update::carries_object_section(s.name, update::kPrePrefix) && !s.exec() && !s.nobits() && s.entsize > 0 &&
               (s.merge_strings() || s.merge_constants());
   return pool ? &s : nullptr;
 }
 
 bool Matcher::literal(uint32_t sym) const {
   if (carried_pool(sym)) return true;
-  auto it = run_symbols_.find(sym);
-  if (it != run_symbols_.end()) return it->second.section && literal_pool_name(it->second.name);
+  if (const update::RunSymbol* rs = contents_.run_symbol(sym)) return rs->section && literal_pool_name(rs->name);
   return sym < update_.symbols().size() && literal_pool_name(update_.symbol(sym).name);
-}
-
-// The manifest ties pre sections to functions and run symbols to the objects they are
-// local to; without one (a hand-made object) matching still works, only without
-// feeding call sites back. One that is there is read through the schema
-// (update/manifest.h): a broken one is an error, never guessed around.
-Status Matcher::read_manifest() {
-  if (!update_.find_section(update::kManifestSection)) return {};
-  update::Manifest m;
-  try {
-    m = update::parse_manifest(update_);
-  } catch (const Error& e) {
-    return Status::error(e.what());
-  }
-  for (const auto& r : m.run_symbols)
-    run_symbols_[r.index] = RunSymbolInfo{r.name, r.local, r.section, r.object ? static_cast<int64_t>(*r.object) : -1};
-  for (const auto& f : m.functions)
-    if (f.pre_section != 0)
-      functions_by_section_[f.pre_section] = RunSymbolInfo{f.name, f.local, false, static_cast<int64_t>(f.object)};
-  return {};
 }
 
 Status Matcher::prepare(size_t i) {
@@ -111,7 +90,7 @@ Status Matcher::prepare(size_t i) {
   if (req.pre_section == 0 || req.pre_section >= update_.sections().size())
     return error("{}: pre section {} is not a section of {}", req.label, req.pre_section, update_.path());
   const elf::Section& sec = update_.section(req.pre_section);
-  if (!sec.name.starts_with(".livesplice.pre.") || sec.nobits() || sec.bytes.empty())
+  if (!update::carries_object_section(sec.name, update::kPrePrefix) || sec.nobits() || sec.bytes.empty())
     return error("{}: section {} ({}) of {} is not pre code", req.label, req.pre_section, sec.name, update_.path());
   p.pre = sec.bytes;
   p.align = std::max<uint64_t>(sec.align, 1);
@@ -214,10 +193,11 @@ Status Matcher::prepare(size_t i) {
 
   // The run symbols other functions' code uses to name this one.
   if (auto f = functions_by_section_.find(req.pre_section); f != functions_by_section_.end()) {
-    p.local = f->second.local;
-    for (const auto& [index, rs] : run_symbols_) {
-      if (rs.section || rs.local != f->second.local || (rs.local && rs.object != f->second.object)) continue;
-      if (rs.name == f->second.name || rs.name == f->second.name + ".localalias") p.aliases.push_back(index);
+    const update::FunctionPatch& fn = *f->second;
+    p.local = fn.local;
+    for (const update::RunSymbol& rs : contents_.run_symbols) {
+      if (rs.section || rs.local != fn.local || (rs.local && rs.object != fn.object)) continue;
+      if (rs.name == fn.name || rs.name == fn.name + ".localalias") p.aliases.push_back(rs.index);
     }
   }
   return {};
@@ -395,7 +375,10 @@ Status Matcher::check_rewrites() const {
 Result<Match> Matcher::run() {
   if (update_.machine() != elf::Machine::X86_64) return error("{}: only x86-64 updates can be matched", update_.path());
   LS_TRY(check_rewrites());
-  LS_TRY(read_manifest());
+  // The manifest ties pre sections to functions (a hand-made object has none: matching
+  // then works without feeding call sites back).
+  for (const update::FunctionPatch& f : contents_.functions)
+    if (f.pre_section != 0) functions_by_section_[f.pre_section] = &f;
   size_t n = requests_.size();
   preps_.resize(n);
   candidates_.resize(n);
@@ -470,8 +453,8 @@ const std::vector<RunForm>* Rewrites::forms_for(std::string_view symbol) const {
   return nullptr;
 }
 
-Result<Match> match(Context& ctx, const CodeSource& run, const elf::Object& update, const std::vector<Request>& requests,
-                    const Rewrites& rewrites) {
+Result<Match> match(Context& ctx, const CodeSource& run, const update::Contents& update,
+                    const std::vector<Request>& requests, const Rewrites& rewrites) {
   return detail::Matcher(ctx, run, update, requests, rewrites).run();
 }
 

@@ -28,6 +28,7 @@
 #include "core/result.h"
 #include "core/view.h"
 #include "elf/object.h"
+#include "update/contents.h"
 
 namespace ls::match {
 
@@ -138,7 +139,7 @@ struct Rewrites {
 // `rewrites`: the target's own run-time rewrites that are accepted at relocation sites
 // and at the rewritten sites it lists (none by default: every byte outside sites as pre
 // has it, every site as a linker leaves it). A malformed form is a tool error.
-Result<Match> match(Context& ctx, const CodeSource& run, const elf::Object& update,
+Result<Match> match(Context& ctx, const CodeSource& run, const update::Contents& update,
                     const std::vector<Request>& requests, const Rewrites& rewrites = {});
 
 }  // namespace ls::match

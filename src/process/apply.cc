@@ -159,7 +159,7 @@ Status match_functions(Apply& a) {
   }
   if (!a.home) a.home = &modules.front();
   a.ctx.progress(fmt::format("matching {} function(s) against process {}", requests.size(), a.target.pid()));
-  auto matched = match::match(a.ctx, TargetCode(a.target), a.u.file, requests);
+  auto matched = match::match(a.ctx, TargetCode(a.target), a.u, requests);
   if (!matched)
     return Status::error("run-pre matching failed, nothing changed: " + matched.status().message(), Exit::Unsafe);
   a.matched = std::move(*matched);
@@ -168,7 +168,7 @@ Status match_functions(Apply& a) {
 
 // The new code placed within reach of the code it replaces, and linked there.
 Status place_and_link(Apply& a) {
-  auto plan = load::plan(a.ctx, a.u.file, a.u.post_sections);
+  auto plan = load::plan(a.ctx, a.u, a.u.post_sections);
   if (!plan) return plan.status();
   a.plan = std::move(*plan);
   // The process keeps mapping memory while we match (allocators, threads): choose the
@@ -179,7 +179,7 @@ Status place_and_link(Apply& a) {
   a.base = *base;
   if (a.plan->align > 1) a.base = TargetAddr((a.base.value() + a.plan->align - 1) / a.plan->align * a.plan->align);
   RunSymbols resolver(a.u, *a.matched, a.target, *a.home);
-  auto image = load::link(a.ctx, a.u.file, *a.plan, a.base, resolver);
+  auto image = load::link(a.ctx, a.u, *a.plan, a.base, resolver);
   if (!image) return image.status();
   a.image = std::move(*image);
   return {};

@@ -16,7 +16,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "update/update.h"
+#include "update/format.h"
 
 namespace ls::update {
 namespace {
@@ -336,5 +336,7 @@ Manifest read_manifest(const elf::Object& file) {
   m.digest = std::move(digest);
   return m;
 }
+
+Manifest read_manifest(const std::string& path) { return read_manifest(load_file(path)); }
 
 }  // namespace ls::update

@@ -186,7 +186,7 @@ int main(int argc, char** argv) {
       if (!plain) rw = x86_64_rewrites();
       if (!plain && !no_tables)
         if (Status s = x86_64_table_sites(u.file, rw); !s.ok()) return report(s);
-      auto m = match::match(ctx, mem, u.file, reqs, rw);
+      auto m = match::match(ctx, mem, u, reqs, rw);
       if (!m) return report(m.status());
       for (size_t i = 0; i < reqs.size(); ++i) fmt::print("{} at {}\n", reqs[i].label, m->function_at[i]);
       return 0;

@@ -109,7 +109,7 @@ TEST(Encodings, ShortTailCallAndMovedPaddingStillMatchAndRevealTheCallee) {
   Requests r = requests(update, syms, 0);
   ls::Context ctx = quiet_context();
   ProcessMemory mem(prog.pid());
-  auto m = ls::match::match(ctx, mem, ls::elf::Object::load(update), r.list);
+  auto m = ls::match::match(ctx, mem, ls::update::Contents::load(update), r.list);
   ASSERT_TRUE(m.ok()) << m.status().message();
   size_t i = index_of(r, "busy");
   EXPECT_EQ(m->function_at[i], TargetAddr(symbol(syms, "busy")));
@@ -141,12 +141,12 @@ TEST(Encodings, AJumpWhoseTargetDoesNotMapIsStillADifference) {
   Requests r = requests(update, syms, 0);
   ls::Context ctx = quiet_context();
   {
-    auto m = ls::match::match(ctx, file, ls::elf::Object::load(update), r.list);
+    auto m = ls::match::match(ctx, file, ls::update::Contents::load(update), r.list);
     ASSERT_TRUE(m.ok()) << m.status().message();
   }
   Changed run(file);
   run.put(at + *jcc + 1, static_cast<uint8_t>(code[*jcc + 1] + 1));
-  auto m = ls::match::match(ctx, run, ls::elf::Object::load(update), r.list);
+  auto m = ls::match::match(ctx, run, ls::update::Contents::load(update), r.list);
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), ls::Exit::Unsafe);
   EXPECT_NE(m.status().message().find("pre's target"), std::string::npos) << m.status().message();

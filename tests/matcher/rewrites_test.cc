@@ -78,7 +78,7 @@ struct Fixture : BuiltWork {
   }
   ls::Result<ls::match::Match> match(const ls::match::CodeSource& run, const Rewrites& rw = {}) {
     ls::Context ctx = quiet_context();
-    return ls::match::match(ctx, run, ls::elf::Object::load(update), r.list, rw);
+    return ls::match::match(ctx, run, ls::update::Contents::load(update), r.list, rw);
   }
   uint64_t site(const std::string& name) {
     EXPECT_TRUE(sites.count(name)) << "no site naming " << name << " in work's pre code";
