@@ -19,9 +19,10 @@
 // - One table per name: the loader finds `__ex_table`, `.orc_unwind_ip`... by name and
 //   takes the first, so the update's per-object copies of a section are merged into one,
 //   in file order (ORC's two parallel tables stay parallel), relocations moved along.
-// - The x86-64 loader handles R_X86_64_{NONE,64,32,32S,PC32,PLT32,PC64} only, and
-//   refuses a field that is not zero before it writes (RELA: the addend is in the
-//   relocation); other types are refused here with the place named.
+// - The kernel's module loader applies a few relocation types only (the machine's
+//   arch::Target::kernel_module_reloc_width; on x86-64 R_X86_64_{NONE,64,32,32S,PC32,
+//   PLT32,PC64}), and refuses a field that is not zero before it writes (RELA: the
+//   addend is in the relocation); other types are refused here with the place named.
 #pragma once
 
 #include <cstdint>

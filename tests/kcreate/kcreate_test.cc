@@ -15,7 +15,7 @@
 #include <set>
 
 #include "elf/object.h"
-#include "kernel/rewrites.h"
+#include "arch/target.h"
 #include "support/support.h"
 
 namespace fs = std::filesystem;
@@ -372,7 +372,7 @@ TEST(KernelCreate, PreTablesOfAlternativesAndJumpLabelsTravelForMatching) {
 
   ls::elf::Object u = ls::elf::Object::load(c.update);
   ls::match::Rewrites rw;
-  ASSERT_TRUE(ls::kernel::x86_64_table_sites(u, rw).ok());
+  ASSERT_TRUE(ls::arch::target(u.machine()).kernel_table_sites(u, rw).ok());
   uint32_t fn = 0;
   for (const auto& s : u.sections())
     if (s.name == ".livesplice.pre.text.__rseq_handle_notify_resume") fn = s.index;
