@@ -14,8 +14,9 @@
 #include <fstream>
 #include <set>
 
-#include "elf/object.h"
 #include "arch/target.h"
+#include "elf/object.h"
+#include "matcher/matcher.h"
 #include "support/support.h"
 
 namespace fs = std::filesystem;
