@@ -15,6 +15,7 @@
 
 #include <fmt/ranges.h>
 
+#include "arch/target.h"
 #include "differ/special_sections.h"
 #include "elf/writer.h"
 #include "update/format.h"
@@ -24,20 +25,6 @@ namespace {
 
 constexpr size_t kModuleNameLen = 56;   // MODULE_NAME_LEN on 64-bit
 constexpr size_t kMaxReported = 40;
-
-// The relocation types arch/x86/kernel/module.c applies, and the bytes each writes.
-int kernel_reloc_width(uint32_t type) {
-  switch (type) {
-    case R_X86_64_NONE: return 0;
-    case R_X86_64_64:
-    case R_X86_64_PC64: return 8;
-    case R_X86_64_32:
-    case R_X86_64_32S:
-    case R_X86_64_PC32:
-    case R_X86_64_PLT32: return 4;
-    default: return -1;
-  }
-}
 
 uint64_t align_up(uint64_t v, uint64_t a) { return a <= 1 ? v : (v + a - 1) / a * a; }
 
@@ -227,18 +214,24 @@ void ModuleWriter::relocate(const std::vector<uint32_t>& loaded, const load::Bin
   auto& errors = errors_;
   auto& w = w_;
   const elf::Object& f = f_;
+  auto arch = arch::checked_target(f.machine());   // which relocations the kernel's loader applies
+  if (!arch) {
+    errors.push_back(arch.status().message());
+    return;
+  }
   for (uint32_t i : loaded) {
     const elf::Section& s = f.section(i);
     auto [out, off] = at_.at(i);
     for (const elf::Reloc& r : s.relocs) {
       std::string where = f.where(s, static_cast<int64_t>(r.offset));
-      int width = kernel_reloc_width(r.type);
-      if (width < 0) {
+      std::optional<unsigned> applies = (*arch)->kernel_module_reloc_width(r.type);
+      if (!applies) {
         errors.push_back(fmt::format("{}: relocation type {} ({}) is not one the kernel's module loader applies",
                                      where, r.type, elf::to_string(r.kind)));
         continue;
       }
-      if (r.type == R_X86_64_NONE) continue;
+      if (r.kind == elf::RelocKind::None) continue;
+      const unsigned width = *applies;
       uint32_t sym = r.symbol;
       if (auto b = own.bound.find(sym); b != own.bound.end()) sym = b->second;
       const elf::Symbol& t = f.symbol(sym);

@@ -23,9 +23,10 @@
 //   names; every run symbol becomes an SHN_ABS symbol holding the address the resolver
 //   gave; the loader relocates against absolute symbols as it does against its own, and
 //   kallsyms leaves them out.
-// - The x86-64 loader handles R_X86_64_{NONE,64,32,32S,PC32,PLT32,PC64} only, and
-//   refuses a field that is not zero before it writes (RELA: the addend is in the
-//   relocation); other types are refused here with the place named.
+// - The kernel's module loader applies a few relocation types only (the machine's
+//   arch::Target::kernel_module_reloc_width; on x86-64 R_X86_64_{NONE,64,32,32S,PC32,
+//   PLT32,PC64}), and refuses a field that is not zero before it writes (RELA: the
+//   addend is in the relocation); other types are refused here with the place named.
 #pragma once
 
 #include <cstdint>

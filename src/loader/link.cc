@@ -25,14 +25,13 @@
 
 #include <fmt/ranges.h>
 
-#include "arch/arch.h"
-#include "loader/x86_64.h"
+#include "arch/target.h"
+#include "core/bytes.h"
 
 namespace ls::load {
 namespace {
 
 using elf::RelocKind;
-namespace x86 = x86_64;
 
 constexpr uint64_t kPageSize = 4096;
 constexpr uint64_t kGotSlotSize = 8;
@@ -172,6 +171,8 @@ Result<Bindings> check(const update::Contents& contents, const std::vector<uint3
 
 Result<Plan> plan(Context& ctx, const update::Contents& contents, const std::vector<uint32_t>& secs) {
   const elf::Object& update = contents.file;
+  auto arch = arch::checked_target(update.machine());
+  if (!arch) return std::move(arch).status().context(update.path());
   auto checked = check(contents, secs);
   if (!checked) return checked.status();
   Plan p;
@@ -187,7 +188,7 @@ Result<Plan> plan(Context& ctx, const update::Contents& contents, const std::vec
   for (uint32_t i : order) {
     const auto& sec = update.section(i);
     std::set<uint64_t> branches;
-    if (sec.exec() && !sec.relocs.empty()) branches = x86::branch_fields(sec.bytes);
+    if (sec.exec() && !sec.relocs.empty()) branches = (*arch)->branch_fields(sec.bytes);
     for (const auto& r : sec.relocs) {
       if (r.symbol == 0) continue;
       bool run = !update.symbol(r.symbol).defined() && !p.bound.count(r.symbol);
@@ -210,8 +211,8 @@ Result<Plan> plan(Context& ctx, const update::Contents& contents, const std::vec
   };
   size_t k = 0;
   for (; k < order.size() && area_of(update.section(order[k])) == Area::Code; ++k) place(order[k]);
-  p.stub_size = x86::FarJumpStub::kSize;
-  p.stubs_offset = align_up(cursor, x86::FarJumpStub::kAlign);
+  p.stub_size = (*arch)->far_stub_size;
+  p.stubs_offset = align_up(cursor, (*arch)->far_stub_align);
   cursor = p.stubs_offset + p.stubs.size() * p.stub_size;
   p.code_end = cursor;
   for (; k < order.size() && area_of(update.section(order[k])) == Area::ReadOnly; ++k) place(order[k]);
@@ -234,8 +235,9 @@ namespace {
 
 class Linker {
  public:
-  Linker(Context& ctx, const update::Contents& u, const Plan& p, TargetAddr base, const SymbolResolver& r)
-      : ctx_(ctx), contents_(u), u_(u.file), plan_(p), base_(base), resolver_(r) {}
+  Linker(Context& ctx, const arch::Target& arch, const update::Contents& u, const Plan& p, TargetAddr base,
+         const SymbolResolver& r)
+      : ctx_(ctx), arch_(arch), contents_(u), u_(u.file), plan_(p), base_(base), resolver_(r) {}
 
   Result<Image> run();
 
@@ -267,8 +269,8 @@ class Linker {
   size_t tls_ld(const std::vector<elf::Reloc>& relocs, size_t i, const Site& s);
   std::optional<int64_t> tls_offset(const Site& s);
 
-  void put32(const Site& s, uint64_t v) { x86::put32(s.code.subspan(s.r.offset, 4), static_cast<uint32_t>(v)); }
-  void put64(const Site& s, uint64_t v) { x86::put64(s.code.subspan(s.r.offset, 8), v); }
+  void put32(const Site& s, uint64_t v) { put_le32(s.code.subspan(s.r.offset, 4), static_cast<uint32_t>(v)); }
+  void put64(const Site& s, uint64_t v) { put_le64(s.code.subspan(s.r.offset, 8), v); }
   bool put_s32(const Site& s, int64_t v, std::string_view what);
   TargetAddr stub(StubKey k, uint64_t target);
   TargetAddr got(GotKey k, uint64_t value);
@@ -279,6 +281,7 @@ class Linker {
   std::string describe_run_symbol(uint32_t sym);
 
   Context& ctx_;
+  const arch::Target& arch_;
   const update::Contents& contents_;
   const elf::Object& u_;   // contents_.file
   const Plan& plan_;
@@ -317,7 +320,7 @@ std::optional<uint64_t> Linker::address(uint32_t sym) {
 std::string Linker::place(const Site& s) const {
   std::string at = u_.where(s.sec, static_cast<int64_t>(s.r.offset));
   if (s.sec.exec())
-    if (auto insn = arch::x86_64_instruction_at(s.sec.bytes, s.r.offset)) at += fmt::format(": '{}'", insn->text);
+    if (auto insn = arch_.instruction_at(s.sec.bytes, s.r.offset)) at += fmt::format(": '{}'", insn->text);
   return fmt::format("{}: {} against '{}'", at, elf::to_string(s.r.kind), symbol_name(u_, s.r.symbol));
 }
 
@@ -347,7 +350,7 @@ TargetAddr Linker::stub(StubKey k, uint64_t target) {
   size_t i = stub_index_.at(k);
   uint64_t off = plan_.stubs_offset + i * plan_.stub_size;
   if (!stub_filled_[i]) {
-    x86::FarJumpStub::write(std::span(img_.bytes).subspan(off, plan_.stub_size), target);
+    arch_.write_far_stub(std::span(img_.bytes).subspan(off, plan_.stub_size), target);
     stub_filled_[i] = true;
     ++img_.stubs_used;
   }
@@ -358,7 +361,7 @@ TargetAddr Linker::got(GotKey k, uint64_t value) {
   size_t i = got_index_.at(k);
   uint64_t off = plan_.got_offset + i * kGotSlotSize;
   if (!got_filled_[i]) {
-    x86::put64(std::span(img_.bytes).subspan(off, kGotSlotSize), value);
+    put_le64(std::span(img_.bytes).subspan(off, kGotSlotSize), value);
     got_filled_[i] = true;
     ++img_.got_used;
   }
@@ -375,8 +378,8 @@ void Linker::pc32(const Site& s, const std::set<uint64_t>& branches) {
   if (fits_s32(v)) return put32(s, static_cast<uint64_t>(v));
   StubKey key{r.symbol, r.addend};
   if (branches.count(r.offset) && stub_index_.count(key)) {
-    TargetAddr t = stub(key, *S + static_cast<uint64_t>(r.addend + x86::kBranchBias));
-    put_s32(s, t - s.P - x86::kBranchBias, "stub offset");
+    TargetAddr t = stub(key, *S + static_cast<uint64_t>(r.addend + arch_.branch_bias));
+    put_s32(s, t - s.P - arch_.branch_bias, "stub offset");
     return;
   }
   fail_at(s, fmt::format("{:#x} is {} away, beyond ±2 GiB, and only a branch can go through a stub; "
@@ -418,19 +421,19 @@ std::optional<int64_t> Linker::tls_offset(const Site& s) {
 // program's GD pair.
 size_t Linker::tls_gd(const std::vector<elf::Reloc>& relocs, size_t i, const Site& s) {
   const auto& r = s.r;
-  auto call = x86::gd_call_field(s.code, r.offset);
+  auto call = arch_.gd_call_field(s.code, r.offset);
   bool call_follows = call && i + 1 < relocs.size() && relocs[i + 1].offset == *call;
   // Why local-exec was not possible, for the message when the pair is missing too.
   std::string no_le;
   if (auto tpoff = tls_offset(s)) {
-    int64_t v = *tpoff + r.addend + x86::kBranchBias;
+    int64_t v = *tpoff + r.addend + arch_.branch_bias;
     if (!fits_s32(v))   // dynamically allocated TLS (a dlopen()ed module): only the pair reaches it
       no_le = fmt::format("its TLS offset {} is not in static TLS", signed_hex(v));
     else if (!call_follows)
       no_le = "the code is not the general-dynamic sequence 'data16 lea x@tlsgd(%rip),%rdi; data16 data16 "
               "rex.W call __tls_get_addr@PLT' (or its -fno-plt form) that can be rewritten";
     if (no_le.empty()) {
-      x86::rewrite_gd_to_le(s.code, r.offset, static_cast<int32_t>(v));
+      arch_.rewrite_gd_to_le(s.code, r.offset, static_cast<int32_t>(v));
       return 2;
     }
   }
@@ -454,9 +457,9 @@ size_t Linker::tls_gd(const std::vector<elf::Reloc>& relocs, size_t i, const Sit
 // DtpOff field the variable's TLS offset (see apply()).
 size_t Linker::tls_ld(const std::vector<elf::Reloc>& relocs, size_t i, const Site& s) {
   const auto& r = s.r;
-  auto call = x86::ld_call_field(s.code, r.offset);
+  auto call = arch_.ld_call_field(s.code, r.offset);
   if (call && i + 1 < relocs.size() && relocs[i + 1].offset == *call) {
-    x86::rewrite_ld_to_le(s.code, r.offset);
+    arch_.rewrite_ld_to_le(s.code, r.offset);
     return 2;
   }
   fail_at(s, "not the local-dynamic sequence 'lea x@tlsld(%rip),%rdi; call __tls_get_addr@PLT' (or its -fno-plt "
@@ -549,7 +552,7 @@ Result<Image> Linker::run() {
   img_.base = base_;
   img_.bytes.assign(plan_.size, 0);
   // Padding between functions and unused stubs trap rather than slide into code.
-  std::fill(img_.bytes.begin(), img_.bytes.begin() + static_cast<ptrdiff_t>(plan_.code_end), x86::kTrap);
+  std::fill(img_.bytes.begin(), img_.bytes.begin() + static_cast<ptrdiff_t>(plan_.code_end), arch_.trap);
   for (const auto& pl : plan_.sections) {
     const auto& sec = u_.section(pl.section);
     if (pl.offset + pl.size > plan_.size || (!sec.nobits() && sec.bytes.size() != pl.size))
@@ -571,7 +574,7 @@ Result<Image> Linker::run() {
     if (sec.relocs.empty()) continue;
     std::span<uint8_t> code = std::span(img_.bytes).subspan(pl.offset, pl.size);
     std::set<uint64_t> branches;
-    if (sec.exec()) branches = x86::branch_fields(sec.bytes);
+    if (sec.exec()) branches = arch_.branch_fields(sec.bytes);
     for (size_t i = 0; i < sec.relocs.size();) {
       const auto& r = sec.relocs[i];
       Site site{sec, r, code, img_.section_at[pl.section] + static_cast<int64_t>(r.offset)};
@@ -607,7 +610,9 @@ Result<Image> Linker::run() {
 
 Result<Image> link(Context& ctx, const update::Contents& update, const Plan& plan, TargetAddr base,
                    const SymbolResolver& resolver) {
-  Linker l(ctx, update, plan, base, resolver);
+  auto arch = arch::checked_target(update.file.machine());
+  if (!arch) return std::move(arch).status().context(update.file.path());
+  Linker l(ctx, **arch, update, plan, base, resolver);
   return l.run();
 }
 

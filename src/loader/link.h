@@ -20,7 +20,7 @@
 // The readonly part may share its first page with the end of the code; it holds nothing
 // writable, so mapping those pages read+exec keeps W^X.
 //
-// Policies (the x86-64 details live in loader/x86_64.cc):
+// Policies (the machine's details are its arch::Target's; x86-64's in src/arch/x86_64/):
 //   - Branches (call/jmp/jcc rel32) to a run symbol outside ±2 GiB of the field go
 //     through a far stub in the image: `jmp *0(%rip)` followed by the 8-byte address.
 //     Other PC-relative fields (`lea x(%rip)`) cannot be redirected: out of reach is an

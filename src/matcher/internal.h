@@ -13,7 +13,7 @@
 #include <string_view>
 #include <vector>
 
-#include "arch/x86_64_relax.h"
+#include "arch/target.h"
 #include "matcher/matcher.h"
 
 namespace ls::match::detail {
@@ -133,6 +133,7 @@ class Matcher {
   const elf::Object& update_;   // contents_.file
   const std::vector<Request>& requests_;
   const Rewrites& rewrites_;
+  const arch::Target* arch_ = nullptr;   // the update's machine, chosen first thing in run()
 
   std::map<uint32_t, const update::FunctionPatch*> functions_by_section_;   // pre section -> the function
   std::vector<Prepared> preps_;

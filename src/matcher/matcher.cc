@@ -12,7 +12,7 @@
 // once; re-checking against new constraints only walks its recorded resolutions.
 //
 // The comparison itself walks the pre code's relocations in order: bytes between sites
-// must be equal, each site is read by the architecture (src/arch/x86_64_relax.h), which
+// must be equal, each site is read by the architecture (arch::Target::read_site), which
 // knows what linkers rewrite around a field and what the field then holds.
 //
 // A target may rewrite its own code after loading it (the kernel turns `call __fentry__`
@@ -38,7 +38,8 @@
 #include <optional>
 #include <string_view>
 
-#include "arch/x86_64_relax.h"
+#include "arch/target.h"
+#include "elf/relocs.h"
 #include "matcher/internal.h"
 #include "update/format.h"
 
@@ -99,8 +100,8 @@ Status Matcher::prepare(size_t i) {
   std::vector<arch::OperandField> operands;   // decoded only if some site names a literal
   for (size_t k = 0; k < p.relocs.size(); ++k) {
     const elf::Reloc& r = p.relocs[k];
-    if (std::string why = arch::x86_64_site_unsupported(p.pre, p.relocs, k); !why.empty())
-      return error("{}+{:#x}: cannot match {} against '{}': {}", req.label, r.offset, arch::x86_64_reloc_name(r.type),
+    if (std::string why = arch_->site_unsupported(p.pre, p.relocs, k); !why.empty())
+      return error("{}+{:#x}: cannot match {} against '{}': {}", req.label, r.offset, elf::reloc_name(update_.machine(), r.type),
                    symbol_name(r.symbol), why);
     if (r.kind == elf::RelocKind::TlsLd) p.has_tls_ld = true;
     p.fields[r.offset] = arch::FieldSymbol{r.kind, symbol_name(r.symbol), r.addend};
@@ -108,7 +109,7 @@ Status Matcher::prepare(size_t i) {
       // A PC-relative addend has the distance to the end of the instruction folded in.
       int64_t bias = 0;
       if (elf::is_pc_relative(r.kind)) {
-        if (operands.empty()) operands = arch::x86_64_operand_fields(p.pre);
+        if (operands.empty()) operands = arch_->operand_fields(p.pre);
         auto f = std::lower_bound(operands.begin(), operands.end(), r.offset,
                                   [](const arch::OperandField& o, uint64_t off) { return o.offset < off; });
         bias = f != operands.end() && f->offset == r.offset ? f->bias : static_cast<int64_t>(r.width);
@@ -132,7 +133,7 @@ Status Matcher::prepare(size_t i) {
   // Content-search anchor: the longest stretch of bytes that must be equal in run.
   std::vector<bool> variable(p.pre.size(), false);
   for (const auto& r : p.relocs) {
-    arch::Extent e = arch::x86_64_site_extent(p.pre, r);
+    arch::Extent e = arch_->site_extent(p.pre, r);
     std::fill(variable.begin() + static_cast<ptrdiff_t>(e.begin), variable.begin() + static_cast<ptrdiff_t>(e.end), true);
     if (const auto* forms = rewrites_.forms_for(symbol_name(r.symbol)))
       for (const RunForm& f : *forms)
@@ -155,7 +156,7 @@ Status Matcher::prepare(size_t i) {
   {
     size_t k = 0;
     for (uint64_t at = 0; at < p.pre.size();) {
-      auto d = arch::x86_64_decode(p.pre, at);
+      auto d = arch_->decode(p.pre, at);
       if (!d) break;
       while (k < p.relocs.size() && p.relocs[k].offset < at) ++k;
       const bool site = k < p.relocs.size() && p.relocs[k].offset < at + d->length;
@@ -373,7 +374,9 @@ Status Matcher::check_rewrites() const {
 }
 
 Result<Match> Matcher::run() {
-  if (update_.machine() != elf::Machine::X86_64) return error("{}: only x86-64 updates can be matched", update_.path());
+  auto arch = arch::checked_target(update_.machine());
+  if (!arch) return std::move(arch).status().context(update_.path());
+  arch_ = *arch;
   LS_TRY(check_rewrites());
   // The manifest ties pre sections to functions (a hand-made object has none: matching
   // then works without feeding call sites back).
@@ -444,14 +447,6 @@ Result<Match> Matcher::run() {
 }
 
 }  // namespace detail
-
-const std::vector<RunForm>* Rewrites::forms_for(std::string_view symbol) const {
-  if (by_symbol.empty()) return nullptr;
-  if (auto it = by_symbol.find(std::string(symbol)); it != by_symbol.end()) return &it->second;
-  for (const auto& [key, forms] : by_symbol)
-    if (key.ends_with('*') && symbol.starts_with(std::string_view(key).substr(0, key.size() - 1))) return &forms;
-  return nullptr;
-}
 
 Result<Match> match(Context& ctx, const CodeSource& run, const update::Contents& update,
                     const std::vector<Request>& requests, const Rewrites& rewrites) {

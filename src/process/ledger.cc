@@ -15,7 +15,7 @@
 #include <filesystem>
 #include <thread>
 
-#include "process/jump.h"
+#include "arch/target.h"
 #include "process/ptrace.h"
 
 namespace ls::proc {
@@ -47,7 +47,7 @@ int hex_digit(char c) {
 }
 
 std::vector<uint8_t> unhex(const std::string& s) {
-  if (s.size() % 2 || s.size() > 2 * kJmpAbs64Size) throw std::runtime_error("bad byte string '" + s.substr(0, 32) + "'");
+  if (s.size() % 2 || s.size() > 2 * arch::host().max_jump_size) throw std::runtime_error("bad byte string '" + s.substr(0, 32) + "'");
   std::vector<uint8_t> out;
   for (size_t i = 0; i < s.size(); i += 2) {
     int hi = hex_digit(s[i]), lo = hex_digit(s[i + 1]);
@@ -405,9 +405,9 @@ Status check_entry(const LedgerEntry& e) {
   for (size_t i = 0; i < e.trampolines.size(); ++i) {
     const Trampoline& t = e.trampolines[i];
     auto at = [&] { return fmt::format("{} at {}", printable(t.function), t.site); };
-    if (t.site.value() >= kUserTop - kJmpAbs64Size) return bad(at() + ": not a user-space address");
+    if (t.site.value() >= kUserTop - arch::host().max_jump_size) return bad(at() + ": not a user-space address");
     if (t.site != t.function_at && t.site != t.function_at + 4) return bad(at() + ": not at its function's entry");
-    if (t.jump != jump_bytes(t.site, t.new_code)) return bad(at() + ": its jump is not the jump livesplice writes there");
+    if (t.jump != arch::host().jump(t.site, t.new_code)) return bad(at() + ": its jump is not the jump livesplice writes there");
     if (t.original.size() != t.jump.size())
       return bad(fmt::format("{}: {} original bytes for a {}-byte jump", at(), t.original.size(), t.jump.size()));
     if (t.size > kMaxCode || t.size < static_cast<uint64_t>(t.site - t.function_at) + t.jump.size())

@@ -30,8 +30,9 @@
 // Record and copy are the same text: a magic line, then JSON, one object per applied
 // update with its trampoline sites (address, original bytes, jump), the regions it
 // mapped, its functions and its patch text. parse_ledger() accepts only what the tool
-// itself writes: every length fixed by the architecture, every jump the one jump.h
-// makes for its site and target, every target inside the update's own code.
+// itself writes: every length fixed by the architecture, every jump the one the host's
+// arch::Target::jump makes for its site and target, every target inside the update's
+// own code.
 #pragma once
 
 #include <sys/types.h>
@@ -97,7 +98,8 @@ struct LedgerEntry {
 std::string serialize_ledger(const std::vector<LedgerEntry>& entries);
 Result<std::vector<LedgerEntry>> parse_ledger(std::string_view text);
 // What the tool itself would have written: lengths fixed by the architecture, each jump
-// the one jump.h makes from its site to its target, targets inside the update's code.
+// the one the host's arch::Target::jump makes from its site to its target, targets
+// inside the update's code.
 Status check_entry(const LedgerEntry& e);
 // Whether region `r` of an entry is mapped as livesplice mapped it: a memfd's mappings
 // named `r.name` from its start, or (`anonymous:` names) private anonymous memory.

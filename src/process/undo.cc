@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <optional>
 
+#include "arch/target.h"
 #include "process/apply.h"
 #include "process/guardian.h"
 #include "process/maps.h"
@@ -120,7 +121,7 @@ bool torn(const std::vector<uint8_t>& now, const Trampoline& t) {
   auto rest_of = [&](const std::vector<uint8_t>& b) {
     return std::equal(now.begin() + 1, now.end(), b.begin() + 1, b.end());
   };
-  return !now.empty() && now[0] == 0xcc && (rest_of(t.jump) || rest_of(t.original));
+  return !now.empty() && now[0] == arch::host().trap && (rest_of(t.jump) || rest_of(t.original));
 }
 
 }  // namespace

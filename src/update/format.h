@@ -17,7 +17,7 @@
 //                                         (+ .altinstr_replacement pieces) and __jump_table
 //                                         owned by that pre code, with their relocations
 //                                         (role "pre"): where the kernel rewrites the code
-//                                         matching compares (src/kernel/rewrites.h)
+//                                         matching compares (Target::kernel_table_sites)
 //        .livesplice.post.<section>       post code, new data, literals, jump tables
 //        .rela.livesplice.post.<section>  against post sections when the target travels
 //                                         in the update, run symbols otherwise

@@ -9,7 +9,7 @@
 #include <cstring>
 
 #include "elf/object.h"
-#include "kernel/rewrites.h"
+#include "arch/target.h"
 #include "support.h"
 
 namespace mt {
@@ -169,7 +169,7 @@ TEST(Rewrites, AFormIsRefusedAtASiteOfAnotherSymbolAndRealDifferencesStay) {
 TEST(Rewrites, TheKernelTableAcceptsItsFormsAndRejectsMalformedOnes) {
   Fixture f;
   FileImage file(f.app);
-  Rewrites kernel = ls::kernel::x86_64_rewrites();
+  Rewrites kernel = ls::arch::target(ls::elf::Machine::X86_64).kernel_rewrites();
   Rewritten run(file);
   run.put(f.site("__fentry__"), kNop5);
   run.put(f.site("__x86_return_thunk"), kRet);

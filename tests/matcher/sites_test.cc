@@ -11,7 +11,7 @@
 #include <cstring>
 
 #include "elf/object.h"
-#include "kernel/rewrites.h"
+#include "arch/target.h"
 #include "support.h"
 
 namespace mt {
@@ -168,7 +168,7 @@ TEST(RewrittenSites, AMalformedSiteListIsAToolError) {
   EXPECT_EQ(o.status().code(), ls::Exit::ToolError);
 }
 
-// The kernel's reading of its tables (kernel::x86_64_table_sites) on an object laid out
+// The kernel's reading of its tables (arch::Target::kernel_table_sites) on an object laid out
 // as `create --kernel` writes an update's pre code and pre tables, assembled by gas:
 //   +0x01  7 bytes: 7 single-byte NOPs, replaced by `stac` (3 bytes)
 //   +0x08  5 bytes: 5 single-byte NOPs, replaced by `call alt_fn` (a lone call: recomputed)
@@ -230,7 +230,7 @@ TEST(RewrittenSites, TheKernelsTablesGiveTheFormsApplyAlternativesLeaves) {
   must("gcc -c -o pre.o pre.s", dir.path());
   ls::elf::Object u = ls::elf::Object::load(dir / "pre.o");
   Rewrites rw;
-  ASSERT_TRUE(ls::kernel::x86_64_table_sites(u, rw).ok());
+  ASSERT_TRUE(ls::arch::target(u.machine()).kernel_table_sites(u, rw).ok());
   const ls::elf::Section* fs = u.find_section(".livesplice.pre.text.f");
   ASSERT_NE(fs, nullptr);
   ASSERT_TRUE(rw.sites.count(fs->index));
