@@ -17,7 +17,8 @@
 # thread always runnable (on a machine with fewer CPUs than threads, most wait for a CPU
 # turn when the stop comes, the case that costs most). BENCH_PAUSE_THREADS,
 # BENCH_PAUSE_FUNCTIONS and BENCH_PAUSE_BUSY (threads for the busy rows, F = 1) override
-# the matrix (an empty BENCH_PAUSE_BUSY drops the busy rows). "idle": each thread sleeps
+# the matrix (an empty BENCH_PAUSE_BUSY drops the busy rows, an empty
+# BENCH_PAUSE_FUNCTIONS all the rows of this matrix). "idle": each thread sleeps
 # 1 s between rounds, like a server's idle worker pool: what stopping threads that sleep
 # costs (BENCH_PAUSE_IDLE, default 256: threads for the idle rows, every F; empty drops
 # them).
@@ -42,8 +43,16 @@
 # wait off (--hot-wait 0, the default 20 retries: stop, find a thread inside, resume,
 # retry), for comparison. Reported: how many succeeded, the longest any thread was kept
 # from running (pause_us, the longest wait at an entry included), and the largest gap
-# the program's timing thread saw. libcare's figures belong beside these rows; it is not
-# packaged for Debian 12, so they are not measured here.
+# the program's timing thread saw. Beside these rows, when BENCH_PAUSE_LIBCARE names a
+# libcare build (not packaged for Debian; bench/pause-libcare.sh says how it is driven),
+# libcare on the same workload and fix, alternating with livesplice, the pause measured
+# from inside the target for both; without it the JSON says the comparison did not run.
+#
+# Beside each row, the phases apply reports: the program thread lent for the mapping
+# (pause_phases_us.map: the clone of livesplice's parked thread, or the whole batch of
+# calls where the target cannot have one) and the splice's stop, and their medians'
+# ratio (map_over_splice); and how long the parked thread lived (it holds no thread of
+# the program).
 #
 # Beside each row, the floor (bench/stop_floor.cc): a bare ptrace stop and resume of the
 # same process, hot, with nothing checked or written, and the ratio apply / floor: what
@@ -60,7 +69,7 @@ build=$(cd "$1" && pwd)
 out=$2
 runs=${BENCH_PAUSE_RUNS:-30}
 threads_list=${BENCH_PAUSE_THREADS:-1 16 64 256}
-functions_list=${BENCH_PAUSE_FUNCTIONS:-1 10 100}
+functions_list=${BENCH_PAUSE_FUNCTIONS-1 10 100}
 busy_list=${BENCH_PAUSE_BUSY-1 16}
 idle_list=${BENCH_PAUSE_IDLE-256}
 ls_bin="$build/livesplice"
@@ -260,7 +269,8 @@ measure() {
     [[ $r -eq 0 ]] && continue
     jq -c -n --argjson a "$a" --argjson u "$u" --argjson gap "$gap" --argjson control "$control" \
       '{apply: $a.pause_us, attempts: $a.attempts, apply_ms: $a.prepare_ms, undo: $u.undone[0].pause_us,
-        map: $a.pause_phases_us.map, gap: $gap, control: $control}' >> "$samples"
+        map: $a.pause_phases_us.map, splice: $a.pause_phases_us.splice, parked: ($a.parked.us // 0),
+        gap: $gap, control: $control}' >> "$samples"
   done
   # The yardstick: a bare stop and resume of the same process (bench/stop_floor.cc).
   local floor
@@ -278,7 +288,9 @@ measure() {
       | map_values(. * 10 | round / 10);
     { threads: $t, functions: $f, load: $load, runs: length, machine_load_average_1m: $loadavg,
       apply_pause_us: (map(.apply) | stats), undo_pause_us: (map(.undo) | stats),
-      apply_map_phase_us: (map(.map) | stats),
+      apply_map_phase_us: (map(.map) | stats), apply_splice_phase_us: (map(.splice) | stats),
+      map_over_splice: ((map(.map) | stats).median / ((map(.splice) | stats).median) * 100 | round / 100),
+      parked_thread_us: (map(.parked) | stats),
       gap_us: (map(.gap) | stats), control_gap_us: (map(.control) | stats),
       gap_over_control: ((map(.gap) | stats).median / ((map(.control) | stats).median) * 100 | round / 100),
       apply_attempts_max: (map(.attempts) | max),
@@ -400,6 +412,10 @@ if [[ -n $hot_list ]]; then
   jq -s . "$work/hot.jsonl" > "$hot_json"
 fi
 
+# --- W0 beside libcare, when told where a libcare build is (bench/pause-libcare.sh) -------
+source "$here/pause-libcare.sh"
+libcare_compare > "$work/libcare.json"
+
 # --- the loaded server: request latency while it is updated, against a control copy -------
 # start_server DIR OUT: starts DIR/server, waits for its port; sets server_pid, prints the port.
 start_server() {
@@ -450,7 +466,8 @@ if [[ $server_seconds != 0 ]]; then
       max_over_control: ($u.max_us / $k.max_us * 100 | round / 100) }' "$cycles" > "$server_json"
 fi
 
-jq -s --argjson cpus "$(nproc)" --slurpfile server "$server_json" --slurpfile hot "$hot_json" '
+jq -s --argjson cpus "$(nproc)" --slurpfile server "$server_json" --slurpfile hot "$hot_json" \
+  --slurpfile libcare "$work/libcare.json" '
   def row($t; $f): map(select(.threads == $t and .functions == $f and .load == "sleepy")) | first;
   {
     benchmark: "pause",
@@ -459,6 +476,7 @@ jq -s --argjson cpus "$(nproc)" --slurpfile server "$server_json" --slurpfile ho
     configurations: .,
     loaded_server: $server[0],
     hot_functions: $hot[0],
+    libcare_comparison: $libcare[0],
     targets: [
       { what: "apply median, 1 thread / 1 function", below_us: 100,
         measured_us: (row(1; 1).apply_pause_us.median // null),
@@ -485,7 +503,15 @@ jq -s --argjson cpus "$(nproc)" --slurpfile server "$server_json" --slurpfile ho
     done
   jq -r '.targets[] | "target: \(.what) below \(.below_us) us: measured \(.measured_us) us, \(if .met then "met" else "NOT met" end) (the kernel'"'"'s own group stop and continue of such a process: \(.kernel_group_stop_us) us)"' "$out"
   echo "reference: Ksplice reported a 0.7 ms pause for kernel updates"
+  jq -r '.configurations[] | "phases of apply, \(.threads) threads \(.functions) functions \(.load): program thread lent for the mapping (map) median \(.apply_map_phase_us.median) us, splice median \(.apply_splice_phase_us.median) us (map/splice \(.map_over_splice)x); livesplice'"'"'s parked thread lived \(.parked_thread_us.median) us (holds no program thread)"' "$out"
   jq -r '.configurations[] | "in-target gap, \(.threads) threads \(.functions) functions \(.load): median \(.gap_us.median) us, control \(.control_gap_us.median) us (\(.gap_over_control)x); max \(.gap_us.max) us, control \(.control_gap_us.max) us"' "$out"
-  jq -r '.hot_functions[] | "W0, \(.threads) worker(s) inside hot() ~95%: with the hot wait applied \(.hot_wait.applied)/\(.hot_wait.runs), undone \(.hot_wait.undone)/\(.hot_wait.applied), pause median \(.hot_wait.apply_pause_us_median) / \(.hot_wait.undo_pause_us_median) us, max \(.hot_wait.apply_pause_us_max) / \(.hot_wait.undo_pause_us_max) us (apply / undo), in-target gap max \(.hot_wait.gap_us_max) us (median \(.hot_wait.gap_us_median)); without it (20 retries) applied \(.without_hot_wait.applied)/\(.without_hot_wait.runs), undone \(.without_hot_wait.undone)/\(.without_hot_wait.applied); libcare: not measured (not packaged for Debian 12)"' "$out"
+  jq -r '.hot_functions[] | "W0, \(.threads) worker(s) inside hot() ~95%: with the hot wait applied \(.hot_wait.applied)/\(.hot_wait.runs), undone \(.hot_wait.undone)/\(.hot_wait.applied), pause median \(.hot_wait.apply_pause_us_median) / \(.hot_wait.undo_pause_us_median) us, max \(.hot_wait.apply_pause_us_max) / \(.hot_wait.undo_pause_us_max) us (apply / undo), in-target gap max \(.hot_wait.gap_us_max) us (median \(.hot_wait.gap_us_median)); without it (20 retries) applied \(.without_hot_wait.applied)/\(.without_hot_wait.runs), undone \(.without_hot_wait.undone)/\(.without_hot_wait.applied)"' "$out"
+  jq -r '.libcare_comparison | if .ran then .rows[] | . as $r |
+      (["apply", "undo"] | map(. as $op | "W0 beside libcare, \($r.threads) worker(s), \($op): " +
+        ([["livesplice", $r.livesplice], ["libcare", $r.libcare]] | map(.[1] as $s |
+          "\(.[0]) \(if $op == "apply" then $s.applied else $s.undone end)/\($s.runs) ok, in-target pause median \($s[$op + "_gap_us"].median) p90 \($s[$op + "_gap_us"].p90) max \($s[$op + "_gap_us"].max) us") | join("; ")) +
+        "; livesplice / libcare: median \($r.livesplice_over_libcare[$op + "_gap"].median), max \($r.livesplice_over_libcare[$op + "_gap"].max)") | .[]),
+      "W0 beside libcare, \($r.threads) worker(s): control gap median \($r.livesplice.control_gap_us.median) / \($r.libcare.control_gap_us.median) us (livesplice / libcare rounds); libcare targets: \($r.libcare.targets_ended | tojson); libcare errors: \($r.libcare.errors | tojson)"
+    else "libcare comparison: not run (\(.why))" end' "$out"
   jq -r 'select(.loaded_server != null) | .loaded_server | "loaded server, \(.cycles) apply+undo cycles in \(.seconds) s: p99 \(.updated.p99_us) us vs control \(.control.p99_us) us (\(.p99_over_control)x), max \(.updated.max_us) us vs \(.control.max_us) us (\(.max_over_control)x); failed \(.updated.failed) vs \(.control.failed); longest apply pause \(.apply_pause_us_max) us (map phase \(.apply_map_phase_us_max) us)"' "$out"
 } >&2

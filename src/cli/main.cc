@@ -14,7 +14,9 @@
 #include "differ/report.h"
 #include "kernel/apply.h"
 #include "process/apply.h"
-#include "update/update.h"
+#include "manager/manager.h"
+#include "update/format.h"
+#include "update/reader.h"
 
 namespace {
 
@@ -65,6 +67,17 @@ struct Command {
   bool view_patch = false;
   CLI::Option* view_pid_opt = nullptr;
   bool view_kernel = false;
+
+  // The update manager (src/manager/manager.h): a store of updates kept applied.
+  ls::manager::ManagerOptions mopt;
+  CLI::App* install = nullptr;
+  std::vector<std::string> install_files;
+  CLI::App* remove = nullptr;
+  std::vector<std::string> remove_ids;
+  bool remove_all = false;
+  CLI::App* sync = nullptr;
+  bool sync_dry_run = false;
+  CLI::App* status = nullptr;
 };
 
 void add_diff(CLI::App& app, Command& c) {
@@ -94,6 +107,9 @@ void add_create(CLI::App& app, Command& c) {
   c.create->add_flag("--in-place", c.copt.in_place,
                      "Build in the tree itself, not under a private overlay; the tree is restored from copies and "
                      "hard links, which cannot bring back a file the build rewrites in place without the compiler");
+  c.create->add_option("--label", c.copt.label,
+                     "The version the fix brings, as users name it (e.g. the fixed package's Debian version); "
+                     "status shows it as the effective version of what the update patches");
   c.create->add_flag("--json", c.ctx.json, "Print the summary as JSON on stdout");
   // Kernel updates: the same subcommand, a different pipeline (src/create/kernel_create.h).
   c.create->add_flag("--kernel", c.kernel, "The source is the running kernel's (linux-source-*.tar.xz or a tree)");
@@ -197,6 +213,7 @@ ls::Exit run_create(Command& c) {
     c.kopt.patch_file = c.copt.patch_file;
     c.kopt.output = c.copt.output;
     c.kopt.keep_work = c.copt.keep_work;
+    c.kopt.label = c.copt.label;
     return ls::create::run_kernel_create(c.ctx, c.kopt);
   }
   if (!std::filesystem::is_directory(c.copt.source_dir))
@@ -226,6 +243,78 @@ ls::Exit run_live(Command& c) {
   return ls::proc::run_view(c.ctx, c.view_pid, c.view_patch);
 }
 
+// install, remove, sync, status: the update manager's commands.
+void add_manager(CLI::App& app, Command& c) {
+  auto manager_options = [&](CLI::App* cmd, bool changes) {
+    cmd->add_option("--root", c.mopt.root,
+                    "The store's directory (default: $LIVESPLICE_ROOT, else /var/lib/livesplice)");
+    if (!changes) return;
+    cmd->add_option("--retries", c.mopt.retries, "Further attempts per process when a thread is in the way")
+        ->capture_default_str()->check(CLI::NonNegativeNumber);
+    cmd->add_option("--retry-delay", c.mopt.retry_delay_ms, "Milliseconds between those attempts")
+        ->capture_default_str()->check(CLI::NonNegativeNumber);
+    cmd->add_option("--hot-wait", c.mopt.hot_wait_ms, "Milliseconds an attempt lets threads run out of the functions")
+        ->capture_default_str()->check(CLI::NonNegativeNumber);
+    cmd->add_option("--rounds", c.mopt.rounds,
+                    "Further passes over the processes where it failed, 0.2 s apart, then 4 times longer each")
+        ->capture_default_str()->check(CLI::NonNegativeNumber);
+  };
+  const char* manager_footer =
+      "The store holds the updates this machine should have; every update is applied to every\n"
+      "running process that maps the executable or library it was made for, known by its\n"
+      "build-id as mapped (also when the file was replaced on disk since the process started).\n"
+      "One line per process: applied, already applied, undone, or failed and why. Nothing stops\n"
+      "at the first failure; what failed is tried again (--rounds) and `status` says why.\n"
+      "Exit 0 when everything that fits is done, 2 when a process could not be patched safely,\n"
+      "1 for other failures. One command changes the store at a time (others wait).\n";
+
+  c.install = app.add_subcommand(
+      "install", "Put updates in the store and apply each to every running process it fits (as root).");
+  c.install->footer(std::string(manager_footer) +
+                  "\nExamples:\n"
+                  "  livesplice install fix.lsu\n"
+                  "  livesplice install --root /srv/store a.lsu b.lsu\n");
+  c.install->add_option("updates", c.install_files, "Update files made by livesplice create")->required()
+      ->check(CLI::ExistingFile);
+  manager_options(c.install, true);
+
+  c.remove = app.add_subcommand(
+      "remove", "Take updates out of the store and undo them in every process they are applied in.");
+  c.remove->footer(std::string(manager_footer) +
+                 "\nAn update leaves the store first: a remove that is interrupted is finished by\n"
+                 "the next `livesplice sync`, never reverted by it.\n\n"
+                 "Examples:\n"
+                 "  livesplice remove 3f2a        the stored update whose id starts 3f2a (see status)\n"
+                 "  livesplice remove --all\n");
+  auto* remove_ids_opt = c.remove->add_option("ids", c.remove_ids, "Update ids (a prefix is enough)");
+  c.remove->add_flag("--all", c.remove_all, "Every stored update")->excludes(remove_ids_opt);
+  manager_options(c.remove, true);
+
+  c.sync = app.add_subcommand(
+      "sync", "Make the running processes agree with the store: every stored update applied\n"
+              "wherever it fits, every update the store applied and no longer holds undone.");
+  c.sync->footer(std::string(manager_footer) +
+               "\nIdempotent: a second sync finds everything applied. Updates applied by hand with\n"
+               "`apply` (or from another --root) are left alone.\n\n"
+               "Examples:\n"
+               "  livesplice sync --dry-run     what it would do\n"
+               "  livesplice sync\n");
+  c.sync->add_flag("--dry-run", c.sync_dry_run, "Say what would be applied and undone, change nothing");
+  manager_options(c.sync, true);
+
+  c.status = app.add_subcommand(
+      "status", "Per stored update: the processes it is applied in, those it fits but is not\n"
+                "applied in and why; per binary, each process's effective version.");
+  c.status->footer(
+      "The effective version of a binary in a process is the label (create --label) of the\n"
+      "newest stored update applied there. Changes nothing.\n\n"
+      "Examples:\n"
+      "  livesplice status\n"
+      "  livesplice status --json\n");
+  c.status->add_flag("--json", c.ctx.json, "Print JSON on stdout");
+  manager_options(c.status, false);
+}
+
 // The one subcommand given. Offline stages throw; this is where their errors stop.
 int run(Command& c) {
   try {
@@ -233,6 +322,12 @@ int run(Command& c) {
     if (*c.diff) rc = ls::diff::run_diff(c.ctx, c.pre, c.post);
     else if (*c.create) rc = run_create(c);
     else if (*c.info) rc = ls::update::run_info(c.ctx, c.update_path);
+    else if (*c.install) rc = ls::manager::run_install(c.ctx, c.mopt, c.install_files);
+    else if (*c.remove) {
+      if (c.remove_ids.empty() && !c.remove_all) throw ls::Error("remove: give the ids of stored updates, or --all");
+      rc = ls::manager::run_remove(c.ctx, c.mopt, c.remove_ids, c.remove_all);
+    } else if (*c.sync) rc = ls::manager::run_sync(c.ctx, c.mopt, c.sync_dry_run);
+    else if (*c.status) rc = ls::manager::run_status(c.ctx, c.mopt);
     else rc = run_live(c);
     return static_cast<int>(rc);
   } catch (const ls::Error& e) {
@@ -259,7 +354,9 @@ int main(int argc, char** argv) {
       "  livesplice view --pid PID                                    what is applied there\n"
       "  livesplice undo --pid PID [ID | --all]                       take it out again\n"
       "  livesplice apply --kernel fix.lsu [--core livesplice.ko]     apply it to the running kernel (root)\n"
-      "  livesplice view --kernel / undo --kernel [ID]                what is applied there / take it out\n\n"
+      "  livesplice view --kernel / undo --kernel [ID]                what is applied there / take it out\n"
+      "  livesplice install fix.lsu                                   keep it applied to every process it fits\n"
+      "  livesplice status / sync / remove ID                         the machine's updates (the manager)\n\n"
       "Exit codes: 0 ok, 1 tool error, 2 cannot be patched safely, 3 no change.",
       "livesplice"};
   app.require_subcommand(1);
@@ -274,6 +371,7 @@ int main(int argc, char** argv) {
   add_apply(app, cmd);
   add_undo(app, cmd);
   add_view(app, cmd);
+  add_manager(app, cmd);
 
   if (argc <= 1) {   // no subcommand at all: teach, rather than name a missing option
     fmt::print(stderr, "{}", app.help());

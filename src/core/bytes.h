@@ -72,4 +72,13 @@ class ByteView {
   std::string_view what_;
 };
 
+// Little-endian stores into bytes the caller has sized (every machine livesplice knows
+// is little-endian): relocated fields, stubs, jumps.
+inline void put_le32(std::span<uint8_t> at, uint32_t v) {
+  for (int i = 0; i < 4; ++i) at[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+inline void put_le64(std::span<uint8_t> at, uint64_t v) {
+  for (int i = 0; i < 8; ++i) at[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+
 }  // namespace ls

@@ -46,7 +46,7 @@
 #include "create/tree_guard.h"
 #include "differ/differ.h"
 #include "elf/object.h"
-#include "update/update.h"
+#include "update/writer.h"
 
 namespace fs = std::filesystem;
 
@@ -346,6 +346,7 @@ update::UpdateInput Pipeline::update_input(const DiffedPairs& diffed) {
   in.patch_text = patch_.text;
   in.patch_files = patch_.files;
   in.build_system = plan_.system;
+  in.label = opt_.label;
   std::map<std::string, size_t> target_index;
   for (size_t i = 0; i < pairs_.size(); ++i) {
     if (left_out(i)) {   // saying where it went instead

@@ -20,6 +20,7 @@ struct CreateOptions {
   std::string wrapper_path;   // the livesplice-cc binary
   bool keep_work = false;     // keep the work directory (pre objects, logs) for debugging
   bool in_place = false;      // build in the tree itself, not under overlays (tree_overlay.h)
+  std::string label;          // the manifest's label (the version the fix brings); "" for none
 };
 
 // Returns the process exit code (see ls::Exit). Throws ls::Error on tool errors.

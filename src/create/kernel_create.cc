@@ -40,7 +40,7 @@
 #include "create/tree_guard.h"
 #include "differ/differ.h"
 #include "elf/object.h"
-#include "update/update.h"
+#include "update/writer.h"
 
 namespace fs = std::filesystem;
 
@@ -236,6 +236,7 @@ update::UpdateInput KernelPipeline::update_input(const DiffedPairs& diffed) {
   in.patch_text = patch_.text;
   in.patch_files = patch_.files;
   in.build_system = "kbuild";
+  in.label = opt_.label;
   in.kernel_release = release_;
   in.kernel_version = kb_->kernel_version();
   in.kernel_module = build_skeleton_module(ctx_, headers_, kb_->compiler(), release_, opt_.cache_dir);

@@ -18,6 +18,7 @@ struct KernelCreateOptions {
   std::string headers;      // the kernel's linux-headers directory; default /usr/src/linux-headers-RELEASE
   std::string cache_dir;    // default: ${XDG_CACHE_HOME:-$HOME/.cache}/livesplice/kernel
   bool keep_work = false;
+  std::string label;        // the manifest's label (the version the fix brings); "" for none
 };
 
 // Returns the process exit code (see ls::Exit). Throws ls::Error on tool errors and on

@@ -17,7 +17,7 @@
 #include "core/process.h"
 #include "differ/differ.h"
 #include "elf/object.h"
-#include "update/update.h"
+#include "update/writer.h"
 
 namespace ls::create {
 

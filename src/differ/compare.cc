@@ -50,7 +50,7 @@ std::string describe_code(const Units& side, const Unit& u, uint64_t rel) {
   const auto& sec = side.obj().section(u.section);
   if (!sec.exec() || sec.nobits()) return {};
   std::span<const uint8_t> code(sec.bytes.data() + u.start, u.size);
-  auto insn = arch::x86_64_instruction_at(code, rel);
+  auto insn = side.target().instruction_at(code, rel);
   return insn ? "'" + insn->text + "'" : std::string();
 }
 

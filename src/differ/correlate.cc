@@ -216,7 +216,7 @@ const std::vector<arch::OperandField>& Units::operand_fields(uint32_t sec) const
   auto it = fields_.find(sec);
   if (it != fields_.end()) return it->second;
   const auto& s = obj_->section(sec);
-  return fields_[sec] = s.exec() ? arch::x86_64_operand_fields(s.bytes) : std::vector<arch::OperandField>{};
+  return fields_[sec] = s.exec() ? target().operand_fields(s.bytes) : std::vector<arch::OperandField>{};
 }
 
 namespace {

@@ -36,6 +36,7 @@
 #include <set>
 #include <optional>
 
+#include "elf/relocs.h"
 #include "differ/units.h"
 
 namespace ls::diff {
@@ -299,7 +300,8 @@ std::optional<Types> types_fast(const elf::Object& obj) {
       uint32_t sym = ELF64_R_SYM(r.r_info), type = ELF64_R_TYPE(r.r_info);
       if (sym >= obj.symbols().size()) return std::nullopt;
       uint64_t value = obj.symbol(sym).value + r.r_addend;
-      unsigned width = type == R_X86_64_32 ? 4 : type == R_X86_64_64 ? 8 : 0;
+      auto info = elf::reloc_info(obj.machine(), type);
+      unsigned width = info && (info->kind == elf::RelocKind::Abs32 || info->kind == elf::RelocKind::Abs64) ? info->width : 0;
       if (width == 0) return std::nullopt;   // something we do not model: let libdwfl do it
       if (r.r_offset > target.size || width > target.size - r.r_offset) return std::nullopt;
       std::memcpy(img.data() + target_off + r.r_offset, &value, width);

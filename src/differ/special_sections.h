@@ -67,7 +67,8 @@ struct SpecialSection {
   std::string_view loader;
   // Whether the kernel rewrites the code at each entry's place while it runs (an
   // alternative, a jump label): the entries owned by a replaced function's pre code then
-  // travel with it, so that run-pre matching knows those sites (src/kernel/rewrites.h).
+  // travel with it, so that run-pre matching knows those sites
+  // (arch::Target::kernel_table_sites).
   bool pre_sites = false;
 };
 

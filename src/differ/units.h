@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "arch/arch.h"
+#include "arch/target.h"
 #include "differ/differ.h"
 #include "elf/object.h"
 
@@ -47,6 +47,7 @@ class Units {
   Units(const elf::Object& obj);
 
   const elf::Object& obj() const { return *obj_; }
+  const arch::Target& target() const { return arch::target(obj_->machine()); }
   std::vector<Unit>& all() { return units_; }
   const std::vector<Unit>& all() const { return units_; }
   Unit& operator[](int i) { return units_[i]; }

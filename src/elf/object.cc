@@ -18,7 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "arch/arch.h"
+#include "elf/relocs.h"
 
 namespace ls::elf {
 
@@ -287,7 +287,7 @@ void Object::parse() {
       rel.type = GELF_R_TYPE(r.r_info);
       rel.symbol = GELF_R_SYM(r.r_info);
       rel.addend = r.r_addend;
-      auto info = arch::x86_64_reloc(rel.type);
+      auto info = reloc_info(machine_, rel.type);
       if (!info) fail("{}: unknown relocation type {}", where(target, rel.offset), rel.type);
       rel.kind = info->kind;
       rel.width = info->width;

@@ -3,8 +3,9 @@
 // What is hard: inputs come from builds we do not control and from fuzzers, so every
 // index (section, symbol, string, link) and every range is validated while loading;
 // after load() the records are self-consistent and the rest of the program may index
-// them freely. Relocations are converted here, once, into the arch-neutral RelocKind so
-// that the differ and the matcher never see R_X86_64_* numbers.
+// them freely. Relocations are converted here, once, into the arch-neutral RelocKind
+// (through the machine's table, elf/relocs.h) so that the differ and the matcher never
+// see R_X86_64_* numbers.
 #pragma once
 
 #include <cstdint>

@@ -27,12 +27,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "arch/target.h"
 #include "kernel/core.h"
 #include "kernel/kallsyms.h"
 #include "kernel/kcore.h"
 #include "kernel/module.h"
 #include "kernel/pending.h"
-#include "kernel/rewrites.h"
 #include "loader/link.h"
 #include "matcher/matcher.h"
 #include "update/contents.h"
@@ -196,9 +196,12 @@ Exit run_kernel_apply(Context& ctx, const KernelApplyOptions& opt) {
   }
   if (requests.empty()) return failed(Status::error("the update replaces no function", Exit::NoChange));
   ctx.progress(fmt::format("matching {} function(s) against the running kernel", requests.size()));
-  match::Rewrites rewrites = x86_64_rewrites();
-  if (Status s = x86_64_table_sites(u.file, rewrites); !s.ok()) return failed(std::move(s).context(opt.update));
-  auto matched = match::match(ctx, *mem, u.file, requests, rewrites);
+  // The kernel rewrites its own code at boot and module load; its machine says how.
+  auto arch = arch::checked_target(u.file.machine());
+  if (!arch) return failed(std::move(arch).status().context(opt.update));
+  match::Rewrites rewrites = (*arch)->kernel_rewrites();
+  if (Status s = (*arch)->kernel_table_sites(u.file, rewrites); !s.ok()) return failed(std::move(s).context(opt.update));
+  auto matched = match::match(ctx, *mem, u, requests, rewrites);
   if (!matched)
     return failed(Status::error("run-pre matching failed, nothing changed: " + matched.status().message(),
                                 matched.status().code() == Exit::ToolError ? Exit::ToolError : Exit::Unsafe));

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "arch/target.h"
 #include "livesplice.h"   // kernel/uapi: the ioctl interface
 
 namespace ls::kernel {
@@ -18,9 +19,6 @@ namespace {
 // The non-exported kernel symbols livesplice.ko takes as parameters (kernel/core/main.c).
 constexpr const char* kCoreParams[] = {"text_poke", "text_mutex", "stop_machine_cpuslocked", "__module_address",
                                        "idle_task", "find_module"};
-
-constexpr uint8_t kNop5[] = {0x0f, 0x1f, 0x44, 0x00, 0x00};   // nopl 0x0(%rax,%rax,1)
-constexpr uint8_t kEndbr64[] = {0xf3, 0x0f, 0x1e, 0xfa};
 
 Status from_result(const char* what, const std::string& id, int err, const ls_k_result& r,
                    Outcome& out) {
@@ -64,20 +62,21 @@ Status load_core(const Context& ctx, const std::string& ko, const Kallsyms& syms
 }
 
 Result<uint32_t> splice_offset(const Kcore& mem, const Kallsyms& syms, const KSymbol& fn) {
-  uint8_t b[9];
-  if (fn.size != 0 && fn.size < sizeof(b))
+  const arch::Target& arch = arch::host();
+  // The landing pad and ftrace's site, whichever the function has.
+  std::vector<uint8_t> b(arch.entry_head_size + arch.kernel_jump_size);
+  if (fn.size != 0 && fn.size < b.size())
     return error("{} at {}: only {} bytes long", fn.name, fn.addr, fn.size);
   LS_TRY(mem.read(fn.addr, b));
-  uint32_t off = memcmp(b, kEndbr64, sizeof(kEndbr64)) == 0 ? 4 : 0;
-  if (memcmp(b + off, kNop5, sizeof(kNop5)) == 0) return off + 5;
-  if (b[off] == 0xe8) {
+  auto off = static_cast<uint32_t>(arch.entry_landing(b));
+  auto fentry = arch.fentry_site(std::span(b).subspan(off));
+  if (fentry && !fentry->call_to) return off + fentry->length;
+  if (fentry) {
     // A traced function: the fentry site calls into ftrace.
-    int32_t rel;
-    memcpy(&rel, b + off + 1, 4);
-    TargetAddr to = fn.addr + (off + 5) + rel;
+    TargetAddr to = fn.addr + off + *fentry->call_to;
     const KSymbol* callee = syms.at_or_below(to);
     if (callee && (callee->name == "__fentry__" || callee->name.starts_with("ftrace")))
-      return off + 5;
+      return off + fentry->length;
   }
   return off;  // no fentry site (notrace): the jump goes at the entry
 }
@@ -95,10 +94,11 @@ Result<Redirect> plan_redirect(const Kcore& mem, const Kallsyms& syms, const KSy
   auto off = splice_offset(mem, syms, old_fn);
   if (!off) return off.status();
   r.offset = *off;
-  if (old_fn.size != 0 && r.offset + 5 > old_fn.size)
+  const uint64_t jump = arch::host().kernel_jump_size;
+  if (old_fn.size != 0 && r.offset + jump > old_fn.size)
     return error("{} at {}: {} bytes, too short for a jump at +{}", old_fn.name, old_fn.addr,
                  old_fn.size, r.offset);
-  r.expect.resize(5);
+  r.expect.resize(jump);
   LS_TRY(mem.read(old_fn.addr + r.offset, r.expect));
   return r;
 }

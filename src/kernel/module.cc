@@ -15,29 +15,16 @@
 
 #include <fmt/ranges.h>
 
+#include "arch/target.h"
 #include "differ/special_sections.h"
 #include "elf/writer.h"
+#include "update/format.h"
 
 namespace ls::kernel {
 namespace {
 
-constexpr std::string_view kPostPrefix = ".livesplice.post";
 constexpr size_t kModuleNameLen = 56;   // MODULE_NAME_LEN on 64-bit
 constexpr size_t kMaxReported = 40;
-
-// The relocation types arch/x86/kernel/module.c applies, and the bytes each writes.
-int kernel_reloc_width(uint32_t type) {
-  switch (type) {
-    case R_X86_64_NONE: return 0;
-    case R_X86_64_64:
-    case R_X86_64_PC64: return 8;
-    case R_X86_64_32:
-    case R_X86_64_32S:
-    case R_X86_64_PC32:
-    case R_X86_64_PLT32: return 4;
-    default: return -1;
-  }
-}
 
 uint64_t align_up(uint64_t v, uint64_t a) { return a <= 1 ? v : (v + a - 1) / a * a; }
 
@@ -63,36 +50,41 @@ Result<std::vector<uint8_t>> rename_modinfo(const elf::Section& s, const std::st
   return out;
 }
 
-}  // namespace
+// The steps of build_module, in its order, sharing the module being written. Failures
+// of the identity and of the sections stop at once (the skeleton or the update is not
+// what this writer expects); those of symbols and relocations are gathered, so that one
+// message names every run symbol the resolver lacks and every relocation refused.
+class ModuleWriter {
+ public:
+  ModuleWriter(Context& ctx, const update::Contents& u, std::string name) : ctx_(ctx), u_(u), f_(u.file) {
+    m_.name = std::move(name);
+  }
 
-std::string module_name(const std::string& id) { return "livesplice_" + id.substr(0, 16); }
+  Status take_identity(const elf::Object& skel);
+  Status merge_sections(const std::vector<uint32_t>& loaded);
+  void name_definitions();
+  void relocate(const std::vector<uint32_t>& loaded, const load::Bindings& own, const load::SymbolResolver& resolver);
+  Result<ModuleFile> finish();
 
-Result<ModuleFile> build_module(Context& ctx, const update::Contents& u, const load::SymbolResolver& resolver,
-                                const std::string& name) {
-  const elf::Object& f = u.file;
-  const elf::Section* skel_sec = f.find_section(kSkeletonSection);
-  if (!skel_sec)
-    return error("{}: carries no skeleton kernel module ({}); make the update again with this version of "
-                 "create --kernel",
-                 f.path(), kSkeletonSection);
-  if (name.size() >= kModuleNameLen) return error("module name '{}' is too long", name);
-  elf::Object skel = elf::Object::from_memory(std::vector<uint8_t>(skel_sec->bytes.begin(), skel_sec->bytes.end()),
-                                              f.path() + ":" + std::string(kSkeletonSection));
+ private:
+  std::optional<elf::SymbolRef> run_symbol(uint32_t sym, const load::SymbolResolver& resolver);
 
-  // What goes into the module: the post sections and every kernel table the update carries.
-  std::vector<uint32_t> loaded = u.post_sections;
-  for (const auto& [index, table] : u.special_sections) loaded.push_back(index);
-  std::sort(loaded.begin(), loaded.end());
-  loaded.erase(std::unique(loaded.begin(), loaded.end()), loaded.end());
-  auto plan = load::plan(ctx, f, loaded);   // validates sections; binds the update's own globals
-  if (!plan) return plan.status();
+  Context& ctx_;
+  const update::Contents& u_;
+  const elf::Object& f_;   // u_.file
+  ModuleFile m_;
+  elf::Writer w_;
+  std::vector<std::string> errors_;
+  std::map<uint32_t, std::pair<uint32_t, uint64_t>> at_;   // update section -> (out section, offset)
+  std::map<uint32_t, elf::SymbolRef> defined_;             // update symbol -> its named definition
+  std::map<uint32_t, elf::SymbolRef> absolute_;            // run symbol -> its absolute symbol
+  std::set<uint32_t> unresolved_;
+  std::map<uint32_t, std::vector<elf::NewReloc>> relocs_;  // out section -> its relocations
+};
 
-  ModuleFile m;
-  m.name = name;
-  elf::Writer w;
-  std::vector<std::string> errors;
-
-  // The skeleton's identity: .modinfo (renamed), struct module (renamed), __versions.
+// The skeleton's identity: .modinfo (renamed), struct module (renamed), __versions.
+Status ModuleWriter::take_identity(const elf::Object& skel) {
+  const std::string& name = m_.name;
   const elf::Section* modinfo = skel.find_section(".modinfo");
   const elf::Section* this_module = skel.find_section(".gnu.linkonce.this_module");
   if (!modinfo || !this_module) return error("{}: not a kernel module (no .modinfo or struct module)", skel.path());
@@ -107,7 +99,7 @@ Result<ModuleFile> build_module(Context& ctx, const update::Contents& u, const l
     o.name = ".modinfo";
     o.flags = SHF_ALLOC;
     o.data = std::move(*info);
-    w.add_section(std::move(o));
+    w_.add_section(std::move(o));
   }
   {
     elf::NewSection o;
@@ -122,7 +114,7 @@ Result<ModuleFile> build_module(Context& ctx, const update::Contents& u, const l
       return error("{}: the name '{}' is not in its struct module", skel.path(), old_name);
     std::fill(o.data.begin() + at, o.data.begin() + at + kModuleNameLen, 0);
     std::copy(name.begin(), name.end(), o.data.begin() + at);
-    w.add_section(std::move(o));
+    w_.add_section(std::move(o));
   }
   if (const elf::Section* v = skel.find_section("__versions")) {
     elf::NewSection o;
@@ -130,38 +122,40 @@ Result<ModuleFile> build_module(Context& ctx, const update::Contents& u, const l
     o.flags = v->flags;
     o.align = std::max<uint64_t>(v->align, 1);
     o.data.assign(v->bytes.begin(), v->bytes.end());
-    w.add_section(std::move(o));
+    w_.add_section(std::move(o));
   }
+  return {};
+}
 
-  // The update's sections, merged by name.
+// The update's sections, merged by name (the module loader takes the first of a name).
+Status ModuleWriter::merge_sections(const std::vector<uint32_t>& loaded) {
   std::map<std::string, uint32_t> by_name;
-  std::map<uint32_t, std::pair<uint32_t, uint64_t>> at;   // update section -> (out section, offset)
   for (uint32_t i : loaded) {
-    const elf::Section& s = f.section(i);
-    std::string out_name = s.name.starts_with(kPostPrefix) ? s.name.substr(kPostPrefix.size()) : s.name;
+    const elf::Section& s = f_.section(i);
+    std::string out_name(update::original_name(s.name, update::kPostPrefix));
     if (out_name.empty() || out_name == ".modinfo" || out_name == ".gnu.linkonce.this_module" ||
         out_name == "__versions")
-      return error("{}: would be the module's own {}", f.where(s), out_name.empty() ? "(unnamed)" : out_name);
-    auto [it, fresh] = by_name.emplace(out_name, w.section_count());
+      return error("{}: would be the module's own {}", f_.where(s), out_name.empty() ? "(unnamed)" : out_name);
+    auto [it, fresh] = by_name.emplace(out_name, w_.section_count());
     if (fresh) {
       elf::NewSection o;
       o.name = out_name;
       o.type = s.nobits() ? SHT_NOBITS : SHT_PROGBITS;
       o.flags = elf::copied_flags(s.flags);
       o.entsize = s.entsize;
-      w.add_section(std::move(o));
+      w_.add_section(std::move(o));
     }
-    elf::NewSection& o = w.section(it->second);
+    elf::NewSection& o = w_.section(it->second);
     const diff::SpecialSection* row = diff::find_special(out_name);
-    bool table = std::any_of(u.special_sections.begin(), u.special_sections.end(),
+    bool table = std::any_of(u_.special_sections.begin(), u_.special_sections.end(),
                              [&](const auto& t) { return t.first == i; });
     if (table && (!row || row->policy != diff::SpecialPolicy::Carry))
-      return error("{}: a kernel table with no description of what the kernel does with it", f.where(s));
+      return error("{}: a kernel table with no description of what the kernel does with it", f_.where(s));
     // objtool writes some tables byte-aligned; in the module each entry is aligned as
     // its fields are, as vmlinux's linker script aligns them.
     if (row && row->entry_size)
       o.align = std::max<uint64_t>(o.align, row->entry_size % 8 == 0 ? 8 : row->entry_size % 4 == 0 ? 4 : 2);
-    if (o.type == SHT_NOBITS && !s.nobits()) return error("{}: data in a section of no bits ({})", f.where(s), out_name);
+    if (o.type == SHT_NOBITS && !s.nobits()) return error("{}: data in a section of no bits ({})", f_.where(s), out_name);
     o.align = std::max<uint64_t>(o.align, std::max<uint64_t>(s.align, 1));
     uint64_t off = align_up(o.size, s.align);
     if (!s.nobits()) {
@@ -171,17 +165,19 @@ Result<ModuleFile> build_module(Context& ctx, const update::Contents& u, const l
       o.data.resize(off + s.size, 0);   // zeroed data merged into a section with contents
     }
     o.size = off + s.size;
-    at[i] = {it->second, off};
-    m.placed[i] = {out_name, off};
+    at_[i] = {it->second, off};
+    m_.placed[i] = {out_name, off};
   }
+  return {};
+}
 
-  // Named definitions keep their names: kallsyms lists them under the module.
-  std::map<uint32_t, elf::SymbolRef> defined;
-  for (const elf::Symbol& s : f.symbols()) {
-    if (!s.in_section() || !at.count(s.section) || s.name.empty() || s.type == elf::SymbolType::Section ||
+// Named definitions keep their names: kallsyms lists them under the module.
+void ModuleWriter::name_definitions() {
+  for (const elf::Symbol& s : f_.symbols()) {
+    if (!s.in_section() || !at_.count(s.section) || s.name.empty() || s.type == elf::SymbolType::Section ||
         s.type == elf::SymbolType::File)
       continue;
-    auto [out, off] = at.at(s.section);
+    auto [out, off] = at_.at(s.section);
     elf::NewSymbol o;
     o.name = s.name;
     o.type = elf::st_type(s.type);
@@ -189,66 +185,78 @@ Result<ModuleFile> build_module(Context& ctx, const update::Contents& u, const l
     o.shndx = static_cast<uint16_t>(out);
     o.value = off + s.value;
     o.size = s.size;
-    defined[s.index] = w.add_symbol(std::move(o));
+    defined_[s.index] = w_.add_symbol(std::move(o));
   }
-  // Run symbols: absolute, with the value matching or kallsyms gave.
-  std::map<uint32_t, elf::SymbolRef> absolute;
-  std::set<uint32_t> unresolved;
-  auto run_symbol = [&](uint32_t sym) -> std::optional<elf::SymbolRef> {
-    if (auto it = absolute.find(sym); it != absolute.end()) return it->second;
-    if (unresolved.count(sym)) return std::nullopt;
-    auto v = resolver.resolve(sym, View::Address);
-    if (!v) {
-      unresolved.insert(sym);
-      errors.push_back(v.status().message());
-      return std::nullopt;
-    }
-    elf::NewSymbol o;
-    o.name = f.symbol(sym).name;
-    o.bind = STB_GLOBAL;
-    o.shndx = SHN_ABS;
-    o.value = v->value();
-    return absolute[sym] = w.add_symbol(std::move(o));
-  };
+}
 
-  std::map<uint32_t, std::vector<elf::NewReloc>> relocs;   // out section -> its relocations
+// A run symbol: absolute, with the value matching or kallsyms gave.
+std::optional<elf::SymbolRef> ModuleWriter::run_symbol(uint32_t sym, const load::SymbolResolver& resolver) {
+  if (auto it = absolute_.find(sym); it != absolute_.end()) return it->second;
+  if (unresolved_.count(sym)) return std::nullopt;
+  auto v = resolver.resolve(sym, View::Address);
+  if (!v) {
+    unresolved_.insert(sym);
+    errors_.push_back(v.status().message());
+    return std::nullopt;
+  }
+  elf::NewSymbol o;
+  o.name = f_.symbol(sym).name;
+  o.bind = STB_GLOBAL;
+  o.shndx = SHN_ABS;
+  o.value = v->value();
+  return absolute_[sym] = w_.add_symbol(std::move(o));
+}
+
+// Each relocation moved along with its section, against the module's own definition,
+// a section symbol, or a run symbol's absolute value; only types the kernel applies.
+void ModuleWriter::relocate(const std::vector<uint32_t>& loaded, const load::Bindings& own,
+                            const load::SymbolResolver& resolver) {
+  auto& errors = errors_;
+  auto& w = w_;
+  const elf::Object& f = f_;
+  auto arch = arch::checked_target(f.machine());   // which relocations the kernel's loader applies
+  if (!arch) {
+    errors.push_back(arch.status().message());
+    return;
+  }
   for (uint32_t i : loaded) {
     const elf::Section& s = f.section(i);
-    auto [out, off] = at.at(i);
+    auto [out, off] = at_.at(i);
     for (const elf::Reloc& r : s.relocs) {
       std::string where = f.where(s, static_cast<int64_t>(r.offset));
-      int width = kernel_reloc_width(r.type);
-      if (width < 0) {
+      std::optional<unsigned> applies = (*arch)->kernel_module_reloc_width(r.type);
+      if (!applies) {
         errors.push_back(fmt::format("{}: relocation type {} ({}) is not one the kernel's module loader applies",
                                      where, r.type, elf::to_string(r.kind)));
         continue;
       }
-      if (r.type == R_X86_64_NONE) continue;
+      if (r.kind == elf::RelocKind::None) continue;
+      const unsigned width = *applies;
       uint32_t sym = r.symbol;
-      if (auto b = plan->bound.find(sym); b != plan->bound.end()) sym = b->second;
+      if (auto b = own.bound.find(sym); b != own.bound.end()) sym = b->second;
       const elf::Symbol& t = f.symbol(sym);
       int64_t addend = r.addend;
       std::optional<elf::SymbolRef> ref;
       if (sym == 0) {
         ref = elf::SymbolRef{};
       } else if (t.in_section()) {
-        auto ts = at.find(t.section);
-        if (ts == at.end()) {
+        auto ts = at_.find(t.section);
+        if (ts == at_.end()) {
           errors.push_back(fmt::format("{}: refers to {} in {}, which is not loaded", where, t.name,
                                        f.section(t.section).name));
           continue;
         }
-        if (t.type == elf::SymbolType::Section || !defined.count(sym)) {
+        if (t.type == elf::SymbolType::Section || !defined_.count(sym)) {
           ref = w.section_symbol(ts->second.first);
           addend += static_cast<int64_t>(ts->second.second + (t.type == elf::SymbolType::Section ? 0 : t.value));
         } else {
-          ref = defined.at(sym);
+          ref = defined_.at(sym);
         }
       } else if (t.section == elf::kAbs) {
         errors.push_back(fmt::format("{}: refers to absolute symbol {}", where, t.name));
         continue;
       } else {
-        ref = run_symbol(sym);
+        ref = run_symbol(sym, resolver);
         if (!ref) continue;
       }
       elf::NewSection& o = w.section(out);
@@ -261,24 +269,71 @@ Result<ModuleFile> build_module(Context& ctx, const update::Contents& u, const l
         // The kernel writes only into zeroed fields; the addend travels in the relocation.
         std::fill(o.data.begin() + field, o.data.begin() + field + width, 0);
       }
-      relocs[out].push_back({field, r.type, *ref, addend});
+      relocs_[out].push_back({field, r.type, *ref, addend});
     }
   }
-  if (!errors.empty()) {
-    size_t n = errors.size();
-    if (n > kMaxReported) errors.resize(kMaxReported);
-    return error("cannot write the update's kernel module:\n  {}{}", fmt::join(errors, "\n  "),
+}
+
+// Every gathered failure at once, else the module's bytes; the relocation sections
+// follow every section they apply to.
+Result<ModuleFile> ModuleWriter::finish() {
+  if (!errors_.empty()) {
+    size_t n = errors_.size();
+    if (n > kMaxReported) errors_.resize(kMaxReported);
+    return error("cannot write the update's kernel module:\n  {}{}", fmt::join(errors_, "\n  "),
                  n > kMaxReported ? fmt::format("\n  ... and {} more", n - kMaxReported) : "");
   }
-
-  // The relocation sections follow every section they apply to.
-  for (auto& [out, list] : relocs) w.add_rela(out, std::move(list));
-  auto image = w.write();
+  for (auto& [out, list] : relocs_) w_.add_rela(out, std::move(list));
+  auto image = w_.write();
   if (!image) return error("cannot write the update's kernel module: {}", image.status().message());
-  m.bytes = std::move(image).value();
-  ctx.note(fmt::format("module {}: {} bytes, {} sections, {} run symbols", name, m.bytes.size(),
-                       w.section_count() + 3, absolute.size()));
-  return m;
+  m_.bytes = std::move(image).value();
+  ctx_.note(fmt::format("module {}: {} bytes, {} sections, {} run symbols", m_.name, m_.bytes.size(),
+                        w_.section_count() + 3, absolute_.size()));
+  return std::move(m_);
+}
+
+// The skeleton module the update carries, read through the ELF layer.
+Result<elf::Object> skeleton_of(const update::Contents& u) {
+  const elf::Object& f = u.file;
+  const elf::Section* skel = f.find_section(update::kKernelModuleSection);
+  if (!skel)
+    return error("{}: carries no skeleton kernel module ({}); make the update again with this version of "
+                 "create --kernel",
+                 f.path(), update::kKernelModuleSection);
+  return elf::Object::from_memory(std::vector<uint8_t>(skel->bytes.begin(), skel->bytes.end()),
+                                  f.path() + ":" + std::string(update::kKernelModuleSection));
+}
+
+// What goes into the module: the post sections and every kernel table the update carries.
+std::vector<uint32_t> module_sections(const update::Contents& u) {
+  std::vector<uint32_t> loaded = u.post_sections;
+  for (const auto& [index, table] : u.special_sections) loaded.push_back(index);
+  std::sort(loaded.begin(), loaded.end());
+  loaded.erase(std::unique(loaded.begin(), loaded.end()), loaded.end());
+  return loaded;
+}
+
+}  // namespace
+
+std::string module_name(const std::string& id) { return "livesplice_" + id.substr(0, 16); }
+
+Result<ModuleFile> build_module(Context& ctx, const update::Contents& u, const load::SymbolResolver& resolver,
+                                const std::string& name) {
+  if (name.size() >= kModuleNameLen) return error("module name '{}' is too long", name);
+  auto skel = skeleton_of(u);
+  if (!skel) return skel.status();
+  std::vector<uint32_t> loaded = module_sections(u);
+  // Loadable as the loader sees sections, and the update's own globals bound: the
+  // kernel's module loader does the rest of what a linker does.
+  auto own = load::check(u, loaded);
+  if (!own) return own.status();
+
+  ModuleWriter w(ctx, u, name);
+  LS_TRY(w.take_identity(*skel));
+  LS_TRY(w.merge_sections(loaded));
+  w.name_definitions();
+  w.relocate(loaded, *own, resolver);
+  return w.finish();
 }
 
 Result<LoadedModule> LoadedModule::load(const ModuleFile& m) {

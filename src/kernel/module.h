@@ -7,11 +7,10 @@
 // read-only and executable, and lists the new functions in kallsyms under the module's
 // name, so backtraces name it.
 //
-// What is hard:
-// - Binding without exports. A module's undefined symbols must be exported, but the
-//   new code calls static and non-exported functions. Every run symbol becomes an
-//   SHN_ABS symbol holding the address the resolver gave; the loader relocates against
-//   absolute symbols as it does against its own, and kallsyms leaves them out.
+// What is hard, in the order build_module meets it:
+// - What a linker would refuse. The sections must be loadable and the update's own
+//   undefined globals bound to its definitions, as the process loader checks and binds
+//   them (load::check); the layout and the relocation are the kernel's.
 // - The module's identity is not ours to invent: vermagic, the layout of struct module
 //   (`.gnu.linkonce.this_module`) and the CRC of module_layout (`__versions`) come from
 //   the skeleton module `create --kernel` built against the kernel's headers package and
@@ -19,9 +18,15 @@
 // - One table per name: the loader finds `__ex_table`, `.orc_unwind_ip`... by name and
 //   takes the first, so the update's per-object copies of a section are merged into one,
 //   in file order (ORC's two parallel tables stay parallel), relocations moved along.
-// - The x86-64 loader handles R_X86_64_{NONE,64,32,32S,PC32,PLT32,PC64} only, and
-//   refuses a field that is not zero before it writes (RELA: the addend is in the
-//   relocation); other types are refused here with the place named.
+// - Binding without exports. A module's undefined symbols must be exported, but the
+//   new code calls static and non-exported functions. Named definitions keep their
+//   names; every run symbol becomes an SHN_ABS symbol holding the address the resolver
+//   gave; the loader relocates against absolute symbols as it does against its own, and
+//   kallsyms leaves them out.
+// - The kernel's module loader applies a few relocation types only (the machine's
+//   arch::Target::kernel_module_reloc_width; on x86-64 R_X86_64_{NONE,64,32,32S,PC32,
+//   PLT32,PC64}), and refuses a field that is not zero before it writes (RELA: the
+//   addend is in the relocation); other types are refused here with the place named.
 #pragma once
 
 #include <cstdint>
@@ -37,8 +42,6 @@
 
 namespace ls::kernel {
 
-// The update section holding the skeleton module (a .ko built against the headers).
-inline constexpr std::string_view kSkeletonSection = ".livesplice.kernel_module";
 
 struct ModuleFile {
   std::string name;                 // livesplice_<id prefix>

@@ -25,20 +25,17 @@
 
 #include <fmt/ranges.h>
 
-#include "arch/arch.h"
-#include "loader/x86_64.h"
-#include "update/update.h"
+#include "arch/target.h"
+#include "core/bytes.h"
 
 namespace ls::load {
 namespace {
 
 using elf::RelocKind;
-namespace x86 = x86_64;
 
 constexpr uint64_t kPageSize = 4096;
 constexpr uint64_t kGotSlotSize = 8;
 constexpr uint64_t kMaxImage = uint64_t{1} << 31;
-constexpr std::string_view kPostPrefix = ".livesplice.post.";
 constexpr size_t kMaxReported = 40;   // lines; the rest are counted
 
 uint64_t align_up(uint64_t v, uint64_t a) { return a <= 1 ? v : (v + a - 1) / a * a; }
@@ -79,6 +76,15 @@ bool supported(RelocKind k) {
   }
 }
 
+// Layout order: by area, then as given.
+std::vector<uint32_t> layout_order(const elf::Object& update, const std::vector<uint32_t>& secs) {
+  std::vector<uint32_t> order;
+  for (Area a : {Area::Code, Area::ReadOnly, Area::Writable})
+    for (uint32_t i : secs)
+      if (area_of(update.section(i)) == a) order.push_back(i);
+  return order;
+}
+
 bool named_definition(const elf::Symbol& s) {
   return !s.name.empty() && s.type != elf::SymbolType::Section && s.type != elf::SymbolType::File;
 }
@@ -90,30 +96,11 @@ std::string symbol_name(const elf::Object& u, uint32_t sym) {
   return s.name.empty() ? fmt::format("(symbol {})", sym) : s.name;
 }
 
-// The update's manifest, read through the schema (update/manifest.h); none for a
-// hand-made object without one. It marks file-local run symbols and improves messages.
-Result<std::optional<update::Manifest>> manifest_of(const elf::Object& u) {
-  if (!u.find_section(update::kManifestSection)) return std::optional<update::Manifest>();
-  try {
-    return std::optional<update::Manifest>(update::parse_manifest(u));
-  } catch (const Error& e) {
-    return Status::error(e.what());
-  }
-}
-
 }  // namespace
 
-std::vector<uint32_t> post_sections(const elf::Object& update) {
-  std::vector<uint32_t> out;
-  for (const auto& s : update.sections())
-    if (s.alloc() && s.name.starts_with(kPostPrefix)) out.push_back(s.index);
-  return out;
-}
-
-Result<Plan> plan(Context& ctx, const elf::Object& update, const std::vector<uint32_t>& secs) {
-  Plan p;
-  p.page_size = kPageSize;
-  p.align = kPageSize;
+Result<Bindings> check(const update::Contents& contents, const std::vector<uint32_t>& secs) {
+  const elf::Object& update = contents.file;
+  Bindings b;
   std::vector<std::string> errors;
   std::set<uint32_t> in_image;
   for (uint32_t i : secs) {
@@ -131,15 +118,8 @@ Result<Plan> plan(Context& ctx, const elf::Object& update, const std::vector<uin
       errors.push_back(fmt::format("{}: {:#x} bytes; an image must stay under 2 GiB", update.where(s), s.size));
     else if (s.nobits() && !s.relocs.empty())
       errors.push_back(fmt::format("{}: SHT_NOBITS section with relocations", update.where(s)));
-    p.align = std::max(p.align, s.align);
   }
   if (!errors.empty()) return Status::error(fmt::format("cannot load {}:\n  {}", update.path(), fmt::join(errors, "\n  ")));
-
-  // Layout order: by area, then as given.
-  std::vector<uint32_t> order;
-  for (Area a : {Area::Code, Area::ReadOnly, Area::Writable})
-    for (uint32_t i : secs)
-      if (area_of(update.section(i)) == a) order.push_back(i);
 
   // Globals the update defines, for binding its own undefined references to them. A
   // run symbol the manifest calls file-local (ELF has no undefined locals, so it is
@@ -148,23 +128,13 @@ Result<Plan> plan(Context& ctx, const elf::Object& update, const std::vector<uin
   for (const auto& s : update.symbols())
     if (s.in_section() && in_image.count(s.section) && !s.local() && named_definition(s))
       defined.emplace(s.name, s.index);
-  std::optional<update::Manifest> manifest;
-  if (!defined.empty()) {
-    auto m = manifest_of(update);
-    if (!m) return m.status();
-    manifest = std::move(*m);
-  }
   auto file_local = [&](uint32_t sym) {
-    const auto* e = manifest ? manifest->run_symbol(sym) : nullptr;
+    const update::RunSymbol* e = contents.run_symbol(sym);
     return e && e->local;
   };
 
-  std::set<StubKey> stub_seen;
-  std::set<GotKey> got_seen;
-  for (uint32_t i : order) {
+  for (uint32_t i : layout_order(update, secs)) {
     const auto& sec = update.section(i);
-    std::set<uint64_t> branches;
-    if (sec.exec() && !sec.relocs.empty()) branches = x86::branch_fields(sec.bytes);
     for (const auto& r : sec.relocs) {
       std::string at = update.where(sec, static_cast<int64_t>(r.offset));
       if (!supported(r.kind)) {
@@ -186,12 +156,42 @@ Result<Plan> plan(Context& ctx, const elf::Object& update, const std::vector<uin
       bool run = !sym.defined();
       if (run && !sym.name.empty() && !file_local(r.symbol)) {
         if (auto d = defined.find(sym.name); d != defined.end()) {
-          p.bound[r.symbol] = d->second;
+          b.bound[r.symbol] = d->second;
           run = false;
         }
       }
       if ((r.kind == RelocKind::Size32 || r.kind == RelocKind::Size64) && run)
         errors.push_back(fmt::format("{}: the size of run symbol '{}' is not known to the loader", at, sym.name));
+    }
+  }
+  if (!errors.empty())
+    return Status::error(fmt::format("cannot load {}:\n  {}", update.path(), fmt::join(errors, "\n  ")));
+  return b;
+}
+
+Result<Plan> plan(Context& ctx, const update::Contents& contents, const std::vector<uint32_t>& secs) {
+  const elf::Object& update = contents.file;
+  auto arch = arch::checked_target(update.machine());
+  if (!arch) return std::move(arch).status().context(update.path());
+  auto checked = check(contents, secs);
+  if (!checked) return checked.status();
+  Plan p;
+  p.page_size = kPageSize;
+  p.align = kPageSize;
+  p.bound = std::move(checked->bound);
+  for (uint32_t i : secs) p.align = std::max(p.align, update.section(i).align);
+
+  std::vector<uint32_t> order = layout_order(update, secs);
+  // A stub for every branch to a run symbol, a slot for every GOT-relative access.
+  std::set<StubKey> stub_seen;
+  std::set<GotKey> got_seen;
+  for (uint32_t i : order) {
+    const auto& sec = update.section(i);
+    std::set<uint64_t> branches;
+    if (sec.exec() && !sec.relocs.empty()) branches = (*arch)->branch_fields(sec.bytes);
+    for (const auto& r : sec.relocs) {
+      if (r.symbol == 0) continue;
+      bool run = !update.symbol(r.symbol).defined() && !p.bound.count(r.symbol);
       if (run && (r.kind == RelocKind::Plt32 || r.kind == RelocKind::PcRel32) && branches.count(r.offset) &&
           stub_seen.insert({r.symbol, r.addend}).second)
         p.stubs.push_back({r.symbol, r.addend});
@@ -201,8 +201,6 @@ Result<Plan> plan(Context& ctx, const elf::Object& update, const std::vector<uin
       }
     }
   }
-  if (!errors.empty())
-    return Status::error(fmt::format("cannot load {}:\n  {}", update.path(), fmt::join(errors, "\n  ")));
 
   uint64_t cursor = 0;
   auto place = [&](uint32_t i) {
@@ -213,8 +211,8 @@ Result<Plan> plan(Context& ctx, const elf::Object& update, const std::vector<uin
   };
   size_t k = 0;
   for (; k < order.size() && area_of(update.section(order[k])) == Area::Code; ++k) place(order[k]);
-  p.stub_size = x86::FarJumpStub::kSize;
-  p.stubs_offset = align_up(cursor, x86::FarJumpStub::kAlign);
+  p.stub_size = (*arch)->far_stub_size;
+  p.stubs_offset = align_up(cursor, (*arch)->far_stub_align);
   cursor = p.stubs_offset + p.stubs.size() * p.stub_size;
   p.code_end = cursor;
   for (; k < order.size() && area_of(update.section(order[k])) == Area::ReadOnly; ++k) place(order[k]);
@@ -237,8 +235,9 @@ namespace {
 
 class Linker {
  public:
-  Linker(Context& ctx, const elf::Object& u, const Plan& p, TargetAddr base, const SymbolResolver& r)
-      : ctx_(ctx), u_(u), plan_(p), base_(base), resolver_(r) {}
+  Linker(Context& ctx, const arch::Target& arch, const update::Contents& u, const Plan& p, TargetAddr base,
+         const SymbolResolver& r)
+      : ctx_(ctx), arch_(arch), contents_(u), u_(u.file), plan_(p), base_(base), resolver_(r) {}
 
   Result<Image> run();
 
@@ -270,8 +269,8 @@ class Linker {
   size_t tls_ld(const std::vector<elf::Reloc>& relocs, size_t i, const Site& s);
   std::optional<int64_t> tls_offset(const Site& s);
 
-  void put32(const Site& s, uint64_t v) { x86::put32(s.code.subspan(s.r.offset, 4), static_cast<uint32_t>(v)); }
-  void put64(const Site& s, uint64_t v) { x86::put64(s.code.subspan(s.r.offset, 8), v); }
+  void put32(const Site& s, uint64_t v) { put_le32(s.code.subspan(s.r.offset, 4), static_cast<uint32_t>(v)); }
+  void put64(const Site& s, uint64_t v) { put_le64(s.code.subspan(s.r.offset, 8), v); }
   bool put_s32(const Site& s, int64_t v, std::string_view what);
   TargetAddr stub(StubKey k, uint64_t target);
   TargetAddr got(GotKey k, uint64_t value);
@@ -282,7 +281,9 @@ class Linker {
   std::string describe_run_symbol(uint32_t sym);
 
   Context& ctx_;
-  const elf::Object& u_;
+  const arch::Target& arch_;
+  const update::Contents& contents_;
+  const elf::Object& u_;   // contents_.file
   const Plan& plan_;
   TargetAddr base_;
   const SymbolResolver& resolver_;
@@ -293,7 +294,6 @@ class Linker {
   std::vector<bool> stub_filled_, got_filled_;
   std::vector<std::string> errors_;
   std::map<uint32_t, Missing> missing_;
-  std::optional<std::optional<update::Manifest>> manifest_;   // once read; inner: none or unreadable
 };
 
 const Linker::Answer& Linker::ask(uint32_t sym, View v) {
@@ -320,7 +320,7 @@ std::optional<uint64_t> Linker::address(uint32_t sym) {
 std::string Linker::place(const Site& s) const {
   std::string at = u_.where(s.sec, static_cast<int64_t>(s.r.offset));
   if (s.sec.exec())
-    if (auto insn = arch::x86_64_instruction_at(s.sec.bytes, s.r.offset)) at += fmt::format(": '{}'", insn->text);
+    if (auto insn = arch_.instruction_at(s.sec.bytes, s.r.offset)) at += fmt::format(": '{}'", insn->text);
   return fmt::format("{}: {} against '{}'", at, elf::to_string(s.r.kind), symbol_name(u_, s.r.symbol));
 }
 
@@ -350,7 +350,7 @@ TargetAddr Linker::stub(StubKey k, uint64_t target) {
   size_t i = stub_index_.at(k);
   uint64_t off = plan_.stubs_offset + i * plan_.stub_size;
   if (!stub_filled_[i]) {
-    x86::FarJumpStub::write(std::span(img_.bytes).subspan(off, plan_.stub_size), target);
+    arch_.write_far_stub(std::span(img_.bytes).subspan(off, plan_.stub_size), target);
     stub_filled_[i] = true;
     ++img_.stubs_used;
   }
@@ -361,7 +361,7 @@ TargetAddr Linker::got(GotKey k, uint64_t value) {
   size_t i = got_index_.at(k);
   uint64_t off = plan_.got_offset + i * kGotSlotSize;
   if (!got_filled_[i]) {
-    x86::put64(std::span(img_.bytes).subspan(off, kGotSlotSize), value);
+    put_le64(std::span(img_.bytes).subspan(off, kGotSlotSize), value);
     got_filled_[i] = true;
     ++img_.got_used;
   }
@@ -378,8 +378,8 @@ void Linker::pc32(const Site& s, const std::set<uint64_t>& branches) {
   if (fits_s32(v)) return put32(s, static_cast<uint64_t>(v));
   StubKey key{r.symbol, r.addend};
   if (branches.count(r.offset) && stub_index_.count(key)) {
-    TargetAddr t = stub(key, *S + static_cast<uint64_t>(r.addend + x86::kBranchBias));
-    put_s32(s, t - s.P - x86::kBranchBias, "stub offset");
+    TargetAddr t = stub(key, *S + static_cast<uint64_t>(r.addend + arch_.branch_bias));
+    put_s32(s, t - s.P - arch_.branch_bias, "stub offset");
     return;
   }
   fail_at(s, fmt::format("{:#x} is {} away, beyond ±2 GiB, and only a branch can go through a stub; "
@@ -421,19 +421,19 @@ std::optional<int64_t> Linker::tls_offset(const Site& s) {
 // program's GD pair.
 size_t Linker::tls_gd(const std::vector<elf::Reloc>& relocs, size_t i, const Site& s) {
   const auto& r = s.r;
-  auto call = x86::gd_call_field(s.code, r.offset);
+  auto call = arch_.gd_call_field(s.code, r.offset);
   bool call_follows = call && i + 1 < relocs.size() && relocs[i + 1].offset == *call;
   // Why local-exec was not possible, for the message when the pair is missing too.
   std::string no_le;
   if (auto tpoff = tls_offset(s)) {
-    int64_t v = *tpoff + r.addend + x86::kBranchBias;
+    int64_t v = *tpoff + r.addend + arch_.branch_bias;
     if (!fits_s32(v))   // dynamically allocated TLS (a dlopen()ed module): only the pair reaches it
       no_le = fmt::format("its TLS offset {} is not in static TLS", signed_hex(v));
     else if (!call_follows)
       no_le = "the code is not the general-dynamic sequence 'data16 lea x@tlsgd(%rip),%rdi; data16 data16 "
               "rex.W call __tls_get_addr@PLT' (or its -fno-plt form) that can be rewritten";
     if (no_le.empty()) {
-      x86::rewrite_gd_to_le(s.code, r.offset, static_cast<int32_t>(v));
+      arch_.rewrite_gd_to_le(s.code, r.offset, static_cast<int32_t>(v));
       return 2;
     }
   }
@@ -457,9 +457,9 @@ size_t Linker::tls_gd(const std::vector<elf::Reloc>& relocs, size_t i, const Sit
 // DtpOff field the variable's TLS offset (see apply()).
 size_t Linker::tls_ld(const std::vector<elf::Reloc>& relocs, size_t i, const Site& s) {
   const auto& r = s.r;
-  auto call = x86::ld_call_field(s.code, r.offset);
+  auto call = arch_.ld_call_field(s.code, r.offset);
   if (call && i + 1 < relocs.size() && relocs[i + 1].offset == *call) {
-    x86::rewrite_ld_to_le(s.code, r.offset);
+    arch_.rewrite_ld_to_le(s.code, r.offset);
     return 2;
   }
   fail_at(s, "not the local-dynamic sequence 'lea x@tlsld(%rip),%rdi; call __tls_get_addr@PLT' (or its -fno-plt "
@@ -535,16 +535,12 @@ size_t Linker::apply(const std::vector<elf::Reloc>& relocs, size_t i, const Site
 }
 
 std::string Linker::describe_run_symbol(uint32_t sym) {
-  if (!manifest_) {
-    auto m = manifest_of(u_);   // plan() refused a broken one; here it only adds detail
-    manifest_ = m ? std::move(*m) : std::optional<update::Manifest>();
-  }
   std::string out = fmt::format("'{}'", symbol_name(u_, sym));
-  const auto* e = *manifest_ ? (*manifest_)->run_symbol(sym) : nullptr;
+  const update::RunSymbol* e = contents_.run_symbol(sym);
   if (!e) return out;
   if (!e->local) return out + " (global)";
   out += fmt::format(" (file-local {} in {}", e->section ? "section" : "symbol", e->source.empty() ? "?" : e->source);
-  if (e->object) out += fmt::format(", object {}", (*manifest_)->objects[*e->object].path);
+  if (!e->object.empty()) out += fmt::format(", object {}", e->object);
   return out + ")";
 }
 
@@ -556,7 +552,7 @@ Result<Image> Linker::run() {
   img_.base = base_;
   img_.bytes.assign(plan_.size, 0);
   // Padding between functions and unused stubs trap rather than slide into code.
-  std::fill(img_.bytes.begin(), img_.bytes.begin() + static_cast<ptrdiff_t>(plan_.code_end), x86::kTrap);
+  std::fill(img_.bytes.begin(), img_.bytes.begin() + static_cast<ptrdiff_t>(plan_.code_end), arch_.trap);
   for (const auto& pl : plan_.sections) {
     const auto& sec = u_.section(pl.section);
     if (pl.offset + pl.size > plan_.size || (!sec.nobits() && sec.bytes.size() != pl.size))
@@ -578,7 +574,7 @@ Result<Image> Linker::run() {
     if (sec.relocs.empty()) continue;
     std::span<uint8_t> code = std::span(img_.bytes).subspan(pl.offset, pl.size);
     std::set<uint64_t> branches;
-    if (sec.exec()) branches = x86::branch_fields(sec.bytes);
+    if (sec.exec()) branches = arch_.branch_fields(sec.bytes);
     for (size_t i = 0; i < sec.relocs.size();) {
       const auto& r = sec.relocs[i];
       Site site{sec, r, code, img_.section_at[pl.section] + static_cast<int64_t>(r.offset)};
@@ -612,9 +608,11 @@ Result<Image> Linker::run() {
 
 }  // namespace
 
-Result<Image> link(Context& ctx, const elf::Object& update, const Plan& plan, TargetAddr base,
+Result<Image> link(Context& ctx, const update::Contents& update, const Plan& plan, TargetAddr base,
                    const SymbolResolver& resolver) {
-  Linker l(ctx, update, plan, base, resolver);
+  auto arch = arch::checked_target(update.file.machine());
+  if (!arch) return std::move(arch).status().context(update.file.path());
+  Linker l(ctx, **arch, update, plan, base, resolver);
   return l.run();
 }
 

@@ -5,8 +5,9 @@
 // symbol resolves to: plan() lays the image out and says how big it can get; link()
 // fixes the base, asks the resolver what each run symbol is, and produces the bytes.
 // Nothing here touches a target: the apply layer maps memory at `base`, writes
-// Image::bytes and sets protections from Image::code / readonly / writable. The same
-// code serves the kernel target: only the resolver differs.
+// Image::bytes and sets protections from Image::code / readonly / writable. The kernel
+// target uses only check() (below): the kernel's own module loader lays its module out
+// and relocates it (src/kernel/module.h).
 //
 // Layout, in order, all offsets from the base (which must be aligned to Plan::align):
 //   code      every executable post section, at its own alignment, in section order
@@ -19,7 +20,7 @@
 // The readonly part may share its first page with the end of the code; it holds nothing
 // writable, so mapping those pages read+exec keeps W^X.
 //
-// Policies (the x86-64 details live in loader/x86_64.cc):
+// Policies (the machine's details are its arch::Target's; x86-64's in src/arch/x86_64/):
 //   - Branches (call/jmp/jcc rel32) to a run symbol outside ±2 GiB of the field go
 //     through a far stub in the image: `jmp *0(%rip)` followed by the 8-byte address.
 //     Other PC-relative fields (`lea x(%rip)`) cannot be redirected: out of reach is an
@@ -55,6 +56,7 @@
 #include "core/result.h"
 #include "core/view.h"
 #include "elf/object.h"
+#include "update/contents.h"
 
 namespace ls::load {
 
@@ -74,9 +76,6 @@ class SymbolResolver {
   virtual ~SymbolResolver() = default;
   virtual Result<TargetAddr> resolve(uint32_t update_symbol, View view) const = 0;
 };
-
-// The post sections of an update (`.livesplice.post.*`, allocated), in index order.
-std::vector<uint32_t> post_sections(const elf::Object& update);
 
 enum class Area { Code, ReadOnly, Writable };
 
@@ -114,14 +113,26 @@ struct Plan {
   uint64_t readonly_end = 0;         // [code_end, readonly_end): rodata and GOT
   uint64_t writable_offset = 0;      // page aligned; [writable_offset, size)
   // Undefined globals that the update defines: undefined symbol -> its definition.
+  std::map<uint32_t, uint32_t> bound;   // Bindings::bound
+};
+
+// What check() found: undefined globals that the update defines, undefined symbol ->
+// its definition (policy above).
+struct Bindings {
   std::map<uint32_t, uint32_t> bound;
 };
 
-// Lays out `post_sections` (indices into `update`, typically post_sections(update)).
-// Fails for a section that cannot be loaded (thread-local, not allocated), a
-// relocation kind the loader does not handle, a relocation naming a section outside
-// the image, or an image of 2 GiB or more.
-Result<Plan> plan(Context& ctx, const elf::Object& update, const std::vector<uint32_t>& post_sections);
+// Whether `sections` (indices into the update) can be loaded together, and the update's
+// own bindings among them. Fails, naming every place, for a section that cannot be
+// loaded (thread-local, not allocated, 2 GiB or more), a relocation kind the loader
+// does not handle, a relocation naming a section outside the image or a common
+// symbol, or a size relocation against a run symbol. A run symbol the manifest calls
+// file-local is never bound to the update's global of that name.
+Result<Bindings> check(const update::Contents& update, const std::vector<uint32_t>& sections);
+
+// check(), then lays out `post_sections` (typically update.post_sections) and reserves
+// stubs and GOT slots. Fails as check() does, or for an image of 2 GiB or more.
+Result<Plan> plan(Context& ctx, const update::Contents& update, const std::vector<uint32_t>& post_sections);
 
 struct Image {
   TargetAddr base;
@@ -139,7 +150,7 @@ struct Image {
 // line: each field that overflows (`update:(section)+offset`, the instruction, the
 // symbol and the value), each run symbol the resolver cannot answer (with the object
 // and source file the manifest gives for it), each unsupported code sequence.
-Result<Image> link(Context& ctx, const elf::Object& update, const Plan& plan, TargetAddr base,
+Result<Image> link(Context& ctx, const update::Contents& update, const Plan& plan, TargetAddr base,
                    const SymbolResolver& resolver);
 
 }  // namespace ls::load

@@ -29,8 +29,8 @@ std::string hex_bytes(std::span<const uint8_t> b, uint64_t from, uint64_t n) {
 
 std::string Matcher::differs_report(size_t i, TargetAddr at, std::span<const uint8_t> bytes, uint64_t off) const {
   const Prepared& p = preps_[i];
-  auto want = arch::x86_64_disassemble(p.pre, off, at.value(), p.fields);
-  auto got = arch::x86_64_disassemble(bytes, off, at.value());
+  auto want = arch_->disassemble(p.pre, off, at.value(), p.fields);
+  auto got = arch_->disassemble(bytes, off, at.value());
   std::string expected = want ? want->text : "bytes " + hex_bytes(p.pre, off, 8);
   std::string found = got ? got->text : "bytes " + hex_bytes(bytes, off, 8);
   if (expected == found && want && got)   // same text, different encoding (e.g. a prefix)
@@ -45,8 +45,8 @@ std::string Matcher::differs_report(size_t i, TargetAddr at, std::span<const uin
                                     uint64_t run_off) const {
   if (pre_off == run_off) return differs_report(i, at, run, pre_off);
   const Prepared& p = preps_[i];
-  auto want = arch::x86_64_disassemble(p.pre, pre_off, at.value() + run_off - pre_off, p.fields);
-  auto got = arch::x86_64_disassemble(run, run_off, at.value());
+  auto want = arch_->disassemble(p.pre, pre_off, at.value() + run_off - pre_off, p.fields);
+  auto got = arch_->disassemble(run, run_off, at.value());
   std::string expected = want ? want->text : "bytes " + hex_bytes(p.pre, pre_off, 8);
   std::string found = got ? got->text : "bytes " + hex_bytes(run, run_off, 8);
   return fmt::format("{} at {}+{:#x} (pre +{:#x}): run code differs from pre: expected '{}', found '{}'",
@@ -271,7 +271,7 @@ void Matcher::compare(size_t i, Trial& t, std::span<const uint8_t> bytes) const 
   bool dtpoff_is_tpoff = false;
   for (size_t k = 0; p.has_tls_ld && k < p.relocs.size(); ++k)
     if (p.relocs[k].kind == elf::RelocKind::TlsLd &&
-        arch::x86_64_read_site(p.pre, bytes, p.relocs, k, base, false).tls_ld_relaxed)
+        arch_->read_site(p.pre, bytes, p.relocs, k, base, false).tls_ld_relaxed)
       dtpoff_is_tpoff = true;
 
   Walk w;
@@ -314,9 +314,9 @@ void Matcher::compare(size_t i, Trial& t, std::span<const uint8_t> bytes) const 
       continue;
     }
     if (inward) return differ_at(r.offset);
-    arch::SiteRead s = arch::x86_64_read_site(p.pre, bytes, p.relocs, k, base, dtpoff_is_tpoff);
+    arch::SiteRead s = arch_->read_site(p.pre, bytes, p.relocs, k, base, dtpoff_is_tpoff);
     uint64_t begin = std::max(pos, s.outcome == arch::SiteRead::Outcome::Read ? s.begin
-                                                                              : arch::x86_64_site_extent(p.pre, r).begin);
+                                                                              : arch_->site_extent(p.pre, r).begin);
     if (uint64_t d = equal_until(pos, begin); d < begin) return differ_at(d);
     if (s.outcome == arch::SiteRead::Outcome::Differs) return differ_at(std::max(s.offset, pos));
     pos = std::max(pos, s.end);
@@ -358,9 +358,9 @@ void Matcher::compare_relaxed(size_t i, Trial& t, std::span<const uint8_t> run) 
   };
   // Whether the next site begins before `to` (sites before the walk's place are done).
   auto site_in = [&](uint64_t to) { return k < p.relocs.size() && p.relocs[k].offset < to; };
-  auto skip_padding = [](std::span<const uint8_t> code, uint64_t& at, uint64_t limit) {
+  auto skip_padding = [this](std::span<const uint8_t> code, uint64_t& at, uint64_t limit) {
     while (at < limit) {
-      auto d = arch::x86_64_decode(code.first(limit), at);
+      auto d = arch_->decode(code.first(limit), at);
       if (!d || !d->nop) break;
       at += d->length;
     }
@@ -392,14 +392,14 @@ void Matcher::compare_relaxed(size_t i, Trial& t, std::span<const uint8_t> run) 
         continue;
       }
     }
-    auto dp = arch::x86_64_decode(p.pre, po);
+    auto dp = arch_->decode(p.pre, po);
     if (!dp) return differ_at(po, ro);
     const uint64_t pend = po + dp->length;
     const bool site = site_in(pend);
     if (dp->nop && !site && !rewritten_at(po)) {
       run_of.emplace(po, ro);
       while (po < size) {   // the whole padding, up to a site
-        auto d = arch::x86_64_decode(p.pre, po);
+        auto d = arch_->decode(p.pre, po);
         if (!d || !d->nop || site_in(po + d->length) || rewritten_at(po)) break;
         po += d->length;
       }
@@ -411,7 +411,7 @@ void Matcher::compare_relaxed(size_t i, Trial& t, std::span<const uint8_t> run) 
     if (!own_rewrite) skip_padding(run, ro, run.size());
     run_of.emplace(po, ro);
     if (ro >= run.size()) return differ_at(po, ro);
-    auto dr = arch::x86_64_decode(run, ro);
+    auto dr = arch_->decode(run, ro);
 
     if (site) {
       const elf::Reloc& first = p.relocs[k];
@@ -452,11 +452,11 @@ void Matcher::compare_relaxed(size_t i, Trial& t, std::span<const uint8_t> run) 
           continue;
         }
         if (inward) return differ_at(r.offset, r.offset + delta);
-        arch::SiteRead s = arch::x86_64_read_site(p.pre, moved, p.relocs, k, run_base, dtpoff_is_tpoff);
+        arch::SiteRead s = arch_->read_site(p.pre, moved, p.relocs, k, run_base, dtpoff_is_tpoff);
         if (r.kind == elf::RelocKind::TlsLd && s.tls_ld_relaxed) dtpoff_is_tpoff = true;
         uint64_t begin = std::max(pos, s.outcome == arch::SiteRead::Outcome::Read
                                            ? s.begin
-                                           : arch::x86_64_site_extent(p.pre, r).begin);
+                                           : arch_->site_extent(p.pre, r).begin);
         if (uint64_t d = equal_until(pos, begin); d < begin) return differ_at(d, d + delta);
         if (s.outcome == arch::SiteRead::Outcome::Differs) {
           uint64_t d = std::max(s.offset, pos);

@@ -13,7 +13,7 @@
 #include <string_view>
 #include <vector>
 
-#include "arch/x86_64_relax.h"
+#include "arch/target.h"
 #include "matcher/matcher.h"
 
 namespace ls::match::detail {
@@ -42,14 +42,6 @@ struct Trial {
   uint64_t run_size = 0;  // Matched: the function's length in run (pre's, unless encodings differ)
   std::string report;     // for Differs / Unreadable
   std::vector<Reading> reveals;
-};
-
-// What the manifest says about the update's symbols; empty when there is none.
-struct RunSymbolInfo {
-  std::string name;
-  bool local = false;
-  bool section = false;
-  int64_t object = -1;
 };
 
 // GCC's literal pools (`.rodata.str1.1`, `.rodata.foo.str1.8`, `.rodata.cst16`): the
@@ -94,14 +86,13 @@ struct FormRead {
 
 class Matcher {
  public:
-  Matcher(Context& ctx, const CodeSource& run, const elf::Object& update, const std::vector<Request>& requests,
+  Matcher(Context& ctx, const CodeSource& run, const update::Contents& update, const std::vector<Request>& requests,
           const Rewrites& rewrites)
-      : ctx_(ctx), run_(run), update_(update), requests_(requests), rewrites_(rewrites) {}
+      : ctx_(ctx), run_(run), contents_(update), update_(update.file), requests_(requests), rewrites_(rewrites) {}
 
   Result<Match> run();
 
  private:
-  Status read_manifest();
   Status prepare(size_t i);
   Trial evaluate(size_t i, TargetAddr at, std::span<const uint8_t> bytes, std::string origin) const;
   void compare(size_t i, Trial& t, std::span<const uint8_t> bytes) const;
@@ -138,12 +129,13 @@ class Matcher {
 
   Context& ctx_;
   const CodeSource& run_;
-  const elf::Object& update_;
+  const update::Contents& contents_;
+  const elf::Object& update_;   // contents_.file
   const std::vector<Request>& requests_;
   const Rewrites& rewrites_;
+  const arch::Target* arch_ = nullptr;   // the update's machine, chosen first thing in run()
 
-  std::map<uint32_t, RunSymbolInfo> run_symbols_;            // by update symbol index
-  std::map<uint32_t, RunSymbolInfo> functions_by_section_;   // pre section -> the function
+  std::map<uint32_t, const update::FunctionPatch*> functions_by_section_;   // pre section -> the function
   std::vector<Prepared> preps_;
   std::vector<std::map<TargetAddr, std::string>> candidates_;   // per request: address -> origin
   std::vector<std::map<TargetAddr, Trial>> trials_;

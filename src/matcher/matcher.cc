@@ -12,7 +12,7 @@
 // once; re-checking against new constraints only walks its recorded resolutions.
 //
 // The comparison itself walks the pre code's relocations in order: bytes between sites
-// must be equal, each site is read by the architecture (src/arch/x86_64_relax.h), which
+// must be equal, each site is read by the architecture (arch::Target::read_site), which
 // knows what linkers rewrite around a field and what the field then holds.
 //
 // A target may rewrite its own code after loading it (the kernel turns `call __fentry__`
@@ -38,9 +38,10 @@
 #include <optional>
 #include <string_view>
 
-#include "arch/x86_64_relax.h"
+#include "arch/target.h"
+#include "elf/relocs.h"
 #include "matcher/internal.h"
-#include "update/update.h"
+#include "update/format.h"
 
 namespace ls::match {
 namespace detail {
@@ -72,36 +73,15 @@ std::string Matcher::symbol_name(uint32_t sym) const {
 const elf::Section* Matcher::carried_pool(uint32_t sym) const {
   if (sym == 0 || sym >= update_.symbols().size() || !update_.symbol(sym).in_section()) return nullptr;
   const elf::Section& s = update_.section(update_.symbol(sym).section);
-  bool pool = s.name.starts_with(".livesplice.pre.") && !s.exec() && !s.nobits() && s.entsize > 0 &&
+  bool pool = update::carries_object_section(s.name, update::kPrePrefix) && !s.exec() && !s.nobits() && s.entsize > 0 &&
               (s.merge_strings() || s.merge_constants());
   return pool ? &s : nullptr;
 }
 
 bool Matcher::literal(uint32_t sym) const {
   if (carried_pool(sym)) return true;
-  auto it = run_symbols_.find(sym);
-  if (it != run_symbols_.end()) return it->second.section && literal_pool_name(it->second.name);
+  if (const update::RunSymbol* rs = contents_.run_symbol(sym)) return rs->section && literal_pool_name(rs->name);
   return sym < update_.symbols().size() && literal_pool_name(update_.symbol(sym).name);
-}
-
-// The manifest ties pre sections to functions and run symbols to the objects they are
-// local to; without one (a hand-made object) matching still works, only without
-// feeding call sites back. One that is there is read through the schema
-// (update/manifest.h): a broken one is an error, never guessed around.
-Status Matcher::read_manifest() {
-  if (!update_.find_section(update::kManifestSection)) return {};
-  update::Manifest m;
-  try {
-    m = update::parse_manifest(update_);
-  } catch (const Error& e) {
-    return Status::error(e.what());
-  }
-  for (const auto& r : m.run_symbols)
-    run_symbols_[r.index] = RunSymbolInfo{r.name, r.local, r.section, r.object ? static_cast<int64_t>(*r.object) : -1};
-  for (const auto& f : m.functions)
-    if (f.pre_section != 0)
-      functions_by_section_[f.pre_section] = RunSymbolInfo{f.name, f.local, false, static_cast<int64_t>(f.object)};
-  return {};
 }
 
 Status Matcher::prepare(size_t i) {
@@ -111,7 +91,7 @@ Status Matcher::prepare(size_t i) {
   if (req.pre_section == 0 || req.pre_section >= update_.sections().size())
     return error("{}: pre section {} is not a section of {}", req.label, req.pre_section, update_.path());
   const elf::Section& sec = update_.section(req.pre_section);
-  if (!sec.name.starts_with(".livesplice.pre.") || sec.nobits() || sec.bytes.empty())
+  if (!update::carries_object_section(sec.name, update::kPrePrefix) || sec.nobits() || sec.bytes.empty())
     return error("{}: section {} ({}) of {} is not pre code", req.label, req.pre_section, sec.name, update_.path());
   p.pre = sec.bytes;
   p.align = std::max<uint64_t>(sec.align, 1);
@@ -120,8 +100,8 @@ Status Matcher::prepare(size_t i) {
   std::vector<arch::OperandField> operands;   // decoded only if some site names a literal
   for (size_t k = 0; k < p.relocs.size(); ++k) {
     const elf::Reloc& r = p.relocs[k];
-    if (std::string why = arch::x86_64_site_unsupported(p.pre, p.relocs, k); !why.empty())
-      return error("{}+{:#x}: cannot match {} against '{}': {}", req.label, r.offset, arch::x86_64_reloc_name(r.type),
+    if (std::string why = arch_->site_unsupported(p.pre, p.relocs, k); !why.empty())
+      return error("{}+{:#x}: cannot match {} against '{}': {}", req.label, r.offset, elf::reloc_name(update_.machine(), r.type),
                    symbol_name(r.symbol), why);
     if (r.kind == elf::RelocKind::TlsLd) p.has_tls_ld = true;
     p.fields[r.offset] = arch::FieldSymbol{r.kind, symbol_name(r.symbol), r.addend};
@@ -129,7 +109,7 @@ Status Matcher::prepare(size_t i) {
       // A PC-relative addend has the distance to the end of the instruction folded in.
       int64_t bias = 0;
       if (elf::is_pc_relative(r.kind)) {
-        if (operands.empty()) operands = arch::x86_64_operand_fields(p.pre);
+        if (operands.empty()) operands = arch_->operand_fields(p.pre);
         auto f = std::lower_bound(operands.begin(), operands.end(), r.offset,
                                   [](const arch::OperandField& o, uint64_t off) { return o.offset < off; });
         bias = f != operands.end() && f->offset == r.offset ? f->bias : static_cast<int64_t>(r.width);
@@ -153,7 +133,7 @@ Status Matcher::prepare(size_t i) {
   // Content-search anchor: the longest stretch of bytes that must be equal in run.
   std::vector<bool> variable(p.pre.size(), false);
   for (const auto& r : p.relocs) {
-    arch::Extent e = arch::x86_64_site_extent(p.pre, r);
+    arch::Extent e = arch_->site_extent(p.pre, r);
     std::fill(variable.begin() + static_cast<ptrdiff_t>(e.begin), variable.begin() + static_cast<ptrdiff_t>(e.end), true);
     if (const auto* forms = rewrites_.forms_for(symbol_name(r.symbol)))
       for (const RunForm& f : *forms)
@@ -176,7 +156,7 @@ Status Matcher::prepare(size_t i) {
   {
     size_t k = 0;
     for (uint64_t at = 0; at < p.pre.size();) {
-      auto d = arch::x86_64_decode(p.pre, at);
+      auto d = arch_->decode(p.pre, at);
       if (!d) break;
       while (k < p.relocs.size() && p.relocs[k].offset < at) ++k;
       const bool site = k < p.relocs.size() && p.relocs[k].offset < at + d->length;
@@ -214,10 +194,11 @@ Status Matcher::prepare(size_t i) {
 
   // The run symbols other functions' code uses to name this one.
   if (auto f = functions_by_section_.find(req.pre_section); f != functions_by_section_.end()) {
-    p.local = f->second.local;
-    for (const auto& [index, rs] : run_symbols_) {
-      if (rs.section || rs.local != f->second.local || (rs.local && rs.object != f->second.object)) continue;
-      if (rs.name == f->second.name || rs.name == f->second.name + ".localalias") p.aliases.push_back(index);
+    const update::FunctionPatch& fn = *f->second;
+    p.local = fn.local;
+    for (const update::RunSymbol& rs : contents_.run_symbols) {
+      if (rs.section || rs.local != fn.local || (rs.local && rs.object != fn.object)) continue;
+      if (rs.name == fn.name || rs.name == fn.name + ".localalias") p.aliases.push_back(rs.index);
     }
   }
   return {};
@@ -393,9 +374,14 @@ Status Matcher::check_rewrites() const {
 }
 
 Result<Match> Matcher::run() {
-  if (update_.machine() != elf::Machine::X86_64) return error("{}: only x86-64 updates can be matched", update_.path());
+  auto arch = arch::checked_target(update_.machine());
+  if (!arch) return std::move(arch).status().context(update_.path());
+  arch_ = *arch;
   LS_TRY(check_rewrites());
-  LS_TRY(read_manifest());
+  // The manifest ties pre sections to functions (a hand-made object has none: matching
+  // then works without feeding call sites back).
+  for (const update::FunctionPatch& f : contents_.functions)
+    if (f.pre_section != 0) functions_by_section_[f.pre_section] = &f;
   size_t n = requests_.size();
   preps_.resize(n);
   candidates_.resize(n);
@@ -462,16 +448,8 @@ Result<Match> Matcher::run() {
 
 }  // namespace detail
 
-const std::vector<RunForm>* Rewrites::forms_for(std::string_view symbol) const {
-  if (by_symbol.empty()) return nullptr;
-  if (auto it = by_symbol.find(std::string(symbol)); it != by_symbol.end()) return &it->second;
-  for (const auto& [key, forms] : by_symbol)
-    if (key.ends_with('*') && symbol.starts_with(std::string_view(key).substr(0, key.size() - 1))) return &forms;
-  return nullptr;
-}
-
-Result<Match> match(Context& ctx, const CodeSource& run, const elf::Object& update, const std::vector<Request>& requests,
-                    const Rewrites& rewrites) {
+Result<Match> match(Context& ctx, const CodeSource& run, const update::Contents& update,
+                    const std::vector<Request>& requests, const Rewrites& rewrites) {
   return detail::Matcher(ctx, run, update, requests, rewrites).run();
 }
 

@@ -15,7 +15,7 @@
 #include <filesystem>
 #include <thread>
 
-#include "process/jump.h"
+#include "arch/target.h"
 #include "process/ptrace.h"
 
 namespace ls::proc {
@@ -47,7 +47,7 @@ int hex_digit(char c) {
 }
 
 std::vector<uint8_t> unhex(const std::string& s) {
-  if (s.size() % 2 || s.size() > 2 * kJmpAbs64Size) throw std::runtime_error("bad byte string '" + s.substr(0, 32) + "'");
+  if (s.size() % 2 || s.size() > 2 * arch::host().max_jump_size) throw std::runtime_error("bad byte string '" + s.substr(0, 32) + "'");
   std::vector<uint8_t> out;
   for (size_t i = 0; i < s.size(); i += 2) {
     int hi = hex_digit(s[i]), lo = hex_digit(s[i + 1]);
@@ -405,9 +405,9 @@ Status check_entry(const LedgerEntry& e) {
   for (size_t i = 0; i < e.trampolines.size(); ++i) {
     const Trampoline& t = e.trampolines[i];
     auto at = [&] { return fmt::format("{} at {}", printable(t.function), t.site); };
-    if (t.site.value() >= kUserTop - kJmpAbs64Size) return bad(at() + ": not a user-space address");
+    if (t.site.value() >= kUserTop - arch::host().max_jump_size) return bad(at() + ": not a user-space address");
     if (t.site != t.function_at && t.site != t.function_at + 4) return bad(at() + ": not at its function's entry");
-    if (t.jump != jump_bytes(t.site, t.new_code)) return bad(at() + ": its jump is not the jump livesplice writes there");
+    if (t.jump != arch::host().jump(t.site, t.new_code)) return bad(at() + ": its jump is not the jump livesplice writes there");
     if (t.original.size() != t.jump.size())
       return bad(fmt::format("{}: {} original bytes for a {}-byte jump", at(), t.original.size(), t.jump.size()));
     if (t.size > kMaxCode || t.size < static_cast<uint64_t>(t.site - t.function_at) + t.jump.size())
@@ -450,6 +450,24 @@ Result<ProcessKey> process_key(pid_t pid) {
   return ProcessKey{pid, start};
 }
 
+Result<std::vector<ProcessKey>> recorded_processes() {
+  auto dir = state_dir();
+  if (!dir) return dir.status();
+  std::vector<ProcessKey> out;
+  std::error_code ec;
+  for (const auto& f : std::filesystem::directory_iterator(*dir, ec)) {
+    unsigned long pid = 0;
+    unsigned long long start = 0;
+    char ext[8] = {};
+    if (std::sscanf(f.path().filename().c_str(), "%lu-%llu.%7s", &pid, &start, ext) != 3) continue;
+    if (std::string(ext) != "json" || stat_start_time(static_cast<pid_t>(pid)) != start) continue;
+    out.push_back({static_cast<pid_t>(pid), start});
+  }
+  if (ec) return error("cannot list {}: {}", *dir, ec.message());
+  std::sort(out.begin(), out.end(), [](const ProcessKey& a, const ProcessKey& b) { return a.pid < b.pid; });
+  return out;
+}
+
 Result<LedgerLock> LedgerLock::take(const ProcessKey& key, bool exclusive, int wait_s) {
   auto dir = state_dir();
   if (!dir) return dir.status();
@@ -476,11 +494,10 @@ LedgerLock::~LedgerLock() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-Result<Ledger> Ledger::read(pid_t pid, const std::vector<Mapping>& maps) {
+Result<Ledger> Ledger::read(const ProcessKey& key, const std::vector<Mapping>& maps) {
+  const pid_t pid = key.pid;
   Ledger l;
-  auto key = process_key(pid);
-  if (!key) return key.status();
-  l.key_ = *key;
+  l.key_ = key;
   auto dir = state_dir();
   if (!dir) return dir.status();
   std::string path = record_path(*dir, l.key_, "json");
@@ -555,7 +572,8 @@ LedgerEntry* Ledger::entry(const std::string& id) {
   return nullptr;
 }
 
-Status Ledger::commit(pid_t pid) {
+Status Ledger::commit() {
+  const pid_t pid = key_.pid;
   if (!copy_) return error("process {}: no ledger region", pid);
   std::string text = serialize_ledger(entries_);
   if (text.size() + 1 > kLedgerSize) return error("process {}: ledger full ({} bytes needed)", pid, text.size());

@@ -30,8 +30,9 @@
 // Record and copy are the same text: a magic line, then JSON, one object per applied
 // update with its trampoline sites (address, original bytes, jump), the regions it
 // mapped, its functions and its patch text. parse_ledger() accepts only what the tool
-// itself writes: every length fixed by the architecture, every jump the one jump.h
-// makes for its site and target, every target inside the update's own code.
+// itself writes: every length fixed by the architecture, every jump the one the host's
+// arch::Target::jump makes for its site and target, every target inside the update's
+// own code.
 #pragma once
 
 #include <sys/types.h>
@@ -97,7 +98,8 @@ struct LedgerEntry {
 std::string serialize_ledger(const std::vector<LedgerEntry>& entries);
 Result<std::vector<LedgerEntry>> parse_ledger(std::string_view text);
 // What the tool itself would have written: lengths fixed by the architecture, each jump
-// the one jump.h makes from its site to its target, targets inside the update's code.
+// the one the host's arch::Target::jump makes from its site to its target, targets
+// inside the update's code.
 Status check_entry(const LedgerEntry& e);
 // Whether region `r` of an entry is mapped as livesplice mapped it: a memfd's mappings
 // named `r.name` from its start, or (`anonymous:` names) private anonymous memory.
@@ -109,6 +111,11 @@ struct ProcessKey {
   uint64_t start_time = 0;
 };
 Result<ProcessKey> process_key(pid_t pid);
+
+// The live processes that have a record (something livesplice applied there, or a
+// leftover to repair): what the update manager looks at to undo, without scanning the
+// machine. A record of a process that is gone (or whose PID was reused) is not listed.
+Result<std::vector<ProcessKey>> recorded_processes();
 
 // Only one livesplice command works on a process at a time. The lock (flock on a file
 // beside the record) is inherited by guardian children, so that the next command waits
@@ -129,9 +136,10 @@ class LedgerLock {
 
 class Ledger {
  public:
-  // The record of `pid`, verified against the copy in the process (see the top of this
-  // file); an empty ledger when neither exists. Refusals of tampering are Exit::Unsafe.
-  static Result<Ledger> read(pid_t pid, const std::vector<Mapping>& maps);
+  // The record of process `key`, verified against the copy in the process (see the top
+  // of this file) as `maps` show it; an empty ledger when neither exists. Refusals of
+  // tampering are Exit::Unsafe.
+  static Result<Ledger> read(const ProcessKey& key, const std::vector<Mapping>& maps);
 
   const ProcessKey& key() const { return key_; }
   bool exists() const { return copy_.has_value(); }
@@ -146,10 +154,11 @@ class Ledger {
   const LedgerEntry* find(const std::string& id_prefix) const;
   LedgerEntry* entry(const std::string& id);
 
-  // Replaces the record (atomically), then rewrites the copy in the process. Writes
-  // only into the memfd the record names (checked by inode on the open file), or the
-  // anonymous mapping the record names (checked in /proc/PID/maps first).
-  Status commit(pid_t pid);
+  // Replaces the record (atomically), then rewrites the copy in the process whose
+  // ledger this is (key()). Writes only into the memfd the record names (checked by
+  // inode on the open file), or the anonymous mapping the record names (checked in
+  // /proc/PID/maps first).
+  Status commit();
 
   // What reading found and put right on the way (a copy one commit behind), for the
   // command to say.

@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "process/guardian.h"
+#include "process/parked.h"
 #include "process/ptrace.h"
 #include "process/scheduling.h"
 #include "process/seccomp.h"
@@ -95,13 +96,22 @@ pid_t quietest_thread(pid_t pid) {
   return best;
 }
 
-// One borrowed thread, its syscall gadget and its seccomp filters, for one batch of
-// calls. The batch runs as the splice's stop does (scheduling.h): livesplice real-time
-// on the thread's CPU, the thread raised while it makes our calls. finish() (or the
-// destructor) gives the registers back, lowers the thread and resumes it, in that order.
+// The calls of one batch, and the thread that makes them: a thread livesplice creates
+// and parks (parked.h), with one call (the clone) borrowed from the quietest thread of
+// the program; or, when the target cannot have one, that program thread for the whole
+// batch. A borrowed thread runs as the splice's stop does (scheduling.h): livesplice
+// real-time on the thread's CPU, the thread raised while it makes our calls. The
+// parked thread keeps no thread of the program from running, so it runs its batch at
+// the priority it was born with (its creator's, raised), and livesplice stays
+// real-time, off that CPU no more. finish() (or the destructor) ends the parked thread,
+// or gives the borrowed thread's registers back, lowers it and resumes it, in that
+// order.
 class Borrowed {
  public:
-  static Result<std::unique_ptr<Borrowed>> take(pid_t pid) {
+  // `scratch`: bytes the batch will push (push_bytes); `avoid`: the ranges it will map.
+  // `park`: false for the old way only.
+  static Result<std::unique_ptr<Borrowed>> take(pid_t pid, size_t scratch = 0,
+                                                std::span<const TargetRange> avoid = {}, bool park = true) {
     std::unique_ptr<Borrowed> b(new Borrowed);
     auto mem = Memory::open(pid);
     if (!mem) return mem.status();
@@ -121,22 +131,45 @@ class Borrowed {
         SeccompFilters::read(thread.tid, thread.tid == tid ? seccomp_mode : SeccompFilters::mode(pid, thread.tid));
     if (!filters) return filters.status();
     b->raised = std::make_unique<ThreadPriorityScope>(thread.tid);
-    b->sc = std::make_unique<RemoteSyscall>(*b->stop, thread, *gadget, std::move(filters.value()));
-    return b;
+    b->sc_ = std::make_unique<RemoteSyscall>(*b->stop, thread, *gadget, std::move(filters.value()));
+    if (!park) return b;
+    auto parked = ParkedThread::create(*b->stop, *b->sc_, b->why_not_parked);
+    if (!parked) return parked.status();
+    if (!*parked) return b;   // the borrowed thread makes every call
+    b->parked = std::move(parked.value());
+    b->give_back();
+    b->cpu->end();
+    LS_TRY(b->parked->take_over());
+    if (scratch == 0) return b;
+    if (Status s = b->parked->take_scratch(scratch, avoid); s.ok()) return b;
+    // No scratch page for it (a race for the address): the old way, from the start.
+    b.reset();
+    return take(pid, 0, {}, false);
   }
   ~Borrowed() { (void)finish(); }
   Borrowed(const Borrowed&) = delete;
   Borrowed& operator=(const Borrowed&) = delete;
 
-  // Ends the borrow: which thread, how many calls, how long it was kept from running.
+  // One call of the batch.
+  Result<int64_t> call(const PlannedCall& c) { return parked ? parked->call(c) : sc_->call(c); }
+  Result<int64_t> call(long nr, uint64_t a1) { return call(PlannedCall{nr, {a1}}); }
+  // The thread making the calls: its filters, gadget and scratch memory.
+  RemoteSyscall& sc() { return parked ? parked->remote() : *sc_; }
+
+  // Ends the batch: which thread of the program was borrowed, for how many calls, how
+  // long it was kept from running; and the parked thread's calls and life.
   Borrow finish() {
     if (!stop) return {};
-    Borrow out{stop->threads().front().tid, sc ? sc->calls_made() : 0, 0};
-    sc.reset();
-    raised.reset();
-    stop->resume();
-    const StopTiming& t = stop->timing();
-    out.us = std::chrono::duration<double, std::micro>(t.resumed - t.first_stop).count();
+    Borrow out = borrowed;
+    if (parked) {
+      (void)parked->end();
+      out.parked_calls = parked->calls();
+      out.parked_us = parked->lived_us();
+      parked.reset();
+    } else {
+      give_back();
+      out = borrowed;
+    }
     stop.reset();
     realtime.reset();
     cpu.reset();
@@ -144,14 +177,28 @@ class Borrowed {
   }
 
   std::optional<Memory> mem;
-  std::unique_ptr<RemoteSyscall> sc;
+  std::string why_not_parked;
 
  private:
   Borrowed() = default;
+  // The borrowed thread's registers back, lowered, resumed; its cost in `borrowed`.
+  void give_back() {
+    if (!sc_) return;
+    borrowed = Borrow{stop->threads().front().tid, sc_->calls_made(), 0};
+    sc_.reset();
+    raised.reset();
+    stop->resume();
+    const StopTiming& t = stop->timing();
+    borrowed.us = std::chrono::duration<double, std::micro>(t.resumed - t.first_stop).count();
+  }
+
   std::unique_ptr<CpuScope> cpu;
   std::unique_ptr<RealtimeScope> realtime;
   std::unique_ptr<ThreadGroupStop> stop;
   std::unique_ptr<ThreadPriorityScope> raised;
+  std::unique_ptr<RemoteSyscall> sc_;
+  std::unique_ptr<ParkedThread> parked;
+  Borrow borrowed;
 };
 
 // The lowest file descriptor number free in the target: the one its next
@@ -262,11 +309,11 @@ std::string region_name(Way way, const RegionRequest& r) {
 Status unmap_with(Borrowed& b, pid_t pid, const std::vector<Region>& regions) {
   std::vector<PlannedCall> calls;
   for (const auto& r : regions) calls.push_back({SYS_munmap, {r.range.start.value(), r.range.size()}});
-  if (std::string refused = b.sc->filters().first_refused(calls, b.sc->gadget()); !refused.empty())
+  if (std::string refused = b.sc().filters().first_refused(calls, b.sc().gadget()); !refused.empty())
     return Status::error(fmt::format("process {}: cannot unmap livesplice's regions: {}", pid, refused), Exit::Unsafe);
   Status first;
   for (size_t i = 0; i < regions.size(); ++i) {
-    auto rc = b.sc->call(calls[i]);
+    auto rc = b.call(calls[i]);
     if (!rc) return rc.status();
     if (*rc != 0 && first.ok())
       first = error("process {}: munmap of {} at {} failed: {}", pid, regions[i].name, regions[i].range.start,
@@ -288,7 +335,7 @@ Status run_steps(Borrowed& b, pid_t pid, Way way, const std::vector<RegionReques
   int64_t fd = -1;
   nothing_done = true;
   auto fail = [&](Status s) {
-    if (fd >= 0) (void)b.sc->call(SYS_close, static_cast<uint64_t>(fd));
+    if (fd >= 0) (void)b.call(SYS_close, static_cast<uint64_t>(fd));
     (void)unmap_with(b, pid, done);
     done.clear();
     return s;
@@ -296,7 +343,7 @@ Status run_steps(Borrowed& b, pid_t pid, Way way, const std::vector<RegionReques
   for (const Step& step : steps) {
     PlannedCall c = step.call;
     if (step.takes_fd) c.args[c.nr == SYS_mmap ? 4 : 0] = static_cast<uint64_t>(fd);
-    auto rc = b.sc->call(c);
+    auto rc = b.call(c);
     if (!rc) return fail(rc.status());
     const RegionRequest& r = requests[step.request];
     if (c.nr == SYS_memfd_create) {
@@ -331,18 +378,20 @@ Status run_steps(Borrowed& b, pid_t pid, Way way, const std::vector<RegionReques
 // unmaps what it mapped, so that nothing stays behind either way.
 Result<Mapped> map_in_target(pid_t pid, const std::vector<RegionRequest>& requests,
                              const std::vector<RegionRequest>& then) {
-  auto taken = Borrowed::take(pid);
-  if (!taken) return taken.status();
-  Borrowed& b = **taken;
   // Every name in one block of scratch memory, pushed only if the memfd way runs.
   std::string blob;
   std::vector<size_t> offsets;
+  std::vector<TargetRange> ranges;
   for (const auto& r : requests) {
     offsets.push_back(blob.size());
     blob += r.name;
     blob.push_back(0);
+    ranges.push_back({r.at, r.at + static_cast<int64_t>(page_up(r.size))});
   }
-  const TargetAddr blob_at = b.sc->next_scratch(blob.size());
+  auto taken = Borrowed::take(pid, blob.size(), ranges);
+  if (!taken) return taken.status();
+  Borrowed& b = **taken;
+  const TargetAddr blob_at = b.sc().next_scratch(blob.size());
   std::vector<TargetAddr> names;
   for (size_t off : offsets) names.push_back(blob_at + static_cast<int64_t>(off));
   const uint64_t fd = lowest_free_fd(pid);
@@ -359,12 +408,12 @@ Result<Mapped> map_in_target(pid_t pid, const std::vector<RegionRequest>& reques
     std::vector<Step> later = plan(way, then, std::vector<TargetAddr>(then.size(), blob_at), fd);
     LS_TRY(check_write_xor_exec(later));
     for (const auto& s : later) calls.push_back(s.call);
-    if (std::string refused = b.sc->filters().first_refused(calls, b.sc->gadget()); !refused.empty()) {
+    if (std::string refused = b.sc().filters().first_refused(calls, b.sc().gadget()); !refused.empty()) {
       refusals += (refusals.empty() ? "" : "; ") + refused;
       continue;
     }
     if (way == Way::Memfd) {
-      auto at = b.sc->push_bytes(*b.mem, std::span(reinterpret_cast<const uint8_t*>(blob.data()), blob.size()));
+      auto at = b.sc().push_bytes(*b.mem, std::span(reinterpret_cast<const uint8_t*>(blob.data()), blob.size()));
       if (!at) return at.status();
     }
     Mapped out;
@@ -386,7 +435,7 @@ Result<Mapped> map_in_target(pid_t pid, const std::vector<RegionRequest>& reques
 }  // namespace
 
 Status RegionSet::map(const std::vector<RegionRequest>& requests, const std::vector<RegionRequest>& then) {
-  auto mapped = map_in_target(pid_, requests, then);
+  auto mapped = map_in_target(target_.pid(), requests, then);
   if (!mapped) return mapped.status();
   regions_ = std::move(mapped->regions);
   borrow_ = mapped->borrow;
@@ -394,10 +443,11 @@ Status RegionSet::map(const std::vector<RegionRequest>& requests, const std::vec
 }
 
 RegionSet::~RegionSet() {
-  if (!committed_ && !regions_.empty()) (void)unmap_regions(pid_, regions_);
+  if (!committed_ && !regions_.empty()) (void)unmap_regions(target_, regions_);
 }
 
-Result<Borrow> unmap_regions(pid_t pid, const std::vector<Region>& regions) {
+Result<Borrow> unmap_regions(const Target& target, const std::vector<Region>& regions) {
+  const pid_t pid = target.pid();
   if (regions.empty()) return Borrow{};
   // Locked: the guardian's pages are faulted in before the borrow, not during it.
   auto done = run_to_completion([&](std::string& payload) {

@@ -3,18 +3,19 @@
 // be written from our side through the file; anonymous mappings written through
 // /proc/PID/mem where the target's seccomp filter refuses memfd_create.
 //
-// Mapping needs system calls made by the target: one thread is borrowed (the others keep
-// running) for one batch of calls — memfd_create, mmap at a chosen address
-// (MAP_FIXED_NOREPLACE: never over something that appeared meanwhile), mprotect and
-// close; or only mmap — always inside a guardian child (guardian.h), so that our death
-// never leaves the borrowed thread mid-sequence: unmap_regions makes its own, map() runs
-// in its caller's.
+// Mapping needs system calls made by the target, one batch of them — memfd_create, mmap
+// at a chosen address (MAP_FIXED_NOREPLACE: never over something that appeared
+// meanwhile), mprotect and close; or only mmap — made by a thread livesplice creates
+// and parks in the target for the batch (parked.h), one thread of the program lent for
+// the clone only; always inside a guardian child (guardian.h), so that our death never
+// leaves a thread mid-sequence: unmap_regions makes its own, map() runs in its caller's.
 //
-// What is hard is that the borrowed thread is a thread of the program, stopped while it
+// What is hard is that the lent thread is a thread of the program, stopped while it
 // makes our calls, and the calls run under its seccomp filters:
 //  - The thread is the one that woke least over a short look (not the one serving), and
-//    the batch runs at the stop's real-time priority (scheduling.h), so that it is kept
-//    from running for about as long as the splice's own stop; the time is reported.
+//    it runs at the stop's real-time priority (scheduling.h), so that it is kept from
+//    running no longer than the splice's own stop; the time is reported. Where the
+//    target cannot have a parked thread (parked.h) it makes the whole batch.
 //  - Every call of a way is evaluated against the thread's filters (seccomp.h) before the
 //    first is made; a way with a refused call is not started, and when every way is
 //    refused the map fails with Exit::Unsafe naming the call and the verdict. No call
@@ -32,6 +33,7 @@
 #include "core/addr.h"
 #include "core/result.h"
 #include "process/ledger.h"
+#include "process/target.h"
 
 namespace ls::proc {
 
@@ -44,23 +46,27 @@ struct RegionRequest {
   std::span<const uint8_t> contents;   // its first bytes, written from our side while mapping
 };
 
-// What borrowing a thread cost the target: which thread, for how many calls, kept from
-// running for how long (first interrupt to resume).
+// What borrowing a thread cost the target: which thread of the program, for how many
+// calls, kept from running for how long (first interrupt to resume); and the calls made
+// by the thread livesplice parked in it (parked.h), and how long that one lived, which
+// kept no thread of the program from running.
 struct Borrow {
   pid_t tid = 0;
   int calls = 0;
   double us = 0;
+  int parked_calls = 0;
+  double parked_us = 0;
 };
 
 class RegionSet {
  public:
-  explicit RegionSet(pid_t pid) : pid_(pid) {}
+  explicit RegionSet(const Target& target) : target_(target) {}
   ~RegionSet();
   RegionSet(const RegionSet&) = delete;
   RegionSet& operator=(const RegionSet&) = delete;
 
-  // Maps every request, with one borrowed thread. On failure nothing stays mapped.
-  // Call it inside a guardian (guardian.h): our death must not strand the borrowed thread.
+  // Maps every request, with one batch of calls. On failure nothing stays mapped.
+  // Call it inside a guardian (guardian.h): our death must not strand a thread mid-batch.
   // `then`: what a later map() of the same command will ask for (apply maps the ledger
   // copy before recording the code it maps next). No way that the target's filters
   // would refuse for them is taken, so that a command refused maps nothing at all.
@@ -71,13 +77,13 @@ class RegionSet {
   void commit() { committed_ = true; }
 
  private:
-  pid_t pid_;
+  const Target& target_;
   std::vector<Region> regions_;
   Borrow borrow_;
   bool committed_ = false;
 };
 
-// Unmaps regions of an earlier apply (undo), with one borrowed thread.
-Result<Borrow> unmap_regions(pid_t pid, const std::vector<Region>& regions);
+// Unmaps regions of an earlier apply (undo), with one batch of calls, as map() does.
+Result<Borrow> unmap_regions(const Target& target, const std::vector<Region>& regions);
 
 }  // namespace ls::proc

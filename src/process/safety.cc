@@ -576,11 +576,12 @@ Result<Attempt> attempt(pid_t pid, const Memory& mem, const std::vector<Mapping>
 
 }  // namespace
 
-Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& maps,
-                           const std::vector<Guarded>& guarded, const EditsNow& edits_now, int retries,
-                           int delay_ms, int hot_wait_ms, const std::function<Status()>& before_attempt) {
-  auto mem = Memory::open(pid);
-  if (!mem) return mem.status();
+Result<SafeStop> when_safe(Context& ctx, const Target& target, const std::vector<Guarded>& guarded,
+                           const EditsNow& edits_now, const StopPolicy& policy,
+                           const std::function<Status()>& before_attempt) {
+  const pid_t pid = target.pid();
+  const std::vector<Mapping>& maps = target.maps();
+  const Memory& mem = target.memory();
   std::optional<Blocker> last;
   double longest_us = 0;
   StackScratch scratch(pid);
@@ -598,24 +599,24 @@ Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& 
   Unwinder* unwind = unwinder ? unwinder->get() : nullptr;
   rehearse(pid, guarded, scratch);
   warm_target(pid, maps, main_stack_start, guarded, scratch, unwind);
-  for (int n = 0; n <= retries; ++n) {
+  for (int n = 0; n <= policy.retries; ++n) {
     LS_TRY(before_attempt());
     Result<Attempt> outcome = error("the attempt did not run");
     on_tracer_thread([&] {
-      outcome = attempt(pid, *mem, maps, guarded, edits_now, main_stack_start, scratch, unwind, no_unwinder,
-                        std::chrono::microseconds(int64_t{hot_wait_ms} * 1000));
+      outcome = attempt(pid, mem, maps, guarded, edits_now, main_stack_start, scratch, unwind, no_unwinder,
+                        std::chrono::microseconds(int64_t{policy.hot_wait_ms} * 1000));
     });
     if (!outcome) return outcome.status();
     longest_us = std::max(longest_us, outcome->pause_us);
     if (outcome->blocker) {
       last = outcome->blocker;
-      std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+      std::this_thread::sleep_for(std::chrono::milliseconds(policy.retry_delay_ms));
       continue;
     }
     ctx.note(outcome->note);
     return SafeStop{outcome->pause_us, longest_us, n + 1};
   }
-  return Status::error(fmt::format("gave up after {} attempts, nothing changed: {}", retries + 1,
+  return Status::error(fmt::format("gave up after {} attempts, nothing changed: {}", policy.retries + 1,
                                    last ? last->describe() : "unknown"),
                        Exit::Unsafe);
 }

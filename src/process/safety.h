@@ -38,6 +38,7 @@
 #include "core/result.h"
 #include "process/maps.h"
 #include "process/ptrace.h"
+#include "process/target.h"
 #include "process/trampoline.h"
 #include "process/unwind.h"
 
@@ -109,23 +110,32 @@ struct SafeStop {
 // so no other livesplice, can be writing the sites then).
 using EditsNow = std::function<Result<std::vector<SiteEdit>>()>;
 
+// How a safety stop is tried: `retries` more attempts after the first, `retry_delay_ms`
+// apart, each letting threads run out of the guarded code for up to `hot_wait_ms`.
+struct StopPolicy {
+  int retries = 20;
+  int retry_delay_ms = 10;
+  int hot_wait_ms = 250;
+};
+
 // Writes the edits once no thread blocks. Each attempt runs on its own tracer thread
 // (on_tracer_thread): the running threads are stopped, the sleeping ones held asleep
 // (ThreadGroupStop::stop_running); all are checked; the sites are armed with int3
 // (SiteWriter); the sleepers that ran meanwhile are settled and checked again; only
 // then are the edits finished. A blocked attempt puts every site back, resumes at once,
-// waits `delay_ms` and tries again, up to `retries` more times (then fails with
-// Exit::Unsafe naming the blocker). `before_attempt` may end the loop with a failed
-// Status (the tool died). The threads are always resumed and the sites never left
-// armed. -v prints where the pause went: stop, check, settle, write, resume.
+// waits `policy.retry_delay_ms` and tries again, up to `policy.retries` more times (then
+// fails with Exit::Unsafe naming the blocker). `before_attempt` may end the loop with a
+// failed Status (the tool died). The threads are always resumed and the sites never
+// left armed. -v prints where the pause went: stop, check, settle, write, resume.
 // A thread in the way when the running threads are stopped does not end the attempt
 // at once: with the sites armed (so none can enter), the threads run in short
 // intervals until none is in the way (the hot wait, docs/ARCHITECTURE.md), for at most
-// `hot_wait_ms` (0: no wait); a thread that reaches a site waits there, stopped, and
-// runs the jump once it is written (or the original code, when the attempt ends
+// `policy.hot_wait_ms` (0: no wait); a thread that reaches a site waits there, stopped,
+// and runs the jump once it is written (or the original code, when the attempt ends
 // blocked). The pause is then the longest any one thread was kept from running.
-Result<SafeStop> when_safe(Context& ctx, pid_t pid, const std::vector<Mapping>& maps,
-                           const std::vector<Guarded>& guarded, const EditsNow& edits_now, int retries,
-                           int delay_ms, int hot_wait_ms, const std::function<Status()>& before_attempt);
+// The target's maps may be stale (stacks not found in them are read up to 64 KiB).
+Result<SafeStop> when_safe(Context& ctx, const Target& target, const std::vector<Guarded>& guarded,
+                           const EditsNow& edits_now, const StopPolicy& policy,
+                           const std::function<Status()>& before_attempt);
 
 }  // namespace ls::proc

@@ -5,15 +5,9 @@
 #include <algorithm>
 #include <cstring>
 
-#include "process/jump.h"
+#include "arch/target.h"
 
 namespace ls::proc {
-
-namespace {
-
-constexpr uint8_t kEndbr64[] = {0xf3, 0x0f, 0x1e, 0xfa};
-
-}  // namespace
 
 Result<Trampoline> make_trampoline(const Memory& mem, const std::string& label, TargetAddr entry, uint64_t size,
                                    TargetAddr to) {
@@ -22,10 +16,11 @@ Result<Trampoline> make_trampoline(const Memory& mem, const std::string& label, 
   t.function_at = entry;
   t.new_code = to;
   t.size = size;
-  uint8_t head[4];
+  const arch::Target& arch = arch::host();
+  std::vector<uint8_t> head(arch.entry_head_size);
   LS_TRY(mem.read(entry, head));
-  t.site = std::memcmp(head, kEndbr64, 4) == 0 ? entry + 4 : entry;
-  t.jump = jump_bytes(t.site, to);
+  t.site = entry + static_cast<int64_t>(arch.entry_landing(head));
+  t.jump = arch.jump(t.site, to);
   uint64_t need = static_cast<uint64_t>(t.site - entry) + t.jump.size();
   if (need > size)
     return error("{} at {}: only {} bytes long, a {}-byte jump does not fit", label, entry, size, t.jump.size());
@@ -36,8 +31,6 @@ Result<Trampoline> make_trampoline(const Memory& mem, const std::string& label, 
 
 
 namespace {
-
-constexpr uint8_t kInt3 = 0xcc;
 
 // Sites in one page, written with one pwrite: inside the pause each write is a system
 // call (a few µs on a virtual machine), and replaced functions of one file usually sit
@@ -118,9 +111,9 @@ Status write_sites(const Memory& mem, const std::vector<SiteEdit>& es, Holds hol
 
 bool same(std::span<const uint8_t> a, const std::vector<uint8_t>& b) { return std::equal(a.begin(), a.end(), b.begin(), b.end()); }
 
-// An armed site: the int3, then `tail`'s bytes after its first.
+// An armed site: the trap (int3), then `tail`'s bytes after its first.
 bool armed_with(std::span<const uint8_t> site, const std::vector<uint8_t>& tail) {
-  return site[0] == kInt3 && std::equal(site.begin() + 1, site.end(), tail.begin() + 1, tail.end());
+  return site[0] == arch::host().trap && std::equal(site.begin() + 1, site.end(), tail.begin() + 1, tail.end());
 }
 
 }  // namespace
@@ -153,7 +146,7 @@ std::vector<TargetRange> SiteWriter::sites() const {
 
 Status SiteWriter::arm() {
   LS_TRY(write_sites(mem_, edits_, [](const SiteEdit& e, auto b) { return same(b, e.from); },
-                     [](const SiteEdit&, auto b) { b[0] = kInt3; }));
+                     [](const SiteEdit&, auto b) { b[0] = arch::host().trap; }));
   stage_ = Stage::Armed;
   return {};
 }

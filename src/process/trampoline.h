@@ -1,7 +1,8 @@
-// Trampolines: the jump written at the entry of a replaced function (jump.h: `jmp rel32`
-// when the new code is in reach, `jmp *0(%rip)` otherwise), written after an `endbr64`
-// (f3 0f 1e fa) when the function starts with one, so that indirect calls still land on
-// a valid branch target under CET.
+// Trampolines: the jump written at the entry of a replaced function (the host machine's
+// arch::Target::jump: on x86-64 `jmp rel32` when the new code is in reach, `jmp
+// *0(%rip)` otherwise), written after the entry's landing pad (Target::entry_landing: an
+// `endbr64`) when the function starts with one, so that indirect calls still land on a
+// valid branch target under CET.
 #pragma once
 
 #include <string>
@@ -38,7 +39,7 @@ std::vector<SiteEdit> removals(const std::vector<Trampoline>& trampolines);     
 
 // Writes site edits so that a thread which runs meanwhile (a sleeper that woke, see
 // ptrace.h) never executes a half-written site, as the kernel's text_poke_bp does:
-// arm() puts an int3 on every site's first byte, after checking that every site holds
+// arm() puts the machine's one-byte trap (int3) on every site's first byte, after checking that every site holds
 // its `from` bytes (all or none); finish() writes every tail, then every first byte. A
 // thread reaching a site in between traps, and its tracer puts it back on the site to
 // run whatever is there when it resumes. Destroyed before finish(), every site is put

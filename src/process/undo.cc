@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
 
+#include "arch/target.h"
 #include "process/apply.h"
 #include "process/guardian.h"
 #include "process/maps.h"
@@ -23,8 +25,6 @@
 namespace ls::proc {
 
 namespace {
-
-constexpr int kLockWaitS = 60;   // a killed command's guardian finishing its retries
 
 // An entry that a later entry stacks on (a later trampoline sits inside its regions).
 const LedgerEntry* stacked_on(const Ledger& ledger, size_t idx) {
@@ -39,12 +39,11 @@ const LedgerEntry* stacked_on(const Ledger& ledger, size_t idx) {
 // Restores the original bytes of entry `id` under a safety stop, then retires it; all of
 // it in a guardian. `partial`: only the sites that hold their jump (a half-written
 // entry); otherwise every site must.
-Status undo_one(Context& ctx, pid_t pid, Ledger& ledger, const std::string& id, int retries, int retry_delay_ms,
-                int hot_wait_ms, bool partial, double& pause_us) {
-  auto maps = read_maps(pid);
-  if (!maps) return maps.status();
-  auto mem = Memory::open(pid);
-  if (!mem) return mem.status();
+Status undo_one(Context& ctx, Target& target, const std::string& id, const StopPolicy& policy, bool partial,
+                double& pause_us) {
+  LS_TRY(target.refresh_maps());
+  const Memory& mem = target.memory();
+  const Ledger& ledger = target.ledger();
   size_t idx = 0;
   while (idx < ledger.entries().size() && ledger.entries()[idx].id != id) ++idx;
   if (idx == ledger.entries().size()) return error("update {} is not applied", id.substr(0, 8));
@@ -58,10 +57,10 @@ Status undo_one(Context& ctx, pid_t pid, Ledger& ledger, const std::string& id, 
   for (const auto& t : e.trampolines)
     guarded.push_back({{t.site, t.site + static_cast<int64_t>(t.jump.size())},
                        {t.site, t.site + static_cast<int64_t>(t.jump.size())}, t.function + " (its trampoline)", {}});
-  LS_TRY(load_guarded_code(*mem, guarded));
+  LS_TRY(load_guarded_code(mem, guarded));
   // As apply does: the pages the restore writes become this process's own copies now
   // (a fork since the apply shares them again), not inside the pause.
-  LS_TRY(privatize_sites(*mem, e.trampolines));
+  LS_TRY(privatize_sites(mem, e.trampolines));
 
   pid_t tool = getpid();
   kill_point(tool, "undo:checked");
@@ -77,20 +76,19 @@ Status undo_one(Context& ctx, pid_t pid, Ledger& ledger, const std::string& id, 
       // hold in the pause.
       std::erase_if(restore, [&](SiteEdit& s) {
         std::vector<uint8_t> now(s.from.size());
-        if (!mem->read(s.at, now).ok() || now == s.to) return true;
+        if (!mem.read(s.at, now).ok() || now == s.to) return true;
         s.from = now;
         return false;
       });
     }
-    LS_TRY(privatize_sites(*mem, e.trampolines));   // again, from this process (trampoline.h)
+    LS_TRY(privatize_sites(mem, e.trampolines));   // again, from this process (trampoline.h)
     // No one else writes the sites (the lock), so the edits read before the stop hold in it.
     auto edits_now = [&]() -> Result<std::vector<SiteEdit>> { return restore; };
-    auto done = when_safe(ctx, pid, *maps, guarded, edits_now, retries, retry_delay_ms, hot_wait_ms, orphaned);
+    auto done = when_safe(ctx, target, guarded, edits_now, policy, orphaned);
     if (!done) return done.status();
     kill_point(tool, "undo:restored");
     Borrow unmapped;
-    LS_TRY(retire(pid, ledger, e.id, [&](const char* step) { kill_point(tool, std::string("undo:") + step); },
-                  &unmapped));
+    LS_TRY(retire(target, e.id, [&](const char* step) { kill_point(tool, std::string("undo:") + step); }, &unmapped));
     kill_point(tool, "undo:committed");
     // The pause: the longest time any thread was kept from running, the stops of the
     // check and restore or the thread borrowed to unmap the regions.
@@ -102,16 +100,15 @@ Status undo_one(Context& ctx, pid_t pid, Ledger& ledger, const std::string& id, 
   return {};
 }
 
-// The ledger as it is now (a guardian changed it in its own copy of memory).
-Result<Ledger> reread(pid_t pid) {
-  auto maps = read_maps(pid);
-  if (!maps) return maps.status();
-  return Ledger::read(pid, *maps);
+// The ledger as it is now (a guardian changed it in its own copy of the target).
+Status reread_ledger(Target& target) {
+  LS_TRY(target.refresh_maps());
+  return target.read_ledger();
 }
 
-// No failure JSON: undo and view print their own.
-Exit failed(const Context& ctx, const char* cmd, pid_t pid, const Status& s) {
-  return ctx.failed(fmt::format("{} process {}", cmd, pid), s, "", "");
+Exit failed(const char* cmd, pid_t pid, const Status& s) {
+  fmt::print(stderr, "livesplice: {} process {}: {}\n", cmd, pid, printable(s.message(), true));
+  return s.code() == Exit::Ok ? Exit::ToolError : s.code();
 }
 
 }  // namespace
@@ -124,7 +121,7 @@ bool torn(const std::vector<uint8_t>& now, const Trampoline& t) {
   auto rest_of = [&](const std::vector<uint8_t>& b) {
     return std::equal(now.begin() + 1, now.end(), b.begin() + 1, b.end());
   };
-  return !now.empty() && now[0] == 0xcc && (rest_of(t.jump) || rest_of(t.original));
+  return !now.empty() && now[0] == arch::host().trap && (rest_of(t.jump) || rest_of(t.original));
 }
 
 }  // namespace
@@ -146,167 +143,181 @@ Result<JumpsInPlace> jumps_in_place(const Memory& mem, const LedgerEntry& e) {
   return jumps == 0 && halfway == 0 ? JumpsInPlace::None : JumpsInPlace::Some;
 }
 
-Status retire(pid_t pid, Ledger& ledger, const std::string& id, const std::function<void(const char*)>& at,
-              Borrow* unmapped) {
+Status retire(Target& target, const std::string& id, const std::function<void(const char*)>& at, Borrow* unmapped) {
+  Ledger& ledger = target.ledger();
   LedgerEntry* e = ledger.entry(id);
   if (!e) return {};
   if (e->state != EntryState::Removing) {
     e->state = EntryState::Removing;
-    LS_TRY(ledger.commit(pid));
+    LS_TRY(ledger.commit());
   }
   at("marked");
   // Only what is still mapped as ours: a region never mapped (the apply died first) or
   // already unmapped (the removal died after) may hold something else by now.
-  auto maps = read_maps(pid);
-  if (!maps) return maps.status();
+  LS_TRY(target.refresh_maps());
   std::vector<Region> mapped;
   for (const auto& r : ledger.entry(id)->regions)
-    if (mapped_as_recorded(*maps, r)) mapped.push_back(r);
-  auto borrow = unmap_regions(pid, mapped);
+    if (mapped_as_recorded(target.maps(), r)) mapped.push_back(r);
+  auto borrow = unmap_regions(target, mapped);
   if (!borrow) return borrow.status();
   if (unmapped) *unmapped = *borrow;
   at("unmapped");
   auto& entries = ledger.entries();
   entries.erase(std::remove_if(entries.begin(), entries.end(), [&](const LedgerEntry& x) { return x.id == id; }),
                 entries.end());
-  return ledger.commit(pid);
+  return ledger.commit();
 }
 
-Status repair_leftovers(Context& ctx, pid_t pid, Ledger& ledger, int retries, int retry_delay_ms, int hot_wait_ms,
-                        std::vector<std::string>& found) {
-  for (const auto& note : ledger.notes()) found.push_back(note);
-  auto mem = Memory::open(pid);
-  if (!mem) return mem.status();
-  std::vector<std::string> ids;
-  for (const auto& e : ledger.entries()) ids.insert(ids.begin(), e.id);   // newest first
-  for (const auto& id : ids) {
-    const LedgerEntry* e = ledger.entry(id);
-    if (!e) continue;
-    std::string name = id.substr(0, 8);
-    if (e->state == EntryState::Removing) {
-      LS_TRY(retire(pid, ledger, id));
-      found.push_back(fmt::format("update {} was being removed by a killed command: finished removing it", name));
-      continue;
-    }
-    auto live = jumps_in_place(*mem, *e);
-    if (!live) return live.status();
-    bool pending = e->state == EntryState::Pending;
-    if (*live == JumpsInPlace::All && pending) {
-      ledger.entry(id)->state = EntryState::Applied;
-      LS_TRY(ledger.commit(pid));
-      found.push_back(fmt::format("update {} was pending, but all its jumps are in place (its apply was killed before "
-                                  "confirming): recorded it as applied", name));
-    } else if (*live == JumpsInPlace::None && (pending || !e->trampolines.empty())) {
-      LS_TRY(retire(pid, ledger, id));
-      found.push_back(pending ? fmt::format("update {} was pending, left by a killed apply, and none of its jumps was "
-                                            "written: removed it and its code", name)
-                              : fmt::format("update {} was recorded as applied, but none of its jumps is in place (its "
-                                            "undo was killed after restoring the code): removed it and its code", name));
-    } else if (*live == JumpsInPlace::Some) {
-      double pause = 0;
-      LS_TRY(undo_one(ctx, pid, ledger, id, retries, retry_delay_ms, hot_wait_ms, true, pause));
-      auto now = reread(pid);
-      if (!now) return now.status();
-      ledger = std::move(*now);
-      found.push_back(fmt::format("update {} had only some of its jumps in place (a command was killed while writing "
-                                  "them): restored the original code and removed it", name));
-    }
+namespace {
+
+// The repair of one entry (undo.h), said in `found` when there was one to make.
+Status repair_entry(Context& ctx, Target& target, const std::string& id, const StopPolicy& policy,
+                    std::vector<std::string>& found) {
+  const LedgerEntry* e = target.ledger().entry(id);
+  if (!e) return {};
+  std::string name = id.substr(0, 8);
+  if (e->state == EntryState::Removing) {
+    LS_TRY(retire(target, id));
+    found.push_back(fmt::format("update {} was being removed by a killed command: finished removing it", name));
+    return {};
+  }
+  auto live = jumps_in_place(target.memory(), *e);
+  if (!live) return live.status();
+  bool pending = e->state == EntryState::Pending;
+  if (*live == JumpsInPlace::All && pending) {
+    target.ledger().entry(id)->state = EntryState::Applied;
+    LS_TRY(target.ledger().commit());
+    found.push_back(fmt::format("update {} was pending, but all its jumps are in place (its apply was killed before "
+                                "confirming): recorded it as applied", name));
+  } else if (*live == JumpsInPlace::None && (pending || !e->trampolines.empty())) {
+    LS_TRY(retire(target, id));
+    found.push_back(pending ? fmt::format("update {} was pending, left by a killed apply, and none of its jumps was "
+                                          "written: removed it and its code", name)
+                            : fmt::format("update {} was recorded as applied, but none of its jumps is in place (its "
+                                          "undo was killed after restoring the code): removed it and its code", name));
+  } else if (*live == JumpsInPlace::Some) {
+    double pause = 0;
+    LS_TRY(undo_one(ctx, target, id, policy, true, pause));
+    LS_TRY(reread_ledger(target));
+    found.push_back(fmt::format("update {} had only some of its jumps in place (a command was killed while writing "
+                                "them): restored the original code and removed it", name));
   }
   return {};
 }
 
-Exit run_undo(Context& ctx, const UndoOptions& opt) {
-  // Whether we may look at the process at all (a permission problem says so) first.
-  if (auto probe = read_maps(opt.pid); !probe) return failed(ctx, "undo:", opt.pid, probe.status());
-  auto key = process_key(opt.pid);
-  if (!key) return failed(ctx, "undo:", opt.pid, key.status());
-  auto lock = LedgerLock::take(*key, true, kLockWaitS);
-  if (!lock) return failed(ctx, "undo:", opt.pid, lock.status());
-  auto ledger = reread(opt.pid);
-  if (!ledger) return failed(ctx, "undo:", opt.pid, ledger.status());
-  std::vector<std::string> repaired;
-  Status rs = repair_leftovers(ctx, opt.pid, *ledger, opt.retries, opt.retry_delay_ms, opt.hot_wait_ms, repaired);
-  for (const auto& r : repaired) ctx.report(fmt::format("undo: process {}: {}", opt.pid, r));
-  if (!rs.ok()) return failed(ctx, "undo:", opt.pid, rs);
+}  // namespace
 
+Status repair_leftovers(Context& ctx, Target& target, const StopPolicy& policy, std::vector<std::string>& found) {
+  for (const auto& note : target.ledger().notes()) found.push_back(note);
   std::vector<std::string> ids;
-  if (opt.all) {
-    for (auto it = ledger->entries().rbegin(); it != ledger->entries().rend(); ++it) ids.push_back(it->id);
-  } else {
-    const LedgerEntry* e = opt.id.empty() ? (ledger->entries().empty() ? nullptr : &ledger->entries().back())
-                                          : ledger->find(opt.id);
-    if (!e && !repaired.empty()) {
-      // What was asked for was a killed command's leftover, removed above.
-      if (ctx.json) fmt::print("{}\n", nlohmann::json{{"undone", nlohmann::json::array()}, {"repaired", repaired}}.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
-      return Exit::Ok;
-    }
-    if (!e) {
-      ctx.report(fmt::format("undo: no applied update {} in process {} (see livesplice view)",
-                             opt.id.empty() ? "at all" : "matches '" + printable(opt.id) + "'", opt.pid));
-      return Exit::ToolError;
-    }
-    ids.push_back(e->id);
+  for (const auto& e : target.ledger().entries()) ids.insert(ids.begin(), e.id);   // newest first
+  for (const auto& id : ids) LS_TRY(repair_entry(ctx, target, id, policy, found));
+  return {};
+}
+
+namespace {
+
+// The ids to undo, newest first: every one (`all`), the one whose id starts with `id`, or
+// the newest (`id` empty). nullopt when none matches.
+std::optional<std::vector<std::string>> chosen(const Ledger& ledger, const std::string& id, bool all) {
+  std::vector<std::string> ids;
+  if (all) {
+    for (auto it = ledger.entries().rbegin(); it != ledger.entries().rend(); ++it) ids.push_back(it->id);
+    return ids;
+  }
+  const LedgerEntry* e = id.empty() ? (ledger.entries().empty() ? nullptr : &ledger.entries().back()) : ledger.find(id);
+  if (!e) return std::nullopt;
+  ids.push_back(e->id);
+  return ids;
+}
+
+}  // namespace
+
+Exit undo_updates(Context& ctx, Target& target, const std::string& id, bool all, const StopPolicy& policy) {
+  const pid_t pid = target.pid();
+  // Under the lock (a killed command's guardian finishing first): the ledger, repaired.
+  if (Status s = target.lock(Access::Change, kLockWaitS); !s.ok()) return failed("undo:", pid, s);
+  if (Status s = reread_ledger(target); !s.ok()) return failed("undo:", pid, s);
+  std::vector<std::string> repaired;
+  Status rs = repair_leftovers(ctx, target, policy, repaired);
+  for (const auto& r : repaired) fmt::print(stderr, "livesplice: undo: process {}: {}\n", pid, r);
+  if (!rs.ok()) return failed("undo:", pid, rs);
+
+  auto ids = chosen(target.ledger(), id, all);
+  if (!ids && !repaired.empty()) ids.emplace();   // what was asked for was a leftover, repaired above
+  if (!ids) {
+    fmt::print(stderr, "livesplice: undo: no applied update {} in process {} (see livesplice view)\n",
+               id.empty() ? "at all" : "matches '" + printable(id) + "'", pid);
+    return Exit::ToolError;
   }
   nlohmann::json done = nlohmann::json::array();
-  for (const auto& id : ids) {
+  for (const auto& one : *ids) {
     double pause = 0;
-    Status s = undo_one(ctx, opt.pid, *ledger, id, opt.retries, opt.retry_delay_ms, opt.hot_wait_ms, false, pause);
-    if (s.ok()) {
-      auto now = reread(opt.pid);
-      if (!now) s = now.status();
-      else *ledger = std::move(*now);
-    }
+    Status s = undo_one(ctx, target, one, policy, false, pause);
+    if (s.ok()) s = reread_ledger(target);
     if (!s.ok()) {
-      ctx.report(fmt::format("undo {} in process {}: {}", id.substr(0, 8), opt.pid, s.message()));
+      fmt::print(stderr, "livesplice: undo {} in process {}: {}\n", one.substr(0, 8), pid, printable(s.message(), true));
       if (ctx.json)
         fmt::print("{}\n", nlohmann::json{{"undone", done}, {"repaired", repaired}, {"error", s.message()}}.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
       return s.code() == Exit::Ok ? Exit::ToolError : s.code();
     }
-    done.push_back({{"id", id}, {"pause_us", pause}});
-    if (!ctx.json) fmt::print("undone {} in process {}: pause {:.0f} us\n", id.substr(0, 8), opt.pid, pause);
+    done.push_back({{"id", one}, {"pause_us", pause}});
+    if (!ctx.json) fmt::print("undone {} in process {}: pause {:.0f} us\n", one.substr(0, 8), pid, pause);
   }
   if (ctx.json) fmt::print("{}\n", nlohmann::json{{"undone", done}, {"repaired", repaired}}.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
   return Exit::Ok;
 }
 
-Exit run_view(Context& ctx, pid_t pid, bool with_patch) {
-  // Shared: several views at once, none while a command changes the process (its
-  // pending entry would look like a leftover).
-  if (auto probe = read_maps(pid); !probe) return failed(ctx, "view:", pid, probe.status());
-  auto key = process_key(pid);
-  if (!key) return failed(ctx, "view:", pid, key.status());
-  auto lock = LedgerLock::take(*key, false, kLockWaitS);
-  if (!lock) return failed(ctx, "view:", pid, lock.status());
-  auto ledger = reread(pid);
-  if (!ledger) return failed(ctx, "view:", pid, ledger.status());
-  auto mem = Memory::open(pid);
-  if (!mem) return failed(ctx, "view:", pid, mem.status());
-  // What each entry's sites hold, so that a leftover of a killed command is shown as
-  // what it is (view changes nothing; the next apply or undo repairs it).
-  nlohmann::json updates = ledger->to_json(with_patch);
+Exit run_undo(Context& ctx, const UndoOptions& opt) {
+  auto target = Target::open(opt.pid);
+  if (!target) return failed("undo:", opt.pid, target.status());
+  return undo_updates(ctx, *target, opt.id, opt.all, opt.stop_policy());
+}
+
+namespace {
+
+// What each entry's sites hold ("all", "none", "some" of its jumps in place), so that a
+// leftover of a killed command is shown as what it is.
+Result<std::vector<std::string>> jumps_shown(const Target& target) {
   std::vector<std::string> live;
-  for (const auto& e : ledger->entries()) {
-    auto in_place = jumps_in_place(*mem, e);
-    if (!in_place) return failed(ctx, "view:", pid, in_place.status());
+  for (const auto& e : target.ledger().entries()) {
+    auto in_place = jumps_in_place(target.memory(), e);
+    if (!in_place) return in_place.status();
     live.push_back(*in_place == JumpsInPlace::All ? "all" : *in_place == JumpsInPlace::None ? "none" : "some");
-    updates[live.size() - 1]["jumps_in_place"] = live.back();
   }
+  return live;
+}
+
+}  // namespace
+
+Exit view_updates(Context& ctx, Target& target, bool with_patch) {
+  const pid_t pid = target.pid();
+  // Shared: several views at once, none while a command changes the process (its
+  // pending entry would look like a leftover). View changes nothing: the next apply or
+  // undo repairs a leftover.
+  if (Status s = target.lock(Access::Look, kLockWaitS); !s.ok()) return failed("view:", pid, s);
+  if (Status s = reread_ledger(target); !s.ok()) return failed("view:", pid, s);
+  const Ledger& ledger = target.ledger();
+  auto live = jumps_shown(target);
+  if (!live) return failed("view:", pid, live.status());
+  nlohmann::json updates = ledger.to_json(with_patch);
+  for (size_t i = 0; i < live->size(); ++i) updates[i]["jumps_in_place"] = (*live)[i];
   if (ctx.json) {
-    fmt::print("{}\n", nlohmann::json{{"pid", pid}, {"updates", updates}, {"notes", ledger->notes()}}.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
+    fmt::print("{}\n", nlohmann::json{{"pid", pid}, {"updates", updates}, {"notes", ledger.notes()}}.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
     return Exit::Ok;
   }
-  for (const auto& n : ledger->notes()) fmt::print("process {}: note: {}\n", pid, n);
-  if (ledger->entries().empty()) {
+  for (const auto& n : ledger.notes()) fmt::print("process {}: note: {}\n", pid, n);
+  if (ledger.entries().empty()) {
     fmt::print("process {}: no updates applied\n", pid);
     return Exit::Ok;
   }
-  fmt::print("process {}: {} update(s) recorded, oldest first\n", pid, ledger->entries().size());
-  for (size_t i = 0; i < ledger->entries().size(); ++i) {
-    const LedgerEntry& e = ledger->entries()[i];
+  fmt::print("process {}: {} update(s) recorded, oldest first\n", pid, ledger.entries().size());
+  for (size_t i = 0; i < ledger.entries().size(); ++i) {
+    const LedgerEntry& e = ledger.entries()[i];
     std::string state;
-    if (e.state != EntryState::Applied || live[i] != "all")
+    if (e.state != EntryState::Applied || (*live)[i] != "all")
       state = fmt::format("  ({}, {} of its jumps in place: left by a killed command; the next apply or undo "
-                          "repairs it)", to_string(e.state), live[i]);
+                          "repairs it)", to_string(e.state), (*live)[i]);
     fmt::print("{}  {}  {}{}  pause {:.0f} us\n", e.id.substr(0, 8), printable(e.applied_at), printable(e.patch_name),
                state, e.pause_us);
     for (const auto& f : e.functions) fmt::print("    replaced {}\n", printable(f));
@@ -314,6 +325,12 @@ Exit run_view(Context& ctx, pid_t pid, bool with_patch) {
     if (with_patch) fmt::print("{}\n", printable(e.patch_text, true));
   }
   return Exit::Ok;
+}
+
+Exit run_view(Context& ctx, pid_t pid, bool with_patch) {
+  auto target = Target::open(pid);
+  if (!target) return failed("view:", pid, target.status());
+  return view_updates(ctx, *target, with_patch);
 }
 
 }  // namespace ls::proc

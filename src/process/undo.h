@@ -25,6 +25,8 @@
 #include "process/ledger.h"
 #include "process/ptrace.h"
 #include "process/regions.h"
+#include "process/safety.h"
+#include "process/target.h"
 
 namespace ls::proc {
 
@@ -33,17 +35,17 @@ enum class JumpsInPlace { All, None, Some };
 // Unsafe error when a site holds neither its jump nor its original bytes.
 Result<JumpsInPlace> jumps_in_place(const Memory& mem, const LedgerEntry& e);
 
-// Drops an entry whose jumps are not in place (any more): marks it removing, unmaps
-// those of its regions still mapped as ours, drops it; each step committed, so that a
-// death between them is finished by the next command. `at(step)` is called after
-// "marked" and "unmapped" (kill points); `unmapped`, when given, gets what the thread
-// borrowed to unmap cost the target.
-Status retire(pid_t pid, Ledger& ledger, const std::string& id,
-              const std::function<void(const char*)>& at = [](const char*) {}, Borrow* unmapped = nullptr);
+// Drops an entry of the target's ledger whose jumps are not in place (any more): marks
+// it removing, unmaps those of its regions still mapped as ours (the maps read again),
+// drops it; each step committed, so that a death between them is finished by the next
+// command. `at(step)` is called after "marked" and "unmapped" (kill points);
+// `unmapped`, when given, gets what the thread borrowed to unmap cost the target.
+Status retire(Target& target, const std::string& id, const std::function<void(const char*)>& at = [](const char*) {},
+              Borrow* unmapped = nullptr);
 
-// The repairs above, each described in one line in `found` (what was found, what was
-// done). The caller holds the exclusive LedgerLock.
-Status repair_leftovers(Context& ctx, pid_t pid, Ledger& ledger, int retries, int retry_delay_ms, int hot_wait_ms,
-                        std::vector<std::string>& found);
+// The repairs above, on the target's ledger (read again where a guardian changed it),
+// each described in one line in `found` (what was found, what was done). The target is
+// locked for a change (Access::Change).
+Status repair_leftovers(Context& ctx, Target& target, const StopPolicy& policy, std::vector<std::string>& found);
 
 }  // namespace ls::proc

@@ -1,8 +1,11 @@
 #include "update/contents.h"
 
+#include <algorithm>
 #include <filesystem>
 
-#include "update/update.h"
+#include <fmt/format.h>
+
+#include "update/format.h"
 
 namespace ls::update {
 
@@ -24,17 +27,37 @@ std::string FunctionPatch::label() const {
 }
 
 const RunSymbol* Contents::run_symbol(uint32_t index) const {
-  for (const auto& r : run_symbols)
-    if (r.index == index) return &r;
-  return nullptr;
+  auto it = std::lower_bound(run_symbols.begin(), run_symbols.end(), index,
+                             [](const RunSymbol& r, uint32_t i) { return r.index < i; });
+  return it != run_symbols.end() && it->index == index ? &*it : nullptr;
 }
 
 Contents Contents::load(const std::string& path) { return from(load_file(path)); }
 
 Contents Contents::from(elf::Object file) {
+  Manifest m = read_manifest(file);   // the digest first, then the schema
+  return described(std::move(file), std::move(m));
+}
+
+Contents Contents::unsealed(elf::Object file) {
+  Contents c;
+  if (file.find_section(kManifestSection)) {
+    Manifest m = parse_manifest(file);
+    c = described(std::move(file), std::move(m));
+  } else {
+    c.file = std::move(file);
+    c.id = fnv1a_hex(c.file.image());
+  }
+  c.post_sections.clear();
+  for (const auto& s : c.file.sections())
+    if (s.alloc() && carries_object_section(s.name, kPostPrefix)) c.post_sections.push_back(s.index);
+  return c;
+}
+
+Contents Contents::described(elf::Object file, Manifest manifest) {
   Contents c;
   c.file = std::move(file);
-  c.manifest = read_manifest(c.file);   // the digest first, then the schema
+  c.manifest = std::move(manifest);
   const Manifest& m = c.manifest;
   c.id = fnv1a_hex(c.file.image());
   for (const auto& t : m.targets) c.targets.push_back(t.name);
@@ -56,6 +79,9 @@ Contents Contents::from(elf::Object file) {
     }
     c.run_symbols.push_back(std::move(s));
   }
+  // The manifest lists them in the writer's order; lookups go by index.
+  std::stable_sort(c.run_symbols.begin(), c.run_symbols.end(),
+                   [](const RunSymbol& a, const RunSymbol& b) { return a.index < b.index; });
   for (const auto& s : m.sections)
     if (s.role == "post") c.post_sections.push_back(s.index);
     else if (s.role == "special") c.special_sections.emplace_back(s.index, s.original);

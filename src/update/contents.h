@@ -1,6 +1,8 @@
-// An update file as the apply side sees it: the ELF object (pre and post sections with
-// their relocations) plus the manifest, digested into the records apply needs. Target
-// independent: the process target uses it now, the kernel target later.
+// An update file as everything after create sees it: the ELF object (pre and post
+// sections with their relocations) plus the manifest, digested into records. The one
+// reader of the format: apply (both targets), the matcher, the loader, the kernel
+// module writer and the tools take a Contents, never the manifest's JSON or section
+// names. Target independent.
 #pragma once
 
 #include <cstdint>
@@ -46,7 +48,7 @@ struct Contents {
   elf::Object file;
   std::string id;              // FNV-1a of the file's bytes, hex
   std::vector<FunctionPatch> functions;
-  std::vector<RunSymbol> run_symbols;
+  std::vector<RunSymbol> run_symbols;    // by index
   std::vector<uint32_t> post_sections;   // to load, in file order
   std::string patch_name;
   std::string patch_text;
@@ -63,7 +65,17 @@ struct Contents {
   static Contents load(const std::string& path);
   // The same for a file already read through the ELF layer.
   static Contents from(elf::Object file);
+  // An object laid out as an update but not sealed by the writer: the hand-made objects
+  // of tests and tools. A manifest, when it has one, is read through the same schema
+  // (an error is ls::Error) but its digest is not checked; without one there are no
+  // functions and no run symbols. Its post sections are those named so
+  // (`.livesplice.post.*`, allocated), since a hand-written manifest need not list them.
+  static Contents unsealed(elf::Object file);
+  // The manifest's entry for update symbol `index`, or nullptr (not a run symbol).
   const RunSymbol* run_symbol(uint32_t index) const;
+
+ private:
+  static Contents described(elf::Object file, Manifest manifest);
 };
 
 }  // namespace ls::update

@@ -16,7 +16,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "update/update.h"
+#include "update/format.h"
 
 namespace ls::update {
 namespace {
@@ -175,6 +175,7 @@ void read_header(Manifest& m, const elf::Object& file, Fields& top) {
   m.created = top.str("created");
   m.arch = top.one_of("arch", {"x86_64"});
   m.build_system = top.str("build_system");
+  if (top.has("label")) m.label = top.str("label");
   if (top.has("kernel")) {
     Fields k(path, top.object("kernel"), top.at("kernel"));
     m.kernel = true;
@@ -335,5 +336,7 @@ Manifest read_manifest(const elf::Object& file) {
   m.digest = std::move(digest);
   return m;
 }
+
+Manifest read_manifest(const std::string& path) { return read_manifest(load_file(path)); }
 
 }  // namespace ls::update

@@ -22,13 +22,9 @@
 #include <nlohmann/json.hpp>
 
 #include "elf/object.h"
+#include "update/format.h"
 
 namespace ls::update {
-
-inline constexpr std::string_view kDigestSection = ".livesplice.digest";
-inline constexpr std::string_view kDigestAlgorithm = "sha256";
-// The digest section's contents: "sha256:" and 64 hex digits.
-inline constexpr size_t kDigestSize = 7 + 64;
 
 struct ManifestTarget {
   std::string name, path, kind;
@@ -82,6 +78,7 @@ struct Manifest {
   std::string path;                // the update file, for messages
   std::string digest;              // "sha256:…" as verified ("" when read without it)
   std::string livesplice_version, created, arch, build_system;
+  std::string label;               // "" when the update has none (create --label)
   bool kernel = false;             // a kernel update: the three below are set
   std::string kernel_release, kernel_version;
   uint32_t kernel_module_section = 0;   // 0: none
@@ -118,5 +115,9 @@ void seal(std::vector<uint8_t>& image, const std::string& name);
 Manifest parse_manifest(const elf::Object& file);
 // verify_digest, then parse_manifest: what every reader of an update file calls.
 Manifest read_manifest(const elf::Object& file);
+// The same for a file on disk, loaded through load_file. Throws ls::Error (exit 1) for
+// a file that is not an update, a corrupted or modified one, a format version this
+// build does not read, or a manifest that breaks the schema.
+Manifest read_manifest(const std::string& path);
 
 }  // namespace ls::update

@@ -4,13 +4,16 @@
 // relocation), then its digest and its manifest's schema (manifest.h) before anything
 // of it is shown, so that later stages (apply) can index without checking again. A file
 // that fails any of this is "not a usable update" with the reason, exit 1.
+#include "update/reader.h"
+
 #include <algorithm>
 #include <filesystem>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "update/update.h"
+#include "update/format.h"
+#include "update/manifest.h"
 
 namespace ls::update {
 namespace {
@@ -18,8 +21,6 @@ namespace {
 std::string hex_size(const std::optional<uint64_t>& v) { return v ? fmt::format("{:#x}", *v) : "-"; }
 
 }  // namespace
-
-Manifest read_manifest(const std::string& path) { return read_manifest(load_file(path)); }
 
 Exit run_info(Context& ctx, const std::string& path) {
   Manifest m = read_manifest(path);
@@ -40,6 +41,7 @@ Exit run_info(Context& ctx, const std::string& path) {
   fmt::print("{}: livesplice update (format {}, made by livesplice {} on {}), {}\n", path, kFormatVersion,
              m.livesplice_version, m.created, size_of(path));
   fmt::print("digest {} (verified)\n", m.digest);
+  if (!m.label.empty()) fmt::print("label {}\n", printable(m.label));
   // Kernel updates name the kernel by release; their targets are vmlinux and modules.
   if (m.kernel)
     fmt::print("kernel {} (Linux {}){}\n", m.kernel_release, m.kernel_version,

@@ -1,4 +1,4 @@
-// Writing the update file (layout in update.h).
+// Writing the update file (layout in format.h).
 //
 // What is hard is the symbol table. Each carried section comes from one of two worlds:
 // pre code describes the running program, so every reference it makes — even to a
@@ -32,7 +32,10 @@
 #include <set>
 #include <unistd.h>
 
-#include "update/update.h"
+#include <nlohmann/json.hpp>
+
+#include "update/writer.h"
+#include "update/manifest.h"
 
 #include "differ/special_sections.h"
 #include "elf/writer.h"
@@ -154,7 +157,7 @@ std::map<uint32_t, SymbolRef> Builder::section_symbols(const std::map<uint32_t, 
 
 uint32_t Builder::copy_section(const elf::Section& s, std::string_view prefix, bool pre) {
   elf::NewSection o;
-  o.name = std::string(prefix) + s.name;
+  o.name = carried_name(prefix, s.name);
   o.type = s.type;
   // Pre code is data for the matcher: it is never loaded, so it is not SHF_ALLOC.
   o.flags = elf::copied_flags(s.flags);
@@ -169,7 +172,7 @@ uint32_t Builder::copy_section(const elf::Section& s, std::string_view prefix, b
 Moved Builder::carry_entries(size_t k, const elf::Object& obj, const diff::CarriedEntries& c, bool pre) {
   const auto& sec = obj.section(c.section);
   elf::NewSection o;
-  o.name = (pre ? ".livesplice.pre" : ".livesplice.post") + sec.name;
+  o.name = carried_name(pre ? kPrePrefix : kPostPrefix, sec.name);
   o.type = sec.type;
   o.flags = elf::copied_flags(sec.flags) & ~static_cast<uint64_t>(pre ? SHF_ALLOC : 0);
   o.align = sec.align ? sec.align : 1;
@@ -314,7 +317,7 @@ void Builder::add_unit(size_t k) {
   auto lay_out = [&](const elf::Object& obj, const std::set<uint32_t>& secs, bool is_pre) {
     for (uint32_t s : secs) {
       const auto& sec = obj.section(s);
-      uint32_t out = copy_section(sec, is_pre ? ".livesplice.pre" : ".livesplice.post", is_pre);
+      uint32_t out = copy_section(sec, is_pre ? kPrePrefix : kPostPrefix, is_pre);
       (is_pre ? m.pre_out : m.post_out)[s] = out;
       section_notes_.push_back(Json{{"index", out},
                                     {"name", w_.section(out).name},
@@ -485,6 +488,7 @@ Json Builder::manifest(const WriteSummary& summary) const {
   j["created"] = iso_time();
   j["arch"] = "x86_64";
   j["build_system"] = in_.build_system;
+  if (!in_.label.empty()) j["label"] = in_.label;   // absent rather than "": files without one stay as they were
   if (!in_.kernel_release.empty()) {
     j["kernel"] = Json{{"release", in_.kernel_release}, {"version", in_.kernel_version}};
     if (kernel_module_ != 0) j["kernel"]["module_section"] = kernel_module_;
@@ -578,7 +582,7 @@ std::vector<uint8_t> Builder::finish(WriteSummary& summary) {
 
   if (!in_.kernel_module.empty()) {
     elf::NewSection ko;
-    ko.name = ".livesplice.kernel_module";
+    ko.name = std::string(kKernelModuleSection);
     ko.align = 8;
     ko.data = in_.kernel_module;
     kernel_module_ = w_.add_section(std::move(ko));

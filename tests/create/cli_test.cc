@@ -5,7 +5,7 @@
 #include <fmt/format.h>
 
 #include "livesplice_version.h"
-#include "update/update.h"
+#include "update/format.h"
 #include "support.h"
 
 namespace {

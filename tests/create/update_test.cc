@@ -12,7 +12,8 @@
 #include "differ/differ.h"
 #include "elf/object.h"
 #include "support.h"
-#include "update/update.h"
+#include "update/manifest.h"
+#include "update/writer.h"
 
 namespace fs = std::filesystem;
 using lstest::TempDir;

@@ -6,7 +6,7 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "process/jump.h"
+#include "arch/target.h"
 #include "process/ledger.h"
 
 namespace {
@@ -23,7 +23,8 @@ void check(const std::vector<ls::proc::LedgerEntry>& entries) {
     if (!ls::proc::check_entry(e).ok()) broken_promise("an entry fails check_entry");
     if (e.regions.empty()) broken_promise("an entry without regions");
     for (const auto& t : e.trampolines) {
-      if (t.jump.size() != ls::proc::kJmpRel32Size && t.jump.size() != ls::proc::kJmpAbs64Size)
+      const ls::arch::Target& arch = ls::arch::host();   // the near jump's length, or the far one's
+      if (t.jump.size() != arch.jump(t.site, t.site).size() && t.jump.size() != arch.max_jump_size)
         broken_promise("a jump of another length");
       if (t.original.size() != t.jump.size()) broken_promise("original bytes of another length than the jump");
     }

@@ -14,8 +14,9 @@
 #include <fstream>
 #include <set>
 
+#include "arch/target.h"
 #include "elf/object.h"
-#include "kernel/rewrites.h"
+#include "matcher/matcher.h"
 #include "support/support.h"
 
 namespace fs = std::filesystem;
@@ -372,7 +373,7 @@ TEST(KernelCreate, PreTablesOfAlternativesAndJumpLabelsTravelForMatching) {
 
   ls::elf::Object u = ls::elf::Object::load(c.update);
   ls::match::Rewrites rw;
-  ASSERT_TRUE(ls::kernel::x86_64_table_sites(u, rw).ok());
+  ASSERT_TRUE(ls::arch::target(u.machine()).kernel_table_sites(u, rw).ok());
   uint32_t fn = 0;
   for (const auto& s : u.sections())
     if (s.name == ".livesplice.pre.text.__rseq_handle_notify_resume") fn = s.index;

@@ -12,7 +12,7 @@
 //   ktool match UPDATE [--plain|--no-tables]
 //                                       run-pre matching of an update's replaced functions
 //                                       against /proc/kcore (candidates from kallsyms),
-//                                       tolerating the kernel's rewrites (kernel/rewrites.h;
+//                                       tolerating the kernel's rewrites (Target::kernel_rewrites;
 //                                       --plain: none, byte for byte; --no-tables: those
 //                                       at relocations only, not the alternatives and jump
 //                                       labels of the update's pre tables)
@@ -36,7 +36,7 @@
 #include "kernel/kallsyms.h"
 #include "kernel/kcore.h"
 #include "kernel/module.h"
-#include "kernel/rewrites.h"
+#include "arch/target.h"
 #include "matcher/matcher.h"
 #include "update/contents.h"
 #include "update/manifest.h"
@@ -183,10 +183,11 @@ int main(int argc, char** argv) {
         reqs.push_back(std::move(r));
       }
       match::Rewrites rw;
-      if (!plain) rw = x86_64_rewrites();
+      const arch::Target& machine = arch::target(u.file.machine());
+      if (!plain) rw = machine.kernel_rewrites();
       if (!plain && !no_tables)
-        if (Status s = x86_64_table_sites(u.file, rw); !s.ok()) return report(s);
-      auto m = match::match(ctx, mem, u.file, reqs, rw);
+        if (Status s = machine.kernel_table_sites(u.file, rw); !s.ok()) return report(s);
+      auto m = match::match(ctx, mem, u, reqs, rw);
       if (!m) return report(m.status());
       for (size_t i = 0; i < reqs.size(); ++i) fmt::print("{} at {}\n", reqs[i].label, m->function_at[i]);
       return 0;

@@ -26,23 +26,28 @@ class Link : public ::testing::Test {
  protected:
   ls::elf::Object object(const std::string& source) { return lstest::assemble(tmp, "update", source); }
 
+  // The hand-made objects are not sealed updates: read as such (update/contents.h).
+  static ls::update::Contents contents(const ls::elf::Object& u) { return ls::update::Contents::unsealed(u); }
+
   ls::load::Plan plan_ok(const ls::elf::Object& u) {
-    auto p = ls::load::plan(ctx, u, ls::load::post_sections(u));
+    auto c = contents(u);
+    auto p = ls::load::plan(ctx, c, c.post_sections);
     EXPECT_TRUE(p.ok()) << p.status().message();
     return p.ok() ? p.value() : ls::load::Plan{};
   }
 
   ls::load::Image link_ok(const ls::elf::Object& u, const ls::load::Plan& p, uint64_t base,
                           const ls::load::SymbolResolver& r) {
-    auto img = ls::load::link(ctx, u, p, TargetAddr(base), r);
+    auto img = ls::load::link(ctx, contents(u), p, TargetAddr(base), r);
     EXPECT_TRUE(img.ok()) << img.status().message();
     return img.ok() ? img.value() : ls::load::Image{};
   }
 
   std::string link_error(const ls::elf::Object& u, uint64_t base, const ls::load::SymbolResolver& r) {
-    auto p = ls::load::plan(ctx, u, ls::load::post_sections(u));
+    auto c = contents(u);
+    auto p = ls::load::plan(ctx, c, c.post_sections);
     if (!p.ok()) return p.status().message();
-    auto img = ls::load::link(ctx, u, *p, TargetAddr(base), r);
+    auto img = ls::load::link(ctx, c, *p, TargetAddr(base), r);
     EXPECT_FALSE(img.ok()) << "linking was expected to fail";
     return img.ok() ? std::string() : img.status().message();
   }
@@ -83,7 +88,7 @@ y:	.zero 100
 	.section .text.not_loaded,"ax",@progbits
 h:	ret
 )");
-  auto secs = ls::load::post_sections(u);
+  auto secs = contents(u).post_sections;
   ASSERT_EQ(secs.size(), 5u);   // .text.not_loaded is not a post section
   auto p = plan_ok(u);
   ASSERT_EQ(p.sections.size(), 5u);
@@ -118,7 +123,7 @@ h:	ret
   for (uint64_t i = 0; i < 100; ++i) ASSERT_EQ(img.bytes[p.sections[4].offset + i], 0);
   EXPECT_EQ(img.symbol_at.size(), 5u);   // f g k x y
 
-  auto misaligned = ls::load::link(ctx, u, p, TargetAddr(base + 0x800), none);
+  auto misaligned = ls::load::link(ctx, contents(u), p, TargetAddr(base + 0x800), none);
   ASSERT_FALSE(misaligned.ok());
   EXPECT_NE(misaligned.status().message().find("not aligned"), std::string::npos) << misaligned.status().message();
 }
@@ -505,10 +510,17 @@ helper:	ret
                               tmp / "update.o"});
   ASSERT_EQ(updated.status, 0) << updated.output();
   auto broken = ls::elf::Object::load(tmp / "update.o");
-  auto q = ls::load::plan(ctx, broken, ls::load::post_sections(broken));
-  ASSERT_FALSE(q.ok());
-  EXPECT_NE(q.status().message().find("manifest field /run_symbols/0/local: is string, must be true or false"),
-            std::string::npos) << q.status().message();
+  std::string refused;
+  try {
+    auto c = contents(broken);
+    auto q = ls::load::plan(ctx, c, c.post_sections);
+    if (!q.ok()) refused = q.status().message();
+  } catch (const ls::Error& x) {
+    refused = x.what();
+  }
+  ASSERT_FALSE(refused.empty());
+  EXPECT_NE(refused.find("manifest field /run_symbols/0/local: is string, must be true or false"),
+            std::string::npos) << refused;
 }
 
 TEST_F(Link, PlanRefusesWhatCannotBeLoaded) {
@@ -522,13 +534,14 @@ f:	movabs $g@GOTOFF, %rax
 	.section .text.elsewhere,"ax",@progbits
 elsewhere: ret
 )");
-  auto p = ls::load::plan(ctx, u, ls::load::post_sections(u));
+  auto c = contents(u);
+  auto p = ls::load::plan(ctx, c, c.post_sections);
   ASSERT_FALSE(p.ok());
   std::string e = p.status().message();
   EXPECT_NE(e.find("update.o:(.livesplice.post.tbss.t): thread-local data cannot be added"), std::string::npos) << e;
 
   std::vector<uint32_t> code_only{u.find_section(".livesplice.post.text.f")->index};
-  auto q = ls::load::plan(ctx, u, code_only);
+  auto q = ls::load::plan(ctx, c, code_only);
   ASSERT_FALSE(q.ok());
   e = q.status().message();
   EXPECT_NE(e.find("+0x2: relocation type 25 (gotoff64) against 'g' is not supported"), std::string::npos) << e;

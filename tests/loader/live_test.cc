@@ -20,7 +20,7 @@
 
 #include "loader/link.h"
 #include "support.h"
-#include "update/update.h"
+#include "update/contents.h"
 
 namespace fs = std::filesystem;
 using ls::TargetAddr;
@@ -257,7 +257,7 @@ const Flags kFlags[] = {
 class Live : public ::testing::TestWithParam<Flags> {
  public:
   struct Update {
-    ls::elf::Object file;
+    ls::update::Contents contents;
     nlohmann::ordered_json manifest;
     uint32_t symbol(const std::string& function) const {
       for (const auto& f : manifest["functions"])
@@ -271,8 +271,8 @@ class Live : public ::testing::TestWithParam<Flags> {
     }
     size_t count(ls::elf::RelocKind kind) const {
       size_t n = 0;
-      for (uint32_t sec : ls::load::post_sections(file))
-        for (const auto& r : file.section(sec).relocs) n += r.kind == kind;
+      for (uint32_t sec : contents.post_sections)
+        for (const auto& r : contents.file.section(sec).relocs) n += r.kind == kind;
       return n;
     }
   };
@@ -298,7 +298,9 @@ class Live : public ::testing::TestWithParam<Flags> {
 
   Update update(const std::string& name) const {
     std::string path = *tmp_ / (name + ".lsu");
-    return {ls::elf::Object::load(path), ls::update::read_manifest(path).json};
+    auto c = ls::update::Contents::load(path);
+    auto manifest = c.manifest.json;
+    return {std::move(c), manifest};
   }
 
   // Memory near the library (below it, walking down) or far from everything.
@@ -312,7 +314,7 @@ class Live : public ::testing::TestWithParam<Flags> {
   template <typename Key>
   static size_t reserved_without_tls_get_addr(const Update& u, const std::vector<Key>& keys) {
     size_t n = 0;
-    for (const auto& k : keys) n += u.file.symbol(k.symbol).name != "__tls_get_addr";
+    for (const auto& k : keys) n += u.contents.file.symbol(k.symbol).name != "__tls_get_addr";
     return n;
   }
 
@@ -325,9 +327,9 @@ class Live : public ::testing::TestWithParam<Flags> {
 // Links fix.lsu, installs it and calls the new compute() twice, checking every effect.
 void link_and_run_fix(ls::Context& ctx, const Live::Update& u, const Library& lib, ProcessResolver& resolver,
                       lstest::Mapping& m, const std::string& scratch, ls::load::Image& img) {
-  auto plan = ls::load::plan(ctx, u.file, ls::load::post_sections(u.file));
+  auto plan = ls::load::plan(ctx, u.contents, u.contents.post_sections);
   ASSERT_TRUE(plan.ok()) << plan.status().message();
-  auto linked = ls::load::link(ctx, u.file, *plan, TargetAddr(m.address()), resolver);
+  auto linked = ls::load::link(ctx, u.contents, *plan, TargetAddr(m.address()), resolver);
   ASSERT_TRUE(linked.ok()) << linked.status().message();
   img = std::move(linked.value());
   ASSERT_LE(img.bytes.size(), plan->size);
@@ -369,7 +371,7 @@ void link_and_run_fix(ls::Context& ctx, const Live::Update& u, const Library& li
 TEST_P(Live, LinkedNearTheLibraryItRunsOnTheProgramsStateWithoutStubs) {
   Update u = update("fix");
   ProcessResolver resolver(*lib_, u.manifest);
-  auto plan = ls::load::plan(ctx, u.file, ls::load::post_sections(u.file));
+  auto plan = ls::load::plan(ctx, u.contents, u.contents.post_sections);
   ASSERT_TRUE(plan.ok()) << plan.status().message();
   auto m = map(false, plan->size);
   ASSERT_TRUE(m->ok()) << "no free address range below the library";
@@ -385,14 +387,14 @@ TEST_P(Live, LinkedNearTheLibraryItRunsOnTheProgramsStateWithoutStubs) {
   if (all_near) {
     EXPECT_EQ(img.stubs_used, 0u);
   }
-  auto plan_again = ls::load::plan(ctx, u.file, ls::load::post_sections(u.file));
+  auto plan_again = ls::load::plan(ctx, u.contents, u.contents.post_sections);
   EXPECT_EQ(img.got_used, reserved_without_tls_get_addr(u, plan_again->got));   // total, compute_hits, ...
 }
 
 TEST_P(Live, LinkedFarFromEverythingItGoesThroughStubsAndLocalExecTls) {
   Update u = update("fix");
   ProcessResolver resolver(*lib_, u.manifest);
-  auto plan = ls::load::plan(ctx, u.file, ls::load::post_sections(u.file));
+  auto plan = ls::load::plan(ctx, u.contents, u.contents.post_sections);
   ASSERT_TRUE(plan.ok()) << plan.status().message();
   auto m = map(true, plan->size);
   ASSERT_TRUE(m->ok()) << "no free address range far away";
@@ -410,12 +412,12 @@ TEST_P(Live, LinkedFarFromEverythingItGoesThroughStubsAndLocalExecTls) {
 TEST_P(Live, StaticDataIsReachableOnlyFromNearby) {
   Update u = update("static");
   ProcessResolver resolver(*lib_, u.manifest);
-  auto plan = ls::load::plan(ctx, u.file, ls::load::post_sections(u.file));
+  auto plan = ls::load::plan(ctx, u.contents, u.contents.post_sections);
   ASSERT_TRUE(plan.ok()) << plan.status().message();
 
   auto far = map(true, plan->size);
   ASSERT_TRUE(far->ok());
-  auto bad = ls::load::link(ctx, u.file, *plan, TargetAddr(far->address()), resolver);
+  auto bad = ls::load::link(ctx, u.contents, *plan, TargetAddr(far->address()), resolver);
   ASSERT_FALSE(bad.ok());
   std::string e = bad.status().message();
   EXPECT_NE(e.find("pcrel32 against 'counter'"), std::string::npos) << e;
@@ -425,7 +427,7 @@ TEST_P(Live, StaticDataIsReachableOnlyFromNearby) {
 
   auto near = map(false, plan->size);
   ASSERT_TRUE(near->ok());
-  auto img = ls::load::link(ctx, u.file, *plan, TargetAddr(near->address()), resolver);
+  auto img = ls::load::link(ctx, u.contents, *plan, TargetAddr(near->address()), resolver);
   ASSERT_TRUE(img.ok()) << img.status().message();
   near->install(*img);
   auto fn = reinterpret_cast<int (*)(int)>(img->symbol_at.at(u.symbol("compute")).value());
@@ -442,11 +444,11 @@ TEST_P(Live, UnresolvedRunSymbolsAreNamedWithTheirSourceFile) {
   resolver.refuse.insert({"scale", View::Address});
   resolver.refuse.insert({"peak", View::TlsOffset});
   resolver.refuse.insert({"peak", View::TlsGdPair});
-  auto plan = ls::load::plan(ctx, u.file, ls::load::post_sections(u.file));
+  auto plan = ls::load::plan(ctx, u.contents, u.contents.post_sections);
   ASSERT_TRUE(plan.ok()) << plan.status().message();
   auto m = map(false, plan->size);
   ASSERT_TRUE(m->ok());
-  auto img = ls::load::link(ctx, u.file, *plan, TargetAddr(m->address()), resolver);
+  auto img = ls::load::link(ctx, u.contents, *plan, TargetAddr(m->address()), resolver);
   ASSERT_FALSE(img.ok());
   std::string e = img.status().message();
   EXPECT_NE(e.find("undefined run symbol 'scale' (file-local symbol in a.c, object a.o): the resolver knows no "
@@ -462,7 +464,7 @@ TEST_P(Live, UnresolvedRunSymbolsAreNamedWithTheirSourceFile) {
 TEST_P(Live, DynamicTlsIsReachedThroughTheGdPairButNotFromLocalDynamicCode) {
   Update fix = update("fix");
   ProcessResolver r1(*dyn_lib_, fix.manifest);
-  auto p1 = ls::load::plan(ctx, fix.file, ls::load::post_sections(fix.file));
+  auto p1 = ls::load::plan(ctx, fix.contents, fix.contents.post_sections);
   ASSERT_TRUE(p1.ok()) << p1.status().message();
   auto m1 = map(false, p1->size, dyn_lib_);
   ASSERT_TRUE(m1->ok());
@@ -470,7 +472,7 @@ TEST_P(Live, DynamicTlsIsReachedThroughTheGdPairButNotFromLocalDynamicCode) {
     // depth and peak are reached with local-dynamic code, which can only become
     // local-exec: refused, naming them. calls (general dynamic) falls back to the
     // library's GD pair without complaint.
-    auto bad = ls::load::link(ctx, fix.file, *p1, TargetAddr(m1->address()), r1);
+    auto bad = ls::load::link(ctx, fix.contents, *p1, TargetAddr(m1->address()), r1);
     ASSERT_FALSE(bad.ok());
     std::string e = bad.status().message();
     EXPECT_NE(e.find("dtpoff32 against 'depth': TLS offset -0x"), std::string::npos) << e;
@@ -487,11 +489,11 @@ TEST_P(Live, DynamicTlsIsReachedThroughTheGdPairButNotFromLocalDynamicCode) {
   // static.lsu only has the general-dynamic access: it links through the pair and runs.
   Update u = update("static");
   ProcessResolver resolver(*dyn_lib_, u.manifest);
-  auto plan = ls::load::plan(ctx, u.file, ls::load::post_sections(u.file));
+  auto plan = ls::load::plan(ctx, u.contents, u.contents.post_sections);
   ASSERT_TRUE(plan.ok()) << plan.status().message();
   auto m = map(false, plan->size, dyn_lib_);
   ASSERT_TRUE(m->ok());
-  auto img = ls::load::link(ctx, u.file, *plan, TargetAddr(m->address()), resolver);
+  auto img = ls::load::link(ctx, u.contents, *plan, TargetAddr(m->address()), resolver);
   ASSERT_TRUE(img.ok()) << img.status().message();
   EXPECT_TRUE(resolver.asked.count("__tls_get_addr")) << "the GD sequence still calls it";
   m->install(*img);

@@ -10,7 +10,7 @@
 #include <cstring>
 #include <tuple>
 
-#include "arch/arch.h"
+#include "arch/target.h"
 #include "support.h"
 
 namespace mt {
@@ -69,7 +69,7 @@ uint64_t short_jump_to(const FileImage& file, uint64_t at, size_t size, uint64_t
   std::vector<uint8_t> code(size);
   if (!file.read(TargetAddr(at), code).ok()) return 0;
   for (uint64_t off = 0; off < size;) {
-    auto d = ls::arch::x86_64_decode(code, off);
+    auto d = ls::arch::target(ls::elf::Machine::X86_64).decode(code, off);
     if (!d) return 0;
     if (d->branch && d->short_branch && code[off] == 0xeb && at + static_cast<uint64_t>(d->target) == to)
       return at + off;
@@ -109,7 +109,7 @@ TEST(Encodings, ShortTailCallAndMovedPaddingStillMatchAndRevealTheCallee) {
   Requests r = requests(update, syms, 0);
   ls::Context ctx = quiet_context();
   ProcessMemory mem(prog.pid());
-  auto m = ls::match::match(ctx, mem, ls::elf::Object::load(update), r.list);
+  auto m = ls::match::match(ctx, mem, ls::update::Contents::load(update), r.list);
   ASSERT_TRUE(m.ok()) << m.status().message();
   size_t i = index_of(r, "busy");
   EXPECT_EQ(m->function_at[i], TargetAddr(symbol(syms, "busy")));
@@ -130,7 +130,7 @@ TEST(Encodings, AJumpWhoseTargetDoesNotMapIsStillADifference) {
   // every instruction is the same kind, but the jump lands elsewhere.
   std::optional<uint64_t> jcc;
   for (uint64_t off = 0; off < size;) {
-    auto d = ls::arch::x86_64_decode(code, off);
+    auto d = ls::arch::target(ls::elf::Machine::X86_64).decode(code, off);
     ASSERT_TRUE(d) << "undecodable at +" << off;
     if (d->branch && d->short_branch && code[off] != 0xeb && d->target >= 0 &&
         static_cast<uint64_t>(d->target) < size)
@@ -141,12 +141,12 @@ TEST(Encodings, AJumpWhoseTargetDoesNotMapIsStillADifference) {
   Requests r = requests(update, syms, 0);
   ls::Context ctx = quiet_context();
   {
-    auto m = ls::match::match(ctx, file, ls::elf::Object::load(update), r.list);
+    auto m = ls::match::match(ctx, file, ls::update::Contents::load(update), r.list);
     ASSERT_TRUE(m.ok()) << m.status().message();
   }
   Changed run(file);
   run.put(at + *jcc + 1, static_cast<uint8_t>(code[*jcc + 1] + 1));
-  auto m = ls::match::match(ctx, run, ls::elf::Object::load(update), r.list);
+  auto m = ls::match::match(ctx, run, ls::update::Contents::load(update), r.list);
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), ls::Exit::Unsafe);
   EXPECT_NE(m.status().message().find("pre's target"), std::string::npos) << m.status().message();

@@ -27,7 +27,7 @@ TEST(LinkedFileMatch, NonPieReadsAbsoluteFields) {
   FileImage file(app);
   Requests r = requests(update, syms, 0);
   ls::Context ctx = quiet_context();
-  auto m = ls::match::match(ctx, file, ls::elf::Object::load(update), r.list);
+  auto m = ls::match::match(ctx, file, ls::update::Contents::load(update), r.list);
   ASSERT_TRUE(m.ok()) << m.status().message();
   EXPECT_EQ(m->function_at[index_of(r, "handle")], addr(symbol(syms, "handle")));
   EXPECT_EQ(m->function_at[index_of(r, "handle_tail")], addr(symbol(syms, "handle_tail")));
@@ -50,7 +50,7 @@ TEST(LinkedFileMatch, PicObjectsInNonPieExecutableReadGotLoadsTurnedIntoImmediat
   FileImage file(app);
   Requests r = requests(update, syms, 0);
   ls::Context ctx = quiet_context();
-  auto m = ls::match::match(ctx, file, ls::elf::Object::load(update), r.list);
+  auto m = ls::match::match(ctx, file, ls::update::Contents::load(update), r.list);
   ASSERT_TRUE(m.ok()) << m.status().message();
   EXPECT_EQ(m->function_at[index_of(r, "handle")], addr(symbol(syms, "handle")));
   uint32_t table = run_symbol(update, "table");
@@ -83,7 +83,7 @@ TEST(LinkedFileMatch, RepeatedStaticNamesAreToldApartByContentAndByTheDataTheyUs
   // would give them.
   Requests r = requests(update, syms, 0);
   ls::Context ctx = quiet_context();
-  auto m = ls::match::match(ctx, file, ls::elf::Object::load(update), r.list);
+  auto m = ls::match::match(ctx, file, ls::update::Contents::load(update), r.list);
   ASSERT_TRUE(m.ok()) << m.status().message();
   EXPECT_EQ(m->function_at[index_of(r, "scale")], addr(symbol(syms, "scale", "util.c")));
   EXPECT_EQ(m->function_at[index_of(r, "bump")], addr(symbol(syms, "bump", "util.c"))) << bumps;
@@ -93,7 +93,7 @@ TEST(LinkedFileMatch, RepeatedStaticNamesAreToldApartByContentAndByTheDataTheyUs
   // Alone, bump cannot be placed: both copies match, and only util_twice's use of
   // util.c's `hits` told them apart above.
   std::vector<ls::match::Request> alone{r.list[index_of(r, "bump")]};
-  auto ambiguous = ls::match::match(ctx, file, ls::elf::Object::load(update), alone);
+  auto ambiguous = ls::match::match(ctx, file, ls::update::Contents::load(update), alone);
   ASSERT_FALSE(ambiguous.ok());
   std::string msg = ambiguous.status().message();
   std::printf("report: %s\n", msg.c_str());
@@ -111,14 +111,14 @@ TEST(LinkedFileMatch, AFunctionWithoutCandidatesIsFoundThroughAMatchedCaller) {
   Requests r = requests(update, syms, 0);
   r.list[index_of(r, "scale")].candidates.clear();   // util_twice calls it
   ls::Context ctx = quiet_context();
-  auto m = ls::match::match(ctx, file, ls::elf::Object::load(update), r.list);
+  auto m = ls::match::match(ctx, file, ls::update::Contents::load(update), r.list);
   ASSERT_TRUE(m.ok()) << m.status().message();
   EXPECT_EQ(m->function_at[index_of(r, "scale")], addr(symbol(syms, "scale", "util.c")));
 
   // bump is called by no replaced function: without candidates and without ranges to
   // search it cannot be found, and the report says so.
   r.list[index_of(r, "bump")].candidates.clear();
-  auto failed = ls::match::match(ctx, file, ls::elf::Object::load(update), r.list);
+  auto failed = ls::match::match(ctx, file, ls::update::Contents::load(update), r.list);
   ASSERT_FALSE(failed.ok());
   EXPECT_NE(failed.status().message().find("util.o:bump: no candidate address and nothing to search"), std::string::npos)
       << failed.status().message();
@@ -132,7 +132,7 @@ TEST(LinkedFileMatch, TlsDescriptorsAreRefusedNamingTheSite) {
   FileImage file(app);
   Requests r = requests(update, symbols(app), 0);
   ls::Context ctx = quiet_context();
-  auto m = ls::match::match(ctx, file, ls::elf::Object::load(update), r.list);
+  auto m = ls::match::match(ctx, file, ls::update::Contents::load(update), r.list);
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), ls::Exit::ToolError);
   std::string msg = m.status().message();
@@ -188,7 +188,7 @@ TEST_P(Shapes, EveryReplacedFunctionMatchesInTheRunningProgram) {
   ASSERT_GE(r.names.size(), 2u);
   ls::Context ctx = quiet_context();
   ProcessMemory mem(prog.pid());
-  auto m = ls::match::match(ctx, mem, ls::elf::Object::load(update), r.list);
+  auto m = ls::match::match(ctx, mem, ls::update::Contents::load(update), r.list);
   ASSERT_TRUE(m.ok()) << m.status().message();
   for (size_t i = 0; i < r.names.size(); ++i)
     EXPECT_EQ(m->function_at[i], addr(symbol(syms, r.names[i]) + static_cast<uint64_t>(bias))) << r.names[i];

@@ -24,7 +24,7 @@ std::vector<const ls::elf::Section*> pre_pools(const ls::elf::Object& u) {
 }
 
 // Starts `app`, matches the update against it; `handle_at` gets handle()'s run address.
-ls::Result<ls::match::Match> match_running(const std::string& app, const ls::elf::Object& u, const std::string& update,
+ls::Result<ls::match::Match> match_running(const std::string& app, const ls::update::Contents& u, const std::string& update,
                                            uint64_t& handle_at) {
   auto syms = symbols(app);
   Program prog(app);
@@ -40,9 +40,9 @@ TEST(Literals, StringLiteralThatDiffersIsRefusedAndTheSameIsAccepted) {
   Project made_from(svc_files("-O2", ""));
   made_from.make();
   std::string update = made_from.create("srv.c", svc_srv("0x20", "2"));
-  auto u = ls::elf::Object::load(update);
-  ASSERT_FALSE(pre_pools(u).empty()) << "the pre literal pools were not carried";
-  for (const auto* s : pre_pools(u)) EXPECT_FALSE(s->alloc()) << s->name;
+  auto u = ls::update::Contents::load(update);
+  ASSERT_FALSE(pre_pools(u.file).empty()) << "the pre literal pools were not carried";
+  for (const auto* s : pre_pools(u.file)) EXPECT_FALSE(s->alloc()) << s->name;
 
   // Built from the same tree: accepted.
   uint64_t handle_at = 0;
@@ -88,9 +88,9 @@ TEST(Literals, ConstantThatDiffersIsRefusedWithBothValuesBytes) {
   Project made_from(calc_files("1.25"));
   made_from.make();
   std::string update = made_from.create("calc.c", calc_c("1.25", "4.0"));
-  auto u = ls::elf::Object::load(update);
+  auto u = ls::update::Contents::load(update);
   bool constants = false;
-  for (const auto* s : pre_pools(u)) constants |= s->merge_constants();
+  for (const auto* s : pre_pools(u.file)) constants |= s->merge_constants();
   ASSERT_TRUE(constants) << "no pre constant pool was carried";
 
   // Matched against the linked file at its link addresses (non-PIE).
@@ -138,7 +138,7 @@ TEST(Literals, ReportsShowTheLiteralAnInstructionUses) {
   FileImage file(app);   // a PIE at its link addresses: enough to compare code
   Requests r = requests(update, symbols(app), 0);
   ls::Context ctx = quiet_context();
-  auto m = ls::match::match(ctx, file, ls::elf::Object::load(update), r.list);
+  auto m = ls::match::match(ctx, file, ls::update::Contents::load(update), r.list);
   ASSERT_FALSE(m.ok());
   std::string msg = m.status().message();
   std::printf("report: %s\n", msg.c_str());

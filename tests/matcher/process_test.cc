@@ -34,7 +34,7 @@ TEST(ProcessMatch, PieWithCetMatchesEveryFunctionAndResolvesItsReferences) {
   ASSERT_EQ(r.names.size(), 2u);
   ls::Context ctx = quiet_context();
   ProcessMemory mem(prog.pid());
-  auto m = ls::match::match(ctx, mem, ls::elf::Object::load(update), r.list);
+  auto m = ls::match::match(ctx, mem, ls::update::Contents::load(update), r.list);
   ASSERT_TRUE(m.ok()) << m.status().message();
 
   EXPECT_EQ(m->function_at[index_of(r, "handle")], at(symbol(syms, "handle"), bias));
@@ -73,7 +73,7 @@ TEST(ProcessMatch, PicNoPltPieReadsGotRelaxationsAndTlsTransitions) {
   Requests r = requests(update, syms, bias);
   ls::Context ctx = quiet_context();
   ProcessMemory mem(prog.pid());
-  auto m = ls::match::match(ctx, mem, ls::elf::Object::load(update), r.list);
+  auto m = ls::match::match(ctx, mem, ls::update::Contents::load(update), r.list);
   ASSERT_TRUE(m.ok()) << m.status().message();
   EXPECT_EQ(m->function_at[index_of(r, "handle")], at(symbol(syms, "handle"), bias));
   EXPECT_EQ(m->function_at[index_of(r, "handle_tail")], at(symbol(syms, "handle_tail"), bias));
@@ -116,7 +116,7 @@ TEST(ProcessMatch, SharedLibraryFunctionsMatchAtTheLibrarysLoadAddress) {
   Requests r = requests(update, syms, bias);
   ls::Context ctx = quiet_context();
   ProcessMemory mem(prog.pid());
-  auto m = ls::match::match(ctx, mem, ls::elf::Object::load(update), r.list);
+  auto m = ls::match::match(ctx, mem, ls::update::Contents::load(update), r.list);
   ASSERT_TRUE(m.ok()) << m.status().message();
   EXPECT_EQ(m->function_at[index_of(r, "handle")], at(symbol(syms, "handle"), bias));
   EXPECT_EQ(resolved(*m, run_symbol(update, "scale", "srv.c"), View::Address), at(symbol(syms, "scale", "srv.c"), bias));
@@ -146,7 +146,7 @@ TEST(ProcessMatch, ProgramBuiltFromOtherSourceIsRefusedWithBothInstructions) {
   Requests r = requests(update, syms, bias);
   ls::Context ctx = quiet_context();
   ProcessMemory mem(prog.pid());
-  auto m = ls::match::match(ctx, mem, ls::elf::Object::load(update), r.list);
+  auto m = ls::match::match(ctx, mem, ls::update::Contents::load(update), r.list);
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), ls::Exit::Unsafe);
   std::string msg = m.status().message();

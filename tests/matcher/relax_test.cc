@@ -70,7 +70,7 @@ TEST(Relaxations, InitialExecTlsInAPieBecomesLocalExecInEveryForm) {
   ASSERT_EQ(r.names.size(), 3u);
   ls::Context ctx = quiet_context();
   ProcessMemory mem(prog.pid());
-  auto m = ls::match::match(ctx, mem, ls::elf::Object::load(update), r.list);
+  auto m = ls::match::match(ctx, mem, ls::update::Contents::load(update), r.list);
   ASSERT_TRUE(m.ok()) << m.status().message() << "\n" << code;
   for (size_t i = 0; i < r.names.size(); ++i)
     EXPECT_EQ(m->function_at[i], TargetAddr(symbol(syms, r.names[i]) + static_cast<uint64_t>(bias))) << r.names[i];
@@ -101,7 +101,7 @@ TEST(Relaxations, GeneralDynamicTlsAndGotOperandsInANonPieExecutable) {
   FileImage file(app);
   Requests r = requests(update, syms, 0);
   ls::Context ctx = quiet_context();
-  auto m = ls::match::match(ctx, file, ls::elf::Object::load(update), r.list);
+  auto m = ls::match::match(ctx, file, ls::update::Contents::load(update), r.list);
   ASSERT_TRUE(m.ok()) << m.status().message() << "\n" << code;
   for (size_t i = 0; i < r.names.size(); ++i)
     EXPECT_EQ(m->function_at[i], TargetAddr(symbol(syms, r.names[i]))) << r.names[i];
@@ -128,7 +128,7 @@ TEST_P(CallNop, RelaxedGotCallsMatchWhateverPaddingLdWasToldToUse) {
   FileImage file(app);
   Requests r = requests(update, syms, 0);
   ls::Context ctx = quiet_context();
-  auto m = ls::match::match(ctx, file, ls::elf::Object::load(update), r.list);
+  auto m = ls::match::match(ctx, file, ls::update::Contents::load(update), r.list);
   ASSERT_TRUE(m.ok()) << m.status().message() << "\n" << must("objdump -d --no-show-raw-insn " + app);
   EXPECT_EQ(m->function_at[index_of(r, "handle")], TargetAddr(symbol(syms, "handle")));
   const auto& id = resolution(*m, run_symbol(update, "util_id"), View::Address);

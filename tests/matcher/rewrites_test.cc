@@ -9,7 +9,7 @@
 #include <cstring>
 
 #include "elf/object.h"
-#include "kernel/rewrites.h"
+#include "arch/target.h"
 #include "support.h"
 
 namespace mt {
@@ -78,7 +78,7 @@ struct Fixture : BuiltWork {
   }
   ls::Result<ls::match::Match> match(const ls::match::CodeSource& run, const Rewrites& rw = {}) {
     ls::Context ctx = quiet_context();
-    return ls::match::match(ctx, run, ls::elf::Object::load(update), r.list, rw);
+    return ls::match::match(ctx, run, ls::update::Contents::load(update), r.list, rw);
   }
   uint64_t site(const std::string& name) {
     EXPECT_TRUE(sites.count(name)) << "no site naming " << name << " in work's pre code";
@@ -169,7 +169,7 @@ TEST(Rewrites, AFormIsRefusedAtASiteOfAnotherSymbolAndRealDifferencesStay) {
 TEST(Rewrites, TheKernelTableAcceptsItsFormsAndRejectsMalformedOnes) {
   Fixture f;
   FileImage file(f.app);
-  Rewrites kernel = ls::kernel::x86_64_rewrites();
+  Rewrites kernel = ls::arch::target(ls::elf::Machine::X86_64).kernel_rewrites();
   Rewritten run(file);
   run.put(f.site("__fentry__"), kNop5);
   run.put(f.site("__x86_return_thunk"), kRet);

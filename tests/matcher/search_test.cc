@@ -61,7 +61,7 @@ TEST(ContentSearch, StrippedExecutableIsMatchedByContentQuickly) {
   ls::Context ctx = quiet_context();
   ProcessMemory mem(prog.pid());
   auto t0 = std::chrono::steady_clock::now();
-  auto m = ls::match::match(ctx, mem, ls::elf::Object::load(update), r.list);
+  auto m = ls::match::match(ctx, mem, ls::update::Contents::load(update), r.list);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   ASSERT_TRUE(m.ok()) << m.status().message();
   auto where = [&](const std::string& name, const std::string& file) {
@@ -90,7 +90,7 @@ TEST(ContentSearch, IdenticalCopiesWithNothingToTellThemApartAreAmbiguous) {
   ASSERT_EQ(r.names, std::vector<std::string>{"bump"});
   ls::Context ctx = quiet_context();
   ProcessMemory mem(prog.pid());
-  auto m = ls::match::match(ctx, mem, ls::elf::Object::load(update), r.list);
+  auto m = ls::match::match(ctx, mem, ls::update::Contents::load(update), r.list);
   ASSERT_FALSE(m.ok());
   std::string msg = m.status().message();
   std::printf("report: %s\n", msg.c_str());
@@ -110,7 +110,7 @@ TEST(ContentSearch, StrippedProgramFromOtherSourceReportsTheClosestMiss) {
   Requests r = requests(update, {}, bias, prog.exec_ranges(s.stripped), false);
   ls::Context ctx = quiet_context();
   ProcessMemory mem(prog.pid());
-  auto m = ls::match::match(ctx, mem, ls::elf::Object::load(update), r.list);
+  auto m = ls::match::match(ctx, mem, ls::update::Contents::load(update), r.list);
   ASSERT_FALSE(m.ok());
   std::string msg = m.status().message();
   std::printf("report: %s\n", msg.c_str());

@@ -11,7 +11,7 @@
 #include <cstring>
 
 #include "elf/object.h"
-#include "kernel/rewrites.h"
+#include "arch/target.h"
 #include "support.h"
 
 namespace mt {
@@ -67,7 +67,7 @@ struct Fixture : BuiltWork {
   }
   ls::Result<ls::match::Match> match(const ls::match::CodeSource& run, const Rewrites& rw = {}) {
     ls::Context ctx = quiet_context();
-    return ls::match::match(ctx, run, ls::elf::Object::load(update), r.list, rw);
+    return ls::match::match(ctx, run, ls::update::Contents::load(update), r.list, rw);
   }
   // The sites as a kernel's tables would list them: an alternative whose original is the
   // three NOPs (or them merged) and whose replacement is `stac`; a jump label at the jmp.
@@ -168,7 +168,7 @@ TEST(RewrittenSites, AMalformedSiteListIsAToolError) {
   EXPECT_EQ(o.status().code(), ls::Exit::ToolError);
 }
 
-// The kernel's reading of its tables (kernel::x86_64_table_sites) on an object laid out
+// The kernel's reading of its tables (arch::Target::kernel_table_sites) on an object laid out
 // as `create --kernel` writes an update's pre code and pre tables, assembled by gas:
 //   +0x01  7 bytes: 7 single-byte NOPs, replaced by `stac` (3 bytes)
 //   +0x08  5 bytes: 5 single-byte NOPs, replaced by `call alt_fn` (a lone call: recomputed)
@@ -230,7 +230,7 @@ TEST(RewrittenSites, TheKernelsTablesGiveTheFormsApplyAlternativesLeaves) {
   must("gcc -c -o pre.o pre.s", dir.path());
   ls::elf::Object u = ls::elf::Object::load(dir / "pre.o");
   Rewrites rw;
-  ASSERT_TRUE(ls::kernel::x86_64_table_sites(u, rw).ok());
+  ASSERT_TRUE(ls::arch::target(u.machine()).kernel_table_sites(u, rw).ok());
   const ls::elf::Section* fs = u.find_section(".livesplice.pre.text.f");
   ASSERT_NE(fs, nullptr);
   ASSERT_TRUE(rw.sites.count(fs->index));
@@ -269,10 +269,11 @@ TEST(RewrittenSites, TheKernelsTablesGiveTheFormsApplyAlternativesLeaves) {
   put(0x12, {0xe9});
   put(0x13, rel32(0x17, home));
   put(0x18, rel32(base + 0x1c, alt_fn + 0x40));
+  const auto contents = ls::update::Contents::unsealed(u);
   ls::match::Request req{"pre.o:f", fs->index, {TargetAddr(base)}, {}};
   std::vector<ls::match::Request> reqs{req};
   ls::Context ctx = quiet_context();
-  auto m = ls::match::match(ctx, Bytes(base, run), u, reqs, rw);
+  auto m = ls::match::match(ctx, Bytes(base, run), contents, reqs, rw);
   ASSERT_TRUE(m.ok()) << m.status().message();
   // The recomputed call revealed alt_fn.
   std::map<std::string, uint32_t> sym;
@@ -281,7 +282,7 @@ TEST(RewrittenSites, TheKernelsTablesGiveTheFormsApplyAlternativesLeaves) {
   EXPECT_EQ(m->symbols.at({sym["alt_fn"], ls::View::Address}).value, TargetAddr(alt_fn));
   EXPECT_EQ(m->symbols.count({sym["orig_fn"], ls::View::Address}), 0u);
   EXPECT_EQ(m->symbols.count({sym["alt2_fn"], ls::View::Address}), 0u);
-  EXPECT_FALSE(ls::match::match(ctx, Bytes(base, run), u, reqs, {}).ok()) << "matched without the sites";
+  EXPECT_FALSE(ls::match::match(ctx, Bytes(base, run), contents, reqs, {}).ok()) << "matched without the sites";
 
   // What the kernel never leaves: the replacement's padding unmerged, the recomputed
   // jmp in its long form.
@@ -289,7 +290,7 @@ TEST(RewrittenSites, TheKernelsTablesGiveTheFormsApplyAlternativesLeaves) {
                        {0xd, {0xe9, static_cast<uint8_t>(home - 0x12), 0, 0, 0}}}) {
     std::vector<uint8_t> other = run;
     std::copy(b.begin(), b.end(), other.begin() + static_cast<ptrdiff_t>(at));
-    auto r = ls::match::match(ctx, Bytes(base, other), u, reqs, rw);
+    auto r = ls::match::match(ctx, Bytes(base, other), contents, reqs, rw);
     EXPECT_FALSE(r.ok()) << "+" << at;
     if (!r.ok()) {
       EXPECT_EQ(r.status().code(), ls::Exit::Unsafe);

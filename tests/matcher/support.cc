@@ -16,7 +16,7 @@
 
 #include <gtest/gtest.h>
 
-#include "update/update.h"
+#include "update/manifest.h"
 
 namespace mt {
 

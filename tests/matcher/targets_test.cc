@@ -89,7 +89,7 @@ TEST(Targets, AnObjectInTwoBinariesIsMatchedInEach) {
     Requests r = requests(update, syms, bias);
     ls::Context ctx = quiet_context();
     ProcessMemory mem(prog.pid());
-    auto m = ls::match::match(ctx, mem, u.file, r.list);
+    auto m = ls::match::match(ctx, mem, u, r.list);
     ASSERT_TRUE(m.ok()) << m.status().message();
     EXPECT_EQ(m->function_at.at(0), TargetAddr(symbol(syms, "util_id") + static_cast<uint64_t>(bias)));
   }

@@ -35,6 +35,7 @@ class Seccomp : public PtraceTest {
   std::string applied_and_undone(Program& prog) {
     prog.wait_for("sentinel 1001");
     Json applied = apply_ok(prog, update);
+    last_applied = applied;
     size_t mark = prog.line_count();
     prog.wait_for_count("sentinel 2002", 3, mark);
     expect_alive_and_running(prog);
@@ -112,8 +113,12 @@ class Seccomp : public PtraceTest {
     return path;
   }
 
+  // How many calls livesplice's parked thread made in the last apply (parked.h).
+  int parked_calls() const { return last_applied.at("parked").at("calls").get<int>(); }
+
   TempDir tmp;
   std::string src, update;
+  Json last_applied;
 };
 
 // memfd_create kills the process: the regions are mapped the anonymous way instead.
@@ -147,11 +152,25 @@ TEST_F(Seccomp, AllowListWithoutMemfd) {
 }
 
 // systemd's own SystemCallFilter=@system-service and MemoryDenyWriteExecute=yes, the
-// hardening most Debian services ship with.
+// hardening most Debian services ship with. It allows clone: the calls are made by a
+// thread livesplice parks in the process, the program's own thread lent for the clone
+// only.
 TEST_F(Seccomp, SystemdSystemService) {
   Program prog({src + "/prog", "allow-list", list_file(systemd_group("@system-service"))});
   prog.wait_for("allow-list: ");
   EXPECT_EQ(applied_and_undone(prog).rfind("/memfd:", 0), 0u);
+  EXPECT_GE(parked_calls(), 4) << last_applied.dump(2);
+  EXPECT_EQ(last_applied["borrowed"]["calls"].get<int>(), 2) << "one clone per mapping\n" << last_applied.dump(2);
+}
+
+// clone kills the process: livesplice cannot park a thread of its own in it, and makes
+// every call on a thread of the program, as it borrows it for the clone elsewhere.
+TEST_F(Seccomp, KillOnCloneBorrowsForEveryCall) {
+  Program prog({src + "/prog", "kill-clone"});
+  prog.wait_for("filtered: kill-clone");
+  EXPECT_EQ(applied_and_undone(prog).rfind("/memfd:", 0), 0u);
+  EXPECT_EQ(parked_calls(), 0) << last_applied.dump(2);
+  EXPECT_GE(last_applied["borrowed"]["calls"].get<int>(), 4) << last_applied.dump(2);
 }
 
 // No way to map code is left (openssh's sandbox: no memfd_create, no PROT_EXEC):

@@ -1,5 +1,6 @@
 // ThreadGroupStop and RemoteSyscall against a real process with spinning, reading and
-// sleeping threads.
+// sleeping threads; and the process target (target.h) that owns what livesplice reads of
+// such a process.
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -11,11 +12,14 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
 
+#include "process/guardian.h"
 #include "process/ptrace.h"
+#include "process/target.h"
 #include "process/unwind.h"
 
 namespace {
@@ -263,6 +267,69 @@ TEST(Unwinder, PcWithoutCfiStopsTheWalk) {
   EXPECT_FALSE(walk.complete);
   ASSERT_EQ(walk.frames.size(), 1u) << walk.stopped;
   EXPECT_NE(walk.stopped.find(fmt::format("no CFI for pc {:#x}", regs.rip)), std::string::npos) << walk.stopped;
+}
+
+// The process target: its maps, memory and modules are the process's; its ledger is read
+// only under its lock, and for a process livesplice never touched it is empty.
+TEST(ProcessTarget, OwnsWhatATargetIs) {
+  Target t(1);
+  auto target = ls::proc::Target::open(t.pid());
+  ASSERT_TRUE(target.ok()) << target.status().message();
+  EXPECT_EQ(target->pid(), t.pid());
+  ASSERT_FALSE(target->maps().empty());
+  const std::string exe = std::filesystem::canonical(LS_PTRACE_TARGET);
+  const ls::proc::Mapping* first = nullptr;
+  for (const auto& m : target->maps())
+    if (m.path == exe && !first) first = &m;
+  ASSERT_NE(first, nullptr) << exe << " is not in the maps";
+  auto magic = target->memory().read_value<uint32_t>(first->range.start);
+  ASSERT_TRUE(magic.ok()) << magic.status().message();
+  EXPECT_EQ(*magic, 0x464c457fu);   // "\x7fELF": the executable's first page
+  ASSERT_TRUE(target->read_modules().ok());
+  ASSERT_FALSE(target->modules().empty());
+  EXPECT_EQ(target->modules().front().path, exe);
+
+  auto unlocked = target->read_ledger();
+  EXPECT_FALSE(unlocked.ok()) << "a ledger read without the lock";
+  ASSERT_TRUE(target->lock(ls::proc::Access::Look, 5).ok());
+  auto read = target->read_ledger();
+  ASSERT_TRUE(read.ok()) << read.message();
+  EXPECT_FALSE(target->ledger().exists());
+  EXPECT_TRUE(target->ledger().entries().empty());
+}
+
+// A guardian child (guardian.h) reads the target through the memory handle its parent
+// opened: the fork shares it, and it names the target's address space.
+TEST(ProcessTarget, ItsMemoryServesAGuardian) {
+  Target t(1);
+  auto target = ls::proc::Target::open(t.pid());
+  ASSERT_TRUE(target.ok()) << target.status().message();
+  const ls::TargetAddr at = target->maps().front().range.start;
+  auto here = target->memory().read_value<uint64_t>(at);
+  ASSERT_TRUE(here.ok()) << here.status().message();
+  auto there = ls::proc::run_to_completion([&](std::string& payload) -> ls::Status {
+    auto v = target->memory().read_value<uint64_t>(at);
+    if (!v) return v.status();
+    payload = std::to_string(*v);
+    return {};
+  });
+  ASSERT_TRUE(there.ok()) << there.status().message();
+  EXPECT_EQ(*there, std::to_string(*here));
+}
+
+// Once its process has exited, a target's maps are not read again (and the ones it had
+// are kept): nothing of another process is taken for its.
+TEST(ProcessTarget, AnExitedProcessIsNotReadAgain) {
+  std::optional<Target> t(std::in_place, 0);
+  auto target = ls::proc::Target::open(t->pid());
+  ASSERT_TRUE(target.ok()) << target.status().message();
+  const size_t mappings = target->maps().size();
+  const pid_t pid = t->pid();
+  t.reset();   // killed and reaped
+  auto refreshed = target->refresh_maps();
+  ASSERT_FALSE(refreshed.ok());
+  EXPECT_NE(refreshed.message().find(std::to_string(pid)), std::string::npos) << refreshed.message();
+  EXPECT_EQ(target->maps().size(), mappings);
 }
 
 }  // namespace

@@ -9,6 +9,8 @@
  *                          as systemd does: it forbids seccomp() itself)
  *   prog no-exec           as openssh's sandboxed child: memfd_create kills, and so does
  *                          mmap or mprotect asking for PROT_EXEC
+ *   prog kill-clone        clone kills the process (a program that never makes threads
+ *                          once it runs)
  * Then: calls sentinel() for 2 ms, prints its value, sleeps 8 ms, forever. */
 #include <errno.h>
 #include <seccomp.h>
@@ -101,6 +103,10 @@ int main(int argc, char **argv)
 		check(seccomp_rule_add(ctx, mode[0] == 'k' ? SCMP_ACT_KILL_PROCESS : SCMP_ACT_ERRNO(EPERM),
 				       SCMP_SYS(memfd_create), 0), "memfd_create");
 		load(ctx);
+	} else if (strcmp(mode, "kill-clone") == 0) {
+		ctx = seccomp_init(SCMP_ACT_ALLOW);
+		check(seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, SCMP_SYS(clone), 0), "clone");
+		load(ctx);
 	} else if (strcmp(mode, "mdwe") == 0) {
 		int kernel = prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) == 0;
 		mdwe_filter();
@@ -117,7 +123,7 @@ int main(int argc, char **argv)
 				       SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, PROT_EXEC)), "mprotect");
 		load(ctx);
 	} else {
-		fprintf(stderr, "usage: prog kill-memfd|errno-memfd|mdwe|allow-list FILE|no-exec\n");
+		fprintf(stderr, "usage: prog kill-memfd|errno-memfd|mdwe|allow-list FILE|no-exec|kill-clone\n");
 		return 2;
 	}
 	printf("filtered: %s\n", mode);

@@ -17,7 +17,7 @@
 //                                         (+ .altinstr_replacement pieces) and __jump_table
 //                                         owned by that pre code, with their relocations
 //                                         (role "pre"): where the kernel rewrites the code
-//                                         matching compares (src/kernel/rewrites.h)
+//                                         matching compares (Target::kernel_table_sites)
 //        .livesplice.post.<section>       post code, new data, literals, jump tables
 //        .rela.livesplice.post.<section>  against post sections when the target travels
 //                                         in the update, run symbols otherwise
@@ -37,6 +37,9 @@
 // is an error, never a default.
 //   format "livesplice-update", version 2, livesplice_version, created (UTC, ISO 8601;
 //     SOURCE_DATE_EPOCH honoured), arch "x86_64", build_system
+//   label       only when `create --label` gave one: the version the fix brings, as its
+//               users name it (a package version); the manager shows it as the
+//               effective version of what it patches
 //   targets[]   {name, path (relative to the build directory), kind ("executable",
 //                "shared-library", "relocatable"), build_id (match this one),
 //                original_build_id (before create; null if it did not exist),
@@ -66,93 +69,43 @@
 //               the kernel's headers) whose identity the new code's module takes
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
-#include <vector>
 
-#include <nlohmann/json.hpp>
-
-#include "core/diag.h"
-#include "differ/differ.h"
-#include "elf/object.h"
 #include "livesplice_version.h"   // generated from CMake's project version
-#include "update/manifest.h"
 
 namespace ls::update {
 
 inline constexpr int kFormatVersion = 2;
 inline constexpr std::string_view kFormatName = "livesplice-update";
-inline constexpr std::string_view kManifestSection = ".livesplice.manifest";
 inline constexpr std::string_view kToolVersion = LIVESPLICE_VERSION;
 
-// An executable or shared library that rebuilt objects are linked into.
-struct Target {
-  std::string name;                 // basename
-  std::string path;                 // relative to the build directory
-  std::string kind;                 // "executable", "shared-library", "relocatable"
-  std::string build_id;             // the one to match: the binary before create ran when
-                                    // there was one (what users run), else the pre build's
-  std::string original_build_id;    // "" when the binary did not exist before create
-  std::string pre_build_id;         // as the pre build produced it
-};
+inline constexpr std::string_view kManifestSection = ".livesplice.manifest";
+inline constexpr std::string_view kDigestSection = ".livesplice.digest";
+inline constexpr std::string_view kDigestAlgorithm = "sha256";
+// The digest section's contents: "sha256:" and 64 hex digits.
+inline constexpr size_t kDigestSize = 7 + 64;
+inline constexpr std::string_view kKernelModuleSection = ".livesplice.kernel_module";
 
-// Where a unit's pre object came from: this run's pre build, recompiled from the
-// source because the tree was built before create (without function sections), or
-// nowhere (the patch adds the source: diffed against an empty object).
-enum class PreOrigin { PreBuild, Recompiled, None };
-std::string_view to_string(PreOrigin o);   // "pre-build", "recompiled", "none"
+// A carried section is named by its role's prefix and its name in the object it came
+// from: `.livesplice.post` + `.text.f`. Sections of an object start with a dot, the
+// kernel's tables do not (`.livesplice.post__ex_table`), so a prefix followed by a dot
+// is code, data or a literal pool, and one followed by anything else a kernel table.
+inline constexpr std::string_view kPrePrefix = ".livesplice.pre";
+inline constexpr std::string_view kPostPrefix = ".livesplice.post";
 
-// One rebuilt object and its diff. The objects must outlive write_update().
-struct Unit {
-  const elf::Object* pre = nullptr;
-  const elf::Object* post = nullptr;
-  const diff::ObjectDiff* diff = nullptr;
-  std::string path;                 // the object, relative to the build directory
-  std::string source;               // its source file, relative to the source directory
-  std::vector<size_t> targets;      // indices into UpdateInput::targets
-  PreOrigin pre_origin = PreOrigin::PreBuild;
-};
-
-struct UpdateInput {
-  std::vector<Target> targets;
-  std::vector<Unit> units;
-  std::string patch_name;           // file name of the patch
-  std::string patch_text;
-  std::vector<std::string> patch_files;
-  std::string build_system;
-  // Kernel updates only ("" otherwise): the release (uname -r) and source version the
-  // update is for; each target is then "kernel" (vmlinux) or "kernel-module" (name =
-  // the module), and kernel tables travel as role "special" sections.
-  std::string kernel_release;
-  std::string kernel_version;
-  // Kernel updates: the skeleton module built against the kernel's headers (a .ko),
-  // carried whole in `.livesplice.kernel_module`; apply --kernel takes the new code's
-  // module identity from it (src/kernel/module.h).
-  std::vector<uint8_t> kernel_module;
-};
-
-struct WriteSummary {
-  size_t bytes = 0;
-  size_t functions_changed = 0;     // replaced functions (not counting .cold pieces)
-  size_t functions_new = 0;
-  size_t data_new = 0;
-  size_t pre_sections = 0;
-  size_t post_sections = 0;
-  size_t run_symbols = 0;
-  size_t relocations = 0;
-};
-
-// Builds the update and writes it to `path` (through a temporary file renamed into
-// place, so a failure leaves no half-written update). Throws ls::Error.
-WriteSummary write_update(Context& ctx, const UpdateInput& input, const std::string& path);
-
-// Loads an update through the ELF layer, checks its digest and returns its validated
-// manifest (manifest.h). Throws ls::Error (exit 1) for a file that is not an update, a
-// corrupted or modified one, a format version this build does not read, or a manifest
-// that breaks the schema.
-Manifest read_manifest(const std::string& path);
-
-// `livesplice info UPDATE [--json]`; returns the exit code.
-Exit run_info(Context& ctx, const std::string& path);
+inline std::string carried_name(std::string_view prefix, std::string_view original) {
+  return std::string(prefix) + std::string(original);
+}
+// Whether `name` is `prefix` + a section of an object (not a kernel table).
+inline bool carries_object_section(std::string_view name, std::string_view prefix) {
+  return name.size() > prefix.size() && name.starts_with(prefix) && name[prefix.size()] == '.';
+}
+// The name a carried section had in its object: `name` without `prefix` (unchanged
+// when it has none).
+inline std::string_view original_name(std::string_view name, std::string_view prefix) {
+  return name.starts_with(prefix) ? name.substr(prefix.size()) : name;
+}
 
 }  // namespace ls::update

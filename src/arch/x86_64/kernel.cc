@@ -1,6 +1,39 @@
-// The x86-64 kernel's run-time rewrites (see rewrites.h). Each entry says which kernel
-// code writes it; the encodings are the instruction set's, the choices the kernel's.
-#include "kernel/rewrites.h"
+// The x86-64 kernel's forms. First its own run-time rewrites of its code, as data for
+// run-pre matching (arch::Rewrites): what an instruction that names one of these
+// symbols may look like once the kernel has booted or loaded the module holding it.
+//
+// What is hard: the kernel rewrites its text at boot and module load according to the
+// CPU and the command line (arch/x86/kernel/alternative.c, ftrace, static calls), so the
+// same build runs as different bytes on different machines. Each form here is one the
+// kernel writes for the symbol's instruction and nothing else: a `call __fentry__` may be
+// the 5-byte NOP or a call into an ftrace trampoline, never `ret`. Forms cover Debian's
+// 6.1 configuration (RETPOLINE, RETHUNK, MITIGATION_ITS, SLS; no IBT, no call depth
+// tracking). Alternatives and jump labels are not relocations: their sites come from
+// the kernel's own tables (kernel_table_sites).
+//
+// kernel_rewrites: __fentry__, __x86_return_thunk, __x86_indirect_thunk_<reg>, static
+// call trampolines (__SCT__*), static_cpu_has's jump into .altinstr_aux.
+//
+// The alternatives and jump labels in the update's replaced functions, from the tables
+// `create --kernel` carries beside their pre code (`.livesplice.pre.altinstructions` with
+// `.livesplice.pre.altinstr_replacement`, `.livesplice.pre__jump_table`), into
+// `rw.sites`: each site as the kernel may leave it (arch/x86/kernel/alternative.c's
+// apply_alternatives and optimize_nops, jump_label.c's __jump_label_patch):
+//   alternative   the original instructions (as assembled, or with their single-byte
+//                 NOPs merged), or a replacement as copied there: a lone 5-byte call
+//                 still reaching its destination, a leading 5-byte jmp recomputed
+//                 (a 2-byte jmp + NOP3 when it reaches forward), padded with NOPs to the
+//                 site's length, runs of them merged. A replacement holding any other
+//                 relocation is left out: the kernel copies it unadjusted, so such a
+//                 site only matches as assembled.
+//   jump label    the NOP of the site's length (2 or 5) or the jmp of that length to
+//                 the entry's target, whichever pre has.
+// A table entry that does not fit its layout is a tool error.
+//
+// Each entry says which kernel code writes it; the encodings are the instruction set's,
+// the choices the kernel's. Then where ftrace's site is at a function's entry, and the
+// relocations arch/x86/kernel/module.c applies.
+#include <elf.h>
 
 #include <algorithm>
 #include <array>
@@ -11,12 +44,12 @@
 
 #include <fmt/format.h>
 
-#include "arch/arch.h"
+#include "arch/x86_64/target.h"
+#include "update/format.h"
 
-namespace ls::kernel {
+namespace ls::arch::x86_64 {
 namespace {
 
-using match::RunForm;
 using Bytes = std::vector<uint8_t>;
 
 const Bytes kNop5{0x0f, 0x1f, 0x44, 0x00, 0x00};
@@ -87,7 +120,7 @@ void add_nops(Bytes& b, size_t at, size_t n) {
 // becomes add_nops of its length. Stops where the code does not decode, as the kernel's.
 Bytes optimize_nops(Bytes b) {
   for (size_t i = 0; i < b.size();) {
-    auto d = arch::x86_64_decode(b, i);
+    auto d = decode_one(b, i);
     if (!d) break;
     if (d->length == 1 && b[i] == 0x90) {
       size_t j = i;
@@ -118,7 +151,7 @@ struct Tables {
   }
   bool pre_code(uint32_t sec) const {
     const elf::Section& s = u.section(sec);
-    return s.name.starts_with(".livesplice.pre.") && s.exec() && !s.nobits();
+    return update::carries_object_section(s.name, update::kPrePrefix) && s.exec() && !s.nobits();
   }
   static const elf::Reloc* at(const elf::Section& s, uint64_t off) {
     for (const auto& r : s.relocs)
@@ -130,9 +163,9 @@ struct Tables {
 // A call or jump field of code in section `code_sec` at `field` (relocation `r`) as a
 // form's field: inside function `fn` (an offset there) or a symbol's address. Nothing
 // when the relocation is not a plain rel32.
-std::optional<match::SiteForm::Field> branch_field(const Tables& t, const elf::Reloc& r, uint32_t fn, uint64_t at) {
+std::optional<SiteForm::Field> branch_field(const Tables& t, const elf::Reloc& r, uint32_t fn, uint64_t at) {
   if ((r.kind != elf::RelocKind::PcRel32 && r.kind != elf::RelocKind::Plt32) || r.width != 4) return std::nullopt;
-  match::SiteForm::Field f;
+  SiteForm::Field f;
   f.at = at;
   const elf::Symbol& s = t.u.symbol(r.symbol);
   if (s.in_section() && s.section == fn) {
@@ -152,7 +185,7 @@ Bytes slice(std::span<const uint8_t> b, uint64_t off, uint64_t n) {
 
 // One .altinstructions entry (struct alt_instr: instr PC32, repl PC32, cpuid u16,
 // instrlen u8, replacementlen u8) as the site's forms.
-Status alternative(const Tables& t, const elf::Section& table, uint64_t e, match::RewrittenSite& site,
+Status alternative(const Tables& t, const elf::Section& table, uint64_t e, RewrittenSite& site,
                    uint32_t& fn) {
   const elf::Reloc* ri = Tables::at(table, e);
   const elf::Reloc* rr = Tables::at(table, e + 4);
@@ -177,7 +210,7 @@ Status alternative(const Tables& t, const elf::Section& table, uint64_t e, match
   // The original: as assembled, and with its NOPs merged (optimize_nops runs on every
   // site); its relocations, if any, become fields of the merged form.
   Bytes orig = slice(code.bytes, off, len);
-  std::vector<match::SiteForm::Field> orig_fields;
+  std::vector<SiteForm::Field> orig_fields;
   bool orig_plain = true;
   for (const auto& r : code.relocs)
     if (r.kind != elf::RelocKind::None && r.offset + r.width > off && r.offset < off + len) {
@@ -185,7 +218,7 @@ Status alternative(const Tables& t, const elf::Section& table, uint64_t e, match
       if (f) orig_fields.push_back(*f);
       else orig_plain = false;
     }
-  auto add = [&](std::string name, Bytes b, std::vector<match::SiteForm::Field> fields) {
+  auto add = [&](std::string name, Bytes b, std::vector<SiteForm::Field> fields) {
     for (const auto& f : site.forms)
       if (f.bytes == b && f.fields == fields) return;
     site.forms.push_back({std::move(name), std::move(b), std::move(fields)});
@@ -201,7 +234,7 @@ Status alternative(const Tables& t, const elf::Section& table, uint64_t e, match
     if (r.kind != elf::RelocKind::None && r.offset + r.width > roff && r.offset < roff + rlen) relocs.push_back(&r);
   const elf::Reloc* lead = relocs.size() == 1 && relocs[0]->offset == roff + 1 ? relocs[0] : nullptr;
   auto field = lead ? branch_field(t, *lead, fn, 1) : std::nullopt;
-  auto pad = [&](Bytes x, std::vector<match::SiteForm::Field> fields, std::string name) {
+  auto pad = [&](Bytes x, std::vector<SiteForm::Field> fields, std::string name) {
     x.resize(len, 0x90);
     add(std::move(name), optimize_nops(std::move(x)), std::move(fields));
   };
@@ -212,7 +245,7 @@ Status alternative(const Tables& t, const elf::Section& table, uint64_t e, match
   } else if (rlen == 5 && b[0] == 0xe9 && field) {
     // recompute_jump: a 2-byte jmp (+ NOP3) when the target is ahead within reach of
     // one (the kernel's test never takes a backward 2-byte jump).
-    auto jmp8 = [&](match::SiteForm::Field f) {
+    auto jmp8 = [&](SiteForm::Field f) {
       Bytes x{0xeb, 0x00};
       x.insert(x.end(), kNops[3].begin(), kNops[3].end());
       f.width = 1;
@@ -231,7 +264,7 @@ Status alternative(const Tables& t, const elf::Section& table, uint64_t e, match
 }
 
 // One __jump_table entry (struct jump_entry: code PC32, target PC32, key PC64).
-Status jump_label(const Tables& t, const elf::Section& table, uint64_t e, match::RewrittenSite& site, uint32_t& fn) {
+Status jump_label(const Tables& t, const elf::Section& table, uint64_t e, RewrittenSite& site, uint32_t& fn) {
   const elf::Reloc* rc = Tables::at(table, e);
   const elf::Reloc* rt = Tables::at(table, e + 4);
   auto code = t.target(rc);
@@ -241,7 +274,7 @@ Status jump_label(const Tables& t, const elf::Section& table, uint64_t e, match:
   fn = code.section;
   const elf::Section& sec = t.u.section(fn);
   const auto off = static_cast<uint64_t>(code.offset);
-  auto d = off < sec.bytes.size() ? arch::x86_64_decode(sec.bytes, off) : std::nullopt;
+  auto d = off < sec.bytes.size() ? decode_one(sec.bytes, off) : std::nullopt;
   if (!d || (d->length != 2 && d->length != 5))
     return error("{}+{:#x}: the jump label at {}+{:#x} is not a 2- or 5-byte instruction", table.name, e, sec.name,
                  off);
@@ -253,7 +286,7 @@ Status jump_label(const Tables& t, const elf::Section& table, uint64_t e, match:
   if (to.known && to.section == fn) {   // its other state: the jmp to the entry's target
     Bytes jmp(d->length, 0);
     jmp[0] = d->length == 2 ? 0xeb : 0xe9;
-    site.forms.push_back({"jmp", jmp, {match::SiteForm::Field{1, d->length - 1u, 0, to.offset}}});
+    site.forms.push_back({"jmp", jmp, {SiteForm::Field{1, d->length - 1u, 0, to.offset}}});
   }
   if (as != kNops[d->length] && as[0] != 0xeb && as[0] != 0xe9) site.forms.push_back({"as assembled", as, {}});
   if (as[0] == 0xeb || as[0] == 0xe9) {
@@ -265,17 +298,17 @@ Status jump_label(const Tables& t, const elf::Section& table, uint64_t e, match:
 
 }  // namespace
 
-Status x86_64_table_sites(const elf::Object& update, match::Rewrites& rw) {
+Status X86_64::kernel_table_sites(const elf::Object& update, Rewrites& rw) const {
   Tables t{update};
-  std::map<uint32_t, std::vector<match::RewrittenSite>> found;
+  std::map<uint32_t, std::vector<RewrittenSite>> found;
   for (const elf::Section& sec : update.sections()) {
-    const bool alt = sec.name == ".livesplice.pre.altinstructions";
-    if (!alt && sec.name != ".livesplice.pre__jump_table") continue;
+    const bool alt = sec.name == update::carried_name(update::kPrePrefix, ".altinstructions");
+    if (!alt && sec.name != update::carried_name(update::kPrePrefix, "__jump_table")) continue;
     const uint64_t size = alt ? 12 : 16;
     if (sec.bytes.size() % size != 0)
       return error("{}: {} bytes, not a whole number of {}-byte entries", sec.name, sec.bytes.size(), size);
     for (uint64_t e = 0; e < sec.bytes.size(); e += size) {
-      match::RewrittenSite site;
+      RewrittenSite site;
       uint32_t fn = 0;
       if (Status s = alt ? alternative(t, sec, e, site, fn) : jump_label(t, sec, e, site, fn); !s.ok()) return s;
       if (site.size > 0 && !site.forms.empty()) found[fn].push_back(std::move(site));
@@ -285,7 +318,7 @@ Status x86_64_table_sites(const elf::Object& update, match::Rewrites& rw) {
   // site overlapping another otherwise is left to match as assembled.
   for (auto& [fn, sites] : found) {
     std::stable_sort(sites.begin(), sites.end(), [](const auto& a, const auto& b) { return a.offset < b.offset; });
-    std::vector<match::RewrittenSite> out;
+    std::vector<RewrittenSite> out;
     for (auto& s : sites) {
       if (!out.empty() && out.back().offset == s.offset && out.back().size == s.size && out.back().what != "jump label" &&
           s.what != "jump label") {
@@ -305,8 +338,8 @@ Status x86_64_table_sites(const elf::Object& update, match::Rewrites& rw) {
   return {};
 }
 
-match::Rewrites x86_64_rewrites() {
-  match::Rewrites rw;
+Rewrites X86_64::kernel_rewrites() const {
+  Rewrites rw;
   // ftrace: every traceable function's `call __fentry__` is NOPed at boot, and while it is
   // traced calls a trampoline (or ftrace_caller): a call out of the function.
   rw.by_symbol["__fentry__"] = {{"ftrace NOP", {0xe8}, kNop5}, {"call to an ftrace trampoline", {0xe8}, {0xe8}, RunForm::Branch::Outside}};
@@ -343,4 +376,28 @@ match::Rewrites x86_64_rewrites() {
   return rw;
 }
 
-}  // namespace ls::kernel
+std::optional<FentrySite> X86_64::fentry_site(std::span<const uint8_t> at) const {
+  if (at.size() < kNop5.size()) return std::nullopt;
+  if (std::equal(kNop5.begin(), kNop5.end(), at.begin())) return FentrySite{5, std::nullopt};   // nopl 0x0(%rax,%rax,1)
+  if (at[0] == 0xe8) {   // call rel32: traced, into ftrace
+    int32_t rel;
+    std::memcpy(&rel, at.data() + 1, 4);
+    return FentrySite{5, 5 + static_cast<int64_t>(rel)};
+  }
+  return std::nullopt;
+}
+
+std::optional<unsigned> X86_64::kernel_module_reloc_width(uint32_t type) const {
+  switch (type) {   // apply_relocate_add's cases
+    case R_X86_64_NONE: return 0;
+    case R_X86_64_64:
+    case R_X86_64_PC64: return 8;
+    case R_X86_64_32:
+    case R_X86_64_32S:
+    case R_X86_64_PC32:
+    case R_X86_64_PLT32: return 4;
+    default: return std::nullopt;
+  }
+}
+
+}  // namespace ls::arch::x86_64

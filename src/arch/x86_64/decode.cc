@@ -1,52 +1,12 @@
-// x86-64: relocation classification and instruction-aware PC-relative bias.
+// x86-64 decoding with Zydis: operand fields and their PC-relative bias, instructions
+// for messages, branches for run-pre matching.
 #include <Zydis/Zydis.h>
-#include <elf.h>
 
-#include "arch/arch.h"
+#include "arch/x86_64/target.h"
 
-namespace ls::arch {
+namespace ls::arch::x86_64 {
 
-using elf::RelocKind;
-
-std::optional<RelocInfo> x86_64_reloc(uint32_t type) {
-  switch (type) {
-    case R_X86_64_NONE: return RelocInfo{RelocKind::None, 0};
-    case R_X86_64_64: return RelocInfo{RelocKind::Abs64, 8};
-    case R_X86_64_32: return RelocInfo{RelocKind::Abs32, 4};
-    case R_X86_64_32S: return RelocInfo{RelocKind::Abs32S, 4};
-    case R_X86_64_PC32: return RelocInfo{RelocKind::PcRel32, 4};
-    case R_X86_64_PC64: return RelocInfo{RelocKind::PcRel64, 8};
-    case R_X86_64_PLT32: return RelocInfo{RelocKind::Plt32, 4};
-    case R_X86_64_GOTPCREL:
-    case R_X86_64_GOTPCRELX:
-    case R_X86_64_REX_GOTPCRELX: return RelocInfo{RelocKind::GotPcRel, 4};
-    case R_X86_64_GOTOFF64: return RelocInfo{RelocKind::GotOff64, 8};
-    case R_X86_64_GOTPC32: return RelocInfo{RelocKind::GotPc32, 4};
-    case R_X86_64_TLSGD: return RelocInfo{RelocKind::TlsGd, 4};
-    case R_X86_64_TLSLD: return RelocInfo{RelocKind::TlsLd, 4};
-    case R_X86_64_DTPOFF32: return RelocInfo{RelocKind::DtpOff32, 4};
-    case R_X86_64_DTPOFF64: return RelocInfo{RelocKind::DtpOff64, 8};
-    case R_X86_64_GOTTPOFF: return RelocInfo{RelocKind::GotTpOff, 4};
-    case R_X86_64_TPOFF32: return RelocInfo{RelocKind::TpOff32, 4};
-    case R_X86_64_TPOFF64: return RelocInfo{RelocKind::TpOff64, 8};
-    case R_X86_64_SIZE32: return RelocInfo{RelocKind::Size32, 4};
-    case R_X86_64_SIZE64: return RelocInfo{RelocKind::Size64, 8};
-    case R_X86_64_16:
-    case R_X86_64_PC16:
-    case R_X86_64_8:
-    case R_X86_64_PC8:
-    case R_X86_64_GOT32:
-    case R_X86_64_GOTPC64:
-    case R_X86_64_GOTPCREL64:
-    case R_X86_64_GOTPLT64:
-    case R_X86_64_PLTOFF64:
-    case R_X86_64_GOTPC32_TLSDESC:
-    case R_X86_64_TLSDESC_CALL: return RelocInfo{RelocKind::Other, 0};
-    default: return std::nullopt;
-  }
-}
-
-std::vector<OperandField> x86_64_operand_fields(std::span<const uint8_t> code) {
+std::vector<OperandField> X86_64::operand_fields(std::span<const uint8_t> code) const {
   std::vector<OperandField> fields;
   ZydisDecoder decoder;
   if (ZYAN_FAILED(ZydisDecoderInit(&decoder, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64)))
@@ -72,7 +32,7 @@ std::vector<OperandField> x86_64_operand_fields(std::span<const uint8_t> code) {
   return fields;
 }
 
-std::optional<Instruction> x86_64_instruction_at(std::span<const uint8_t> code, uint64_t offset) {
+std::optional<Instruction> X86_64::instruction_at(std::span<const uint8_t> code, uint64_t offset) const {
   ZydisDecoder decoder;
   ZydisFormatter formatter;
   if (ZYAN_FAILED(ZydisDecoderInit(&decoder, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64)) ||
@@ -96,7 +56,7 @@ std::optional<Instruction> x86_64_instruction_at(std::span<const uint8_t> code, 
   return std::nullopt;
 }
 
-std::optional<Decoded> x86_64_decode(std::span<const uint8_t> code, uint64_t offset) {
+std::optional<Decoded> decode_one(std::span<const uint8_t> code, uint64_t offset) {
   ZydisDecoder decoder;
   if (offset >= code.size() ||
       ZYAN_FAILED(ZydisDecoderInit(&decoder, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64)))
@@ -125,4 +85,8 @@ std::optional<Decoded> x86_64_decode(std::span<const uint8_t> code, uint64_t off
   return d;
 }
 
-}  // namespace ls::arch
+std::optional<Decoded> X86_64::decode(std::span<const uint8_t> code, uint64_t offset) const {
+  return decode_one(code, offset);
+}
+
+}  // namespace ls::arch::x86_64

@@ -1,11 +1,20 @@
-// x86-64 relocation sites as linked code shows them (see x86_64_relax.h).
+// x86-64 relocation sites as linked code shows them: what a relocation site of pre code
+// (an object file's bytes) may look like once a linker has processed it, and what the
+// linked bytes then tell about the symbol. Also the symbolic disassembly used in
+// mismatch reports.
+//
+// What is hard: GNU ld rewrites instructions, not just fields. `mov foo@GOTPCREL(%rip)`
+// becomes `lea foo(%rip)` or `mov $foo`, `call *foo@GOTPCREL(%rip)` becomes `addr32 call
+// foo`, TLS access sequences shrink from general-dynamic to initial- or local-exec. Each
+// rewrite changes which *view* of the symbol the field holds (its GOT slot or its
+// address; a GOT pair or a thread-pointer offset). The rewrites recognised here are
+// exactly those of binutils' elf_x86_64_convert_load_reloc and the TLS transitions of
+// elf_x86_64_relocate_section (LP64, small code model); anything else is a difference.
 //
 // Byte shapes are written out as arrays with the assembly beside them, in the manner of
 // a linker's PLT templates: each is what GNU ld writes, found by reading binutils'
 // elf_x86_64_convert_load_reloc / elf_x86_64_relocate_section and checked against ld
 // 2.40 output. `f` is always the offset of the relocated field in the function.
-#include "arch/x86_64_relax.h"
-
 #include <Zydis/Zydis.h>
 #include <elf.h>
 
@@ -13,7 +22,9 @@
 
 #include <fmt/format.h>
 
-namespace ls::arch {
+#include "arch/x86_64/target.h"
+
+namespace ls::arch::x86_64 {
 
 using elf::RelocKind;
 
@@ -156,7 +167,7 @@ SiteRead ie_site(std::span<const uint8_t> pre, std::span<const uint8_t> run, con
   return differs(first_difference(pre, run, lo, f));
 }
 
-// R_X86_64_TLSGD at f; the shape was checked by x86_64_site_unsupported().
+// R_X86_64_TLSGD at f; the shape was checked by site_unsupported().
 SiteRead gd_site(std::span<const uint8_t> pre, std::span<const uint8_t> run, const elf::Reloc& r, uint64_t P) {
   const uint64_t f = r.offset;
   if (first_difference(pre, run, f - 4, f) == f)
@@ -175,7 +186,7 @@ SiteRead gd_site(std::span<const uint8_t> pre, std::span<const uint8_t> run, con
   return differs(first_difference(pre, run, f - 4, f));
 }
 
-// R_X86_64_TLSLD at f; the shape was checked by x86_64_site_unsupported().
+// R_X86_64_TLSLD at f; the shape was checked by site_unsupported().
 SiteRead ld_site(std::span<const uint8_t> pre, std::span<const uint8_t> run, const elf::Reloc& r, uint64_t P) {
   const uint64_t f = r.offset;
   if (first_difference(pre, run, f - 3, f) == f)
@@ -196,31 +207,8 @@ SiteRead ld_site(std::span<const uint8_t> pre, std::span<const uint8_t> run, con
 
 }  // namespace
 
-std::string_view to_string(Reveal r) {
-  switch (r) {
-    case Reveal::Address: return "address";
-    case Reveal::GotSlot: return "GOT slot";
-    case Reveal::TlsOffset: return "TLS offset";
-    case Reveal::TlsGotSlot: return "TLS GOT slot";
-    case Reveal::TlsGdPair: return "TLS GD pair";
-    case Reveal::TlsModule: return "TLS module GOT pair";
-    case Reveal::DtpOffset: return "offset in the module's TLS block";
-  }
-  return "?";
-}
-
-std::string x86_64_reloc_name(uint32_t type) {
-  static constexpr const char* kNames[] = {
-      "NONE", "64", "PC32", "GOT32", "PLT32", "COPY", "GLOB_DAT", "JUMP_SLOT", "RELATIVE", "GOTPCREL", "32", "32S",
-      "16", "PC16", "8", "PC8", "DTPMOD64", "DTPOFF64", "TPOFF64", "TLSGD", "TLSLD", "DTPOFF32", "GOTTPOFF",
-      "TPOFF32", "PC64", "GOTOFF64", "GOTPC32", "GOT64", "GOTPCREL64", "GOTPC64", "GOTPLT64", "PLTOFF64", "SIZE32",
-      "SIZE64", "GOTPC32_TLSDESC", "TLSDESC_CALL", "TLSDESC", "IRELATIVE", "RELATIVE64", "39", "40", "GOTPCRELX",
-      "REX_GOTPCRELX"};
-  if (type < std::size(kNames)) return std::string("R_X86_64_") + kNames[type];
-  return fmt::format("relocation type {}", type);
-}
-
-std::string x86_64_site_unsupported(std::span<const uint8_t> pre, std::span<const elf::Reloc> relocs, size_t i) {
+std::string X86_64::site_unsupported(std::span<const uint8_t> pre, std::span<const elf::Reloc> relocs,
+                                     size_t i) const {
   const elf::Reloc& r = relocs[i];
   const uint64_t f = r.offset;
   auto next_call_at = [&](uint64_t at, std::initializer_list<RelocKind> kinds) {
@@ -273,8 +261,9 @@ std::string x86_64_site_unsupported(std::span<const uint8_t> pre, std::span<cons
   return "not supported";
 }
 
-SiteRead x86_64_read_site(std::span<const uint8_t> pre, std::span<const uint8_t> run,
-                          std::span<const elf::Reloc> relocs, size_t i, uint64_t run_base, bool dtpoff_is_tpoff) {
+SiteRead X86_64::read_site(std::span<const uint8_t> pre, std::span<const uint8_t> run,
+                           std::span<const elf::Reloc> relocs, size_t i, uint64_t run_base,
+                           bool dtpoff_is_tpoff) const {
   const elf::Reloc& r = relocs[i];
   const uint64_t f = r.offset, P = run_base + f;
   const uint64_t A = static_cast<uint64_t>(r.addend);
@@ -301,11 +290,11 @@ SiteRead x86_64_read_site(std::span<const uint8_t> pre, std::span<const uint8_t>
     case RelocKind::GotTpOff: return ie_site(pre, run, r, P);
     case RelocKind::TlsGd: return gd_site(pre, run, r, P);
     case RelocKind::TlsLd: return ld_site(pre, run, r, P);
-    default: return differs(f);   // excluded by x86_64_site_unsupported()
+    default: return differs(f);   // excluded by site_unsupported()
   }
 }
 
-Extent x86_64_site_extent(std::span<const uint8_t> pre, const elf::Reloc& r) {
+Extent X86_64::site_extent(std::span<const uint8_t> pre, const elf::Reloc& r) const {
   uint64_t f = r.offset, lo = f, hi = f + r.width;
   switch (r.kind) {
     case RelocKind::GotPcRel:
@@ -397,8 +386,9 @@ ZyanStatus hook_disp(const ZydisFormatter* f, ZydisFormatterBuffer* b, ZydisForm
 
 }  // namespace
 
-std::optional<Instruction> x86_64_disassemble(std::span<const uint8_t> code, uint64_t offset, uint64_t runtime_base,
-                                              const std::map<uint64_t, FieldSymbol>& fields) {
+std::optional<Instruction> X86_64::disassemble(std::span<const uint8_t> code, uint64_t offset,
+                                               uint64_t runtime_base,
+                                               const std::map<uint64_t, FieldSymbol>& fields) const {
   ZydisDecoder decoder;
   ZydisFormatter formatter;
   if (ZYAN_FAILED(ZydisDecoderInit(&decoder, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64)) ||
@@ -444,4 +434,4 @@ std::optional<Instruction> x86_64_disassemble(std::span<const uint8_t> code, uin
   return std::nullopt;
 }
 
-}  // namespace ls::arch
+}  // namespace ls::arch::x86_64

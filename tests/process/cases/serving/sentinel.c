@@ -1,0 +1,7 @@
+/* The function the update replaces. */
+#include "sentinel.h"
+
+int sentinel(void)
+{
+	return 1001;
+}
