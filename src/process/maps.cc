@@ -16,8 +16,11 @@ namespace {
 
 // The state letter of /proc/DIR/stat (R, S, Z...), or 0 when it cannot be read.
 char task_state(const std::string& dir) {
+  // getline, not istreambuf_iterator: a thread that exits while we read makes the
+  // read fail with ESRCH, which libstdc++'s filebuf throws through a raw iterator.
   std::ifstream in(dir + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string stat;
+  std::getline(in, stat);
   auto paren = stat.rfind(')');   // the command name may hold spaces and parentheses
   return paren != std::string::npos && paren + 2 < stat.size() ? stat[paren + 2] : 0;
 }

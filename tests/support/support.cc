@@ -60,8 +60,14 @@ void write_file(const std::string& path, const std::string& content, bool execut
 }
 
 std::string read_file(const std::string& path) {
+  // A /proc file of a thread that exits under us fails with ESRCH, and libstdc++'s
+  // filebuf throws that through istreambuf_iterator: "cannot be read" here too.
   std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  try {
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  } catch (const std::ios_base::failure&) {
+    return "";
+  }
 }
 
 std::string quote(const std::string& s) {
