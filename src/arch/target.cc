@@ -2,7 +2,7 @@
 #include "arch/target.h"
 
 #include "arch/x86_64/target.h"
-#include "core/diag.h"
+#include "base/diag.h"
 
 namespace ls::arch {
 

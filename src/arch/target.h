@@ -34,8 +34,8 @@
 #include <vector>
 
 #include "arch/rewrites.h"
-#include "core/addr.h"
-#include "core/result.h"
+#include "base/addr.h"
+#include "base/result.h"
 #include "elf/object.h"
 
 namespace ls::arch {

@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <unistd.h>
 
-#include "core/diag.h"
+#include "base/diag.h"
 #include "git_describe.h"
 #include "create/create.h"
 #include "create/kernel_create.h"

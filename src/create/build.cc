@@ -25,7 +25,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
-#include "core/process.h"
+#include "base/subprocess.h"
 
 namespace fs = std::filesystem;
 
@@ -285,7 +285,7 @@ BuildStats run_build(Context& ctx, const BuildPlan& plan, const Workspace& ws, P
   std::condition_variable cv;
   bool done = false;
   std::thread ticker([&] {
-    // Interrupts are for the thread that runs the build (see core/process.h).
+    // Interrupts are for the thread that runs the build (see base/subprocess.h).
     sigset_t set;
     sigemptyset(&set);
     for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, sig);

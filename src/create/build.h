@@ -38,7 +38,7 @@
 #include <sys/stat.h>
 #include <vector>
 
-#include "core/diag.h"
+#include "base/diag.h"
 #include "create/steps.h"
 #include "create/tree_guard.h"
 

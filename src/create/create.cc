@@ -39,7 +39,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
-#include "core/process.h"
+#include "base/subprocess.h"
 #include "create/build.h"
 #include "create/patch.h"
 #include "create/steps.h"

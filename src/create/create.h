@@ -7,7 +7,7 @@
 
 #include <string>
 
-#include "core/diag.h"
+#include "base/diag.h"
 
 namespace ls::create {
 

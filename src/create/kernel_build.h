@@ -21,8 +21,8 @@
 #include <string>
 #include <vector>
 
-#include "core/diag.h"
-#include "core/process.h"
+#include "base/diag.h"
+#include "base/subprocess.h"
 
 namespace ls::create {
 

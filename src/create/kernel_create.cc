@@ -31,7 +31,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
-#include "core/process.h"
+#include "base/subprocess.h"
 #include "create/kernel_build.h"
 #include "create/kernel_create.h"
 #include "create/build.h"   // Phase

@@ -9,7 +9,7 @@
 
 #include <fmt/format.h>
 
-#include "core/process.h"
+#include "base/subprocess.h"
 
 namespace fs = std::filesystem;
 

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "core/diag.h"
+#include "base/diag.h"
 
 namespace ls::create {
 

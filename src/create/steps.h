@@ -13,8 +13,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/diag.h"
-#include "core/process.h"
+#include "base/diag.h"
+#include "base/subprocess.h"
 #include "differ/differ.h"
 #include "elf/object.h"
 #include "update/writer.h"
@@ -38,7 +38,7 @@ class WorkDir {
 };
 
 // Runs `pipeline` with SIGINT, SIGTERM and SIGHUP turned into an Interrupted exception
-// (SignalGuard, core/process.h). When one comes, unwinding has run the pipeline's
+// (SignalGuard, base/subprocess.h). When one comes, unwinding has run the pipeline's
 // guards, so the tree is back (anything that could not be restored was named): this
 // says so ("livesplice: interrupted; the TREE was restored") and dies of the signal,
 // as a shell expects.

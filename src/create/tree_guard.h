@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "core/diag.h"
+#include "base/diag.h"
 #include "create/tree_overlay.h"
 
 namespace ls::create {

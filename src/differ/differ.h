@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "core/diag.h"
+#include "base/diag.h"
 #include "elf/object.h"
 
 namespace ls::diff {

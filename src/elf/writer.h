@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "core/result.h"
+#include "base/result.h"
 #include "elf/object.h"
 
 namespace ls::elf {

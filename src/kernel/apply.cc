@@ -28,7 +28,7 @@
 #include <nlohmann/json.hpp>
 
 #include "arch/target.h"
-#include "kernel/core.h"
+#include "kernel/core_module.h"
 #include "kernel/kallsyms.h"
 #include "kernel/kcore.h"
 #include "kernel/module.h"

@@ -15,7 +15,7 @@
 
 #include <string>
 
-#include "core/diag.h"
+#include "base/diag.h"
 
 namespace ls::kernel {
 

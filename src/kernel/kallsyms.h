@@ -14,8 +14,8 @@
 #include <string_view>
 #include <vector>
 
-#include "core/addr.h"
-#include "core/result.h"
+#include "base/addr.h"
+#include "base/result.h"
 
 namespace ls::kernel {
 

@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "core/addr.h"
-#include "core/result.h"
+#include "base/addr.h"
+#include "base/result.h"
 #include "matcher/matcher.h"
 
 namespace ls::kernel {

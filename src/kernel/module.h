@@ -34,9 +34,9 @@
 #include <string>
 #include <vector>
 
-#include "core/addr.h"
-#include "core/diag.h"
-#include "core/result.h"
+#include "base/addr.h"
+#include "base/diag.h"
+#include "base/result.h"
 #include "loader/link.h"
 #include "update/contents.h"
 

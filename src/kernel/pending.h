@@ -20,7 +20,7 @@
 #include <string>
 
 #include "kernel/apply.h"
-#include "kernel/core.h"
+#include "kernel/core_module.h"
 #include "update/contents.h"
 
 namespace ls::kernel {

@@ -26,7 +26,7 @@
 #include <fmt/ranges.h>
 
 #include "arch/target.h"
-#include "core/bytes.h"
+#include "base/bytes.h"
 
 namespace ls::load {
 namespace {

@@ -63,10 +63,10 @@ std::string last_error_line(const std::string& err) {
   try {
     code = command(ctx);
   } catch (const Error& e) {
-    fmt::print(stderr, "livesplice: error: {}\n", e.what());
+    ctx.report(fmt::format("error: {}", e.what()));
     code = e.code();
   } catch (const std::exception& e) {
-    fmt::print(stderr, "livesplice: internal error: {}\n", e.what());
+    ctx.report(fmt::format("internal error: {}", e.what()));
   }
   std::fflush(stdout);
   std::fflush(stderr);

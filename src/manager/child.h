@@ -15,7 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/diag.h"
+#include "base/diag.h"
 
 namespace ls::manager {
 

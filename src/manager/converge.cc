@@ -147,9 +147,8 @@ Exit execute(Context& ctx, Store& store, const ManagerOptions& opt, std::vector<
   return worst;
 }
 
-void report_problems(const Store& store) {
-  for (const auto& p : store.problems())
-    fmt::print(stderr, "livesplice: store: {}: skipped: {}\n", p.path, printable(p.reason));
+void report_problems(const Context& ctx, const Store& store) {
+  for (const auto& p : store.problems()) ctx.report(fmt::format("store: {}: skipped: {}", p.path, p.reason));
 }
 
 Exit converge(Context& ctx, Store& store, const ManagerOptions& opt, const Goal& goal, bool dry_run) {
@@ -168,7 +167,7 @@ Exit converge(Context& ctx, Store& store, const ManagerOptions& opt, const Goal&
 
 Exit run_install(Context& ctx, const ManagerOptions& opt, const std::vector<std::string>& files) {
   Store store = Store::open(ctx, store_root(opt.root), true);
-  report_problems(store);
+  report_problems(ctx, store);
   std::vector<std::string> ids;
   bool refused = false;
   for (const auto& f : files) {
@@ -191,7 +190,7 @@ Exit run_install(Context& ctx, const ManagerOptions& opt, const std::vector<std:
 
 Exit run_remove(Context& ctx, const ManagerOptions& opt, const std::vector<std::string>& ids, bool all) {
   Store store = Store::open(ctx, store_root(opt.root), true);
-  report_problems(store);
+  report_problems(ctx, store);
   std::set<std::string> removed;
   bool unknown = false;
   if (all)
@@ -219,7 +218,7 @@ Exit run_remove(Context& ctx, const ManagerOptions& opt, const std::vector<std::
 
 Exit run_sync(Context& ctx, const ManagerOptions& opt, bool dry_run) {
   Store store = Store::open(ctx, store_root(opt.root), !dry_run);
-  report_problems(store);
+  report_problems(ctx, store);
   Goal goal;
   for (const auto& u : store.updates()) goal.apply.push_back(&u);
   goal.undo = [](const proc::LedgerEntry&) { return true; };

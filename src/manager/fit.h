@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "core/diag.h"
+#include "base/diag.h"
 #include "update/manifest.h"
 
 namespace ls::manager {

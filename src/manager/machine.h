@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "core/diag.h"
+#include "base/diag.h"
 #include "manager/fit.h"
 #include "process/ledger.h"
 

@@ -27,7 +27,7 @@
 #include <string>
 #include <vector>
 
-#include "core/diag.h"
+#include "base/diag.h"
 
 namespace ls::manager {
 

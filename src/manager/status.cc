@@ -15,7 +15,7 @@
 
 #include "manager/machine.h"
 #include "manager/manager.h"
-#include "core/process.h"
+#include "base/subprocess.h"
 #include "manager/store.h"
 
 namespace ls::manager {

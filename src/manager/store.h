@@ -28,7 +28,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/diag.h"
+#include "base/diag.h"
 #include "update/contents.h"
 
 namespace ls::manager {

@@ -24,10 +24,10 @@
 #include <vector>
 
 #include "arch/rewrites.h"
-#include "core/addr.h"
-#include "core/diag.h"
-#include "core/result.h"
-#include "core/view.h"
+#include "base/addr.h"
+#include "base/diag.h"
+#include "base/result.h"
+#include "base/view.h"
 #include "elf/object.h"
 #include "update/contents.h"
 

@@ -124,7 +124,7 @@ Status repair(Apply& a) {
   const LedgerEntry* before = t.ledger().find(a.u.id);
   const bool was_pending = before && before->id == a.u.id && before->state == EntryState::Pending;
   Status repaired = repair_leftovers(a.ctx, t, a.policy, a.repaired);
-  for (const auto& r : a.repaired) fmt::print(stderr, "livesplice: apply: process {}: {}\n", t.pid(), r);
+  for (const auto& r : a.repaired) a.ctx.report(fmt::format("apply: process {}: {}", t.pid(), r));
   LS_TRY(repaired);
   if (!a.repaired.empty()) {
     (void)t.refresh_maps();   // the maps read last, should that fail
@@ -239,7 +239,7 @@ Status prepare_record(Apply& a) {
   e.regions = {Region{code_range, "/memfd:" + a.code_request->name}};
   for (const auto* f : a.replaced) e.functions.push_back(f->label());
   for (const auto& f : a.u.functions)
-    if (f.status == "new") e.new_functions.push_back(f.label());
+    if (f.status == update::UnitStatus::New) e.new_functions.push_back(f.label());
   e.patch_name = a.u.patch_name;
   e.patch_text = a.u.patch_text;
   e.state = EntryState::Pending;
@@ -336,9 +336,7 @@ Status splice_in_guardian(Apply& a) {
 std::string json_text(const nlohmann::json& j) { return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace); }
 
 Exit failed(const Context& ctx, const update::Contents& u, pid_t pid, const Status& s) {
-  fmt::print(stderr, "livesplice: apply {} to process {}: {}\n", u.id.substr(0, 8), pid, printable(s.message(), true));
-  if (ctx.json) fmt::print("{}\n", json_text({{"applied", false}, {"id", u.id}, {"error", s.message()}}));
-  return s.code() == Exit::Ok ? Exit::ToolError : s.code();
+  return ctx.failed(fmt::format("apply {} to process {}", u.id.substr(0, 8), pid), s, "applied", u.id);
 }
 
 Exit report_finished_by_repair(const Apply& a) {

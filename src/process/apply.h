@@ -12,7 +12,7 @@
 
 #include <string>
 
-#include "core/diag.h"
+#include "base/diag.h"
 #include "process/safety.h"
 #include "process/target.h"
 #include "update/contents.h"

@@ -44,8 +44,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/addr.h"
-#include "core/result.h"
+#include "base/addr.h"
+#include "base/result.h"
 #include "process/maps.h"
 
 namespace ls::proc {

@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "core/addr.h"
-#include "core/result.h"
+#include "base/addr.h"
+#include "base/result.h"
 
 namespace ls::proc {
 

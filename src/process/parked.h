@@ -53,8 +53,8 @@
 #include <span>
 #include <string>
 
-#include "core/addr.h"
-#include "core/result.h"
+#include "base/addr.h"
+#include "base/result.h"
 #include "process/ptrace.h"
 
 namespace ls::proc {

@@ -48,8 +48,8 @@
 #include <string>
 #include <vector>
 
-#include "core/addr.h"
-#include "core/result.h"
+#include "base/addr.h"
+#include "base/result.h"
 #include "process/seccomp.h"
 
 namespace ls::proc {

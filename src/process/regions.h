@@ -30,8 +30,8 @@
 #include <string>
 #include <vector>
 
-#include "core/addr.h"
-#include "core/result.h"
+#include "base/addr.h"
+#include "base/result.h"
 #include "process/ledger.h"
 #include "process/target.h"
 

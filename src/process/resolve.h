@@ -13,8 +13,8 @@
 #include <span>
 #include <string>
 
-#include "core/addr.h"
-#include "core/result.h"
+#include "base/addr.h"
+#include "base/result.h"
 #include "loader/link.h"
 #include "matcher/matcher.h"
 #include "process/modules.h"

@@ -34,8 +34,8 @@
 #include <string>
 #include <vector>
 
-#include "core/addr.h"
-#include "core/result.h"
+#include "base/addr.h"
+#include "base/result.h"
 #include "process/maps.h"
 #include "process/ptrace.h"
 #include "process/target.h"

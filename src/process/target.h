@@ -26,7 +26,7 @@
 #include <optional>
 #include <vector>
 
-#include "core/result.h"
+#include "base/result.h"
 #include "process/ledger.h"
 #include "process/maps.h"
 #include "process/modules.h"

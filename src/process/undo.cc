@@ -106,9 +106,10 @@ Status reread_ledger(Target& target) {
   return target.read_ledger();
 }
 
-Exit failed(const char* cmd, pid_t pid, const Status& s) {
-  fmt::print(stderr, "livesplice: {} process {}: {}\n", cmd, pid, printable(s.message(), true));
-  return s.code() == Exit::Ok ? Exit::ToolError : s.code();
+// View's and undo's failures before any update is named: the message only (undo's
+// --json output with its partial progress is written where an undo fails).
+Exit failed(const Context& ctx, const char* cmd, pid_t pid, const Status& s) {
+  return ctx.failed(fmt::format("{} process {}", cmd, pid), s, {}, {});
 }
 
 }  // namespace
@@ -236,18 +237,18 @@ std::optional<std::vector<std::string>> chosen(const Ledger& ledger, const std::
 Exit undo_updates(Context& ctx, Target& target, const std::string& id, bool all, const StopPolicy& policy) {
   const pid_t pid = target.pid();
   // Under the lock (a killed command's guardian finishing first): the ledger, repaired.
-  if (Status s = target.lock(Access::Change, kLockWaitS); !s.ok()) return failed("undo:", pid, s);
-  if (Status s = reread_ledger(target); !s.ok()) return failed("undo:", pid, s);
+  if (Status s = target.lock(Access::Change, kLockWaitS); !s.ok()) return failed(ctx, "undo:", pid, s);
+  if (Status s = reread_ledger(target); !s.ok()) return failed(ctx, "undo:", pid, s);
   std::vector<std::string> repaired;
   Status rs = repair_leftovers(ctx, target, policy, repaired);
-  for (const auto& r : repaired) fmt::print(stderr, "livesplice: undo: process {}: {}\n", pid, r);
-  if (!rs.ok()) return failed("undo:", pid, rs);
+  for (const auto& r : repaired) ctx.report(fmt::format("undo: process {}: {}", pid, r));
+  if (!rs.ok()) return failed(ctx, "undo:", pid, rs);
 
   auto ids = chosen(target.ledger(), id, all);
   if (!ids && !repaired.empty()) ids.emplace();   // what was asked for was a leftover, repaired above
   if (!ids) {
-    fmt::print(stderr, "livesplice: undo: no applied update {} in process {} (see livesplice view)\n",
-               id.empty() ? "at all" : "matches '" + printable(id) + "'", pid);
+    ctx.report(fmt::format("undo: no applied update {} in process {} (see livesplice view)",
+                           id.empty() ? "at all" : "matches '" + id + "'", pid));
     return Exit::ToolError;
   }
   nlohmann::json done = nlohmann::json::array();
@@ -256,10 +257,12 @@ Exit undo_updates(Context& ctx, Target& target, const std::string& id, bool all,
     Status s = undo_one(ctx, target, one, policy, false, pause);
     if (s.ok()) s = reread_ledger(target);
     if (!s.ok()) {
-      fmt::print(stderr, "livesplice: undo {} in process {}: {}\n", one.substr(0, 8), pid, printable(s.message(), true));
+      // Not Context::failed's JSON: what was undone before the failure is part of the answer.
+      Exit code = ctx.failed(fmt::format("undo {} in process {}", one.substr(0, 8), pid), s, {}, {});
       if (ctx.json)
-        fmt::print("{}\n", nlohmann::json{{"undone", done}, {"repaired", repaired}, {"error", s.message()}}.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
-      return s.code() == Exit::Ok ? Exit::ToolError : s.code();
+        fmt::print("{}\n", nlohmann::json{{"undone", done}, {"repaired", repaired}, {"error", s.message()}}.dump(
+                                2, ' ', false, nlohmann::json::error_handler_t::replace));
+      return code;
     }
     done.push_back({{"id", one}, {"pause_us", pause}});
     if (!ctx.json) fmt::print("undone {} in process {}: pause {:.0f} us\n", one.substr(0, 8), pid, pause);
@@ -270,7 +273,7 @@ Exit undo_updates(Context& ctx, Target& target, const std::string& id, bool all,
 
 Exit run_undo(Context& ctx, const UndoOptions& opt) {
   auto target = Target::open(opt.pid);
-  if (!target) return failed("undo:", opt.pid, target.status());
+  if (!target) return failed(ctx, "undo:", opt.pid, target.status());
   return undo_updates(ctx, *target, opt.id, opt.all, opt.stop_policy());
 }
 
@@ -295,11 +298,11 @@ Exit view_updates(Context& ctx, Target& target, bool with_patch) {
   // Shared: several views at once, none while a command changes the process (its
   // pending entry would look like a leftover). View changes nothing: the next apply or
   // undo repairs a leftover.
-  if (Status s = target.lock(Access::Look, kLockWaitS); !s.ok()) return failed("view:", pid, s);
-  if (Status s = reread_ledger(target); !s.ok()) return failed("view:", pid, s);
+  if (Status s = target.lock(Access::Look, kLockWaitS); !s.ok()) return failed(ctx, "view:", pid, s);
+  if (Status s = reread_ledger(target); !s.ok()) return failed(ctx, "view:", pid, s);
   const Ledger& ledger = target.ledger();
   auto live = jumps_shown(target);
-  if (!live) return failed("view:", pid, live.status());
+  if (!live) return failed(ctx, "view:", pid, live.status());
   nlohmann::json updates = ledger.to_json(with_patch);
   for (size_t i = 0; i < live->size(); ++i) updates[i]["jumps_in_place"] = (*live)[i];
   if (ctx.json) {
@@ -329,7 +332,7 @@ Exit view_updates(Context& ctx, Target& target, bool with_patch) {
 
 Exit run_view(Context& ctx, pid_t pid, bool with_patch) {
   auto target = Target::open(pid);
-  if (!target) return failed("view:", pid, target.status());
+  if (!target) return failed(ctx, "view:", pid, target.status());
   return view_updates(ctx, *target, with_patch);
 }
 

@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "core/diag.h"
-#include "core/result.h"
+#include "base/diag.h"
+#include "base/result.h"
 #include "process/ledger.h"
 #include "process/ptrace.h"
 #include "process/regions.h"

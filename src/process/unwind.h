@@ -37,8 +37,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "core/addr.h"
-#include "core/result.h"
+#include "base/addr.h"
+#include "base/result.h"
 
 struct Dwfl;
 

@@ -22,7 +22,7 @@ struct FunctionPatch {
   // Basenames of every executable / library its object was linked into, in manifest
   // order: the same object may sit in several binaries (a program and its library).
   std::vector<std::string> targets;
-  std::string status;          // "changed" / "new" / "removed"
+  UnitStatus status = UnitStatus::Changed;
   bool local = false;
   bool replace = false;        // gets a trampoline
   uint32_t pre_section = 0;    // section index in the update file (0: none)

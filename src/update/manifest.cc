@@ -222,7 +222,10 @@ void read_lists(Manifest& m, const elf::Object& file, Fields& top) {
   auto read_unit = [&](Fields& f, ManifestUnit& u) {
     u.name = f.str("name");
     u.object = f.index("object", nobj, "object");
-    u.status = f.one_of("status", {"changed", "new", "removed"});
+    std::string status = f.one_of("status", {to_string(UnitStatus::Changed), to_string(UnitStatus::New),
+                                              to_string(UnitStatus::Removed)});
+    for (UnitStatus s : {UnitStatus::Changed, UnitStatus::New, UnitStatus::Removed})
+      if (status == to_string(s)) u.status = s;
     u.reason = f.str("reason");
     u.local = f.boolean("local");
     u.post_section = f.nullable_index("post_section", nsec, "section");
@@ -276,6 +279,15 @@ void read_lists(Manifest& m, const elf::Object& file, Fields& top) {
 }
 
 }  // namespace
+
+std::string_view to_string(UnitStatus s) {
+  switch (s) {
+    case UnitStatus::Changed: return "changed";
+    case UnitStatus::New: return "new";
+    case UnitStatus::Removed: return "removed";
+  }
+  return "?";
+}
 
 const ManifestRunSymbol* Manifest::run_symbol(uint32_t index) const {
   for (const auto& r : run_symbols)

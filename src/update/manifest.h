@@ -39,9 +39,15 @@ struct ManifestObject {
   std::vector<std::string> notes;
 };
 
+// What create found for a unit: the differ's Status without "same" (units that did not
+// change are not listed). The format's own enum: this layer does not know the differ.
+enum class UnitStatus { Changed, New, Removed };
+std::string_view to_string(UnitStatus s);   // "changed", "new", "removed": the manifest's words
+
 // What functions and data entries share: a unit of the differ (differ.h).
 struct ManifestUnit {
-  std::string name, status, reason;   // status "changed", "new" or "removed"
+  std::string name, reason;
+  UnitStatus status = UnitStatus::Changed;
   size_t object = 0;
   bool local = false;
   uint32_t post_section = 0, post_symbol = 0;   // 0 for null

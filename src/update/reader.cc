@@ -75,7 +75,7 @@ Exit run_info(Context& ctx, const std::string& path) {
   fmt::print("functions:\n");
   for (const auto& f : m.functions) {
     std::string name = f.name + (f.local ? " (static)" : "");
-    fmt::print("  {:<8} {:<{}}  pre {:>6}  post {:>6}  {}{}\n", f.status, name, width, hex_size(f.pre_size),
+    fmt::print("  {:<8} {:<{}}  pre {:>6}  post {:>6}  {}{}\n", to_string(f.status), name, width, hex_size(f.pre_size),
                hex_size(f.post_size), object_name(f.object),
                f.parent.empty() ? std::string() : fmt::format("  (part of {})", f.parent));
     if (!f.reason.empty() && ctx.verbose) fmt::print("           {}\n", f.reason);
@@ -83,7 +83,7 @@ Exit run_info(Context& ctx, const std::string& path) {
   if (!m.data.empty()) {
     fmt::print("data:\n");
     for (const auto& d : m.data)
-      fmt::print("  {:<8} {:<{}}  size {:>6}  {}{}\n", d.status, d.name + (d.local ? " (static)" : ""), width,
+      fmt::print("  {:<8} {:<{}}  size {:>6}  {}{}\n", to_string(d.status), d.name + (d.local ? " (static)" : ""), width,
                  hex_size(d.size), object_name(d.object), d.carried ? "" : "  (not carried)");
   }
   size_t pre = 0, post = 0;

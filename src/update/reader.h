@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "core/diag.h"
+#include "base/diag.h"
 
 namespace ls::update {
 

@@ -43,6 +43,11 @@
 namespace ls::update {
 namespace {
 
+// The differ's verdict in the manifest's words (Same units are never written).
+UnitStatus unit_status(diff::Status s) {
+  return s == diff::Status::New ? UnitStatus::New : s == diff::Status::Removed ? UnitStatus::Removed : UnitStatus::Changed;
+}
+
 using Json = nlohmann::ordered_json;
 
 using elf::SymbolRef;
@@ -524,7 +529,7 @@ Json Builder::manifest(const WriteSummary& summary) const {
       auto post_sec = s.post_symbol >= 0 ? m.post_out.find(u.post->symbol(s.post_symbol).section) : m.post_out.end();
       auto pre_sym = s.pre_symbol >= 0 ? m.pre_def.find(s.pre_symbol) : m.pre_def.end();
       auto post_sym = s.post_symbol >= 0 ? m.post_def.find(s.post_symbol) : m.post_def.end();
-      Json e{{"name", s.name}, {"object", k}, {"status", diff::to_string(s.status)}, {"reason", s.reason},
+      Json e{{"name", s.name}, {"object", k}, {"status", to_string(unit_status(s.status))}, {"reason", s.reason},
              {"local", s.local}};
       if (s.kind == diff::UnitKind::Func) {
         e["parent"] = s.parent.empty() ? Json(nullptr) : Json(s.parent);

@@ -8,7 +8,7 @@
 #include <string_view>
 #include <vector>
 
-#include "core/diag.h"
+#include "base/diag.h"
 #include "differ/differ.h"
 #include "elf/object.h"
 #include "update/format.h"

@@ -12,7 +12,7 @@
 
 #include <fmt/ranges.h>
 
-#include "core/process.h"
+#include "base/subprocess.h"
 #include "create/build.h"
 #include "create/patch.h"
 #include "support.h"

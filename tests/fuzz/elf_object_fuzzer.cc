@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <vector>
 
-#include "core/diag.h"
+#include "base/diag.h"
 #include "elf/object.h"
 
 namespace {

@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <string>
 
-#include "core/diag.h"
+#include "base/diag.h"
 #include "create/patch.h"
 
 namespace {

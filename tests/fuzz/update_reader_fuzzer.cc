@@ -12,7 +12,7 @@
 #include <cstdlib>
 #include <vector>
 
-#include "core/diag.h"
+#include "base/diag.h"
 #include "update/contents.h"
 #include "update/manifest.h"
 

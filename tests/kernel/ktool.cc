@@ -31,8 +31,8 @@
 
 #include <fmt/format.h>
 
-#include "core/diag.h"
-#include "kernel/core.h"
+#include "base/diag.h"
+#include "kernel/core_module.h"
 #include "kernel/kallsyms.h"
 #include "kernel/kcore.h"
 #include "kernel/module.h"

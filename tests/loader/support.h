@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "core/result.h"
+#include "base/result.h"
 #include "elf/object.h"
 #include "loader/link.h"
 #include "support/support.h"

@@ -5,7 +5,7 @@
 #include <elf.h>
 
 #include "arch/target.h"
-#include "core/diag.h"
+#include "base/diag.h"
 #include "elf/relocs.h"
 
 namespace ls::arch {

@@ -10,7 +10,7 @@
 #include <functional>
 #include <regex>
 
-#include "core/diag.h"
+#include "base/diag.h"
 #include "elf/object.h"
 #include "support/readelf.h"
 #include "support/support.h"

@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "core/diag.h"
+#include "base/diag.h"
 #include "create/patch.h"
 #include "elf/object.h"
 #include "update/contents.h"

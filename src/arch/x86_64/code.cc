@@ -13,7 +13,7 @@
 #include <cstring>
 
 #include "arch/x86_64/target.h"
-#include "core/bytes.h"
+#include "base/bytes.h"
 
 namespace ls::arch::x86_64 {
 namespace {

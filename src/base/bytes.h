@@ -10,7 +10,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "core/diag.h"
+#include "base/diag.h"
 
 namespace ls {
 

@@ -11,7 +11,7 @@
 
 #include <fmt/format.h>
 
-#include "core/diag.h"
+#include "base/diag.h"
 
 namespace ls {
 

@@ -2,7 +2,7 @@
 // one place this project keeps process-wide state: a signal handler receives no
 // argument, so what it needs (the signal seen, the group to forward it to) cannot live
 // in a Context. Both are lock-free atomics, safe to touch from the handler.
-#include "core/process.h"
+#include "base/subprocess.h"
 
 #include <atomic>
 #include <chrono>

@@ -1,10 +1,10 @@
-#include "core/diag.h"
+#include "base/diag.h"
 
 #include <cstdio>
 
 #include <nlohmann/json.hpp>
 
-#include "core/result.h"
+#include "base/result.h"
 
 namespace ls {
 

@@ -1,4 +1,4 @@
-#include "kernel/core.h"
+#include "kernel/core_module.h"
 
 #include <fcntl.h>
 #include <sys/ioctl.h>

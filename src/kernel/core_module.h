@@ -15,9 +15,9 @@
 #include <string>
 #include <vector>
 
-#include "core/addr.h"
-#include "core/diag.h"
-#include "core/result.h"
+#include "base/addr.h"
+#include "base/diag.h"
+#include "base/result.h"
 #include "kernel/kallsyms.h"
 #include "kernel/kcore.h"
 

@@ -47,7 +47,7 @@ std::string where(std::string_view file, std::string_view section = {}, int64_t 
 // file or a target process: both may be an attacker's.
 std::string printable(std::string_view text, bool multiline = false);
 
-class Status;   // core/result.h
+class Status;   // base/result.h
 
 // Carried by every stage: output preferences and the progress/warning/failure sink.
 // Owned by main(); never a global.
