@@ -25,7 +25,10 @@
 #
 # The pause as the program feels it: the program has a timing thread that sleeps 200 us
 # at a time and records the largest gap between two of its wake-ups (the way peers'
-# pauses are measured, from inside the target). For each apply + undo it reports the
+# pauses are measured, from inside the target). It runs at SCHED_FIFO 50, as cyclictest
+# does, so that only being kept stopped delays it, not the CPU the tool's own work and
+# the workers take on a small machine (BENCH_PAUSE_TIMER=other: at normal priority; the
+# JSON's timer_policy says which it got). For each apply + undo it reports the
 # largest gap seen meanwhile (gap_us), and for a window as long with nothing done to the
 # program (control_gap_us); gap_over_control is their medians' ratio.
 #
@@ -73,6 +76,7 @@ functions_list=${BENCH_PAUSE_FUNCTIONS-1 10 100}
 busy_list=${BENCH_PAUSE_BUSY-1 16}
 idle_list=${BENCH_PAUSE_IDLE-256}
 ls_bin="$build/livesplice"
+export BENCH_PAUSE_TIMER=${BENCH_PAUSE_TIMER:-fifo}
 floor_bin="$build/bench/bench-stop-floor"
 load_bin="$build/bench/bench-server-load"
 server_seconds=${BENCH_PAUSE_SERVER_SECONDS:-20}
@@ -114,6 +118,7 @@ gen_tree() {
  * the largest gap between two of its wake-ups; on SIGUSR1 it prints "gap US" (the
  * largest since the last report) and starts over. */
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,6 +151,24 @@ static void *timer(void *arg)
 	long last = now_ns(), largest = 0;
 
 	(void)arg;
+	/* SCHED_FIFO (BENCH_PAUSE_TIMER=fifo, the default), the way cyclictest measures:
+	 * then nothing but being stopped keeps this thread from its wake-ups, and the gap
+	 * is the pause a tool imposes, not the CPU the tool and the workers compete for. */
+	const char *policy = getenv("BENCH_PAUSE_TIMER");
+	if (!policy || strcmp(policy, "other") != 0) {
+		struct sched_param p = { .sched_priority = 50 };
+		int err = pthread_setschedparam(pthread_self(), SCHED_FIFO, &p);
+		if (err) {   /* never measure something else than was asked for */
+			printf("timer: SCHED_FIFO refused: %s (BENCH_PAUSE_TIMER=other measures at normal priority)\n",
+			       strerror(err));
+			fflush(stdout);
+			exit(1);
+		}
+		printf("timer fifo\n");
+	} else {
+		printf("timer other\n");
+	}
+	fflush(stdout);
 	for (;;) {
 		struct timespec ts = { 0, 200 * 1000 };
 		nanosleep(&ts, NULL);
@@ -473,6 +496,7 @@ jq -s --argjson cpus "$(nproc)" --slurpfile server "$server_json" --slurpfile ho
     benchmark: "pause",
     what: "pause of livesplice apply and undo (pause_us as reported: first thread stopped to last resumed), same process, repeated",
     cpus: $cpus,
+    timer_policy: env.BENCH_PAUSE_TIMER,
     configurations: .,
     loaded_server: $server[0],
     hot_functions: $hot[0],

@@ -102,4 +102,26 @@ std::string reloc_name(Machine m, uint32_t type) {
   return fmt::format("relocation type {}", type);
 }
 
+DynamicSlot dynamic_slot(Machine m, uint32_t type) {
+  switch (m) {
+    case Machine::X86_64:
+      if (type == R_X86_64_IRELATIVE) return DynamicSlot::ResolverResult;
+      if (type == R_X86_64_GLOB_DAT || type == R_X86_64_JUMP_SLOT) return DynamicSlot::SymbolAddress;
+      return DynamicSlot::Other;
+    case Machine::AArch64:
+      if (type == R_AARCH64_IRELATIVE) return DynamicSlot::ResolverResult;
+      if (type == R_AARCH64_GLOB_DAT || type == R_AARCH64_JUMP_SLOT) return DynamicSlot::SymbolAddress;
+      return DynamicSlot::Other;
+  }
+  return DynamicSlot::Other;
+}
+
+uint16_t e_machine(Machine m) { return m == Machine::AArch64 ? EM_AARCH64 : EM_X86_64; }
+
+std::optional<Machine> machine_of(uint16_t e_machine) {
+  if (e_machine == EM_X86_64) return Machine::X86_64;
+  if (e_machine == EM_AARCH64) return Machine::AArch64;
+  return std::nullopt;
+}
+
 }  // namespace ls::elf

@@ -28,4 +28,14 @@ std::optional<RelocInfo> reloc_info(Machine m, uint32_t type);
 // "R_X86_64_PLT32" for a relocation number; "relocation type N" when unknown.
 std::string reloc_name(Machine m, uint32_t type);
 
+// What the dynamic loader stores in the slot of a linked file's dynamic relocation:
+// the address an IFUNC resolver returns (IRELATIVE), the address of the dynamic symbol
+// it names (GLOB_DAT, JUMP_SLOT), or something livesplice does not read.
+enum class DynamicSlot { Other, ResolverResult, SymbolAddress };
+DynamicSlot dynamic_slot(Machine m, uint32_t type);
+
+// ELF's e_machine for a machine, and back (nullopt: a machine livesplice has no table for).
+uint16_t e_machine(Machine m);
+std::optional<Machine> machine_of(uint16_t e_machine);
+
 }  // namespace ls::elf

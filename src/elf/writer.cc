@@ -3,6 +3,8 @@
 
 #include <cstring>
 
+#include "elf/relocs.h"
+
 namespace ls::elf {
 namespace {
 
@@ -36,7 +38,7 @@ unsigned char st_bind(Binding b) {
   }
 }
 
-Writer::Writer() {
+Writer::Writer(Machine machine) : machine_(machine) {
   sections_.emplace_back();
   locals_.emplace_back();
 }
@@ -167,7 +169,7 @@ Result<std::vector<uint8_t>> Writer::write() const {
   eh.e_ident[EI_VERSION] = EV_CURRENT;
   eh.e_ident[EI_OSABI] = ELFOSABI_SYSV;
   eh.e_type = ET_REL;
-  eh.e_machine = EM_X86_64;
+  eh.e_machine = e_machine(machine_);
   eh.e_version = EV_CURRENT;
   eh.e_shoff = shoff;
   eh.e_ehsize = sizeof(Elf64_Ehdr);

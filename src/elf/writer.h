@@ -44,7 +44,7 @@ struct NewSymbol {
 
 struct NewReloc {
   uint64_t offset = 0;
-  uint32_t type = 0;              // R_X86_64_*
+  uint32_t type = 0;              // the machine's number (elf/relocs.h)
   SymbolRef symbol;
   int64_t addend = 0;
 };
@@ -74,7 +74,7 @@ inline uint64_t copied_flags(uint64_t flags) {
 
 class Writer {
  public:
-  Writer();   // the null section and the null symbol
+  explicit Writer(Machine machine);   // the null section and the null symbol; e_machine
 
   // Adds a section after those added so far; returns its index.
   uint32_t add_section(NewSection s);
@@ -98,6 +98,7 @@ class Writer {
   Result<std::vector<uint8_t>> write() const;
 
  private:
+  Machine machine_;
   std::vector<NewSection> sections_;
   std::vector<NewSymbol> locals_, globals_;
   std::map<uint32_t, SymbolRef> section_symbols_;

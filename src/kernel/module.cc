@@ -56,7 +56,8 @@ Result<std::vector<uint8_t>> rename_modinfo(const elf::Section& s, const std::st
 // message names every run symbol the resolver lacks and every relocation refused.
 class ModuleWriter {
  public:
-  ModuleWriter(Context& ctx, const update::Contents& u, std::string name) : ctx_(ctx), u_(u), f_(u.file) {
+  ModuleWriter(Context& ctx, const update::Contents& u, std::string name)
+      : ctx_(ctx), u_(u), f_(u.file), w_(u.file.machine()) {
     m_.name = std::move(name);
   }
 

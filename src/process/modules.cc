@@ -12,6 +12,8 @@
 #include <optional>
 #include <type_traits>
 
+#include "elf/relocs.h"
+
 namespace ls::proc {
 
 namespace {
@@ -30,7 +32,7 @@ std::string hex(const uint8_t* p, size_t n) {
 // The slots of one relocation section that the dynamic loader fills with an address at
 // load time (link addresses; the caller applies the bias): IRELATIVE ones by resolver,
 // GLOB_DAT and JUMP_SLOT ones by the name of the dynamic symbol they import.
-void read_dynamic_slots(Elf* elf, Elf_Scn* scn, const GElf_Shdr& sh, Module& m) {
+void read_dynamic_slots(Elf* elf, elf::Machine machine, Elf_Scn* scn, const GElf_Shdr& sh, Module& m) {
   Elf_Scn* symscn = elf_getscn(elf, sh.sh_link);
   GElf_Shdr symsh;
   if (!symscn || !gelf_getshdr(symscn, &symsh) || symsh.sh_type != SHT_DYNSYM) return;
@@ -40,10 +42,10 @@ void read_dynamic_slots(Elf* elf, Elf_Scn* scn, const GElf_Shdr& sh, Module& m) 
   for (size_t i = 0; i < sh.sh_size / sh.sh_entsize; ++i) {
     GElf_Rela r;
     if (!gelf_getrela(rel, static_cast<int>(i), &r)) continue;
-    uint32_t type = GELF_R_TYPE(r.r_info);
-    if (type == R_X86_64_IRELATIVE) {
+    elf::DynamicSlot slot = elf::dynamic_slot(machine, GELF_R_TYPE(r.r_info));
+    if (slot == elf::DynamicSlot::ResolverResult) {
       m.irelative_slots.emplace(TargetAddr(static_cast<uint64_t>(r.r_addend)), TargetAddr(r.r_offset));
-    } else if (type == R_X86_64_GLOB_DAT || type == R_X86_64_JUMP_SLOT) {
+    } else if (slot == elf::DynamicSlot::SymbolAddress) {
       GElf_Sym s;
       if (!gelf_getsym(syms, static_cast<int>(GELF_R_SYM(r.r_info)), &s)) continue;
       const char* name = elf_strptr(elf, symsh.sh_link, s.st_name);
@@ -73,7 +75,9 @@ bool read_elf(const std::string& file, uint64_t first_offset, Module& m, uint64_
         found = true;
       }
     }
-    ok = found;
+    GElf_Ehdr eh;
+    std::optional<elf::Machine> machine = gelf_getehdr(elf, &eh) ? elf::machine_of(eh.e_machine) : std::nullopt;
+    ok = found && machine;
     Elf_Scn* scn = nullptr;
     while ((scn = elf_nextscn(elf, scn)) != nullptr) {
       GElf_Shdr sh;
@@ -88,7 +92,7 @@ bool read_elf(const std::string& file, uint64_t first_offset, Module& m, uint64_
             m.build_id = hex(static_cast<uint8_t*>(d->d_buf) + desc_off, nh.n_descsz);
       }
       if (sh.sh_type == SHT_RELA) {
-        read_dynamic_slots(elf, scn, sh, m);
+        if (machine) read_dynamic_slots(elf, *machine, scn, sh, m);
         continue;
       }
       if (sh.sh_type != SHT_SYMTAB && sh.sh_type != SHT_DYNSYM) continue;

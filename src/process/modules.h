@@ -41,7 +41,7 @@ struct Module {
   std::vector<TargetRange> exec;   // executable mappings
   bool has_symtab = false;   // false: stripped (only .dynsym, if any)
   std::vector<ModuleSymbol> symbols;
-  // Where the dynamic loader stored resolved addresses: R_X86_64_IRELATIVE slots by the
+  // Where the dynamic loader stored resolved addresses: IRELATIVE slots (an IFUNC) by the
   // run address of their resolver, and import slots (GLOB_DAT, JUMP_SLOT) by symbol name.
   std::multimap<TargetAddr, TargetAddr> irelative_slots;
   std::multimap<std::string, TargetAddr> import_slots;

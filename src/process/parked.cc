@@ -88,15 +88,12 @@ Result<std::unique_ptr<ParkedThread>> ParkedThread::create(ThreadGroupStop& grou
 Status ParkedThread::take_over() {
   taken_ = true;
   int status = 0;
-  user_regs_struct regs;
-  if (!wait_stop(tid(), status) || ptrace(PTRACE_GETREGS, tid(), nullptr, &regs) != 0) {
+  arch::Registers regs;
+  if (!wait_stop(tid(), status) || !arch::read_registers(tid(), regs)) {
     ended_ = true;   // gone, or out of our hands
     return error("process {}: the thread it created for livesplice cannot be driven", group_.pid());
   }
-  regs.rip = gadget_.value();
-  regs.rax = SYS_exit;
-  regs.orig_rax = static_cast<uint64_t>(-1);
-  regs.rdi = 0;
+  arch::load_syscall(regs, gadget_.value(), SYS_exit, {0, 0, 0, 0, 0, 0});
   LS_TRY(park(regs));
   // Every signal blocked before it runs anything (SIGKILL and SIGSTOP cannot be), but
   // SIGTRAP: each call is a single step, and a step's trap in a thread that blocks
@@ -108,7 +105,7 @@ Status ParkedThread::take_over() {
   return {};
 }
 
-Status ParkedThread::park(const user_regs_struct& regs) {
+Status ParkedThread::park(const arch::Registers& regs) {
   parked_ = regs;
   return group_.set_regs(thread_, regs);
 }
@@ -130,8 +127,8 @@ Status ParkedThread::take_scratch(size_t bytes, std::span<const TargetRange> avo
   scratch_ = TargetRange{TargetAddr(*at), TargetAddr(*at + size)};
   // Its calls from the top of the page: RemoteSyscall writes below the stack pointer.
   sc_.reset();
-  user_regs_struct regs = parked_;
-  regs.rsp = *at + size;
+  arch::Registers regs = parked_;
+  arch::set_sp(regs, *at + size);
   LS_TRY(park(regs));
   sc_ = std::make_unique<RemoteSyscall>(group_, thread_, gadget_, filters_);
   return {};

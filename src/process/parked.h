@@ -45,7 +45,7 @@
 #pragma once
 
 #include <sys/types.h>
-#include <sys/user.h>
+#include "arch/registers.h"
 
 #include <chrono>
 #include <memory>
@@ -91,13 +91,13 @@ class ParkedThread {
 
  private:
   ParkedThread(ThreadGroupStop& group, pid_t tid, TargetAddr gadget, SeccompFilters filters);
-  Status park(const user_regs_struct& regs);
+  Status park(const arch::Registers& regs);
 
   ThreadGroupStop& group_;
   Thread thread_;
   TargetAddr gadget_;
   SeccompFilters filters_;
-  user_regs_struct parked_{};   // on exit(0) at the gadget
+  arch::Registers parked_{};   // on exit(0) at the gadget
   std::unique_ptr<RemoteSyscall> sc_;
   std::optional<TargetRange> scratch_;
   int calls_ = 0;

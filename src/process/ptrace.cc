@@ -186,8 +186,8 @@ Look look(const TaskFiles& files, pid_t tid) {
 // Stopped right after a system call that returned EINTR with no signal of its own to
 // explain it (none queued that it does not block; a handler would have been entered
 // before the stop): our interrupt ended the call.
-bool ended_by_interrupt(pid_t tid, const user_regs_struct& regs) {
-  if (static_cast<int64_t>(regs.orig_rax) < 0 || static_cast<int64_t>(regs.rax) != -EINTR) return false;
+bool ended_by_interrupt(pid_t tid, const arch::Registers& regs) {
+  if (arch::syscall_number(regs) < 0 || arch::syscall_result(regs) != -EINTR) return false;
   uint64_t blocked = 0;
   if (ptrace(PTRACE_GETSIGMASK, tid, sizeof blocked, &blocked) != 0) return false;
   for (unsigned flags : {0u, static_cast<unsigned>(PTRACE_PEEKSIGINFO_SHARED)}) {
@@ -199,8 +199,8 @@ bool ended_by_interrupt(pid_t tid, const user_regs_struct& regs) {
       if (!(blocked & (uint64_t{1} << (info[i].si_signo - 1)))) return false;
   }
   errno = 0;
-  long word = ptrace(PTRACE_PEEKTEXT, tid, regs.rip - 2, nullptr);
-  return errno == 0 && (word & 0xffff) == 0x050f;   // syscall
+  long word = ptrace(PTRACE_PEEKTEXT, tid, arch::pc(regs) - arch::kSyscallInstructionSize, nullptr);
+  return errno == 0 && arch::is_syscall_instruction(static_cast<uint64_t>(word));
 }
 
 // The int3 (SIGTRAP, si_code SI_KERNEL) a thread took, still queued to it: a thread can
@@ -375,7 +375,7 @@ Status ThreadGroupStop::catch_escaped(size_t limit, std::vector<size_t>& fresh) 
     bool in_clone = false;
     for (size_t i = checked; i < threads_.size(); ++i) {
       const Thread& t = threads_[i];
-      in_clone |= !t.gone && (t.regs.orig_rax == SYS_clone || t.regs.orig_rax == SYS_clone3);
+      in_clone |= !t.gone && (arch::syscall_number(t.regs) == SYS_clone || arch::syscall_number(t.regs) == SYS_clone3);
     }
     size_t held = std::count_if(threads_.begin(), threads_.end(), [](const Thread& t) { return !t.gone; });
     if (!in_clone && count_->now() <= held) break;
@@ -419,9 +419,9 @@ template <typename L>
 void ThreadGroupStop::hold_asleep(Thread& t, const L& l) {
   t.asleep = true;
   t.runs = l.runs;
-  t.regs.rip = l.pc;
-  t.regs.rsp = l.sp;
-  t.regs.orig_rax = static_cast<uint64_t>(l.nr);
+  arch::set_pc(t.regs, l.pc);
+  arch::set_sp(t.regs, l.sp);
+  arch::set_syscall_number(t.regs, l.nr);
 }
 
 Status ThreadGroupStop::hold(size_t from, std::vector<size_t>& fresh) {
@@ -456,9 +456,9 @@ Status ThreadGroupStop::hold(size_t from, std::vector<size_t>& fresh) {
 }
 
 // A SIGTRAP from an int3 at one of traps_ (rip just past it): rip goes back onto the site.
-bool ThreadGroupStop::trapped_on_site(pid_t tid, user_regs_struct& regs) const {
-  if (traps_.empty() || ptrace(PTRACE_GETREGS, tid, nullptr, &regs) != 0) return false;
-  TargetAddr at(regs.rip - 1);
+bool ThreadGroupStop::trapped_on_site(pid_t tid, arch::Registers& regs) const {
+  if (traps_.empty() || !arch::read_registers(tid, regs)) return false;
+  TargetAddr at(arch::pc(regs) - arch::kTrapPcAdvance);
   return std::any_of(traps_.begin(), traps_.end(), [&](const TargetRange& r) { return r.start == at; });
 }
 
@@ -467,13 +467,13 @@ bool ThreadGroupStop::trapped_on_site(pid_t tid, user_regs_struct& regs) const {
 // before its handler runs.
 Status ThreadGroupStop::pass_signal(Thread& t, int sig) {
   siginfo_t info{};
-  user_regs_struct regs;
+  arch::Registers regs;
   bool ours = sig == SIGTRAP && ptrace(PTRACE_GETSIGINFO, t.tid, nullptr, &info) == 0 && info.si_code == SI_KERNEL &&
               trapped_on_site(t.tid, regs);
   if (ours) {
     ++trapped_;
-    regs.rip -= 1;
-    if (ptrace(PTRACE_SETREGS, t.tid, nullptr, &regs) != 0)
+    arch::set_pc(regs, arch::pc(regs) - arch::kTrapPcAdvance);
+    if (!arch::write_registers(t.tid, regs))
       return error("thread {}: cannot move it back onto the site it trapped on: {}", t.tid, std::strerror(errno));
   }
   ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr);   // entering this stop dropped the pending one
@@ -503,7 +503,7 @@ Status ThreadGroupStop::wait_stopped(Thread& t, int reported) {
     if (!WIFSTOPPED(status)) continue;
     int event = status >> 16;
     int sig = WSTOPSIG(status);
-    user_regs_struct regs;
+    arch::Registers regs;
     if (event == PTRACE_EVENT_STOP) {
       // Our interrupt (or a group-stop) — unless an int3 of ours is still queued: let
       // it be dequeued into the signal-delivery-stop below, where it is dropped.
@@ -526,7 +526,7 @@ Status ThreadGroupStop::wait_stopped(Thread& t, int reported) {
     ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr);
     ptrace(PTRACE_CONT, t.tid, nullptr, nullptr);
   }
-  if (ptrace(PTRACE_GETREGS, t.tid, nullptr, &t.regs) != 0) {
+  if (!arch::read_registers(t.tid, t.regs)) {
     if (errno == ESRCH) {
       t.gone = true;
       return {};
@@ -538,9 +538,8 @@ Status ThreadGroupStop::wait_stopped(Thread& t, int reported) {
     // CPU): the call ended with EINTR because of us. Re-issued on resume, as the kernel
     // restarts the calls that allow it; exact without a timeout, late by what had
     // elapsed with one (which is why sleepers are not interrupted at all).
-    t.regs.rax = t.regs.orig_rax;
-    t.regs.rip -= 2;
-    if (ptrace(PTRACE_SETREGS, t.tid, nullptr, &t.regs) != 0)
+    arch::reissue_syscall(t.regs, arch::syscall_number(t.regs));
+    if (!arch::write_registers(t.tid, t.regs))
       return error("thread {}: cannot re-issue its system call: {}", t.tid, std::strerror(errno));
   }
   t.stopped = true;
@@ -609,8 +608,8 @@ Result<std::vector<size_t>> ThreadGroupStop::run_for(std::chrono::microseconds i
   return fresh;
 }
 
-Status ThreadGroupStop::set_regs(Thread& t, const user_regs_struct& regs) {
-  if (ptrace(PTRACE_SETREGS, t.tid, nullptr, &regs) != 0)
+Status ThreadGroupStop::set_regs(Thread& t, const arch::Registers& regs) {
+  if (!arch::write_registers(t.tid, regs))
     return error("thread {}: cannot set registers: {}", t.tid, std::strerror(errno));
   t.regs = regs;
   return {};
@@ -673,15 +672,14 @@ RemoteSyscall::RemoteSyscall(ThreadGroupStop& group, Thread& thread, TargetAddr 
 
 RemoteSyscall::~RemoteSyscall() {
   if (thread_.gone) return;
-  user_regs_struct regs = saved_;
-  int64_t rax = static_cast<int64_t>(regs.rax);
-  if (static_cast<int64_t>(regs.orig_rax) >= 0 &&
-      (rax == kERestartSys || rax == kERestartNoIntr || rax == kERestartNoHand || rax == kERestartRestartBlock)) {
+  arch::Registers regs = saved_;
+  int64_t result = arch::syscall_result(regs);
+  if (arch::syscall_number(regs) >= 0 && (result == kERestartSys || result == kERestartNoIntr ||
+                                          result == kERestartNoHand || result == kERestartRestartBlock)) {
     // The borrowed syscall consumed the kernel's restart bookkeeping: restart by hand,
     // exactly as the kernel would have with no handler to run.
-    regs.rax = rax == kERestartRestartBlock ? SYS_restart_syscall : regs.orig_rax;
-    regs.rip -= 2;
-    regs.orig_rax = static_cast<uint64_t>(-1);
+    arch::reissue_syscall(regs, result == kERestartRestartBlock ? SYS_restart_syscall : arch::syscall_number(regs));
+    arch::set_syscall_number(regs, -1);
   }
   (void)group_.set_regs(thread_, regs);
   thread_.regs = saved_;   // callers see the registers as the thread was stopped
@@ -696,24 +694,16 @@ Result<int64_t> RemoteSyscall::call(const PlannedCall& c) {
   if (SeccompVerdict v = filters_.evaluate(c, gadget_); !v.runs())
     return Status::error(fmt::format("thread {}: {} {}; not attempted", thread_.tid, c.describe(), v.describe()),
                          Exit::Unsafe);
-  user_regs_struct regs = saved_;
-  regs.rip = gadget_.value();
-  regs.rax = c.nr;
-  regs.orig_rax = static_cast<uint64_t>(-1);
-  regs.rdi = c.args[0];
-  regs.rsi = c.args[1];
-  regs.rdx = c.args[2];
-  regs.r10 = c.args[3];
-  regs.r8 = c.args[4];
-  regs.r9 = c.args[5];
-  regs.rsp = (saved_.rsp - 128 - scratch_used_ - 64) & ~uint64_t{15};
-  if (ptrace(PTRACE_SETREGS, thread_.tid, nullptr, &regs) != 0)
+  arch::Registers regs = saved_;
+  arch::load_syscall(regs, gadget_.value(), c.nr, c.args);
+  arch::set_sp(regs, (arch::sp(saved_) - arch::kRedZone - scratch_used_ - 64) & ~uint64_t{15});
+  if (!arch::write_registers(thread_.tid, regs))
     return error("thread {}: cannot set registers for a syscall: {}", thread_.tid, std::strerror(errno));
   ++calls_made_;
   // One step over the `syscall` instruction: the kernel reports the step once the call
   // has returned, one stop where PTRACE_SYSCALL makes two (entry and exit). A signal
   // arriving first stops the thread before the instruction; it is kept for resume().
-  user_regs_struct after;
+  arch::Registers after;
   for (;;) {
     if (ptrace(PTRACE_SINGLESTEP, thread_.tid, nullptr, nullptr) != 0)
       return error("thread {}: cannot run a syscall: {}", thread_.tid, std::strerror(errno));
@@ -726,19 +716,20 @@ Result<int64_t> RemoteSyscall::call(const PlannedCall& c) {
       return error("thread {}: exited during an injected syscall", thread_.tid);
     }
     if (!WIFSTOPPED(status)) continue;
-    if (ptrace(PTRACE_GETREGS, thread_.tid, nullptr, &after) != 0)
+    if (!arch::read_registers(thread_.tid, after))
       return error("thread {}: cannot read syscall result: {}", thread_.tid, std::strerror(errno));
-    if (WSTOPSIG(status) == SIGTRAP && after.rip == gadget_.value() + 2) break;
+    const uint64_t returned = gadget_.value() + arch::kSyscallInstructionSize;
+    if (WSTOPSIG(status) == SIGTRAP && arch::pc(after) == returned) break;
     if ((status >> 16) == 0 && WSTOPSIG(status) != SIGTRAP) thread_.pending_signal = WSTOPSIG(status);
-    if (after.rip != gadget_.value() && after.rip != gadget_.value() + 2)
-      return error("thread {}: left the injected syscall (pc {:#x})", thread_.tid, after.rip);
+    if (arch::pc(after) != gadget_.value() && arch::pc(after) != returned)
+      return error("thread {}: left the injected syscall (pc {:#x})", thread_.tid, arch::pc(after));
   }
-  return static_cast<int64_t>(after.rax);
+  return arch::syscall_result(after);
 }
 
 TargetAddr RemoteSyscall::next_scratch(size_t size) const {
   uint64_t used = (scratch_used_ + size + 15) & ~uint64_t{15};
-  return TargetAddr((saved_.rsp - 128 - used) & ~uint64_t{15});
+  return TargetAddr((arch::sp(saved_) - arch::kRedZone - used) & ~uint64_t{15});
 }
 
 Result<TargetAddr> RemoteSyscall::push_bytes(const Memory& mem, std::span<const uint8_t> bytes) {

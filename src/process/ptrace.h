@@ -37,7 +37,7 @@
 #pragma once
 
 #include <sys/types.h>
-#include <sys/user.h>
+#include "arch/registers.h"
 
 #include <chrono>
 #include <functional>
@@ -83,7 +83,7 @@ class Memory {
 
 struct Thread {
   pid_t tid = 0;
-  user_regs_struct regs{};       // as stopped; a sleeper's only rip, rsp and orig_rax (its syscall)
+  arch::Registers regs{};        // as stopped; a sleeper's only pc, sp and syscall number
   int pending_signal = 0;        // given back on resume (RemoteSyscall)
   bool gone = false;             // exited while we held it
   bool stopped = false;          // in a ptrace-stop (seized threads start running)
@@ -128,7 +128,7 @@ class ThreadGroupStop {
 
   pid_t pid() const { return pid_; }
   std::vector<Thread>& threads() { return threads_; }
-  Status set_regs(Thread& t, const user_regs_struct& regs);
+  Status set_regs(Thread& t, const arch::Registers& regs);
   // Sites (their first byte) where an int3 may be written while sleepers can wake; each
   // range is what a process forked meanwhile gets copied from its parent before it runs.
   void expect_traps(std::vector<TargetRange> sites) { traps_ = std::move(sites); }
@@ -169,7 +169,7 @@ class ThreadGroupStop {
   TaskFiles& files(pid_t tid);
   // Waits for `t`'s interrupt stop; `reported` is a wait status already collected.
   Status wait_stopped(Thread& t, int reported = -1);
-  bool trapped_on_site(pid_t tid, user_regs_struct& regs) const;
+  bool trapped_on_site(pid_t tid, arch::Registers& regs) const;
   Status pass_signal(Thread& t, int sig);
   // Tasks created by held threads since the last call: threads join the stopped ones,
   // processes are held in forked_.
@@ -228,7 +228,7 @@ class RemoteSyscall {
   Thread& thread_;
   TargetAddr gadget_;
   SeccompFilters filters_;
-  user_regs_struct saved_;
+  arch::Registers saved_;
   uint64_t scratch_used_ = 0;
   int calls_made_ = 0;
 };

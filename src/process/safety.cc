@@ -17,6 +17,7 @@
 #include <cstring>
 #include <thread>
 
+#include "arch/registers.h"
 #include "process/scheduling.h"
 
 namespace ls::proc {
@@ -179,9 +180,9 @@ void warm_target(pid_t pid, const std::vector<Mapping>& maps, TargetAddr start_s
     const Mapping* m = sp.value() ? mapping_at(maps, sp) : nullptr;
     if (!m) continue;
     if (unwinder) {
-      user_regs_struct regs{};
-      regs.rsp = sp.value();
-      regs.rip = at.pc.value();
+      arch::Registers regs{};
+      arch::set_sp(regs, sp.value());
+      arch::set_pc(regs, at.pc.value());
       scratch.pages.forget();
       (void)unwinder->walk(static_cast<pid_t>(std::atoi(e->d_name)), regs,
                            [&](TargetAddr a, uint64_t* word) { return scratch.pages.read(a, word); });
@@ -264,7 +265,7 @@ Result<std::optional<Blocker>> check_threads(pid_t pid, const std::vector<Mappin
   // PCs first: cheapest, and the most common blocker.
   for (const auto& t : threads) {
     if (t.gone) continue;
-    TargetAddr pc(t.regs.rip);
+    TargetAddr pc(arch::pc(t.regs));
     const Guarded* g = find(pc);
     // At the entry (or just past endbr64, at the jump site) nothing that matters has
     // run yet: the thread will take the jump.
@@ -286,7 +287,7 @@ Result<std::optional<Blocker>> check_threads(pid_t pid, const std::vector<Mappin
   scratch.unwind_us = 0;
   auto judge = [&](size_t i, TargetAddr word_at, const Guarded& g, TargetAddr a) -> std::optional<Blocker> {
     const Thread& t = threads[i];
-    Blocker conservative{t.tid, g.label, a, false, -1, word_at - TargetAddr(t.regs.rsp),
+    Blocker conservative{t.tid, g.label, a, false, -1, word_at - TargetAddr(arch::sp(t.regs)),
                          no_unwinder.empty() ? "no CFI read" : no_unwinder};
     if (!unwinder) return conservative;
     Walked& w = walked[i];
@@ -300,7 +301,7 @@ Result<std::optional<Blocker>> check_threads(pid_t pid, const std::vector<Mappin
       scratch.frames_unwound += walk.frames.size();
       ++scratch.threads_unwound;
       if (auto b = frame_blocker(walk, t.tid, find)) return b;
-      w = {true, walk.complete, walk.frames.empty() ? TargetAddr(t.regs.rsp) : walk.frames.back().sp,
+      w = {true, walk.complete, walk.frames.empty() ? TargetAddr(arch::sp(t.regs)) : walk.frames.back().sp,
            std::move(walk.stopped)};
     }
     if (w.complete || word_at < w.stuck_sp) return std::nullopt;
@@ -352,7 +353,7 @@ Result<std::optional<Blocker>> check_threads(pid_t pid, const std::vector<Mappin
   };
   for (size_t i = 0; i < threads.size(); ++i) {
     if (threads[i].gone) continue;
-    TargetAddr at(threads[i].regs.rsp & ~uint64_t{7});
+    TargetAddr at(arch::sp(threads[i].regs) & ~uint64_t{7});
     const Mapping* m = mapping_at(maps, at);
     uint64_t left = m ? std::min<uint64_t>(m->range.end - at, kMaxStack) : kUnknownStack;
     // A thread library keeps each thread's control block (and static TLS below it) at
@@ -415,7 +416,7 @@ Result<HotWait> wait_out(ThreadGroupStop& stop, const std::vector<SiteEdit>& edi
   hot.since.assign(threads.size(), stop.timing().first_stop);
   auto entry_of = [&](const Thread& t) -> const SiteEdit* {
     for (const auto& e : edits)
-      if (!t.gone && t.stopped && e.at.value() == t.regs.rip) return &e;
+      if (!t.gone && t.stopped && e.at.value() == arch::pc(t.regs)) return &e;
     return nullptr;
   };
   auto stays = [&](const Thread& t) { return entry_of(t) != nullptr; };

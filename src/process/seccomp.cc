@@ -1,7 +1,6 @@
 #include "process/seccomp.h"
 
 #include <fcntl.h>
-#include <linux/audit.h>
 #include <linux/seccomp.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
@@ -13,6 +12,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "arch/registers.h"
 
 #ifndef PTRACE_SECCOMP_GET_FILTER
 #define PTRACE_SECCOMP_GET_FILTER 0x420c
@@ -225,8 +225,8 @@ SeccompVerdict SeccompFilters::evaluate(const PlannedCall& call, TargetAddr gadg
   }
   SeccompData data;
   data.nr = static_cast<int32_t>(call.nr);
-  data.arch = AUDIT_ARCH_X86_64;
-  data.instruction_pointer = gadget.value() + 2;   // after the 2-byte `syscall`
+  data.arch = arch::kAuditArch;
+  data.instruction_pointer = gadget.value() + arch::kSyscallInstructionSize;   // after the call instruction
   data.args = call.args;
   uint32_t best = kAllow;
   for (const auto& program : programs_) {
@@ -245,3 +245,4 @@ std::string SeccompFilters::first_refused(std::span<const PlannedCall> calls, Ta
 }
 
 }  // namespace ls::proc
+

@@ -12,7 +12,7 @@ namespace ls::proc {
 
 struct Unwinder::Walking {
   pid_t tid = 0;
-  const user_regs_struct* regs = nullptr;
+  const arch::Registers* regs = nullptr;
   const ReadWord* read = nullptr;
   StackWalk result;
   uint64_t caller_sp = 0;       // what the CFI of the last frame says its caller's sp is
@@ -61,10 +61,11 @@ struct UnwindCallbacks {
 
   static bool set_initial_registers(Dwfl_Thread* thread, void* thread_arg) {
     const auto& r = *static_cast<Unwinder::Walking*>(thread_arg)->regs;
-    Dwarf_Word regs[17] = {r.rax, r.rdx, r.rcx, r.rbx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8,
-                           r.r9,  r.r10, r.r11, r.r12, r.r13, r.r14, r.r15, r.rip};
-    if (!dwfl_thread_state_registers(thread, 0, 17, regs)) return false;
-    dwfl_thread_state_register_pc(thread, r.rip);
+    std::array<uint64_t, arch::kDwarfRegisters> words = arch::dwarf_registers(r);
+    Dwarf_Word regs[arch::kDwarfRegisters];
+    std::copy(words.begin(), words.end(), regs);
+    if (!dwfl_thread_state_registers(thread, 0, arch::kDwarfRegisters, regs)) return false;
+    dwfl_thread_state_register_pc(thread, arch::pc(r));
     return true;
   }
 
@@ -211,7 +212,7 @@ std::string Unwinder::file_of(TargetAddr pc) const {
   return "no file (anonymous memory: code of an earlier update, or generated code)";
 }
 
-StackWalk Unwinder::walk(pid_t tid, const user_regs_struct& regs, const ReadWord& read) {
+StackWalk Unwinder::walk(pid_t tid, const arch::Registers& regs, const ReadWord& read) {
   Walking w;
   w.tid = tid;
   w.regs = &regs;
@@ -222,7 +223,7 @@ StackWalk Unwinder::walk(pid_t tid, const user_regs_struct& regs, const ReadWord
   if (rc == 0 && w.result.stopped.empty() && !w.result.frames.empty() && w.last_has_no_caller) {
     w.result.complete = true;
   } else if (w.result.stopped.empty()) {
-    TargetAddr last = w.result.frames.empty() ? TargetAddr(regs.rip) : w.result.frames.back().pc;
+    TargetAddr last = w.result.frames.empty() ? TargetAddr(arch::pc(regs)) : w.result.frames.back().pc;
     w.result.stopped = fmt::format("unwinding past pc {} in {} failed: {}", last, file_of(last),
                                    rc == 0 ? "its CFI names a caller, but none was found" : dwfl_errmsg(-1));
   }

@@ -29,7 +29,7 @@
 #pragma once
 
 #include <sys/types.h>
-#include <sys/user.h>
+#include "arch/registers.h"
 
 #include <functional>
 #include <memory>
@@ -90,7 +90,7 @@ class Unwinder {
 
   // Walks the stack of thread `tid` from `regs` (as stopped), reading memory with `read`.
   // Never fails: what it could not do is in the result.
-  StackWalk walk(pid_t tid, const user_regs_struct& regs, const ReadWord& read);
+  StackWalk walk(pid_t tid, const arch::Registers& regs, const ReadWord& read);
 
   // The file mapping `pc`, or a phrase saying no file does: for messages.
   std::string file_of(TargetAddr pc) const;

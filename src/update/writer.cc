@@ -105,7 +105,7 @@ struct Moved {
 
 class Builder {
  public:
-  Builder(Context& ctx, const UpdateInput& in) : ctx_(ctx), in_(in) {
+  Builder(Context& ctx, const UpdateInput& in) : ctx_(ctx), in_(in), w_(in.units.front().post->machine()) {
     elf::NewSection manifest;   // section 1; its text is written last
     manifest.name = std::string(kManifestSection);
     w_.add_section(std::move(manifest));
@@ -623,6 +623,7 @@ std::string_view to_string(PreOrigin o) {
 }
 
 WriteSummary write_update(Context& ctx, const UpdateInput& input, const std::string& path) {
+  if (input.units.empty()) fail("internal: an update with no object to carry");
   for (const auto& u : input.units) {
     if (!u.pre || !u.post || !u.diff) fail("internal: update unit {} lacks its objects or diff", u.path);
     if (u.post->machine() != elf::Machine::X86_64) fail("{}: only x86-64 updates are written so far", u.path);

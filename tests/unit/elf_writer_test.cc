@@ -22,7 +22,7 @@ using lstest::TempDir;
 // Text and data with relocations, a section of no bits, symbols added with locals and
 // globals interleaved (as callers meet them), a section symbol asked for twice.
 struct Sample {
-  Writer w;
+  Writer w{Machine::X86_64};
   uint32_t text = 0, data = 0, bss = 0, rela_text = 0, rela_data = 0;
   SymbolRef text_sym, ext, counter, local_fn, abs;
 
@@ -198,12 +198,12 @@ TEST(ElfWriter, OurReaderAndBinutilsAgree) {
 }
 
 TEST(ElfWriter, RefusesExtendedSectionNumbering) {
-  Writer w;
+  Writer w(Machine::X86_64);
   for (int i = 0; w.section_count() + 3 < SHN_LORESERVE; ++i) w.add_section({.name = ".s" + std::to_string(i)});
   auto bytes = w.write();
   ASSERT_FALSE(bytes);
   EXPECT_NE(bytes.status().message().find("extended numbering"), std::string::npos) << bytes.status().message();
-  Writer fits;
+  Writer fits(Machine::X86_64);
   for (int i = 0; fits.section_count() + 4 < SHN_LORESERVE; ++i) fits.add_section({.name = ".s" + std::to_string(i)});
   EXPECT_TRUE(fits.write());
 }
