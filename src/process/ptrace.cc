@@ -533,11 +533,13 @@ Status ThreadGroupStop::wait_stopped(Thread& t, int reported) {
     }
     return error("thread {}: cannot read registers: {}", t.tid, std::strerror(errno));
   }
-  if (keep_sleepers_ && ended_by_interrupt(t.tid, t.regs)) {
-    // A thread woken in a call but not yet out of it when interrupted (it waited for a
-    // CPU): the call ended with EINTR because of us. Re-issued on resume, as the kernel
-    // restarts the calls that allow it; exact without a timeout, late by what had
-    // elapsed with one (which is why sleepers are not interrupted at all).
+  if (ended_by_interrupt(t.tid, t.regs)) {
+    // A call our interrupt ended with EINTR: a thread woken in a call but not yet out of
+    // it (it waited for a CPU), or one interrupted in it to be borrowed (when every thread
+    // is in such a call, or it entered one after it was chosen). Re-issued on resume, as
+    // the kernel restarts the calls that allow it; exact without a timeout, late by what
+    // had elapsed with one (which is why sleepers are not interrupted at all, and the
+    // thread borrowed is one asleep in a call the kernel restarts, when there is one).
     arch::reissue_syscall(t.regs, arch::syscall_number(t.regs));
     if (!arch::write_registers(t.tid, t.regs))
       return error("thread {}: cannot re-issue its system call: {}", t.tid, std::strerror(errno));

@@ -90,7 +90,7 @@ pid_t quietest_thread(pid_t pid) {
   for (pid_t tid : tids) {
     double rate = wakeup_rate(pid, tid, uptime_s, ticks_per_s);
     if (rate < 0) continue;
-    std::tuple<bool, bool, double> score{borrowing_disturbs(pid, tid), stat_field(pid, tid, 3) != 'S', rate};
+    std::tuple<bool, bool, double> score{borrowing_disturbs(pid, tid), stat_state(pid, tid) != 'S', rate};
     if (score < best_score) best = tid, best_score = score;
   }
   return best;

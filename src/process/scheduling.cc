@@ -1,26 +1,44 @@
 #include "process/scheduling.h"
 
+#include <string>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
 namespace ls::proc {
 
-int64_t stat_field(pid_t pid, pid_t tid, int field) {
+namespace {
+
+// Field `field` of the stat file as text, or "" when it cannot be read.
+std::string stat_text(pid_t pid, pid_t tid, int field) {
   char path[96], buf[1024];
   if (tid) std::snprintf(path, sizeof path, "/proc/%d/task/%d/stat", static_cast<int>(pid), static_cast<int>(tid));
   else std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
   FILE* f = std::fopen(path, "re");
-  if (!f) return -1;
+  if (!f) return {};
   size_t n = std::fread(buf, 1, sizeof buf - 1, f);
   std::fclose(f);
   buf[n] = 0;
   const char* p = std::strrchr(buf, ')');   // the end of field 2 (comm), which may hold spaces
-  if (!p) return -1;
+  if (!p) return {};
   int at = 2;
   for (++p; *p && at < field; ++p)
     if (*p == ' ') ++at;
-  return at == field ? std::strtoll(p, nullptr, 10) : -1;
+  if (at != field) return {};
+  const char* end = std::strchr(p, ' ');
+  return end ? std::string(p, end) : std::string(p);
+}
+
+}  // namespace
+
+int64_t stat_field(pid_t pid, pid_t tid, int field) {
+  std::string text = stat_text(pid, tid, field);
+  return text.empty() ? -1 : std::strtoll(text.c_str(), nullptr, 10);
+}
+
+char stat_state(pid_t pid, pid_t tid) {
+  std::string text = stat_text(pid, tid, 3);
+  return text.size() == 1 ? text[0] : 0;
 }
 
 RealtimeScope::RealtimeScope() {

@@ -21,6 +21,9 @@ namespace ls::proc {
 // Field `field` (1-based, as proc(5) numbers them; 3 or later) of
 // /proc/PID/task/TID/stat (of /proc/PID/stat when tid is 0), or -1.
 int64_t stat_field(pid_t pid, pid_t tid, int field);
+// Field 3 of the same file, the state letter ('R', 'S', 'D', 't'...), or 0: not a number,
+// so stat_field cannot read it.
+char stat_state(pid_t pid, pid_t tid);
 
 // This process at SCHED_FIFO priority 1, unless it already runs under another policy.
 class RealtimeScope {
