@@ -203,6 +203,7 @@ class Borrowed {
     borrowed.calls = sc_->calls_made();
     sc_.reset();
     raised.reset();
+    signal_point(stop->pid(), tid, "lend:held");
     const auto checked = std::chrono::steady_clock::now();
     auto pending = sleeps_ ? signal_pending(tid, sleep_mask_) : Result<bool>(true);
     stop->resume();

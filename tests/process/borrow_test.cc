@@ -3,6 +3,7 @@
 // lent for one call per mapping (parked.h), and the pause apply reports must cover that
 // time as well as the splice's stop.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <cmath>
@@ -96,6 +97,33 @@ TEST_F(Borrow, LentThreadKeptFromRunningNoLongerThanTheSplice) {
   EXPECT_LE(median(kept), median(splice) + median(deviation))
       << "held/kept/splice per cycle, us:" << log;
   expect_alive_and_running(prog);
+}
+
+// The sleep is proven, not assumed: a signal for the lent thread that arrives while it
+// is held (sent by livesplice itself at that moment, LIVESPLICE_SIGNAL_AT) would have
+// woken it, so the whole hold counts as kept from running.
+TEST_F(Borrow, ASignalDuringTheHoldCountsTheWholeHold) {
+  std::string src = build_case("parked", tmp / "src");
+  Program prog({src + "/prog"});
+  std::string parked = prog.line(prog.wait_for("parked thread "));
+  prog.wait_for_count("sentinel 1001", 3);
+  std::string update = create_update(src, case_dir("parked") + "/fix.patch", tmp / "fix.lsu");
+
+  lstest::RunOptions o;
+  o.env["LIVESPLICE_SIGNAL_AT"] = "lend:held:" + std::to_string(SIGUSR1);
+  const size_t mark = prog.line_count();
+  auto r = lstest::run({livesplice(), "apply", "--pid", std::to_string(prog.pid()), update, "--json"}, o);
+  ASSERT_EQ(r.status, 0) << r.describe();
+  Json applied = r.json();
+  const Json& b = applied.at("borrowed");
+  EXPECT_EQ("parked thread " + std::to_string(b.at("thread").get<int>()), parked) << applied.dump(2);
+  EXPECT_FALSE(b.at("slept").get<bool>()) << applied.dump(2);
+  EXPECT_EQ(b.at("kept_us").get<double>(), b.at("held_us").get<double>()) << applied.dump(2);
+  EXPECT_EQ(applied.at("pause_phases_us").at("map").get<double>(), b.at("held_us").get<double>()) << applied.dump(2);
+  prog.wait_for("signal in the parked thread", mark);   // delivered once let go
+  prog.wait_for("sentinel 2002", mark);
+  expect_alive_and_running(prog);
+  undo_ok(prog);
 }
 
 // A process at its thread limit cannot have a parked thread: clone fails with EAGAIN,

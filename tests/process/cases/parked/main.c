@@ -2,9 +2,10 @@
  * to call sentinel() and printing its value every 10 ms; a second thread is parked in
  * pause() for good, as a signal or housekeeping thread is. The thread livesplice
  * borrows for its system calls should be the parked one.
- * `prog nproc`: once both threads run, the process can make no more (it becomes user
+ * SIGUSR1 is handled (a line says so). `prog nproc`: once both threads run, the process can make no more (it becomes user
  * nobody, with RLIMIT_NPROC 1, which root's processes would ignore). */
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -13,6 +14,12 @@
 #include <unistd.h>
 
 #include "sentinel.h"
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	(void)!write(1, "signal in the parked thread\n", 28);
+}
 
 static void *parked(void *arg)
 {
@@ -28,6 +35,7 @@ int main(int argc, char **argv)
 	pthread_t t;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	signal(SIGUSR1, on_usr1);
 	if (pthread_create(&t, NULL, parked, NULL) != 0) {
 		perror("pthread_create");
 		return 1;
