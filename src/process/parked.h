@@ -17,7 +17,7 @@
 // Why not one round trip for the batch on the borrowed thread instead: it would still
 // hold a thread of the program for every call, and a stub making them needs executable
 // memory of ours before anything of ours is mapped. What is left is the clone itself
-// (measured on a 2-vCPU VM: a hold of 120-160 µs, against about 500 µs for three
+// (measured on a 2-vCPU VM: a hold of 80-140 µs, against about 500 µs for three
 // calls), which is still more than the splice's stop of a running thread; so the thread
 // lent is preferably one asleep until a signal, which a hold with none arriving keeps
 // from nothing (regions.h).

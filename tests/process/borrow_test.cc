@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <iostream>
+#include <memory>
 
 #include "steps.h"
 #include "support.h"
@@ -18,7 +19,21 @@ namespace {
 
 class Borrow : public PtraceTest {
  protected:
+  // cases/parked running with `args`, its parked thread's line, and its update.
+  Program& start(const std::vector<std::string>& args = {}) {
+    src = build_case("parked", tmp / "src");
+    std::vector<std::string> argv{src + "/prog"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    prog = std::make_unique<Program>(argv);
+    parked = prog->line(prog->wait_for("parked thread "));
+    prog->wait_for_count("sentinel 1001", 3);
+    update = create_update(src, case_dir("parked") + "/fix.patch", tmp / "fix.lsu");
+    return *prog;
+  }
+
   TempDir tmp;
+  std::string src, parked, update;
+  std::unique_ptr<Program> prog;
 };
 
 double median(std::vector<double> v) {
@@ -30,12 +45,9 @@ double median(std::vector<double> v) {
 // millisecond; a second thread is parked in pause(). Apply borrows the parked one, and
 // its pause is the longest of the two phases it reports.
 TEST_F(Borrow, ParkedThreadNotTheServingOne) {
-  std::string src = build_case("parked", tmp / "src");
-  Program prog({src + "/prog"});
-  std::string parked = prog.line(prog.wait_for("parked thread "));
+  Program& prog = start();
   std::string serving = prog.line(prog.wait_for("serving thread "));
   prog.wait_for_count("sentinel 1001", 20);   // the serving thread has woken a few hundred times
-  std::string update = create_update(src, case_dir("parked") + "/fix.patch", tmp / "fix.lsu");
 
   Json applied = apply_ok(prog, update);
   ASSERT_TRUE(applied.contains("borrowed") && applied["borrowed"].contains("thread")) << applied.dump(2);
@@ -66,11 +78,7 @@ TEST_F(Borrow, ParkedThreadNotTheServingOne) {
 // own stop of this very process (the median over cycles, within the splice's own
 // spread in the same run). Its hold itself is reported beside that, never hidden.
 TEST_F(Borrow, LentThreadKeptFromRunningNoLongerThanTheSplice) {
-  std::string src = build_case("parked", tmp / "src");
-  Program prog({src + "/prog"});
-  std::string parked = prog.line(prog.wait_for("parked thread "));
-  prog.wait_for_count("sentinel 1001", 5);
-  std::string update = create_update(src, case_dir("parked") + "/fix.patch", tmp / "fix.lsu");
+  Program& prog = start();
 
   std::vector<double> kept, held, splice;
   std::string log;
@@ -103,11 +111,7 @@ TEST_F(Borrow, LentThreadKeptFromRunningNoLongerThanTheSplice) {
 // is held (sent by livesplice itself at that moment, LIVESPLICE_SIGNAL_AT) would have
 // woken it, so the whole hold counts as kept from running.
 TEST_F(Borrow, ASignalDuringTheHoldCountsTheWholeHold) {
-  std::string src = build_case("parked", tmp / "src");
-  Program prog({src + "/prog"});
-  std::string parked = prog.line(prog.wait_for("parked thread "));
-  prog.wait_for_count("sentinel 1001", 3);
-  std::string update = create_update(src, case_dir("parked") + "/fix.patch", tmp / "fix.lsu");
+  Program& prog = start();
 
   lstest::RunOptions o;
   o.env["LIVESPLICE_SIGNAL_AT"] = "lend:held:" + std::to_string(SIGUSR1);
@@ -130,11 +134,8 @@ TEST_F(Borrow, ASignalDuringTheHoldCountsTheWholeHold) {
 // and the borrowed thread makes every call itself, as before parked threads. Apply
 // must still succeed, and say why it borrowed for the whole batch.
 TEST_F(Borrow, AtTheThreadLimitTheBorrowedThreadMakesEveryCall) {
-  std::string src = build_case("parked", tmp / "src");
-  Program prog({src + "/prog", "nproc"});
+  Program& prog = start({"nproc"});
   prog.wait_for("at the thread limit");
-  prog.wait_for_count("sentinel 1001", 3);
-  std::string update = create_update(src, case_dir("parked") + "/fix.patch", tmp / "fix.lsu");
 
   Json applied = apply_ok(prog, update);
   const Json& parked = applied.at("parked");
