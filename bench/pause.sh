@@ -52,8 +52,10 @@
 # from inside the target for both; without it the JSON says the comparison did not run.
 #
 # Beside each row, the phases apply reports: the program thread lent for the mapping
-# (pause_phases_us.map: the clone of livesplice's parked thread, or the whole batch of
-# calls where the target cannot have one) and the splice's stop, and their medians'
+# (pause_phases_us.map: how long it was kept from running for the clone of livesplice's
+# parked thread, or the whole batch of calls where the target cannot have one — none of
+# its hold when it slept through it, waiting for a signal that did not come — and
+# apply_lent_held_us, how long it was stopped) and the splice's stop, and their medians'
 # ratio (map_over_splice); and how long the parked thread lived (it holds no thread of
 # the program).
 #
@@ -292,7 +294,8 @@ measure() {
     [[ $r -eq 0 ]] && continue
     jq -c -n --argjson a "$a" --argjson u "$u" --argjson gap "$gap" --argjson control "$control" \
       '{apply: $a.pause_us, attempts: $a.attempts, apply_ms: $a.prepare_ms, undo: $u.undone[0].pause_us,
-        map: $a.pause_phases_us.map, splice: $a.pause_phases_us.splice, parked: ($a.parked.us // 0),
+        map: $a.pause_phases_us.map, held: ($a.borrowed.held_us // $a.pause_phases_us.map),
+        splice: $a.pause_phases_us.splice, parked: ($a.parked.us // 0),
         gap: $gap, control: $control}' >> "$samples"
   done
   # The yardstick: a bare stop and resume of the same process (bench/stop_floor.cc).
@@ -311,7 +314,8 @@ measure() {
       | map_values(. * 10 | round / 10);
     { threads: $t, functions: $f, load: $load, runs: length, machine_load_average_1m: $loadavg,
       apply_pause_us: (map(.apply) | stats), undo_pause_us: (map(.undo) | stats),
-      apply_map_phase_us: (map(.map) | stats), apply_splice_phase_us: (map(.splice) | stats),
+      apply_map_phase_us: (map(.map) | stats), apply_lent_held_us: (map(.held) | stats),
+      apply_splice_phase_us: (map(.splice) | stats),
       map_over_splice: ((map(.map) | stats).median / ((map(.splice) | stats).median) * 100 | round / 100),
       parked_thread_us: (map(.parked) | stats),
       gap_us: (map(.gap) | stats), control_gap_us: (map(.control) | stats),
@@ -527,7 +531,7 @@ jq -s --argjson cpus "$(nproc)" --slurpfile server "$server_json" --slurpfile ho
     done
   jq -r '.targets[] | "target: \(.what) below \(.below_us) us: measured \(.measured_us) us, \(if .met then "met" else "NOT met" end) (the kernel'"'"'s own group stop and continue of such a process: \(.kernel_group_stop_us) us)"' "$out"
   echo "reference: Ksplice reported a 0.7 ms pause for kernel updates"
-  jq -r '.configurations[] | "phases of apply, \(.threads) threads \(.functions) functions \(.load): program thread lent for the mapping (map) median \(.apply_map_phase_us.median) us, splice median \(.apply_splice_phase_us.median) us (map/splice \(.map_over_splice)x); livesplice'"'"'s parked thread lived \(.parked_thread_us.median) us (holds no program thread)"' "$out"
+  jq -r '.configurations[] | "phases of apply, \(.threads) threads \(.functions) functions \(.load): program thread lent for the mapping kept from running (map) median \(.apply_map_phase_us.median) us (held \(.apply_lent_held_us.median) us), splice median \(.apply_splice_phase_us.median) us (map/splice \(.map_over_splice)x); livesplice'"'"'s parked thread lived \(.parked_thread_us.median) us (holds no program thread)"' "$out"
   jq -r '.configurations[] | "in-target gap, \(.threads) threads \(.functions) functions \(.load): median \(.gap_us.median) us, control \(.control_gap_us.median) us (\(.gap_over_control)x); max \(.gap_us.max) us, control \(.control_gap_us.max) us"' "$out"
   jq -r '.hot_functions[] | "W0, \(.threads) worker(s) inside hot() ~95%: with the hot wait applied \(.hot_wait.applied)/\(.hot_wait.runs), undone \(.hot_wait.undone)/\(.hot_wait.applied), pause median \(.hot_wait.apply_pause_us_median) / \(.hot_wait.undo_pause_us_median) us, max \(.hot_wait.apply_pause_us_max) / \(.hot_wait.undo_pause_us_max) us (apply / undo), in-target gap max \(.hot_wait.gap_us_max) us (median \(.hot_wait.gap_us_median)); without it (20 retries) applied \(.without_hot_wait.applied)/\(.without_hot_wait.runs), undone \(.without_hot_wait.undone)/\(.without_hot_wait.applied)"' "$out"
   jq -r '.libcare_comparison | if .ran then .rows[] | . as $r |

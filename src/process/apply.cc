@@ -60,13 +60,12 @@ TargetAddr current_version(const Ledger& ledger, TargetAddr entry) {
 
 // What the guardian reports of the splice: the pause of each phase, who was borrowed.
 struct Spliced {
-  double map_us = 0;      // the longest a thread was borrowed to map the copy or the code
   double splice_us = 0;   // the longest stop of the safety check and the writes
   int attempts = 0;
-  pid_t thread = 0;       // borrowed to map the code
-  int calls = 0;          // system calls it made, for the copy and the code
-  int parked_calls = 0;   // made by livesplice's parked thread instead (regions.h)
-  double parked_us = 0;   // how long that thread lived: it keeps no program thread from running
+  Borrow copy, code;      // the threads borrowed to map the ledger's copy and the code (regions.h)
+  // The longest a borrowed thread was kept from running, and held.
+  double map_us() const { return std::max(copy.us, code.us); }
+  double held_us() const { return std::max(copy.held_us, code.held_us); }
 };
 
 // One apply: its inputs, and what each step adds, in the order the steps run.
@@ -305,17 +304,15 @@ Status splice(Apply& a, pid_t tool, std::string& payload) {
   kill_point(tool, "apply:spliced");
   // The pause: the longest time any thread was kept from running, in any phase — the
   // borrowed thread while it mapped the copy or the code, or every thread in a stop.
-  const double map_us = std::max(copy_borrow.us, code_borrow.us);
+  const Spliced spliced{done->longest_us, done->attempts, copy_borrow, code_borrow};
   // Confirmed here, not by the parent: the ledger must never call live code pending.
   LedgerEntry* recorded = a.target.ledger().entry(a.u.id);
   recorded->state = EntryState::Applied;
-  recorded->pause_us = std::max(map_us, done->longest_us);
+  recorded->pause_us = std::max(spliced.map_us(), done->longest_us);
   LS_TRY(a.target.ledger().commit());
   kill_point(tool, "apply:confirmed");
-  payload = nlohmann::json{{"splice_us", done->longest_us}, {"attempts", done->attempts}, {"map_us", map_us},
-                           {"thread", code_borrow.tid}, {"calls", copy_borrow.calls + code_borrow.calls},
-                           {"parked_calls", copy_borrow.parked_calls + code_borrow.parked_calls},
-                           {"parked_us", copy_borrow.parked_us + code_borrow.parked_us}}.dump();
+  payload = nlohmann::json{{"splice_us", done->longest_us}, {"attempts", done->attempts}, {"copy", copy_borrow},
+                           {"code", code_borrow}}.dump();
   return {};
 }
 
@@ -327,9 +324,8 @@ Status splice_in_guardian(Apply& a) {
   auto outcome = run_to_completion([&](std::string& payload) { return splice(a, tool, payload); }, Paging::Locked);
   if (!outcome) return outcome.status();
   auto report = nlohmann::json::parse(*outcome);
-  a.spliced = Spliced{report.at("map_us").get<double>(), report.at("splice_us").get<double>(),
-                      report.at("attempts").get<int>(), report.at("thread").get<pid_t>(), report.at("calls").get<int>(),
-                      report.at("parked_calls").get<int>(), report.at("parked_us").get<double>()};
+  a.spliced = Spliced{report.at("splice_us").get<double>(), report.at("attempts").get<int>(),
+                      report.at("copy").get<Borrow>(), report.at("code").get<Borrow>()};
   return {};
 }
 
@@ -350,25 +346,34 @@ Exit report_finished_by_repair(const Apply& a) {
 
 Exit report(const Apply& a) {
   const Spliced& s = a.spliced;
-  const double pause_us = std::max(s.map_us, s.splice_us);
-  const char* longest = s.map_us > s.splice_us ? "map" : "splice";
-  a.ctx.note(fmt::format("mapped with thread {}: {} calls, kept from running {:.0f} us; {} calls by livesplice's "
-                         "parked thread in {:.0f} us",
-                         s.thread, s.calls, s.map_us, s.parked_calls, s.parked_us));
+  const double map_us = s.map_us();
+  const double pause_us = std::max(map_us, s.splice_us);
+  const char* longest = map_us > s.splice_us ? "map" : "splice";
+  const int calls = s.copy.calls + s.code.calls, parked_calls = s.copy.parked_calls + s.code.parked_calls;
+  const double parked_us = s.copy.parked_us + s.code.parked_us;
+  // Borrowed for the whole batch instead of a clone: why the target could have no parked thread.
+  const std::string& why_not_parked = s.code.why_not_parked.empty() ? s.copy.why_not_parked : s.code.why_not_parked;
+  const bool slept = s.code.slept && (!s.copy.tid || s.copy.slept);
+  a.ctx.note(fmt::format("mapped with thread {}: {} calls, held {:.0f} us, kept from running {:.0f} us{}; {}", s.code.tid,
+                         calls, s.held_us(), map_us, slept ? " (asleep until a signal, none came)" : "",
+                         why_not_parked.empty()
+                             ? fmt::format("{} calls by livesplice's parked thread in {:.0f} us", parked_calls, parked_us)
+                             : "no parked thread: " + why_not_parked));
   a.ctx.note(fmt::format("done in {:.1f} ms: {} bytes at {}", a.ms(), a.image->bytes.size(), a.base));
   const LedgerEntry& e = a.entry;
   if (a.ctx.json) {
     nlohmann::json j{{"applied", true},        {"id", a.u.id},         {"pid", a.target.pid()},
-                     {"pause_us", pause_us},   {"pause_phases_us", {{"map", s.map_us}, {"splice", s.splice_us}}},
-                     {"borrowed", {{"thread", s.thread}, {"calls", s.calls}}},
-                     {"parked", {{"calls", s.parked_calls}, {"us", s.parked_us}}},
+                     {"pause_us", pause_us},   {"pause_phases_us", {{"map", map_us}, {"splice", s.splice_us}}},
+                     {"borrowed", {{"thread", s.code.tid}, {"calls", calls}, {"held_us", s.held_us()},
+                                   {"kept_us", map_us}, {"slept", slept}}},
+                     {"parked", {{"calls", parked_calls}, {"us", parked_us}, {"why_not", why_not_parked}}},
                      {"attempts", s.attempts}, {"functions", e.functions},
                      {"new_functions", e.new_functions}, {"code_at", fmt::format("{}", a.base)},
                      {"code_bytes", a.image->bytes.size()}, {"prepare_ms", a.ms()}};
     fmt::print("{}\n", json_text(j));
   } else {
     fmt::print("applied {} to process {}: {} function(s) replaced, pause {:.0f} us ({}; map {:.0f} us, splice {:.0f} us){}\n",
-               a.u.id.substr(0, 8), a.target.pid(), e.functions.size(), pause_us, longest, s.map_us, s.splice_us,
+               a.u.id.substr(0, 8), a.target.pid(), e.functions.size(), pause_us, longest, map_us, s.splice_us,
                s.attempts > 1 ? fmt::format(" ({} attempts)", s.attempts) : "");
     for (const auto& f : e.functions) fmt::print("  {}\n", printable(f));
   }

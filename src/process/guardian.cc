@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -98,6 +99,15 @@ void kill_point(pid_t tool, std::string_view phase) {
   // Dead before the guardian goes on, as if killed from outside before this point: the
   // guardian's own checks (getppid) must see it.
   for (int i = 0; i < 1000 && getppid() == tool; ++i) usleep(1000);
+}
+
+void signal_point(pid_t pid, pid_t tid, std::string_view phase) {
+  const char* want = std::getenv("LIVESPLICE_SIGNAL_AT");
+  if (!want) return;
+  std::string_view w(want);
+  const size_t colon = w.rfind(':');
+  if (colon == std::string_view::npos || w.substr(0, colon) != phase) return;
+  syscall(SYS_tgkill, pid, tid, std::atoi(want + colon + 1));
 }
 
 }  // namespace ls::proc

@@ -39,5 +39,9 @@ Result<std::string> run_to_completion(const std::function<Status(std::string& pa
 // processes can be signalled, and only when the parent is still `tool`. Phases are named
 // "apply:..." and "undo:..." where each command calls this (listed in GLOSSARY.md).
 void kill_point(pid_t tool, std::string_view phase);
+// For tests too: with LIVESPLICE_SIGNAL_AT=PHASE:SIG in the environment, sends signal SIG
+// to thread `tid` of `pid` when `phase` is reached (a signal arriving at a moment
+// chosen: while a thread is lent, "lend:held").
+void signal_point(pid_t pid, pid_t tid, std::string_view phase);
 
 }  // namespace ls::proc

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "process/maps.h"
+#include "process/scheduling.h"
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
@@ -85,7 +86,7 @@ Result<std::unique_ptr<ParkedThread>> ParkedThread::create(ThreadGroupStop& grou
       new ParkedThread(group, static_cast<pid_t>(*tid), borrowed.gadget(), borrowed.filters()));
 }
 
-Status ParkedThread::take_over() {
+Status ParkedThread::take_over(const cpu_set_t& cpus) {
   taken_ = true;
   int status = 0;
   arch::Registers regs;
@@ -101,6 +102,7 @@ Status ParkedThread::take_over() {
   uint64_t all = ~(uint64_t{1} << (SIGTRAP - 1));
   if (ptrace(PTRACE_SETSIGMASK, tid(), sizeof all, &all) != 0)
     return error("thread {}: cannot block its signals: {}", tid(), std::strerror(errno));
+  raise_own_thread(tid(), cpus);
   sc_ = std::make_unique<RemoteSyscall>(group_, thread_, gadget_, filters_);
   return {};
 }
@@ -143,7 +145,11 @@ Result<int64_t> ParkedThread::call(const PlannedCall& c) {
 }
 
 Status ParkedThread::end() {
-  if (!ended_ && !taken_) (void)take_over();   // never taken over: parked first, to exit
+  if (!ended_ && !taken_) {   // never taken over: parked first, to exit
+    cpu_set_t any;
+    CPU_ZERO(&any);
+    (void)take_over(any);
+  }
   if (ended_) return {};
   Status first;
   if (scratch_) {

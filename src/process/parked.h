@@ -17,8 +17,10 @@
 // Why not one round trip for the batch on the borrowed thread instead: it would still
 // hold a thread of the program for every call, and a stub making them needs executable
 // memory of ours before anything of ours is mapped. What is left is the clone itself
-// (measured on a 2-vCPU VM: about 200 µs for the borrowed thread, against about 500 µs
-// for three calls), which is still more than the splice's stop of a running thread.
+// (measured on a 2-vCPU VM: a hold of 80-140 µs, against about 500 µs for three
+// calls), which is still more than the splice's stop of a running thread; so the thread
+// lent is preferably one asleep until a signal, which a hold with none arriving keeps
+// from nothing (regions.h).
 //
 // What is hard:
 //  - Signals. A process-directed signal is delivered to any thread that does not block
@@ -44,6 +46,7 @@
 //    borrow the thread for the whole batch, as before.
 #pragma once
 
+#include <sched.h>
 #include <sys/types.h>
 #include "arch/registers.h"
 
@@ -67,9 +70,11 @@ class ParkedThread {
   static Result<std::unique_ptr<ParkedThread>> create(ThreadGroupStop& group, RemoteSyscall& borrowed,
                                                       std::string& why);
   // Waits for the new thread's first stop (it runs nothing of the program's before it),
-  // parks it and blocks its signals. Once, after create(), with its creator given back:
-  // the creator waits for none of it.
-  Status take_over();
+  // parks it, blocks its signals, and raises it to the stop's priority on `cpus` (its
+  // creator's own: it is born at normal priority, pinned as its creator was for the
+  // clone, scheduling.h). Once, after create(), with its creator given back: the
+  // creator waits for none of it.
+  Status take_over(const cpu_set_t& cpus);
   ~ParkedThread() { (void)end(); }
   ParkedThread(const ParkedThread&) = delete;
   ParkedThread& operator=(const ParkedThread&) = delete;

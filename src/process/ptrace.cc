@@ -183,6 +183,29 @@ Look look(const TaskFiles& files, pid_t tid) {
   return l;
 }
 
+}  // namespace
+
+Result<bool> signal_pending(pid_t tid, uint64_t blocked) {
+  // Both queues, a page of entries at a time: blocked ones are listed too.
+  for (uint32_t flags : {0u, static_cast<uint32_t>(PTRACE_PEEKSIGINFO_SHARED)}) {
+    siginfo_t infos[32];
+    for (uint64_t off = 0;; off += std::size(infos)) {
+      __ptrace_peeksiginfo_args args{off, flags, static_cast<int32_t>(std::size(infos))};
+      long n = ptrace(PTRACE_PEEKSIGINFO, tid, &args, infos);
+      if (n < 0) {
+        if (errno == ESRCH) return false;
+        return error("thread {}: cannot read its pending signals: {}", tid, std::strerror(errno));
+      }
+      for (long i = 0; i < n; ++i)
+        if (infos[i].si_signo > 0 && !(blocked & (uint64_t{1} << (infos[i].si_signo - 1)))) return true;
+      if (n < static_cast<long>(std::size(infos))) break;
+    }
+  }
+  return false;
+}
+
+namespace {
+
 // Stopped right after a system call that returned EINTR with no signal of its own to
 // explain it (none queued that it does not block; a handler would have been entered
 // before the stop): our interrupt ended the call.
@@ -190,14 +213,7 @@ bool ended_by_interrupt(pid_t tid, const arch::Registers& regs) {
   if (arch::syscall_number(regs) < 0 || arch::syscall_result(regs) != -EINTR) return false;
   uint64_t blocked = 0;
   if (ptrace(PTRACE_GETSIGMASK, tid, sizeof blocked, &blocked) != 0) return false;
-  for (unsigned flags : {0u, static_cast<unsigned>(PTRACE_PEEKSIGINFO_SHARED)}) {
-    __ptrace_peeksiginfo_args args{0, flags, 16};
-    siginfo_t info[16];
-    long n = ptrace(PTRACE_PEEKSIGINFO, tid, &args, info);
-    if (n < 0) return false;
-    for (long i = 0; i < n; ++i)
-      if (!(blocked & (uint64_t{1} << (info[i].si_signo - 1)))) return false;
-  }
+  if (auto pending = signal_pending(tid, blocked); !pending || *pending) return false;
   errno = 0;
   long word = ptrace(PTRACE_PEEKTEXT, tid, arch::pc(regs) - arch::kSyscallInstructionSize, nullptr);
   return errno == 0 && arch::is_syscall_instruction(static_cast<uint64_t>(word));
@@ -739,6 +755,11 @@ Result<TargetAddr> RemoteSyscall::push_bytes(const Memory& mem, std::span<const 
   scratch_used_ = (scratch_used_ + bytes.size() + 15) & ~uint64_t{15};
   LS_TRY(mem.write(at, bytes));
   return at;
+}
+
+bool waits_for_signal(const user_regs_struct& regs) {
+  const auto nr = static_cast<int64_t>(regs.orig_rax);
+  return (nr == SYS_pause || nr == SYS_rt_sigsuspend) && static_cast<int64_t>(regs.rax) == kERestartNoHand;
 }
 
 Result<TargetAddr> find_syscall_gadget(pid_t pid, const Memory& mem) {

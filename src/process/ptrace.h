@@ -233,6 +233,16 @@ class RemoteSyscall {
   int calls_made_ = 0;
 };
 
+// Whether thread `tid`, in a ptrace-stop of ours, has a signal pending that `blocked`
+// (a signal mask, bit N-1 for signal N) does not block: one of its own, or one of its
+// process's. False when the queues cannot be read (ESRCH: the thread is gone).
+Result<bool> signal_pending(pid_t tid, uint64_t blocked);
+
+// Whether a thread stopped with `regs` was interrupted asleep in a call that only a
+// signal ends (pause, rt_sigsuspend): one the interrupt's stop found there, which
+// would have run again only once a signal it does not block was pending.
+bool waits_for_signal(const user_regs_struct& regs);
+
 // A `syscall` instruction (0f 05) in the target: in the vDSO or the first executable
 // mapping that has one.
 Result<TargetAddr> find_syscall_gadget(pid_t pid, const Memory& mem);

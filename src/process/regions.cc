@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -57,11 +58,15 @@ double wakeup_rate(pid_t pid, pid_t tid, double uptime_s, double ticks_per_s) {
 // (the kernel restarts them, with the time that was left), but epoll_wait,
 // sigtimedwait, semop, a read, recv or accept under SO_RCVTIMEO and the others of
 // signal(7) would return EINTR to the program.
-bool borrowing_disturbs(pid_t pid, pid_t tid) {
+// The system call thread `tid` is blocked in, or -1 (running, or not in one).
+long blocked_in(pid_t pid, pid_t tid) {
   std::ifstream in(fmt::format("/proc/{}/task/{}/syscall", pid, tid));
   std::string first;
-  if (!(in >> first) || first == "running") return false;
-  long nr = std::strtol(first.c_str(), nullptr, 10);
+  if (!(in >> first) || first == "running") return -1;
+  return std::strtol(first.c_str(), nullptr, 10);
+}
+
+bool borrowing_disturbs(long nr) {
   if (nr < 0) return false;   // not in a system call
   switch (nr) {
     case SYS_nanosleep: case SYS_clock_nanosleep: case SYS_poll: case SYS_ppoll: case SYS_select:
@@ -85,12 +90,16 @@ pid_t quietest_thread(pid_t pid) {
   std::ifstream("/proc/uptime") >> uptime_s;
   const double ticks_per_s = static_cast<double>(sysconf(_SC_CLK_TCK));
   pid_t best = pid;
-  // (its call would end early, running now, wake-up rate): smaller is better
-  std::tuple<bool, bool, double> best_score{true, true, 1e300};
+  // (its call would end early, not waiting for a signal, running now, wake-up rate):
+  // smaller is better. One waiting for a signal sleeps through the hold unless a
+  // signal comes (Borrow::slept).
+  std::tuple<bool, bool, bool, double> best_score{true, true, true, 1e300};
   for (pid_t tid : tids) {
     double rate = wakeup_rate(pid, tid, uptime_s, ticks_per_s);
     if (rate < 0) continue;
-    std::tuple<bool, bool, double> score{borrowing_disturbs(pid, tid), stat_state(pid, tid) != 'S', rate};
+    const long nr = blocked_in(pid, tid);
+    std::tuple<bool, bool, bool, double> score{borrowing_disturbs(nr), nr != SYS_pause && nr != SYS_rt_sigsuspend,
+                                               stat_state(pid, tid) != 'S', rate};
     if (score < best_score) best = tid, best_score = score;
   }
   return best;
@@ -130,16 +139,20 @@ class Borrowed {
     auto filters =
         SeccompFilters::read(thread.tid, thread.tid == tid ? seccomp_mode : SeccompFilters::mode(pid, thread.tid));
     if (!filters) return filters.status();
-    b->raised = std::make_unique<ThreadPriorityScope>(thread.tid);
+    // Its signal mask as it sleeps (rt_sigsuspend's own): what give_back() checks.
+    b->sleeps_ = waits_for_signal(thread.regs) &&
+                 ptrace(PTRACE_GETSIGMASK, thread.tid, sizeof b->sleep_mask_, &b->sleep_mask_) == 0;
+    b->raised = std::make_unique<ThreadPriorityScope>(thread.tid, b->cpu->cpu());
     b->sc_ = std::make_unique<RemoteSyscall>(*b->stop, thread, *gadget, std::move(filters.value()));
     if (!park) return b;
-    auto parked = ParkedThread::create(*b->stop, *b->sc_, b->why_not_parked);
+    auto parked = ParkedThread::create(*b->stop, *b->sc_, b->borrowed.why_not_parked);
     if (!parked) return parked.status();
     if (!*parked) return b;   // the borrowed thread makes every call
     b->parked = std::move(parked.value());
+    const cpu_set_t cpus = b->raised->cpus();
     b->give_back();
     b->cpu->end();
-    LS_TRY(b->parked->take_over());
+    LS_TRY(b->parked->take_over(cpus));
     if (scratch == 0) return b;
     if (Status s = b->parked->take_scratch(scratch, avoid); s.ok()) return b;
     // No scratch page for it (a race for the address): the old way, from the start.
@@ -160,16 +173,15 @@ class Borrowed {
   // long it was kept from running; and the parked thread's calls and life.
   Borrow finish() {
     if (!stop) return {};
-    Borrow out = borrowed;
     if (parked) {
       (void)parked->end();
-      out.parked_calls = parked->calls();
-      out.parked_us = parked->lived_us();
+      borrowed.parked_calls = parked->calls();
+      borrowed.parked_us = parked->lived_us();
       parked.reset();
     } else {
       give_back();
-      out = borrowed;
     }
+    Borrow out = borrowed;
     stop.reset();
     realtime.reset();
     cpu.reset();
@@ -177,19 +189,29 @@ class Borrowed {
   }
 
   std::optional<Memory> mem;
-  std::string why_not_parked;
 
  private:
   Borrowed() = default;
   // The borrowed thread's registers back, lowered, resumed; its cost in `borrowed`.
+  // One that sleeps until a signal (sleeps_) was kept from running only if a signal
+  // came for it meanwhile: none pending now, it is kept no longer than from this check
+  // to its resume (a signal arriving in between waits that long).
   void give_back() {
     if (!sc_) return;
-    borrowed = Borrow{stop->threads().front().tid, sc_->calls_made(), 0};
+    const pid_t tid = stop->threads().front().tid;
+    borrowed.tid = tid;
+    borrowed.calls = sc_->calls_made();
     sc_.reset();
     raised.reset();
+    signal_point(stop->pid(), tid, "lend:held");
+    const auto checked = std::chrono::steady_clock::now();
+    auto pending = sleeps_ ? signal_pending(tid, sleep_mask_) : Result<bool>(true);
     stop->resume();
     const StopTiming& t = stop->timing();
-    borrowed.us = std::chrono::duration<double, std::micro>(t.resumed - t.first_stop).count();
+    auto us = [](auto from, auto to) { return std::chrono::duration<double, std::micro>(to - from).count(); };
+    borrowed.held_us = us(t.first_stop, t.resumed);
+    borrowed.slept = pending && !*pending && !stop->threads().front().gone;
+    borrowed.us = borrowed.slept ? us(checked, t.resumed) : borrowed.held_us;
   }
 
   std::unique_ptr<CpuScope> cpu;
@@ -199,6 +221,8 @@ class Borrowed {
   std::unique_ptr<RemoteSyscall> sc_;
   std::unique_ptr<ParkedThread> parked;
   Borrow borrowed;
+  bool sleeps_ = false;        // interrupted asleep until a signal (waits_for_signal)
+  uint64_t sleep_mask_ = 0;    // the signals it blocked there
 };
 
 // The lowest file descriptor number free in the target: the one its next
@@ -434,6 +458,24 @@ Result<Mapped> map_in_target(pid_t pid, const std::vector<RegionRequest>& reques
 
 }  // namespace
 
+void to_json(nlohmann::json& j, const Borrow& b) {
+  j = {{"thread", b.tid},         {"calls", b.calls},
+       {"us", b.us},              {"held_us", b.held_us},
+       {"slept", b.slept},        {"parked_calls", b.parked_calls},
+       {"parked_us", b.parked_us}, {"why_not_parked", b.why_not_parked}};
+}
+
+void from_json(const nlohmann::json& j, Borrow& b) {
+  b.tid = j.at("thread").get<pid_t>();
+  b.calls = j.at("calls").get<int>();
+  b.us = j.at("us").get<double>();
+  b.held_us = j.at("held_us").get<double>();
+  b.slept = j.at("slept").get<bool>();
+  b.parked_calls = j.at("parked_calls").get<int>();
+  b.parked_us = j.at("parked_us").get<double>();
+  b.why_not_parked = j.at("why_not_parked").get<std::string>();
+}
+
 Status RegionSet::map(const std::vector<RegionRequest>& requests, const std::vector<RegionRequest>& then) {
   auto mapped = map_in_target(target_.pid(), requests, then);
   if (!mapped) return mapped.status();
@@ -454,15 +496,13 @@ Result<Borrow> unmap_regions(const Target& target, const std::vector<Region>& re
     auto b = Borrowed::take(pid);
     if (!b) return b.status();
     LS_TRY(unmap_with(**b, pid, regions));
-    Borrow borrow = (*b)->finish();
-    payload.assign(reinterpret_cast<const char*>(&borrow), sizeof borrow);
+    payload = nlohmann::json((*b)->finish()).dump();
     return Status();
   }, Paging::Locked);
   if (!done) return done.status();
-  Borrow borrow;
-  if (done->size() != sizeof borrow) return error("process {}: the unmapping helper reported garbage", pid);
-  std::memcpy(&borrow, done->data(), sizeof borrow);
-  return borrow;
+  auto report = nlohmann::json::parse(*done, nullptr, false);
+  if (report.is_discarded()) return error("process {}: the unmapping helper reported garbage", pid);
+  return report.get<Borrow>();
 }
 
 }  // namespace ls::proc

@@ -12,10 +12,15 @@
 //
 // What is hard is that the lent thread is a thread of the program, stopped while it
 // makes our calls, and the calls run under its seccomp filters:
-//  - The thread is the one that woke least over a short look (not the one serving), and
-//    it runs at the stop's real-time priority (scheduling.h), so that it is kept from
-//    running no longer than the splice's own stop; the time is reported. Where the
-//    target cannot have a parked thread (parked.h) it makes the whole batch.
+//  - The thread is one asleep in a call only a signal ends (pause, rt_sigsuspend) if
+//    there is one, else the one that woke least over a short look (not the one
+//    serving), and it runs at the stop's real-time priority on livesplice's CPU
+//    (scheduling.h). Its hold (interrupt, clone, resume) still outlasts the splice's
+//    own stop, so what is reported is how long it was kept from running: for a thread
+//    asleep until a signal, with no signal for it pending when it is let go, only the
+//    time from that check to its resume (Borrow); for any other, its whole hold. Where
+//    the target cannot have a parked thread (parked.h) it makes the whole batch, and
+//    the report says why.
 //  - Every call of a way is evaluated against the thread's filters (seccomp.h) before the
 //    first is made; a way with a refused call is not started, and when every way is
 //    refused the map fails with Exit::Unsafe naming the call and the verdict. No call
@@ -29,6 +34,8 @@
 #include <span>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "base/addr.h"
 #include "base/result.h"
@@ -47,16 +54,24 @@ struct RegionRequest {
 };
 
 // What borrowing a thread cost the target: which thread of the program, for how many
-// calls, kept from running for how long (first interrupt to resume); and the calls made
-// by the thread livesplice parked in it (parked.h), and how long that one lived, which
-// kept no thread of the program from running.
+// calls, held for how long (first interrupt to resume), and of that how long it was kept
+// from running — all of it, unless it was asleep in a call only a signal ends and no
+// signal for it was pending when it was let go (then only the time from that check to
+// its resume: it would not have run before); and the calls made by the thread
+// livesplice parked in it (parked.h), and how long that one lived, which kept no thread
+// of the program from running, or why the target could not have one.
 struct Borrow {
   pid_t tid = 0;
   int calls = 0;
-  double us = 0;
+  double us = 0;             // kept from running
+  double held_us = 0;        // stopped by us
+  bool slept = false;        // slept through the hold (above): us is the check's tail only
   int parked_calls = 0;
   double parked_us = 0;
+  std::string why_not_parked;
 };
+void to_json(nlohmann::json& j, const Borrow& b);
+void from_json(const nlohmann::json& j, Borrow& b);
 
 class RegionSet {
  public:

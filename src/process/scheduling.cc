@@ -61,6 +61,7 @@ CpuScope::CpuScope(pid_t pid, pid_t tid) {
   CPU_ZERO(&one);
   CPU_SET(cpu, &one);
   moved_ = sched_setaffinity(0, sizeof one, &one) == 0;
+  cpu_ = cpu;
 }
 
 void CpuScope::end() {
@@ -68,7 +69,8 @@ void CpuScope::end() {
   moved_ = false;
 }
 
-ThreadPriorityScope::ThreadPriorityScope(pid_t tid) : tid_(tid) {
+ThreadPriorityScope::ThreadPriorityScope(pid_t tid, int cpu) : tid_(tid) {
+  if (sched_getaffinity(tid, sizeof cpus_, &cpus_) != 0) CPU_ZERO(&cpus_);
   policy_ = sched_getscheduler(tid);
   if (policy_ < 0 || sched_getparam(tid, &saved_) != 0) return;
   sched_param rt{};
@@ -77,11 +79,25 @@ ThreadPriorityScope::ThreadPriorityScope(pid_t tid) : tid_(tid) {
   // higher), and a SCHED_DEADLINE one could not be given its parameters back this way.
   int base = policy_ & ~SCHED_RESET_ON_FORK;
   bool normal = base == SCHED_OTHER || base == SCHED_BATCH || base == SCHED_IDLE;
-  raised_ = normal && sched_setscheduler(tid, SCHED_FIFO, &rt) == 0;
+  raised_ = normal && sched_setscheduler(tid, SCHED_FIFO | SCHED_RESET_ON_FORK, &rt) == 0;
+  if (cpu >= 0 && CPU_ISSET(cpu, &cpus_) && CPU_COUNT(&cpus_) > 1) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    pinned_ = sched_setaffinity(tid, sizeof one, &one) == 0;
+  }
 }
 
 ThreadPriorityScope::~ThreadPriorityScope() {
   if (raised_) (void)sched_setscheduler(tid_, policy_, &saved_);
+  if (pinned_) (void)sched_setaffinity(tid_, sizeof cpus_, &cpus_);
+}
+
+void raise_own_thread(pid_t tid, const cpu_set_t& cpus) {
+  sched_param rt{};
+  rt.sched_priority = 1;
+  (void)sched_setscheduler(tid, SCHED_FIFO, &rt);
+  if (CPU_COUNT(&cpus) > 0) (void)sched_setaffinity(tid, sizeof cpus, &cpus);
 }
 
 }  // namespace ls::proc
