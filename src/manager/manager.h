@@ -37,6 +37,7 @@ struct ManagerOptions {
   int retry_delay_ms = 10;
   int hot_wait_ms = 250;
   int rounds = 3;                // further passes over what failed; delay 0.2 s, then ×4
+  std::string core;              // livesplice.ko for kernel updates; "" for default_core (kernel.h)
 };
 
 Exit run_install(Context& ctx, const ManagerOptions& options, const std::vector<std::string>& files);

@@ -1,0 +1,40 @@
+# kernel.reboot, first boot: the update manager with a kernel update. The store is on the
+# shared disk (/dev/vda, ext4, mounted where the store lives); the second boot
+# (reboot-2.sh) finds it there. run-boot-test made the updates:
+#   /updates/cmdline.lsu          tests/kcreate's cmdline fix, label LABEL (/updates/label)
+#   /updates/cmdline-release.lsu  the same, as if made for another kernel release
+fail() { echo "FAIL: $*"; exit 1; }
+. /updates/installed.sh     # what a package would have installed: binary, core, unit
+label=$(cat /updates/label)
+mkdir -p /var/lib/livesplice
+mount -t ext4 /dev/vda /var/lib/livesplice || fail "mount the store's disk"
+
+grep -q 'livesplice=cmdline' /proc/cmdline && fail "/proc/cmdline is patched before install"
+# install applies the kernel update to the running kernel (livesplice.ko loaded from its
+# installed place: no --core); the one for another release is stored, not applied, and
+# that is no failure.
+livesplice install /updates/cmdline.lsu /updates/cmdline-release.lsu > /tmp/install.out 2>&1 ||
+  { cat /tmp/install.out; fail "install exit $?"; }
+cat /tmp/install.out
+grep -q '^applied .* to the kernel (' /tmp/install.out || fail "install: no 'applied ... to the kernel' line"
+grep -q '^kernel update .* is not for this kernel: made for kernel ' /tmp/install.out ||
+  fail "install: the other release's update not reported as not for this kernel"
+grep -q 'livesplice=cmdline' /proc/cmdline || fail "/proc/cmdline not patched after install"
+echo "ok: install applied the kernel update: $(cat /proc/cmdline)"
+
+# status: applied in the kernel, the other one not for it, the effective version.
+livesplice status > /tmp/status.out || fail "status exit $?"
+cat /tmp/status.out
+grep -q '^  applied in the kernel (' /tmp/status.out || fail "status: not 'applied in the kernel'"
+grep -q '^  not for this kernel: made for kernel ' /tmp/status.out || fail "status: other release not said"
+grep -qF "effective version $label" /tmp/status.out || fail "status: no effective version $label"
+livesplice status --json > /tmp/status.json || fail "status --json"
+grep -q "\"effective_version\": \"$label\"" /tmp/status.json || fail "status --json: kernel effective version"
+
+# Idempotent: a second sync finds it applied.
+livesplice sync > /tmp/sync.out 2>&1 || { cat /tmp/sync.out; fail "sync exit"; }
+grep -q '^already applied .* to the kernel (' /tmp/sync.out || { cat /tmp/sync.out; fail "sync: not 'already applied'"; }
+echo "ok: sync again: $(grep '^already' /tmp/sync.out)"
+ls /var/lib/livesplice/updates
+umount /var/lib/livesplice || fail "umount the store"
+echo "ok: first boot done, store on the disk"
