@@ -8,6 +8,7 @@
 // its effective version is the installed package's version (dpkg). Anything else still
 // needs a restart, and status says why: no stored update fits it, one fits and failed
 // (its error), or the applied update's label is another version.
+#include <ctime>
 #include <map>
 #include <optional>
 
@@ -30,14 +31,25 @@ Json process_json(const RunningProcess& p) {
 
 Json kernel_json(const KernelState& k) { return Json{{"target", "kernel"}, {"release", k.release}}; }
 
-// The last failures of update `id` on the target with key `key`, as status says them;
-// nullopt when none is kept.
+// The last failures of update `id` on the target with key `key`, as status says them
+// (and when a sync tries again: the backoff); nullopt when none is kept.
 std::optional<std::string> last_failure(const Store& store, const std::string& id, const std::string& key) {
-  if (auto per = store.attempts().find(id); per != store.attempts().end())
-    if (auto a = per->second.find(key); a != per->second.end())
-      return fmt::format("failed {} time{}, last at {}: {}", a->second.count, a->second.count == 1 ? "" : "s",
-                         a->second.at, a->second.error);
-  return std::nullopt;
+  const Attempt* a = store.attempt(id, key);
+  if (!a) return std::nullopt;
+  std::string failures = fmt::format("failed {} time{}, last at {}: {}", a->count, a->count == 1 ? "" : "s", a->at,
+                                     a->error);
+  if (a->next > std::time(nullptr))
+    return fmt::format("retrying: {}, next attempt after {} ({})", a->kind_text.empty() ? "failed" : a->kind_text,
+                       iso(a->next), failures);
+  return failures + "; the next sync tries again";
+}
+
+// Why a target is not patched, as a kind (--json): the failure's (child.h), else what
+// the reason says.
+Json failure_fields(const Store& store, const std::string& id, const std::string& key, const char* otherwise) {
+  const Attempt* a = store.attempt(id, key);
+  if (!a) return Json{{"kind", otherwise}, {"next_attempt", nullptr}};
+  return Json{{"kind", a->kind.empty() ? "other" : a->kind}, {"next_attempt", iso(a->next)}};
 }
 
 constexpr const char* kNotTried = "not tried yet (livesplice sync applies it)";
@@ -71,6 +83,8 @@ Json update_json(const Store& store, const Machine& machine, const StoredUpdate&
     } else if (misfit.empty()) {
       Json j = kernel_json(machine.kernel);
       j["reason"] = kernel_not_applied_reason(store, machine.kernel, u);
+      j.update(failure_fields(store, u.id, machine.kernel.key(),
+                              machine.kernel.pending_of(u.id) ? "pending" : "not-tried"));
       missing.push_back(std::move(j));
     }
     return Json{{"id", u.id},          {"label", u.label()},   {"installed", u.installed}, {"path", u.path},
@@ -86,6 +100,7 @@ Json update_json(const Store& store, const Machine& machine, const StoredUpdate&
     } else {
       Json j = process_json(p);
       j["reason"] = not_applied_reason(store, machine, u, p);
+      j.update(failure_fields(store, u.id, p.key(), machine.entry(p, u.id) ? "interrupted" : "not-tried"));
       missing.push_back(std::move(j));
     }
   }

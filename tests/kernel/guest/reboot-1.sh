@@ -4,7 +4,9 @@
 #   /updates/cmdline.lsu          tests/kcreate's cmdline fix, label LABEL (/updates/label)
 #   /updates/cmdline-release.lsu  the same, as if made for another kernel release
 fail() { echo "FAIL: $*"; exit 1; }
-. /updates/installed.sh     # what a package would have installed: binary, core, unit
+. /updates/installed.sh
+# systemd mounts /run before any unit; busybox's init does not.
+mkdir -p /run && mount -t tmpfs tmpfs /run     # what a package would have installed: binary, core, unit
 label=$(cat /updates/label)
 mkdir -p /var/lib/livesplice
 mount -t ext4 /dev/vda /var/lib/livesplice || fail "mount the store's disk"
@@ -13,8 +15,8 @@ grep -q 'livesplice=cmdline' /proc/cmdline && fail "/proc/cmdline is patched bef
 # install applies the kernel update to the running kernel (livesplice.ko loaded from its
 # installed place: no --core); the one for another release is stored, not applied, and
 # that is no failure.
-livesplice install /updates/cmdline.lsu /updates/cmdline-release.lsu > /tmp/install.out 2>&1 ||
-  { cat /tmp/install.out; fail "install exit $?"; }
+rc=0; livesplice install /updates/cmdline.lsu /updates/cmdline-release.lsu > /tmp/install.out 2>&1 || rc=$?
+[ $rc -eq 0 ] || { cat /tmp/install.out; fail "install exit $rc"; }
 cat /tmp/install.out
 grep -q '^applied .* to the kernel (' /tmp/install.out || fail "install: no 'applied ... to the kernel' line"
 grep -q '^kernel update .* is not for this kernel: made for kernel ' /tmp/install.out ||
@@ -32,7 +34,8 @@ livesplice status --json > /tmp/status.json || fail "status --json"
 grep -q "\"effective_version\": \"$label\"" /tmp/status.json || fail "status --json: kernel effective version"
 
 # Idempotent: a second sync finds it applied.
-livesplice sync > /tmp/sync.out 2>&1 || { cat /tmp/sync.out; fail "sync exit"; }
+rc=0; livesplice sync > /tmp/sync.out 2>&1 || rc=$?
+[ $rc -eq 0 ] || { cat /tmp/sync.out; fail "sync exit $rc"; }
 grep -q '^already applied .* to the kernel (' /tmp/sync.out || { cat /tmp/sync.out; fail "sync: not 'already applied'"; }
 echo "ok: sync again: $(grep '^already' /tmp/sync.out)"
 ls /var/lib/livesplice/updates

@@ -6,6 +6,8 @@
 fail() { echo "FAIL: $*"; exit 1; }
 up() { cut -d' ' -f1 /proc/uptime; }
 . /updates/installed.sh
+# systemd mounts /run before any unit; busybox's init does not.
+mkdir -p /run && mount -t tmpfs tmpfs /run
 label=$(cat /updates/label)
 grep -q 'livesplice=cmdline' /proc/cmdline && fail "/proc/cmdline is patched before sync: not a fresh boot?"
 [ -e /dev/livesplice ] && fail "livesplice.ko loaded before sync"
@@ -18,7 +20,8 @@ cond=$(sed -n 's/^ConditionPathExists=//p' $unit)
 cmd=$(sed -n 's/^ExecStart=//p' $unit)
 [ -n "$cmd" ] || fail "no ExecStart in $unit"
 t0=$(up)
-$cmd > /tmp/sync.out 2>&1 || { cat /tmp/sync.out; fail "'$cmd' exit $?"; }
+rc=0; $cmd > /tmp/sync.out 2>&1 || rc=$?
+[ $rc -eq 0 ] || { cat /tmp/sync.out; fail "'$cmd' exit $rc"; }
 t1=$(up)
 grep -q 'livesplice=cmdline' /proc/cmdline || { cat /tmp/sync.out; fail "/proc/cmdline not patched after '$cmd'"; }
 echo "ok: '$cmd' re-applied the stored kernel update: $(cat /proc/cmdline)"
@@ -30,9 +33,10 @@ grep -qF "effective version $label" /tmp/status.out || fail "status after boot: 
 # remove undoes it in the kernel and unloads its module.
 id=$(livesplice view --kernel --json | sed -n 's/.*"id": "\([0-9a-f]*\)".*/\1/p' | head -1)
 [ -n "$id" ] || fail "view --kernel lists no update"
-livesplice remove --all > /tmp/remove.out 2>&1 || { cat /tmp/remove.out; fail "remove exit $?"; }
+rc=0; livesplice remove --all > /tmp/remove.out 2>&1 || rc=$?
+[ $rc -eq 0 ] || { cat /tmp/remove.out; fail "remove exit $rc"; }
 cat /tmp/remove.out
-grep -q "^undone $(echo "$id" | cut -c1-8) .* in the kernel (" /tmp/remove.out || fail "remove: no 'undone ... in the kernel'"
+grep -q "^undone $(echo "$id" | cut -c1-8).* in the kernel (" /tmp/remove.out || fail "remove: no 'undone ... in the kernel'"
 grep -q 'livesplice=cmdline' /proc/cmdline && fail "/proc/cmdline still patched after remove"
 grep -q "^livesplice_" /proc/modules && fail "an update's module is still loaded after remove"
 livesplice status > /tmp/status.out || fail "status exit $?"
