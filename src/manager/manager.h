@@ -3,6 +3,7 @@
 // The engine (process/apply.h) patches one process with one update; the manager keeps a
 // machine patched. It holds the updates a machine should have in a store (store.h),
 // finds every running process each one fits by the build-id of what it maps (fit.h), and
+// the running kernel when a kernel update was made for its release (kernel.h), and
 // converges: every stored update applied wherever it fits, every update it applied that
 // is no longer stored undone, newest first.
 //

@@ -1,5 +1,7 @@
 // `livesplice status [--json]`: the store, and what of it is applied where (Uptrack's
-// show). Read-only: it takes the store's lock shared and no process's lock (machine.h).
+// show): in processes and in the running kernel, with the effective versions, and for
+// what is not applied why (the last failure, its kind and the sync backoff's next
+// attempt). Read-only: it takes the store's lock shared and no process's lock (machine.h).
 //
 // It also answers what an administrator asks after a package upgrade (Debian's
 // needrestart asks it too): which processes still run code older than what is on disk,
