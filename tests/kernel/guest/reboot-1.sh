@@ -20,7 +20,7 @@ cat /tmp/pend.out
 grep -q '^pending .* in the kernel (.*) until module ext4 loads' /tmp/pend.out || fail "install: not pending for ext4"
 rc=0; timeout 60 livesplice status --root /tmp/s > /tmp/pend.out 2>&1 || rc=$?
 cat /tmp/pend.out
-[ $rc -eq 0 ] || fail "status while the ext4 fix is pending: exit $rc (124: it waited for the store's lock)"
+[ $rc -eq 0 ] || fail "status while the ext4 fix is pending: exit $rc (124 or 143: timeout ended it, it waited for the store's lock)"
 grep -q '^  not applied in the kernel (.*): pending until module ext4 loads' /tmp/pend.out || fail "status: not pending"
 modprobe ext4 || fail "modprobe ext4 with its fix pending"
 livesplice status --root /tmp/s > /tmp/pend.out || fail "status after modprobe ext4"
