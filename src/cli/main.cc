@@ -258,13 +258,33 @@ void add_manager(CLI::App& app, Command& c) {
     cmd->add_option("--rounds", c.mopt.rounds,
                     "Further passes over the processes where it failed, 0.2 s apart, then 4 times longer each")
         ->capture_default_str()->check(CLI::NonNegativeNumber);
+    cmd->add_option("--backoff", c.mopt.backoff_s,
+                    "Seconds before a later sync tries an apply that failed again (then 4 times longer "
+                    "after each further failure, up to a day); install always tries")
+        ->capture_default_str()->check(CLI::NonNegativeNumber);
+    cmd->add_flag("--json", c.ctx.json,
+                  "Print one JSON document on stdout: per update and target, the outcome and why");
+    cmd->add_option("--core", c.mopt.core,
+                    "livesplice.ko, for kernel updates when it is not loaded (default: "
+                    "/lib/modules/RELEASE/extra/livesplice.ko, where modules_install puts it)")
+        ->check(CLI::ExistingFile);
   };
   const char* manager_footer =
       "The store holds the updates this machine should have; every update is applied to every\n"
       "running process that maps the executable or library it was made for, known by its\n"
-      "build-id as mapped (also when the file was replaced on disk since the process started).\n"
-      "One line per process: applied, already applied, undone, or failed and why. Nothing stops\n"
+      "build-id as mapped (also when the file was replaced on disk since the process started),\n"
+      "and a kernel update (create --kernel) to the running kernel when it was made for its\n"
+      "release (uname -r), as apply --kernel does.\n"
+      "One line per target: applied, already applied, undone, or failed and why. Nothing stops\n"
       "at the first failure; what failed is tried again (--rounds) and `status` says why.\n"
+      "A later sync tries it again once its backoff is over (--backoff), saying\n"
+      "'retrying: busy thread, next attempt after TIME' until then.\n"
+      "--json: {\"command\", \"root\", \"exit\", \"store\": [{\"outcome\", \"id\", \"file\", \"error\"}],\n"
+      "\"targets\": [{\"outcome\", \"update\", \"label\", \"target\" ({\"pid\", \"start_time\", \"command\"}\n"
+      "or {\"target\": \"kernel\", \"release\"}), \"reason\", \"kind\", \"next_attempt\"}]}; outcomes\n"
+      "applied, already-applied, pending, undone, failed, retrying, not-for-this-kernel,\n"
+      "fits-nothing, would-apply, would-undo; kinds busy, mismatch, seccomp, not-running,\n"
+      "permission, other.\n"
       "Exit 0 when everything that fits is done, 2 when a process could not be patched safely,\n"
       "1 for other failures. One command changes the store at a time (others wait).\n";
 
@@ -291,11 +311,12 @@ void add_manager(CLI::App& app, Command& c) {
   manager_options(c.remove, true);
 
   c.sync = app.add_subcommand(
-      "sync", "Make the running processes agree with the store: every stored update applied\n"
+      "sync", "Make the running processes and kernel agree with the store: every stored update applied\n"
               "wherever it fits, every update the store applied and no longer holds undone.");
   c.sync->footer(std::string(manager_footer) +
                "\nIdempotent: a second sync finds everything applied. Updates applied by hand with\n"
-               "`apply` (or from another --root) are left alone.\n\n"
+               "`apply` (or from another --root) are left alone. At boot, systemd's\n"
+               "livesplice-sync.service runs it to apply the stored kernel updates again.\n\n"
                "Examples:\n"
                "  livesplice sync --dry-run     what it would do\n"
                "  livesplice sync\n");

@@ -42,12 +42,6 @@ namespace ls::kernel {
 
 namespace {
 
-std::string kernel_release() {
-  utsname u{};
-  if (uname(&u) != 0) return {};
-  return u.release;
-}
-
 // The binary a function's object went into: its module name, or "vmlinux".
 std::string home_of(const std::vector<std::string>& targets) {
   return targets.empty() ? "vmlinux" : targets.front();
@@ -112,18 +106,9 @@ Result<CoreDevice> open_core(Context& ctx, const Kallsyms& syms, const std::stri
   return CoreDevice::open();
 }
 
-struct Labelled {
-  std::string id;
-  std::vector<std::string> functions;
-  std::string module;
-  TargetAddr code;
-  uint64_t code_size = 0;
-  uint64_t pause_ns = 0;
-};
-
 // The applied sets, newest first, with the names of the functions they redirect.
-std::vector<Labelled> by_set(const std::vector<Applied>& applied, const Kallsyms* syms) {
-  std::vector<Labelled> out;
+std::vector<AppliedSet> by_set(const std::vector<Applied>& applied, const Kallsyms* syms) {
+  std::vector<AppliedSet> out;
   for (const Applied& a : applied) {
     if (out.empty() || out.back().id != a.id) out.push_back({a.id, {}, a.module, a.code, a.code_size, a.pause_ns});
     const KSymbol* s = syms ? syms->containing(a.old_fn) : nullptr;
@@ -143,6 +128,27 @@ Exit fail(Context& ctx, const char* what, const char* done_key, const std::strin
 
 }  // namespace
 
+std::string running_release() {
+  utsname u{};
+  if (uname(&u) != 0) return {};
+  return u.release;
+}
+
+Result<CoreState> read_core_state() {
+  CoreState state;
+  if (access(LS_K_DEVICE, F_OK) != 0) return state;   // not loaded: nothing applied
+  auto dev = CoreDevice::open();
+  if (!dev) return dev.status();
+  auto applied = dev->list();
+  if (!applied) return applied.status();
+  auto syms = Kallsyms::read();
+  state.sets = by_set(*applied, syms ? &*syms : nullptr);
+  auto waiting = dev->pending();
+  if (!waiting) return waiting.status();
+  state.pending = std::move(*waiting);
+  return state;
+}
+
 Exit run_kernel_apply(Context& ctx, const KernelApplyOptions& opt) {
   auto t0 = std::chrono::steady_clock::now();
   update::Contents u = update::Contents::load(opt.update);   // throws ls::Error: nothing touched yet
@@ -155,7 +161,7 @@ Exit run_kernel_apply(Context& ctx, const KernelApplyOptions& opt) {
   // 1. Is it for this kernel, and can its code be loaded correctly?
   if (u.kernel_release.empty())
     return failed(error("{}: not a kernel update (made without create --kernel)", opt.update));
-  if (std::string running = kernel_release(); running != u.kernel_release)
+  if (std::string running = running_release(); running != u.kernel_release)
     return failed(Status::error(fmt::format("the update is for kernel {}, this one is {}; nothing changed",
                                             u.kernel_release, running), Exit::Unsafe));
 
@@ -289,7 +295,7 @@ Exit run_kernel_undo(Context& ctx, const KernelUndoOptions& opt) {
   if (!dev) return failed(opt.id, dev.status());
   auto applied = dev->list();
   if (!applied) return failed(opt.id, applied.status());
-  std::vector<Labelled> sets = by_set(*applied, nullptr);
+  std::vector<AppliedSet> sets = by_set(*applied, nullptr);
   // An update still pending (its module not loaded) is cancelled instead.
   if (auto cancelled = cancel_kernel_pending(ctx, *dev, opt.id, sets.empty())) return *cancelled;
   if (sets.empty()) return failed(opt.id.empty() ? "--kernel" : opt.id,
@@ -298,7 +304,7 @@ Exit run_kernel_undo(Context& ctx, const KernelUndoOptions& opt) {
   if (opt.id.empty()) {
     id = sets.front().id;   // the newest
   } else {
-    for (const Labelled& l : sets)
+    for (const AppliedSet& l : sets)
       if (l.id.starts_with(opt.id)) {
         if (!id.empty()) return failed(opt.id, error("ambiguous: {} and {} both start with it", id, l.id));
         id = l.id;
@@ -306,7 +312,7 @@ Exit run_kernel_undo(Context& ctx, const KernelUndoOptions& opt) {
     if (id.empty()) return failed(opt.id, Status::error("no applied kernel update has this id", Exit::NoChange));
   }
   std::string module;
-  for (const Labelled& l : sets)
+  for (const AppliedSet& l : sets)
     if (l.id == id) module = l.module;
   Outcome out;
   Status s = dev->undo(id, Retry{opt.retries, opt.retry_delay_ms}, out);
@@ -327,19 +333,10 @@ Exit run_kernel_undo(Context& ctx, const KernelUndoOptions& opt) {
 }
 
 Exit run_kernel_view(Context& ctx) {
-  std::vector<Labelled> sets;
-  std::vector<Pending> pending;
-  if (access(LS_K_DEVICE, F_OK) == 0) {
-    auto dev = CoreDevice::open();
-    if (!dev) return fail(ctx, "view", "ok", "--kernel", dev.status());
-    auto applied = dev->list();
-    if (!applied) return fail(ctx, "view", "ok", "--kernel", applied.status());
-    auto syms = Kallsyms::read();
-    sets = by_set(*applied, syms ? &*syms : nullptr);
-    auto waiting = dev->pending();
-    if (!waiting) return fail(ctx, "view", "ok", "--kernel", waiting.status());
-    pending = std::move(*waiting);
-  }
+  auto core = read_core_state();
+  if (!core) return fail(ctx, "view", "ok", "--kernel", core.status());
+  const std::vector<AppliedSet>& sets = core->sets;
+  const std::vector<Pending>& pending = core->pending;
   // Pending updates: waiting for their module to load (pending.h).
   auto state_of = [](const Pending& p) -> std::string {
     if (p.state == LS_K_PENDING_FAILED)
@@ -349,7 +346,7 @@ Exit run_kernel_view(Context& ctx) {
   };
   if (ctx.json) {
     nlohmann::json j = nlohmann::json::array();
-    for (const Labelled& l : sets)
+    for (const AppliedSet& l : sets)
       j.push_back({{"id", l.id},
                    {"functions", l.functions},
                    {"pause_ns", l.pause_ns},
@@ -365,14 +362,14 @@ Exit run_kernel_view(Context& ctx) {
                               : p.state == LS_K_PENDING_WAITING ? "waiting"
                                                                 : "applying"},
                     {"failure", p.failure}});
-    fmt::print("{}\n", nlohmann::json{{"kernel", kernel_release()}, {"updates", j}, {"pending", pj}}.dump(2));
+    fmt::print("{}\n", nlohmann::json{{"kernel", running_release()}, {"updates", j}, {"pending", pj}}.dump(2));
     return Exit::Ok;
   }
   if (sets.empty()) fmt::print("no kernel updates applied\n");
   for (const Pending& p : pending)
     fmt::print("{}  pending until module {} loads ({}{})\n", p.id, p.module, state_of(p),
                p.waiter_pid ? fmt::format(", process {}", p.waiter_pid) : "");
-  for (const Labelled& l : sets) {
+  for (const AppliedSet& l : sets) {
     fmt::print("{}  pause {:.0f} us{}\n", l.id, l.pause_ns / 1000.0,
                l.module.empty() ? "" : fmt::format("  module {} ({} bytes of text at {})", l.module, l.code_size, l.code));
     for (const auto& f : l.functions) fmt::print("  {}\n", f);

@@ -14,8 +14,10 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "base/diag.h"
+#include "kernel/core_module.h"
 
 namespace ls::kernel {
 
@@ -33,6 +35,29 @@ struct KernelUndoOptions {
   unsigned retries = 20;
   unsigned retry_delay_ms = 20;
 };
+
+// A set livesplice.ko holds applied, with the names of the functions it redirects
+// (kallsyms names, or addresses when no symbols were given).
+struct AppliedSet {
+  std::string id;
+  std::vector<std::string> functions;
+  std::string module;           // the module holding its new code
+  TargetAddr code;
+  uint64_t code_size = 0;
+  uint64_t pause_ns = 0;
+};
+
+// What livesplice.ko holds: the applied sets, newest first, and the pending updates;
+// both empty when it is not loaded. Read by view --kernel and the update manager. The
+// functions are named from /proc/kallsyms (addresses when it cannot be read).
+struct CoreState {
+  std::vector<AppliedSet> sets;
+  std::vector<Pending> pending;
+};
+Result<CoreState> read_core_state();
+
+// uname -r: what an update's kernel.release must be.
+std::string running_release();
 
 Exit run_kernel_apply(Context& ctx, const KernelApplyOptions& options);
 Exit run_kernel_undo(Context& ctx, const KernelUndoOptions& options);

@@ -91,6 +91,13 @@ Exit pend_kernel_apply(Context& ctx, const KernelApplyOptions& opt, const update
   if (child == 0) {
     become_daemon();
     if (fork() != 0) _exit(0);   // the waiter is a grandchild: no zombie for the caller
+    // Nothing of the caller's but the update stays open: a lock the caller holds (the
+    // update manager's store) must not be held until some module loads.
+    if (fd != 3) {
+      ::dup2(fd, 3);
+      fd = 3;
+    }
+    ::close_range(4, ~0U, 0);
     _exit(run_waiter(opt, fd, id, module));
   }
   ::close(fd);

@@ -12,7 +12,9 @@
 // - The waiter must be attached before apply returns: a module loaded right after
 //   would otherwise find no one to apply its update, and fail to load.
 // - The waiter must not keep the caller's stdout open (a `$(livesplice apply ...)`
-//   would wait for it), and must hold the update's file itself (it may be removed).
+//   would wait for it), nor any other file of the caller's (the update manager's store
+//   lock would be held until the module loads), and must hold the update's file itself
+//   (it may be removed).
 #pragma once
 
 #include <optional>

@@ -73,7 +73,32 @@ std::string last_error_line(const std::string& err) {
   ::_exit(static_cast<int>(code));
 }
 
+// The engine's refusals, by the phrase that says what they are (first match wins).
+struct KindRow {
+  const char* name;
+  const char* text;
+  const char* phrase;
+};
+constexpr KindRow kKinds[] = {
+    {"busy", "busy thread", "gave up after"},                  // process: a thread stayed in a replaced function
+    {"busy", "busy task", "on each of"},                       // kernel: a task stayed in one (the core's words)
+    {"seccomp", "refused by its seccomp filter", "seccomp"},
+    {"mismatch", "run code differs", "run-pre matching failed"},
+    {"mismatch", "another build", "build-id"},
+    {"mismatch", "another kernel", "is for kernel"},
+    {"not-running", "not running", "has exited"},
+    {"not-running", "not running", "does not exist"},
+    {"permission", "no permission", "ermission"},
+    {"permission", "no permission", "not permitted"},
+};
+
 }  // namespace
+
+FailureKind classify_failure(const std::string& error) {
+  for (const KindRow& k : kKinds)
+    if (error.find(k.phrase) != std::string::npos) return {k.name, k.text};
+  return {"other", "failed"};
+}
 
 Outcome run_in_child(Context& ctx, const std::function<Exit(Context&)>& command) {
   Outcome o;
@@ -109,6 +134,7 @@ Outcome run_in_child(Context& ctx, const std::function<Exit(Context&)>& command)
   if (WIFSIGNALED(status)) {
     o.code = Exit::ToolError;
     o.error = fmt::format("the command was killed by signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    o.kind = classify_failure(o.error);
     return o;
   }
   o.code = static_cast<Exit>(WEXITSTATUS(status));
@@ -118,6 +144,7 @@ Outcome run_in_child(Context& ctx, const std::function<Exit(Context&)>& command)
   else
     o.error = last_error_line(stderr_text);
   if (o.error.empty()) o.error = fmt::format("exit {} without a message", WEXITSTATUS(status));
+  o.kind = classify_failure(o.error);
   return o;
 }
 

@@ -19,9 +19,19 @@
 
 namespace ls::manager {
 
+// What kind of failure an apply or undo met: for status, --json and the backoff of the
+// next sync. Read from the command's error, by the phrases the engine's refusals use
+// (kKinds in child.cc); "other" when none says more.
+struct FailureKind {
+  std::string name;              // "busy", "mismatch", "seccomp", "not-running", "permission", "other"
+  std::string text;              // for people: "busy thread", "run code differs", ...
+};
+FailureKind classify_failure(const std::string& error);
+
 struct Outcome {
   Exit code = Exit::Ok;
   std::string error;             // why it failed ("" when it did not)
+  FailureKind kind;              // of that failure (empty when it did not)
   nlohmann::json result;         // the command's JSON (null when it printed none)
   bool ok() const { return code == Exit::Ok; }
 };

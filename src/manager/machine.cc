@@ -17,6 +17,7 @@ Machine Machine::read(Context& ctx) {
     else pl.error = ledger.status().message();
     m.ledgers[std::to_string(key.pid) + "-" + std::to_string(key.start_time)] = std::move(pl);
   }
+  m.kernel = KernelState::read();
   return m;
 }
 

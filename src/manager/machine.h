@@ -1,5 +1,6 @@
 // What the manager sees of the machine: every running process with the binaries it maps
-// (fit.h), and for those livesplice has touched, what their ledger says is applied.
+// (fit.h), and for those livesplice has touched, what their ledger says is applied; and
+// the running kernel, with what livesplice.ko says is applied (kernel.h).
 //
 // Read without taking any process's lock: a picture that may be a moment old. It only
 // decides what to try; each apply and undo reads the ledger again under the lock and
@@ -13,6 +14,7 @@
 
 #include "base/diag.h"
 #include "manager/fit.h"
+#include "manager/kernel.h"
 #include "process/ledger.h"
 
 namespace ls::manager {
@@ -25,6 +27,7 @@ struct ProcessLedger {
 struct Machine {
   std::vector<RunningProcess> processes;
   std::map<std::string, ProcessLedger> ledgers;   // by RunningProcess::key(), those with a record
+  KernelState kernel;
 
   static Machine read(Context& ctx);
   // The process's ledger; nullptr when nothing was ever applied there.

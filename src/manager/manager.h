@@ -3,14 +3,17 @@
 // The engine (process/apply.h) patches one process with one update; the manager keeps a
 // machine patched. It holds the updates a machine should have in a store (store.h),
 // finds every running process each one fits by the build-id of what it maps (fit.h), and
+// the running kernel when a kernel update was made for its release (kernel.h), and
 // converges: every stored update applied wherever it fits, every update it applied that
 // is no longer stored undone, newest first.
 //
 //   install = store.add → converge(apply the new updates)
 //   remove  = store.remove → converge(undo the removed updates)
 //   sync    = converge(apply every stored update; undo every unstored one it applied)
-//   converge = scan processes → plan (read ledgers: what is applied where) → undo, then
-//              apply, each in a child (child.h) → retry what failed, with backoff → report
+//   converge = scan processes and the kernel → plan (read ledgers and livesplice.ko: what
+//              is applied where) → hold back what failed before and is not due (sync) →
+//              undo, then apply, each in a child (child.h) → retry what failed, with
+//              backoff → keep the failures (kind, next attempt) → report (report.h)
 //
 // What is hard: many processes, any of which may refuse (a thread always busy in a
 // replaced function, a build that does not match) or end meanwhile. So nothing stops at
@@ -37,6 +40,9 @@ struct ManagerOptions {
   int retry_delay_ms = 10;
   int hot_wait_ms = 250;
   int rounds = 3;                // further passes over what failed; delay 0.2 s, then ×4
+  std::string core;              // livesplice.ko for kernel updates; "" for default_core (kernel.h)
+  int backoff_s = 60;            // sync: the first wait before an apply that failed is tried
+                                 // again by a later sync; ×4 after each further failure
 };
 
 Exit run_install(Context& ctx, const ManagerOptions& options, const std::vector<std::string>& files);

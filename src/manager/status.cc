@@ -1,5 +1,7 @@
 // `livesplice status [--json]`: the store, and what of it is applied where (Uptrack's
-// show). Read-only: it takes the store's lock shared and no process's lock (machine.h).
+// show): in processes and in the running kernel, with the effective versions, and for
+// what is not applied why (the last failure, its kind and the sync backoff's next
+// attempt). Read-only: it takes the store's lock shared and no process's lock (machine.h).
 //
 // It also answers what an administrator asks after a package upgrade (Debian's
 // needrestart asks it too): which processes still run code older than what is on disk,
@@ -8,6 +10,7 @@
 // its effective version is the installed package's version (dpkg). Anything else still
 // needs a restart, and status says why: no stored update fits it, one fits and failed
 // (its error), or the applied update's label is another version.
+#include <ctime>
 #include <map>
 #include <optional>
 
@@ -28,6 +31,31 @@ Json process_json(const RunningProcess& p) {
   return Json{{"pid", p.pid}, {"start_time", p.start_time}, {"command", p.command}};
 }
 
+Json kernel_json(const KernelState& k) { return Json{{"target", "kernel"}, {"release", k.release}}; }
+
+// The last failures of update `id` on the target with key `key`, as status says them
+// (and when a sync tries again: the backoff); nullopt when none is kept.
+std::optional<std::string> last_failure(const Store& store, const std::string& id, const std::string& key) {
+  const Attempt* a = store.attempt(id, key);
+  if (!a) return std::nullopt;
+  std::string failures = fmt::format("failed {} time{}, last at {}: {}", a->count, a->count == 1 ? "" : "s", a->at,
+                                     a->error);
+  if (a->next > std::time(nullptr))
+    return fmt::format("retrying: {}, next attempt after {} ({})", a->kind_text.empty() ? "failed" : a->kind_text,
+                       iso(a->next), failures);
+  return failures + "; the next sync tries again";
+}
+
+// Why a target is not patched, as a kind (--json): the failure's (child.h), else what
+// the reason says.
+Json failure_fields(const Store& store, const std::string& id, const std::string& key, const char* otherwise) {
+  const Attempt* a = store.attempt(id, key);
+  if (!a) return Json{{"kind", otherwise}, {"next_attempt", nullptr}};
+  return Json{{"kind", a->kind.empty() ? "other" : a->kind}, {"next_attempt", iso(a->next)}};
+}
+
+constexpr const char* kNotTried = "not tried yet (livesplice sync applies it)";
+
 // Why a fitting process does not have the update applied.
 std::string not_applied_reason(const Store& store, const Machine& machine, const StoredUpdate& u,
                                const RunningProcess& p) {
@@ -35,16 +63,37 @@ std::string not_applied_reason(const Store& store, const Machine& machine, const
     return "its ledger cannot be read: " + l->error;
   if (const proc::LedgerEntry* e = machine.entry(p, u.id))
     return fmt::format("{} (left by a killed command; the next sync puts it right)", proc::to_string(e->state));
-  if (auto per = store.attempts().find(u.id); per != store.attempts().end())
-    if (auto a = per->second.find(p.key()); a != per->second.end())
-      return fmt::format("failed {} time{}, last at {}: {}", a->second.count, a->second.count == 1 ? "" : "s",
-                         a->second.at, a->second.error);
-  return "not tried yet (livesplice sync applies it)";
+  return last_failure(store, u.id, p.key()).value_or(kNotTried);
+}
+
+// Why a kernel update made for this kernel is not applied there.
+std::string kernel_not_applied_reason(const Store& store, const KernelState& k, const StoredUpdate& u) {
+  if (const kernel::Pending* w = k.pending_of(u.id))
+    return w->failure.empty() ? fmt::format("pending until module {} loads", w->module)
+                              : fmt::format("pending for module {}, failed: {}", w->module, w->failure);
+  if (!k.error.empty()) return "livesplice.ko cannot be asked: " + k.error;
+  return last_failure(store, u.id, k.key()).value_or(kNotTried);
 }
 
 Json update_json(const Store& store, const Machine& machine, const StoredUpdate& u) {
   Json applied = Json::array(), missing = Json::array(), targets = Json::array();
   for (const auto& t : u.manifest().targets) targets.push_back(Json{{"name", t.name}, {"build_id", t.build_id}});
+  if (u.manifest().kernel) {
+    std::string misfit = kernel_misfit(u.manifest(), machine.kernel);
+    if (misfit.empty() && machine.kernel.applied(u.id)) {
+      applied.push_back(kernel_json(machine.kernel));
+    } else if (misfit.empty()) {
+      Json j = kernel_json(machine.kernel);
+      j["reason"] = kernel_not_applied_reason(store, machine.kernel, u);
+      j.update(failure_fields(store, u.id, machine.kernel.key(),
+                              machine.kernel.pending_of(u.id) ? "pending" : "not-tried"));
+      missing.push_back(std::move(j));
+    }
+    return Json{{"id", u.id},          {"label", u.label()},   {"installed", u.installed}, {"path", u.path},
+                {"patch", u.manifest().patch_name}, {"kernel", true}, {"kernel_release", u.manifest().kernel_release},
+                {"not_for_this_kernel", misfit.empty() ? Json(nullptr) : Json(misfit)}, {"targets", targets},
+                {"applied", applied}, {"not_applied", missing}};
+  }
   for (const auto& p : machine.processes) {
     if (fits(u.manifest(), p).empty()) continue;
     const proc::LedgerEntry* e = machine.entry(p, u.id);
@@ -53,6 +102,7 @@ Json update_json(const Store& store, const Machine& machine, const StoredUpdate&
     } else {
       Json j = process_json(p);
       j["reason"] = not_applied_reason(store, machine, u, p);
+      j.update(failure_fields(store, u.id, p.key(), machine.entry(p, u.id) ? "interrupted" : "not-tried"));
       missing.push_back(std::move(j));
     }
   }
@@ -90,9 +140,36 @@ Json binaries_json(const Store& store, const Machine& machine) {
   return out;
 }
 
+// The running kernel: its updates (newest first; stored or not), pending ones, and its
+// effective version, the label of the newest applied stored update.
+Json kernel_status_json(const Store& store, const KernelState& k) {
+  Json updates = Json::array(), pending = Json::array(), effective = nullptr, newest = nullptr;
+  for (const auto& set : k.sets) {
+    const StoredUpdate* u = store.find(set.id);
+    if (u && newest.is_null()) {
+      effective = u->label();
+      newest = u->id;
+    }
+    updates.push_back(Json{{"id", set.id}, {"label", u ? Json(u->label()) : Json(nullptr)}, {"stored", u != nullptr},
+                           {"module", set.module}, {"functions", set.functions}});
+  }
+  for (const auto& w : k.pending)
+    pending.push_back(Json{{"id", w.id}, {"stored", store.find(w.id) != nullptr}, {"waits_for", w.module},
+                           {"failure", w.failure}});
+  return Json{{"release", k.release}, {"effective_version", effective}, {"update", newest},
+              {"updates", updates}, {"pending", pending}, {"error", k.error.empty() ? Json(nullptr) : Json(k.error)}};
+}
+
 // Updates this store applied that it no longer holds (sync undoes them).
 Json unstored_json(const Store& store, const Machine& machine) {
   Json out = Json::array();
+  KernelClaims claims = KernelClaims::load(store.root(), machine.kernel.boot_id);
+  for (const auto& set : machine.kernel.sets)
+    if (claims.owns(set.id) && !store.find(set.id)) {
+      Json j = kernel_json(machine.kernel);
+      j["id"] = set.id;
+      out.push_back(std::move(j));
+    }
   for (const auto& p : machine.processes)
     if (const ProcessLedger* l = machine.ledger(p))
       for (const auto& e : l->entries)
@@ -175,6 +252,7 @@ Json outdated_json(const Store& store, const Machine& machine, const Json& binar
 }
 
 std::string who(const Json& p) {
+  if (p.contains("release")) return fmt::format("the kernel ({})", printable(p["release"].get<std::string>()));
   return fmt::format("process {} ({})", p["pid"].get<int>(), printable(p["command"].get<std::string>()));
 }
 
@@ -187,7 +265,10 @@ void print_text(const Json& s) {
     fmt::print("update {}  {}  installed {}  patch {}  for {}\n", u["id"].get<std::string>().substr(0, 8),
                label.empty() ? "(no label)" : printable(label), u["installed"].get<std::string>(),
                printable(u["patch"].get<std::string>()), printable(fmt::format("{}", fmt::join(targets, ", "))));
-    if (u["applied"].empty() && u["not_applied"].empty()) fmt::print("  fits no running process\n");
+    if (u.contains("not_for_this_kernel") && !u["not_for_this_kernel"].is_null())
+      fmt::print("  not for this kernel: {}\n", printable(u["not_for_this_kernel"].get<std::string>()));
+    else if (u["applied"].empty() && u["not_applied"].empty())
+      fmt::print("  fits no running process\n");
     for (const auto& p : u["applied"]) fmt::print("  applied in {}\n", who(p));
     for (const auto& p : u["not_applied"])
       fmt::print("  not applied in {}: {}\n", who(p), printable(p["reason"].get<std::string>()));
@@ -204,6 +285,23 @@ void print_text(const Json& s) {
       fmt::print("    {}: {}\n", who(p), version);
     }
   }
+  const Json& k = s["kernel"];
+  if (!k["updates"].empty() || !k["pending"].empty()) {
+    fmt::print("kernel {}: effective version {}\n", printable(k["release"].get<std::string>()),
+               k["effective_version"].is_null()              ? std::string("(no stored update applied)")
+               : k["effective_version"].get<std::string>().empty()
+                   ? fmt::format("update {} (no label)", k["update"].get<std::string>().substr(0, 8))
+                   : printable(k["effective_version"].get<std::string>()));
+    for (const auto& u : k["updates"])
+      fmt::print("  applied {}{}: {}\n", u["id"].get<std::string>().substr(0, 8),
+                 u["stored"].get<bool>() ? "" : " (not from this store)",
+                 printable(fmt::format("{}", fmt::join(u["functions"].get<std::vector<std::string>>(), ", "))));
+    for (const auto& w : k["pending"])
+      fmt::print("  pending {} until module {} loads{}\n", w["id"].get<std::string>().substr(0, 8),
+                 printable(w["waits_for"].get<std::string>()),
+                 w["failure"].get<std::string>().empty() ? "" : ": failed: " + printable(w["failure"].get<std::string>()));
+  }
+  if (!k["error"].is_null()) fmt::print("kernel: livesplice.ko cannot be asked: {}\n", printable(k["error"].get<std::string>()));
   for (const auto& p : s["unstored"])
     fmt::print("applied but not stored (sync undoes it): {} in {}\n", p["id"].get<std::string>().substr(0, 8), who(p));
   if (!s["outdated"].empty()) fmt::print("running code older than what is on disk\n");
@@ -226,6 +324,7 @@ Exit run_status(Context& ctx, const ManagerOptions& opt) {
   Json s{{"root", store.root()}, {"updates", Json::array()}};
   for (const auto& u : store.updates()) s["updates"].push_back(update_json(store, machine, u));
   s["binaries"] = binaries_json(store, machine);
+  s["kernel"] = kernel_status_json(store, machine.kernel);
   s["unstored"] = unstored_json(store, machine);
   s["outdated"] = outdated_json(store, machine, s["binaries"]);
   s["problems"] = Json::array();

@@ -45,12 +45,14 @@ void make_dir(const std::string& dir) {
 
 }  // namespace
 
-std::string now_iso() {
-  std::time_t t = std::time(nullptr);
+std::string iso(int64_t epoch_seconds) {
+  std::time_t t = static_cast<std::time_t>(epoch_seconds);
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
   return buf;
 }
+
+std::string now_iso() { return iso(std::time(nullptr)); }
 
 std::string store_root(const std::string& flag) {
   std::string root = flag;
@@ -174,9 +176,11 @@ void Store::load(Context& ctx) {
   std::string attempts = root_ + "/attempts.json";
   if (!fs::exists(attempts)) return;
   try {
-    for (const auto& [id, per] : nlohmann::json::parse(read_whole(attempts)).items())
+    const auto recorded = nlohmann::json::parse(read_whole(attempts));   // outlives the loop over it
+    for (const auto& [id, per] : recorded.items())
       for (const auto& [proc, a] : per.items())
-        attempts_[id][proc] = Attempt{a.at("error"), a.at("at"), a.at("count")};
+        attempts_[id][proc] = Attempt{a.at("error"), a.at("at"), a.at("count"), a.value("kind", ""),
+                                      a.value("kind_text", ""), a.value("next", int64_t{0})};
   } catch (const std::exception& e) {
     // Only a record for status: a damaged one is forgotten, not a reason to stop.
     problems_.push_back({attempts, fmt::format("unreadable ({}): the failures it kept are forgotten", e.what())});
@@ -239,12 +243,26 @@ void Store::remove(const std::string& id) {
   if (attempts_.erase(id)) attempts_changed_ = true;
 }
 
-void Store::record_failure(const std::string& id, const std::string& process, const std::string& error) {
+void Store::record_failure(const std::string& id, const std::string& process, const std::string& error,
+                           const std::string& kind, const std::string& kind_text, int first_delay_s) {
   Attempt& a = attempts_[id][process];
   a.error = error;
   a.at = now_iso();
   ++a.count;
+  a.kind = kind;
+  a.kind_text = kind_text;
+  constexpr int64_t kMaxDelay = 24 * 3600;
+  int64_t delay = first_delay_s;
+  for (int i = 1; i < a.count && delay < kMaxDelay; ++i) delay *= 4;
+  a.next = static_cast<int64_t>(std::time(nullptr)) + std::min(delay, kMaxDelay);
   attempts_changed_ = true;
+}
+
+const Attempt* Store::attempt(const std::string& id, const std::string& process) const {
+  auto per = attempts_.find(id);
+  if (per == attempts_.end()) return nullptr;
+  auto a = per->second.find(process);
+  return a == per->second.end() ? nullptr : &a->second;
 }
 
 void Store::record_success(const std::string& id, const std::string& process) {
@@ -258,7 +276,9 @@ void Store::save_attempts() {
   if (!attempts_changed_ || !exclusive_) return;
   nlohmann::json j = nlohmann::json::object();
   for (const auto& [id, per] : attempts_)
-    for (const auto& [proc, a] : per) j[id][proc] = {{"error", a.error}, {"at", a.at}, {"count", a.count}};
+    for (const auto& [proc, a] : per)
+      j[id][proc] = {{"error", a.error}, {"at", a.at},   {"count", a.count},
+                     {"kind", a.kind},   {"kind_text", a.kind_text}, {"next", a.next}, {"next_at", iso(a.next)}};
   write_atomically(root_ + "/attempts.json", j.dump(2) + "\n");
   attempts_changed_ = false;
 }

@@ -11,7 +11,9 @@
 //   ROOT/updates/ID.json      when it was installed and in which order (the order
 //                             updates are applied in, so that one made on top of
 //                             another comes after it)
-//   ROOT/attempts.json        the last failure per update and process, for status
+//   ROOT/attempts.json        the last failure per update and target (process or kernel),
+//                             its kind and when sync may try again (the backoff), for status
+//   ROOT/kernel.json          the kernel updates this store applied in this boot (kernel.h)
 // The update file is the truth: an ID.json without its update is a leftover of a
 // killed install or remove and is deleted; an update without one (killed between the
 // two renames) is kept, ordered after the others. Every update is read through the one
@@ -54,11 +56,16 @@ struct StoreProblem {
   std::string reason;
 };
 
-// One failed attempt to apply an update to a process, kept for status.
+// One failed attempt to apply an update to a process (or the kernel), kept for status
+// and for the backoff of later syncs: after the n-th failure in a row, sync tries again
+// no sooner than first delay × 4^(n-1) later (capped at a day).
 struct Attempt {
   std::string error;
   std::string at;                  // ISO 8601, UTC
   int count = 0;                   // consecutive failures
+  std::string kind;                // FailureKind::name (child.h); "" in a record of an older livesplice
+  std::string kind_text;           // FailureKind::text
+  int64_t next = 0;                // epoch seconds: sync tries again from then on
 };
 
 class Store {
@@ -87,7 +94,10 @@ class Store {
 
   // Failed attempts, by update id and then by process ("PID-STARTTIME").
   const std::map<std::string, std::map<std::string, Attempt>>& attempts() const { return attempts_; }
-  void record_failure(const std::string& id, const std::string& process, const std::string& error);
+  void record_failure(const std::string& id, const std::string& process, const std::string& error,
+                      const std::string& kind, const std::string& kind_text, int first_delay_s);
+  // The failure kept for update `id` on target `process`, or nullptr.
+  const Attempt* attempt(const std::string& id, const std::string& process) const;
   void record_success(const std::string& id, const std::string& process);
   // Writes attempts.json if anything changed (crash-safely).
   void save_attempts();
@@ -119,5 +129,6 @@ std::string store_root(const std::string& flag);
 void write_atomically(const std::string& path, std::string_view bytes);
 
 std::string now_iso();
+std::string iso(int64_t epoch_seconds);
 
 }  // namespace ls::manager

@@ -323,6 +323,114 @@ TEST_F(Manager, KilledInstallAndRemoveAreRepairedBySync) {
   }
 }
 
+// 10. A thread always busy in the replaced function (spin_forever): install fails with a
+// busy thread; a sync before the backoff is over does not try again and says when it
+// will; status says "retrying: busy thread, next attempt after ..." with the kind in its
+// JSON; once due, sync tries again and the next wait is four times longer.
+TEST_F(Manager, FailedApplyIsRetriedAcrossRunsWithBackoff) {
+  std::string src = build_case("forever", case_src("forever"));
+  Program prog({src + "/prog"});
+  prog.wait_for("sentinel 1001");
+  std::string update = create_update(src, case_dir("forever") + "/fix.patch", tmp / "forever.lsu");
+  const std::vector<std::string> quick{"--retries", "0", "--hot-wait", "0", "--rounds", "0", "--backoff", "2"};
+  auto with = [&](std::vector<std::string> args) {
+    args.insert(args.end(), quick.begin(), quick.end());
+    return args;
+  };
+  auto attempt = [&]() {
+    Json s = status();
+    Json u = first_update(s);
+    if (u["not_applied"].size() != 1) throw Failure("the update must be not applied in prog:\n" + s.dump(2));
+    return u["not_applied"][0];
+  };
+  auto count_of = [&]() {
+    std::ifstream in(root() + "/attempts.json");
+    Json a = Json::parse(in);
+    return a.begin()->begin()->at("count").get<int>();
+  };
+
+  RunResult first = manage("install", with({update}));
+  EXPECT_EQ(first.status, 2) << first.describe();
+  EXPECT_EQ(lines_with(first.out, "failed to apply").size(), 1u) << first.describe();
+  Json a = attempt();
+  EXPECT_EQ(a["kind"], "busy") << a.dump(2);
+  ASSERT_TRUE(a["next_attempt"].is_string()) << a.dump(2);
+  EXPECT_EQ(a["reason"].get<std::string>().rfind("retrying: busy thread, next attempt after " +
+                                                     a["next_attempt"].get<std::string>(), 0), 0u)
+      << a.dump(2);
+  ASSERT_EQ(count_of(), 1);
+
+  // Not due yet: sync says so, exit 2 (not applied), and does not touch the process.
+  RunResult early = manage("sync", with({}));
+  EXPECT_EQ(early.status, 2) << early.describe();
+  EXPECT_EQ(lines_with(early.out, "retrying ").size(), 1u) << early.describe();
+  EXPECT_EQ(lines_with(early.out, "busy thread, next attempt after").size(), 1u) << early.describe();
+  EXPECT_TRUE(lines_with(early.out, "failed to apply").empty()) << early.describe();
+  EXPECT_EQ(count_of(), 1) << "a sync before the backoff is over must not try again";
+  RunResult early_json = manage("sync", with({"--json"}));
+  Json doc = early_json.json();
+  ASSERT_EQ(doc["targets"].size(), 1u) << doc.dump(2);
+  EXPECT_EQ(doc["targets"][0]["outcome"], "retrying") << doc.dump(2);
+  EXPECT_EQ(doc["targets"][0]["kind"], "busy") << doc.dump(2);
+
+  // Due: tried again, failed again, and the next wait is 4 times the first (2 s → 8 s).
+  std::this_thread::sleep_for(3s);
+  RunResult due = manage("sync", with({}));
+  EXPECT_EQ(due.status, 2) << due.describe();
+  EXPECT_EQ(lines_with(due.out, "failed to apply").size(), 1u) << due.describe();
+  EXPECT_EQ(count_of(), 2);
+  std::ifstream in(root() + "/attempts.json");
+  Json rec = Json::parse(in).begin()->begin().value();
+  auto at = [](const std::string& iso) {
+    std::tm tm{};
+    strptime(iso.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return static_cast<int64_t>(timegm(&tm));
+  };
+  int64_t wait = rec["next"].get<int64_t>() - at(rec["at"].get<std::string>());
+  EXPECT_TRUE(wait >= 7 && wait <= 9) << "the second wait must be 8 s, is " << wait << "\n" << rec.dump(2);
+  expect_alive_and_running(prog);
+  EXPECT_TRUE(view_updates(prog).empty());
+}
+
+// 11. --json: install, sync and remove each print one JSON document: per update and
+// target the outcome and why.
+TEST_F(Manager, InstallSyncRemoveSpeakJson) {
+  std::string update = single_update("1.0-3");
+  Program prog({case_src("single") + "/prog"});
+  prog.wait_for("sentinel 1001");
+  Json in = manage_ok("install", {"--json", update}).json();
+  EXPECT_EQ(in["command"], "install");
+  EXPECT_EQ(in["exit"], 0);
+  ASSERT_EQ(in["store"].size(), 1u) << in.dump(2);
+  EXPECT_EQ(in["store"][0]["outcome"], "installed") << in.dump(2);
+  std::string id = in["store"][0]["id"];
+  ASSERT_EQ(in["targets"].size(), 1u) << in.dump(2);
+  EXPECT_EQ(in["targets"][0]["outcome"], "applied") << in.dump(2);
+  EXPECT_EQ(in["targets"][0]["update"], id) << in.dump(2);
+  EXPECT_EQ(in["targets"][0]["label"], "1.0-3") << in.dump(2);
+  EXPECT_EQ(in["targets"][0]["target"]["pid"], prog.pid()) << in.dump(2);
+
+  Json sy = manage_ok("sync", {"--json"}).json();
+  ASSERT_EQ(sy["targets"].size(), 1u) << sy.dump(2);
+  EXPECT_EQ(sy["targets"][0]["outcome"], "already-applied") << sy.dump(2);
+
+  RunResult bad = manage("install", {"--json", "/proc/self/status"});
+  EXPECT_EQ(bad.status, 1) << bad.describe();
+  Json b = bad.json();
+  ASSERT_EQ(b["store"].size(), 1u) << b.dump(2);
+  EXPECT_EQ(b["store"][0]["outcome"], "not-installed") << b.dump(2);
+  EXPECT_TRUE(b["store"][0]["error"].is_string()) << b.dump(2);
+
+  Json rm = manage_ok("remove", {"--json", "--all"}).json();
+  EXPECT_EQ(rm["command"], "remove");
+  ASSERT_EQ(rm["store"].size(), 1u) << rm.dump(2);
+  EXPECT_EQ(rm["store"][0]["outcome"], "removed") << rm.dump(2);
+  ASSERT_EQ(rm["targets"].size(), 1u) << rm.dump(2);
+  EXPECT_EQ(rm["targets"][0]["outcome"], "undone") << rm.dump(2);
+  EXPECT_EQ(rm["targets"][0]["target"]["pid"], prog.pid()) << rm.dump(2);
+  EXPECT_TRUE(view_updates(prog).empty());
+}
+
 // The manager's commands teach: each --help says what it does, names the store option
 // and gives examples.
 TEST(ManagerCli, HelpTeaches) {
@@ -330,6 +438,11 @@ TEST(ManagerCli, HelpTeaches) {
     RunResult r = lstest::run({lstest::livesplice(), sub, "--help"});
     EXPECT_EQ(r.status, 0) << r.describe();
     for (const std::string& text : {std::string("--root"), std::string("Examples:"), "livesplice " + sub})
+      EXPECT_NE(r.out.find(text), std::string::npos) << sub << ": '" << text << "' missing from\n" << r.out;
+    for (const std::string& text : {"--json"})
+      EXPECT_NE(r.out.find(text), std::string::npos) << sub << ": '" << text << "' missing from\n" << r.out;
+    if (sub == "status") continue;
+    for (const std::string& text : {"--backoff", "--core", "kernel", "\"targets\"", "retrying"})
       EXPECT_NE(r.out.find(text), std::string::npos) << sub << ": '" << text << "' missing from\n" << r.out;
   }
 }
