@@ -40,6 +40,7 @@ struct Goal {
   std::vector<const StoredUpdate*> apply;   // in install order
   // Which applied entries that this store applied and no longer holds to undo.
   std::function<bool(const proc::LedgerEntry&)> undo = [](const proc::LedgerEntry&) { return false; };
+  bool say_unfit = true;                    // a line for an update that fits no process
 };
 
 struct Plan {
@@ -74,7 +75,7 @@ Plan plan(Context& ctx, const Store& store, const Machine& machine, const Goal& 
       if (f.front().by_name) why += ", by name: the update has no build-id of it";
       p.tasks.push_back({true, u->id, u->label(), u->path, proc.pid, proc.key(), process_name(proc), why});
     }
-    if (fitting == 0)
+    if (fitting == 0 && goal.say_unfit)
       fmt::print("{} {} fits no running process{}\n", u->manifest().kernel ? "kernel update" : "update",
                  update_name(u->id, u->label()),
                  u->manifest().kernel ? " (kernel updates are not applied by the manager yet)" : "");
@@ -223,6 +224,17 @@ Exit run_sync(Context& ctx, const ManagerOptions& opt, bool dry_run) {
   for (const auto& u : store.updates()) goal.apply.push_back(&u);
   goal.undo = [](const proc::LedgerEntry&) { return true; };
   return converge(ctx, store, opt, goal, dry_run);
+}
+
+// --- watch: one process just held (watch.h) ------------------------------------------
+
+Exit converge_process(Context& ctx, Store& store, const ManagerOptions& opt, pid_t pid) {
+  Machine machine = Machine::read_process(ctx, pid);
+  Goal goal;
+  for (const auto& u : store.updates()) goal.apply.push_back(&u);
+  goal.say_unfit = false;
+  Plan p = plan(ctx, store, machine, goal, true);
+  return execute(ctx, store, opt, std::move(p.tasks));
 }
 
 }  // namespace ls::manager
