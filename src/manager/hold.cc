@@ -117,6 +117,9 @@ Result<Hold> Hold::seize(pid_t tid, HoldKind kind) {
   const unsigned long options = kind == HoldKind::Exec ? PTRACE_O_TRACEEXEC : 0;
   if (ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(options)) != 0)
     return error("thread {}: cannot seize it: {}", tid, std::strerror(errno));
+  // Load: it stops as its open returns to ld.so. Asked now, while the open waits for our
+  // answer (a wait no interrupt ends): asked after, ld.so could map and report first.
+  if (kind == HoldKind::Load) ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr);
   return Hold(tid, tgid, kind);
 }
 
@@ -170,8 +173,6 @@ Status Hold::disarm() {
 
 Result<bool> Hold::run_to_loaded(const std::atomic<bool>& stopping, std::chrono::milliseconds limit) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
-  // Load: the open was answered; the thread stops as it returns to ld.so.
-  if (kind_ == HoldKind::Load) ptrace(PTRACE_INTERRUPT, tid_, nullptr, nullptr);
   auto cont = [&](int sig) {
     state_ = ptrace(PTRACE_CONT, tid_, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(sig))) == 0
                  ? State::Running : State::Released;

@@ -18,6 +18,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "manager/fit.h"
 #include "manager/hold.h"
@@ -102,13 +103,19 @@ bool ours(pid_t tgid) {
 }
 
 // The user pc of a thread waiting in a system call (/proc/PID/task/TID/syscall: the
-// number, six arguments, sp, pc); null when it is not in one.
+// number, six arguments, sp, pc); null when it cannot be read. The opener of a watched
+// file waits for our answer, but it may not be asleep yet when its event is read (the
+// file then says "running"): read again until it is.
 TargetAddr syscall_pc(pid_t tgid, pid_t tid) {
-  std::ifstream in(fmt::format("/proc/{}/task/{}/syscall", tgid, tid));
-  std::vector<std::string> f;
-  for (std::string w; in >> w;) f.push_back(w);
-  if (f.size() < 9) return TargetAddr();
-  return TargetAddr(std::stoull(f[8], nullptr, 16));
+  for (int attempt = 0; attempt < 2000; ++attempt) {
+    std::ifstream in(fmt::format("/proc/{}/task/{}/syscall", tgid, tid));
+    if (!in) return TargetAddr();
+    std::vector<std::string> f;
+    for (std::string w; in >> w;) f.push_back(w);
+    if (f.size() >= 9) return TargetAddr(std::stoull(f[8], nullptr, 16));
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  return TargetAddr();
 }
 
 void answer(int fan, int event_fd, uint32_t verdict) {
@@ -182,8 +189,14 @@ pid_t fork_child(Watch& w) {
 
 // --- marks ------------------------------------------------------------------------------
 
+// Where a program or library of the system is, for a target named only by its file name.
+const char* const kProgramDirs[] = {"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"};
+const char* const kLibraryDirs[] = {"/usr/local/lib", "/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu",
+                                    "/usr/lib", "/lib"};
+
 // The files the stored updates are for, as they are on disk now: each target's own path
-// and the paths running processes map it from, when the file there is that build.
+// when absolute, the system's directories for its name, and the paths running processes
+// map it from — each only when the file there is that build.
 Marks wanted_marks(Context& ctx, const Store& store) {
   Marks wanted;
   std::vector<RunningProcess> processes;
@@ -195,10 +208,17 @@ Marks wanted_marks(Context& ctx, const Store& store) {
       if (t.kind != "executable" && t.kind != "shared-library") continue;
       std::set<std::string> paths;
       if (t.path.starts_with("/")) paths.insert(t.path);
+      if (!t.build_id.empty() && t.name.find('/') == std::string::npos) {   // by build-id only
+        if (t.kind == "executable")
+          for (const char* d : kProgramDirs) paths.insert(std::string(d) + "/" + t.name);
+        else
+          for (const char* d : kLibraryDirs) paths.insert(std::string(d) + "/" + t.name);
+      }
       for (const auto& p : processes)
         for (const auto& f : fits(u.manifest(), p))
           if (f.target == t.name && !f.binary->replaced) paths.insert(f.binary->path);
       for (const auto& path : paths) {
+        if (!std::filesystem::is_regular_file(path)) continue;
         const bool same = t.build_id.empty() ? t.original_build_id.empty() &&
                                                    std::filesystem::path(path).filename() == t.name
                                              : build_id_of_file(path) == t.build_id;
@@ -293,6 +313,8 @@ void handle_event(Watch& w, const fanotify_event_metadata& md) {
     if (md.mask & FAN_OPEN_EXEC_PERM) kind = HoldKind::Exec;
     else if (in_loader(tgid, syscall_pc(tgid, tid))) kind = HoldKind::Load;
   }
+w.ctx.note(fmt::format("watch: open of {} by thread {} of process {}: {}", fd_path(md.fd), tid, tgid,
+                         kind ? "held" : "allowed"));
   if (!kind) {
     answer(w.fan, md.fd, FAN_ALLOW);
     ::close(md.fd);
