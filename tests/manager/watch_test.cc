@@ -189,6 +189,36 @@ TEST_F(Watch, SigtermLeavesNothingStoppedOrTraced) {
   }
 }
 
+// 5. sync and install at the same time as programs start under watch: the store's lock
+// orders them; every program comes up patched from its first output, with the update
+// applied once, and both commands end well.
+TEST_F(Watch, ConcurrentSyncAndInstallWhileProgramsStart) {
+  std::string prog = single_installed();
+  Daemon watch(root());
+  watch.wait_watching(prog);
+  first->kill_now();
+  RunResult synced, installed;
+  std::thread commands([&] {
+    synced = ls({"sync", "--root", root()}, 180s);
+    installed = ls({"install", "--root", root(), tmp / "single.lsu"}, 180s);
+  });
+  std::vector<std::unique_ptr<Program>> started;
+  for (int i = 0; i < 4; ++i) {
+    started.push_back(std::make_unique<Program>(std::vector<std::string>{prog}));
+    std::this_thread::sleep_for(40ms);
+  }
+  commands.join();
+  EXPECT_EQ(synced.status, 0) << synced.describe();
+  EXPECT_EQ(installed.status, 0) << installed.describe();
+  for (auto& p : started) {
+    p->wait_for("sentinel ");
+    EXPECT_NE(p->line(0).find("sentinel 2002"), std::string::npos) << p->tail() << "\nwatch:\n" << watch.log().tail();
+    EXPECT_EQ(view_updates(*p).size(), 1u);
+    EXPECT_EQ(wait_running_untraced(p->pid(), 10s), "");
+  }
+  watch.stop();
+}
+
 TEST(WatchCli, HelpTeaches) {
   RunResult r = lstest::run({lstest::livesplice(), "watch", "--help"});
   EXPECT_EQ(r.status, 0) << r.describe();
