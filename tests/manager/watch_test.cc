@@ -114,6 +114,36 @@ TEST_F(Watch, RestartedProgramIsPatchedBeforeItsFirstInstruction) {
   watch.stop();
 }
 
+// 1b. The same for a server (examples/demo's kvd, whose fix accepts 8-character keys):
+// restarted after install, it answers its very first request with the fixed behaviour.
+TEST_F(Watch, RestartedServerIsPatchedBeforeItsFirstRequest) {
+  fs::copy(std::string(EXAMPLES_DIR) + "/demo", tmp / "kvd", fs::copy_options::recursive);
+  must({"make", "-s"}, tmp / "kvd", 120s);
+  std::string kvd = tmp / "kvd" + "/kvd";
+  std::string update = create_update(tmp / "kvd", std::string(EXAMPLES_DIR) + "/demo/fix.patch", tmp / "kvd.lsu",
+                                     {"--label", "kvd 2"});
+  auto port_of = [](Program& server) {
+    std::string line = server.line(server.wait_for("listening on 127.0.0.1:"));
+    return std::stoi(line.substr(line.rfind(':') + 1));
+  };
+  const std::string request = "set password hunter2\nget password\nquit\n";
+  Program old({kvd});
+  EXPECT_EQ(tcp_request(port_of(old), request).rfind("error: bad key", 0), 0u) << "the bug, before install";
+  manage_ok("install", {update});
+  Daemon watch(root());
+  watch.wait_watching(kvd);
+  old.kill_now();   // the restart
+
+  Program fresh({kvd});
+  std::string reply = tcp_request(port_of(fresh), request);
+  EXPECT_EQ(reply.rfind("ok\nhunter2\n", 0), 0u) << "the first request must get the fixed behaviour, got:\n"
+                                                    << reply << "\nwatch:\n" << watch.log().tail();
+  watch.log().wait_for("released process " + std::to_string(fresh.pid()));
+  EXPECT_TRUE(status_says_applied(fresh.pid()));
+  EXPECT_EQ(wait_running_untraced(fresh.pid(), 5s), "");
+  watch.stop();
+}
+
 // 2. A program that loads the patched library with dlopen long after it started runs
 // the fixed code from its first call; it was not held at its start (it does not map the
 // library then) but when ld.so mapped the library.
