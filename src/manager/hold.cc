@@ -261,6 +261,7 @@ void Hold::let_go() {
 }
 
 Status Hold::park() {
+  LS_TRY(disarm());   // first: a thread let go on a failure below must not trap again
   auto mem = proc::Memory::open(tgid_);
   if (!mem) return mem.status();
   auto gadget = proc::find_syscall_gadget(tgid_, *mem);
@@ -278,7 +279,6 @@ Status Hold::park() {
     ptrace(PTRACE_SETREGS, tid_, nullptr, &saved_regs_);
     return s;
   }
-  LS_TRY(disarm());
   ptrace(PTRACE_DETACH, tid_, nullptr, nullptr);
   state_ = State::Parked;
   return {};
