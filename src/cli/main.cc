@@ -15,6 +15,7 @@
 #include "kernel/apply.h"
 #include "process/apply.h"
 #include "manager/manager.h"
+#include "manager/watch.h"
 #include "update/format.h"
 #include "update/reader.h"
 
@@ -78,6 +79,8 @@ struct Command {
   CLI::App* sync = nullptr;
   bool sync_dry_run = false;
   CLI::App* status = nullptr;
+  CLI::App* watch = nullptr;
+  int watch_hold_limit_ms = 10000;
 };
 
 void add_diff(CLI::App& app, Command& c) {
@@ -334,6 +337,26 @@ void add_manager(CLI::App& app, Command& c) {
       "  livesplice status --json\n");
   c.status->add_flag("--json", c.ctx.json, "Print JSON on stdout");
   manager_options(c.status, false);
+
+  c.watch = app.add_subcommand(
+      "watch", "Run as a daemon that applies the stored updates to every process that starts\n"
+               "running a patched program, or loads a patched library, before that code runs.");
+  c.watch->footer(
+      "A process that execs a program a stored update is for, or whose ld.so opens such a\n"
+      "library (at start or in dlopen), is held when ld.so has mapped everything, before any\n"
+      "constructor, main() or the library's first call; the updates that fit it are applied\n"
+      "as `sync` would, then it runs on. Nothing else is stopped or traced. An apply refused\n"
+      "there (a thread in the way) is tried again on the running process after 1, 4, 16...\n"
+      "seconds (`status` shows the failures). Needs root (CAP_SYS_ADMIN for fanotify,\n"
+      "CAP_SYS_PTRACE); systemd/livesplice-watch.service runs it. SIGTERM stops it after\n"
+      "releasing what it holds.\n\n"
+      "Examples:\n"
+      "  livesplice watch\n"
+      "  livesplice watch --root /srv/store\n");
+  manager_options(c.watch, true);
+  c.watch->add_option("--hold-limit", c.watch_hold_limit_ms,
+                      "Milliseconds a starting process may take to map its libraries before it is let go")
+      ->capture_default_str()->check(CLI::PositiveNumber);
 }
 
 // The one subcommand given. Offline stages throw; this is where their errors stop.
@@ -349,6 +372,7 @@ int run(Command& c) {
       rc = ls::manager::run_remove(c.ctx, c.mopt, c.remove_ids, c.remove_all);
     } else if (*c.sync) rc = ls::manager::run_sync(c.ctx, c.mopt, c.sync_dry_run);
     else if (*c.status) rc = ls::manager::run_status(c.ctx, c.mopt);
+    else if (*c.watch) rc = ls::manager::run_watch(c.ctx, {c.mopt, c.watch_hold_limit_ms});
     else rc = run_live(c);
     return static_cast<int>(rc);
   } catch (const ls::Error& e) {

@@ -60,6 +60,8 @@ struct Goal {
   // Which updates (by id) that this store applied and no longer holds to undo.
   std::function<bool(const std::string&)> undo = [](const std::string&) { return false; };
   bool backoff = false;            // hold back what failed until its next attempt is due (sync)
+  bool say_unfit = true;           // an outcome for an update that fits no process (not watch's)
+  bool say_already = true;         // an outcome for an update already applied (not watch's)
 };
 
 struct Plan {
@@ -88,8 +90,9 @@ void plan_processes(Context& ctx, const Store& store, const Machine& machine, co
       ++fitting;
       const proc::LedgerEntry* e = machine.entry(proc, u->id);
       if (e && e->state == proc::EntryState::Applied) {
-        report.target(entry("already-applied", u->id, u->label(), process_target(proc)),
-                      fmt::format("already applied {} to {}", update_name(u->id, u->label()), process_name(proc)));
+        if (goal.say_already)
+          report.target(entry("already-applied", u->id, u->label(), process_target(proc)),
+                        fmt::format("already applied {} to {}", update_name(u->id, u->label()), process_name(proc)));
         continue;
       }
       std::string why = f.front().binary->path + (f.front().binary->replaced ? " (replaced on disk since)" : "");
@@ -97,7 +100,7 @@ void plan_processes(Context& ctx, const Store& store, const Machine& machine, co
       p.tasks.push_back({true, false, u->id, u->label(), u->path, proc.pid, proc.key(), process_name(proc), why,
                          process_target(proc)});
     }
-    if (fitting == 0)
+    if (fitting == 0 && goal.say_unfit)
       report.target(entry("fits-nothing", u->id, u->label(), nullptr, "fits no running process"),
                     fmt::format("update {} fits no running process", update_name(u->id, u->label())));
   }
@@ -349,6 +352,21 @@ Exit run_sync(Context& ctx, const ManagerOptions& opt, bool dry_run) {
   Exit rc = converge(ctx, store, opt, goal, dry_run, report);
   report.finish(store.root(), rc);
   return rc;
+}
+
+// --- watch: one process just held (watch.h) ------------------------------------------
+
+Exit converge_process(Context& ctx, Store& store, const ManagerOptions& opt, pid_t pid) {
+  Machine machine = Machine::read_process(ctx, pid);
+  Goal goal;
+  for (const auto& u : store.updates()) goal.apply.push_back(&u);
+  goal.say_unfit = false;
+  goal.say_already = false;
+  Report report(ctx, "watch");
+  Plan p;
+  plan_processes(ctx, store, machine, goal, report, p);   // the kernel is sync's, not watch's
+  KernelClaims claims = KernelClaims::load(store.root(), machine.kernel.boot_id);
+  return execute(ctx, store, claims, opt, report, std::move(p.tasks));
 }
 
 }  // namespace ls::manager

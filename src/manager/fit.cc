@@ -89,6 +89,27 @@ std::string read_comm(pid_t pid) {
 
 }  // namespace
 
+namespace {
+
+std::optional<RunningProcess> read_process(Context& ctx, pid_t pid, BuildIds& known) {
+  auto maps = proc::read_maps(pid);
+  if (!maps) {
+    ctx.note(fmt::format("{}: left out", maps.status().message()));
+    return std::nullopt;
+  }
+  if (maps->empty()) return std::nullopt;   // a kernel thread
+  auto key = proc::process_key(pid);
+  if (!key) return std::nullopt;            // ended meanwhile
+  RunningProcess p;
+  p.pid = pid;
+  p.start_time = key->start_time;
+  p.command = read_comm(pid);
+  p.binaries = binaries_of(ctx, pid, *maps, known);
+  return p;
+}
+
+}  // namespace
+
 std::vector<RunningProcess> scan_processes(Context& ctx) {
   std::vector<pid_t> pids;
   std::error_code ec;
@@ -99,24 +120,23 @@ std::vector<RunningProcess> scan_processes(Context& ctx) {
   std::sort(pids.begin(), pids.end());
   BuildIds known;
   std::vector<RunningProcess> out;
-  for (pid_t pid : pids) {
-    if (pid == ::getpid()) continue;
-    auto maps = proc::read_maps(pid);
-    if (!maps) {
-      ctx.note(fmt::format("{}: left out", maps.status().message()));
-      continue;
-    }
-    if (maps->empty()) continue;   // a kernel thread
-    auto key = proc::process_key(pid);
-    if (!key) continue;            // ended meanwhile
-    RunningProcess p;
-    p.pid = pid;
-    p.start_time = key->start_time;
-    p.command = read_comm(pid);
-    p.binaries = binaries_of(ctx, pid, *maps, known);
-    out.push_back(std::move(p));
-  }
+  for (pid_t pid : pids)
+    if (pid != ::getpid())
+      if (auto p = read_process(ctx, pid, known)) out.push_back(std::move(*p));
   return out;
+}
+
+std::optional<RunningProcess> scan_process(Context& ctx, pid_t pid) {
+  BuildIds known;
+  return read_process(ctx, pid, known);
+}
+
+std::string build_id_of_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  std::string id = build_id_of(fd);
+  ::close(fd);
+  return id;
 }
 
 std::vector<Fit> fits(const update::Manifest& m, const RunningProcess& p) {

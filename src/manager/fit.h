@@ -17,6 +17,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,11 @@ struct RunningProcess {
 // maps executable. A process that ends while it is read is left out; one whose maps
 // cannot be read (not root) is a note with -v.
 std::vector<RunningProcess> scan_processes(Context& ctx);
+// The same for one process (watch: a process just held); nullopt when it is gone.
+std::optional<RunningProcess> scan_process(Context& ctx, pid_t pid);
+
+// The GNU build-id of the ELF file at `path` (hex), "" when it has none or is no ELF file.
+std::string build_id_of_file(const std::string& path);
 
 // How an update fits a process: the target of the update it maps, and how it was known.
 struct Fit {

@@ -4,12 +4,14 @@
 
 namespace ls::manager {
 
-Machine Machine::read(Context& ctx) {
-  Machine m;
-  m.processes = scan_processes(ctx);
+namespace {
+
+// The ledgers of the recorded processes among `m.processes` (all when `only` is 0).
+void read_ledgers(Machine& m, pid_t only) {
   auto recorded = proc::recorded_processes();
   if (!recorded) throw Error(recorded.status().message());
   for (const auto& key : *recorded) {
+    if (only != 0 && key.pid != only) continue;
     ProcessLedger pl;
     auto maps = proc::read_maps(key.pid);
     auto ledger = maps ? proc::Ledger::read(key, *maps) : Result<proc::Ledger>(maps.status());
@@ -17,7 +19,22 @@ Machine Machine::read(Context& ctx) {
     else pl.error = ledger.status().message();
     m.ledgers[std::to_string(key.pid) + "-" + std::to_string(key.start_time)] = std::move(pl);
   }
+}
+
+}  // namespace
+
+Machine Machine::read(Context& ctx) {
+  Machine m;
+  m.processes = scan_processes(ctx);
+  read_ledgers(m, 0);
   m.kernel = KernelState::read();
+  return m;
+}
+
+Machine Machine::read_process(Context& ctx, pid_t pid) {
+  Machine m;
+  if (auto p = scan_process(ctx, pid)) m.processes.push_back(std::move(*p));
+  if (!m.processes.empty()) read_ledgers(m, pid);
   return m;
 }
 

@@ -30,6 +30,8 @@ struct Machine {
   KernelState kernel;
 
   static Machine read(Context& ctx);
+  // One process only (watch: a process just held): empty when it is gone.
+  static Machine read_process(Context& ctx, pid_t pid);
   // The process's ledger; nullptr when nothing was ever applied there.
   const ProcessLedger* ledger(const RunningProcess& p) const;
   // The entry of update `id` in the process, or nullptr.

@@ -27,6 +27,8 @@
 // half way is finished by the next sync, never reverted by it.
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
 #include <vector>
 
@@ -49,5 +51,11 @@ Exit run_install(Context& ctx, const ManagerOptions& options, const std::vector<
 Exit run_remove(Context& ctx, const ManagerOptions& options, const std::vector<std::string>& ids, bool all);
 Exit run_sync(Context& ctx, const ManagerOptions& options, bool dry_run);
 Exit run_status(Context& ctx, const ManagerOptions& options);
+
+class Store;
+// watch (watch.h): every stored update that fits process `pid` and is not applied there,
+// applied (one line each; failures retried for options.rounds and recorded for status).
+// The caller holds the store open, exclusive.
+Exit converge_process(Context& ctx, Store& store, const ManagerOptions& options, pid_t pid);
 
 }  // namespace ls::manager

@@ -11,7 +11,12 @@ Result<TargetAddr> RunSymbols::resolve(uint32_t sym, View view) const {
     auto slot = m_.symbols.find({sym, View::GotSlot});
     if (slot != m_.symbols.end()) {
       auto v = target_.memory().read_value<uint64_t>(slot->second.value);
-      if (v) return TargetAddr(*v);
+      if (v && *v != 0) return TargetAddr(*v);
+      // A slot ld.so has not filled yet (0: a process held by `watch` after its objects
+      // were mapped, before they are relocated): bound as ld.so will bind it, the
+      // program's own definition first (it interposes, as a copy relocation does).
+      if (v && rs && !rs->section && !rs->local && !target_.modules().empty())
+        if (auto exe = target_.modules().front().lookup(rs->name, false, ""); exe.size() == 1) return exe.front();
     }
     if (rs && !rs->section) {
       auto found = definition(*rs);

@@ -1,0 +1,7 @@
+/* The function the update replaces. */
+#include "value.h"
+
+int value(void)
+{
+	return 1001;
+}
