@@ -16,6 +16,7 @@
 #include "process/apply.h"
 #include "manager/manager.h"
 #include "manager/watch.h"
+#include "package/deb.h"
 #include "update/format.h"
 #include "update/reader.h"
 
@@ -81,6 +82,10 @@ struct Command {
   CLI::App* status = nullptr;
   CLI::App* watch = nullptr;
   int watch_hold_limit_ms = 10000;
+
+  // Updates as a Debian package (src/package/deb.h).
+  CLI::App* package = nullptr;
+  ls::package::PackageOptions popt;
 };
 
 void add_diff(CLI::App& app, Command& c) {
@@ -359,6 +364,32 @@ void add_manager(CLI::App& app, Command& c) {
       ->capture_default_str()->check(CLI::PositiveNumber);
 }
 
+void add_package(CLI::App& app, Command& c) {
+  c.package = app.add_subcommand(
+      "package", "Write updates as a Debian package (NAME_VERSION_amd64.deb in DIR) that installs\n"
+                 "them into the store; livesplice's dpkg trigger then applies them everywhere.");
+  c.package->footer(
+      "The package depends on livesplice and holds each update at\n"
+      "/var/lib/livesplice/updates/ID.lsu. After a dpkg run that installed, upgraded or\n"
+      "removed any number of such packages, livesplice's trigger runs `livesplice sync`\n"
+      "once: stored updates are applied wherever they fit, those no longer stored undone.\n"
+      "Updates apply in the order given. A newer version of a package should hold the\n"
+      "older one's updates plus the new ones, made on top of them (create on the tree with\n"
+      "the earlier fixes applied): an upgrade then keeps every fix applied and adds the new.\n"
+      "Exit 0 when the package was written, 1 otherwise (an unusable update, a name or\n"
+      "version Debian refuses).\n\n"
+      "Examples:\n"
+      "  livesplice package kvd-fix.lsu --name kvd-live --version 1 -o repo/incoming\n"
+      "  livesplice package fix1.lsu fix2.lsu --name kvd-live --version 2 -o repo/incoming\n");
+  c.package->add_option("updates", c.popt.updates, "Update files made by livesplice create, in the order they apply")
+      ->required()->check(CLI::ExistingFile);
+  c.package->add_option("--name", c.popt.name, "The Debian package name")->required();
+  c.package->add_option("--version", c.popt.version, "The Debian package version")->required();
+  c.package->add_option("-o,--output", c.popt.out_dir, "Directory to write the .deb into")->required();
+  c.package->add_option("--maintainer", c.popt.maintainer,
+                        "The Maintainer field (default: $DEBFULLNAME <$DEBEMAIL>)");
+}
+
 // The one subcommand given. Offline stages throw; this is where their errors stop.
 int run(Command& c) {
   try {
@@ -373,6 +404,7 @@ int run(Command& c) {
     } else if (*c.sync) rc = ls::manager::run_sync(c.ctx, c.mopt, c.sync_dry_run);
     else if (*c.status) rc = ls::manager::run_status(c.ctx, c.mopt);
     else if (*c.watch) rc = ls::manager::run_watch(c.ctx, {c.mopt, c.watch_hold_limit_ms});
+    else if (*c.package) rc = ls::package::run_package(c.ctx, c.popt);
     else rc = run_live(c);
     return static_cast<int>(rc);
   } catch (const ls::Error& e) {
@@ -401,7 +433,8 @@ int main(int argc, char** argv) {
       "  livesplice apply --kernel fix.lsu [--core livesplice.ko]     apply it to the running kernel (root)\n"
       "  livesplice view --kernel / undo --kernel [ID]                what is applied there / take it out\n"
       "  livesplice install fix.lsu                                   keep it applied to every process it fits\n"
-      "  livesplice status / sync / remove ID                         the machine's updates (the manager)\n\n"
+      "  livesplice status / sync / remove ID                         the machine's updates (the manager)\n"
+      "  livesplice package fix.lsu --name N --version V -o DIR       the updates as a Debian package\n\n"
       "Exit codes: 0 ok, 1 tool error, 2 cannot be patched safely, 3 no change.",
       "livesplice"};
   app.require_subcommand(1);
@@ -417,6 +450,7 @@ int main(int argc, char** argv) {
   add_undo(app, cmd);
   add_view(app, cmd);
   add_manager(app, cmd);
+  add_package(app, cmd);
 
   if (argc <= 1) {   // no subcommand at all: teach, rather than name a missing option
     fmt::print(stderr, "{}", app.help());

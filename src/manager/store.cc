@@ -97,7 +97,12 @@ Store Store::open(Context& ctx, const std::string& root, bool exclusive) {
   }
   std::string lock = root + "/lock";
   s.lock_fd_ = ::open(lock.c_str(), (exclusive ? O_RDWR | O_CREAT : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW, 0644);
-  if (s.lock_fd_ < 0 && !exclusive && errno == ENOENT) return s;   // no store yet: nothing stored
+  if (s.lock_fd_ < 0 && !exclusive && errno == ENOENT) {
+    // No command has changed this store yet (each creates the lock first), but a package
+    // may have put updates in it (dpkg): read them, there is no one to wait for.
+    s.load(ctx);
+    return s;
+  }
   if (s.lock_fd_ < 0) fail("{}: cannot open: {}", lock, std::strerror(errno));
   int how = exclusive ? LOCK_EX : LOCK_SH;
   if (::flock(s.lock_fd_, how | LOCK_NB) != 0) {
@@ -131,6 +136,9 @@ void Store::load(Context& ctx) {
   if (!fs::exists(updates_dir())) return;   // nothing was ever installed
   for (const auto& f : fs::directory_iterator(updates_dir(), ec)) files.push_back(f.path());
   std::sort(files.begin(), files.end());
+  // Updates without an install record (a package's: dpkg writes none) go in the order of
+  // their files' times, which `livesplice package` sets in the order updates apply.
+  std::map<std::string, fs::file_time_type> unrecorded_time;
   for (const auto& f : files) {
     std::string name = f.filename().string(), path = f.string();
     if (name.starts_with(".") && name.find(kTempMark) != std::string::npos) {
@@ -159,19 +167,23 @@ void Store::load(Context& ctx) {
                                              "install", u.id)});
       continue;
     }
-    u.sequence = UINT64_MAX;   // no install record: after the others, by name
+    u.sequence = UINT64_MAX;   // no install record: after the others, oldest file first
     try {
       auto meta = nlohmann::json::parse(read_whole(fs::path(f).replace_extension(".json").string()));
       u.sequence = meta.at("sequence").get<uint64_t>();
       u.installed = meta.at("installed").get<std::string>();
     } catch (const std::exception&) {
-      ctx.note(fmt::format("{}: no install record; ordered after the others", path));
+      ctx.note(fmt::format("{}: no install record (installed by a package, or a killed install); ordered "
+                           "after the others, by the file's time", path));
+      unrecorded_time[path] = fs::last_write_time(f, ec);
     }
     updates_.push_back(std::move(u));
   }
   if (ec) fail("{}: cannot list: {}", updates_dir(), ec.message());
-  std::stable_sort(updates_.begin(), updates_.end(),
-                   [](const StoredUpdate& a, const StoredUpdate& b) { return a.sequence < b.sequence; });
+  std::stable_sort(updates_.begin(), updates_.end(), [&](const StoredUpdate& a, const StoredUpdate& b) {
+    if (a.sequence != b.sequence) return a.sequence < b.sequence;
+    return a.sequence == UINT64_MAX && unrecorded_time[a.path] < unrecorded_time[b.path];
+  });
 
   std::string attempts = root_ + "/attempts.json";
   if (!fs::exists(attempts)) return;

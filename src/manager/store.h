@@ -16,7 +16,8 @@
 //   ROOT/kernel.json          the kernel updates this store applied in this boot (kernel.h)
 // The update file is the truth: an ID.json without its update is a leftover of a
 // killed install or remove and is deleted; an update without one (killed between the
-// two renames) is kept, ordered after the others. Every update is read through the one
+// two renames, or installed by a Debian package: livesplice package) is kept, ordered
+// after the others by its file's modification time. Every update is read through the one
 // reader of the format (update::Contents: digest, schema) each time the store is
 // opened; a file that fails it, is not named by its own id, or is not the store's at
 // all is a problem reported and skipped, never a reason to stop the others.
