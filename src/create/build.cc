@@ -147,6 +147,17 @@ std::string find_wrapper(const std::string& wrapper_path) {
   return wrapper;
 }
 
+// The directory holding livesplice/patch.h, for the post build: installed beside the
+// programs (PREFIX/bin/livesplice-cc, PREFIX/include/livesplice/patch.h), else the
+// source tree livesplice was built from; "" when neither has it.
+std::string patch_header_dir(const std::string& wrapper) {
+  std::error_code ec;
+  for (fs::path dir : {fs::path(wrapper).parent_path().parent_path() / "include",
+                       fs::path(LIVESPLICE_SOURCE_INCLUDE_DIR)})
+    if (fs::exists(dir / "livesplice" / "patch.h", ec)) return dir.string();
+  return "";
+}
+
 }  // namespace
 
 Workspace::Workspace(Context& ctx, const std::string& wrapper_path, bool keep)
@@ -199,6 +210,8 @@ std::map<std::string, std::string> Workspace::build_env(Phase p) const {
       {"LIVESPLICE_PRE_DIR", p == Phase::Post ? pre_objects_dir() : ""},
       {"LIVESPLICE_PHASE", std::string(to_string(p))},
       {"LIVESPLICE_ACTIVE", ""},
+      // A patch may include <livesplice/patch.h> (hooks): on the post build's include path.
+      {"LIVESPLICE_INCLUDE", p == Phase::Post ? patch_header_dir(wrapper_) : ""},
   };
 }
 
@@ -209,6 +222,7 @@ std::map<std::string, std::string> Workspace::configure_env() const {
       {"LIVESPLICE_PRE_DIR", ""},
       {"LIVESPLICE_PHASE", "configure"},
       {"LIVESPLICE_ACTIVE", ""},
+      {"LIVESPLICE_INCLUDE", ""},
   };
 }
 

@@ -609,6 +609,13 @@ Result<std::vector<size_t>> ThreadGroupStop::run_for(std::chrono::microseconds i
   return fresh;
 }
 
+Status ThreadGroupStop::stop_sleeper(size_t i) {
+  Thread& t = threads_[i];
+  if (t.gone || t.stopped) return {};
+  ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr);
+  return wait_stopped(t);
+}
+
 Status ThreadGroupStop::set_regs(Thread& t, const user_regs_struct& regs) {
   if (ptrace(PTRACE_SETREGS, t.tid, nullptr, &regs) != 0)
     return error("thread {}: cannot set registers: {}", t.tid, std::strerror(errno));
@@ -671,19 +678,22 @@ void on_tracer_thread(const std::function<void()>& fn) {
 RemoteSyscall::RemoteSyscall(ThreadGroupStop& group, Thread& thread, TargetAddr gadget, SeccompFilters filters)
     : group_(group), thread_(thread), gadget_(gadget), filters_(std::move(filters)), saved_(thread.regs) {}
 
-RemoteSyscall::~RemoteSyscall() {
-  if (thread_.gone) return;
-  user_regs_struct regs = saved_;
+user_regs_struct resumable(const user_regs_struct& saved) {
+  user_regs_struct regs = saved;
   int64_t rax = static_cast<int64_t>(regs.rax);
   if (static_cast<int64_t>(regs.orig_rax) >= 0 &&
       (rax == kERestartSys || rax == kERestartNoIntr || rax == kERestartNoHand || rax == kERestartRestartBlock)) {
-    // The borrowed syscall consumed the kernel's restart bookkeeping: restart by hand,
-    // exactly as the kernel would have with no handler to run.
+    // Restart by hand, exactly as the kernel would have with no handler to run.
     regs.rax = rax == kERestartRestartBlock ? SYS_restart_syscall : regs.orig_rax;
     regs.rip -= 2;
     regs.orig_rax = static_cast<uint64_t>(-1);
   }
-  (void)group_.set_regs(thread_, regs);
+  return regs;
+}
+
+RemoteSyscall::~RemoteSyscall() {
+  if (thread_.gone) return;
+  (void)group_.set_regs(thread_, resumable(saved_));
   thread_.regs = saved_;   // callers see the registers as the thread was stopped
 }
 

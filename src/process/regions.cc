@@ -63,12 +63,18 @@ bool borrowing_disturbs(pid_t pid, pid_t tid) {
   if (!(in >> first) || first == "running") return false;
   long nr = std::strtol(first.c_str(), nullptr, 10);
   if (nr < 0) return false;   // not in a system call
+  return !call_restarts(nr);
+}
+
+}  // namespace
+
+bool call_restarts(long nr) {
   switch (nr) {
     case SYS_nanosleep: case SYS_clock_nanosleep: case SYS_poll: case SYS_ppoll: case SYS_select:
     case SYS_pselect6: case SYS_pause: case SYS_rt_sigsuspend: case SYS_wait4: case SYS_waitid: case SYS_futex:
-      return false;
-    default:
       return true;
+    default:
+      return false;
   }
 }
 
@@ -95,6 +101,8 @@ pid_t quietest_thread(pid_t pid) {
   }
   return best;
 }
+
+namespace {
 
 // The calls of one batch, and the thread that makes them: a thread livesplice creates
 // and parks (parked.h), with one call (the clone) borrowed from the quietest thread of

@@ -157,7 +157,7 @@ TEST_F(UpdateFile, CarriesPreAndPostCodeWithSymbolicRelocations) {
 
   auto m = ls::update::read_manifest(path).json;
   EXPECT_EQ(m["format"], "livesplice-update");
-  EXPECT_EQ(m["version"], 2);
+  EXPECT_EQ(m["version"], 3);
   EXPECT_EQ(m["targets"][0]["build_id"], "00aa");
   EXPECT_EQ(m["targets"][1]["original_build_id"], nullptr);
   EXPECT_EQ(m["patch"]["files"], nlohmann::json::array({"post.c", "other.c"}));
