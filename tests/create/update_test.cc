@@ -353,7 +353,7 @@ TEST_F(UpdateFileRefused, WhatIsNotAUsableUpdate) {
   expect_refused("object.lsu", lstest::read_file(dir / "pre.o"), "it has no .livesplice.digest section");
   expect_refused("truncated.lsu", bytes.substr(0, bytes.size() / 2), "not a usable livesplice update");
   std::string newer = bytes;
-  auto at = newer.find("\"version\": 2,");
+  auto at = newer.find("\"version\": 3,");
   ASSERT_NE(at, std::string::npos);
   newer.replace(at, 13, "\"version\": 9,");
   reseal(newer);
