@@ -4,7 +4,8 @@
 // livesplice itself runs on. Each port provides arch/MACHINE/registers.h with the same
 // names: Registers, pc/sp and their setters, the system call convention
 // (syscall_number, syscall_result, load_syscall, reissue_syscall,
-// kSyscallInstructionSize, is_syscall_instruction), kTrapPcAdvance, kRedZone, kAuditArch,
+// kSyscallInstructionSize, is_syscall_instruction), a function call (call_frame,
+// load_call, call_returned, call_result), kTrapPcAdvance, kRedZone, kAuditArch,
 // dwarf_registers, read_registers/write_registers.
 #pragma once
 

@@ -168,6 +168,9 @@ void add_apply(CLI::App& app, Command& c) {
   c.apply->add_option("--hot-wait", c.aopt.hot_wait_ms,
                       "Milliseconds an attempt lets threads run out of the functions (their entries trapped); 0: none")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
+  c.apply->add_option("--hook-timeout", c.aopt.hook_timeout_ms,
+                     "Milliseconds a hook of the update may run before it is abandoned (nothing changed)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
   c.apply->add_flag("--json", c.ctx.json, "Print the result as JSON on stdout");
 }
 
@@ -195,6 +198,9 @@ void add_undo(CLI::App& app, Command& c) {
   c.undo->add_option("--hot-wait", c.uopt.hot_wait_ms,
                      "Milliseconds an attempt lets threads run out of the new code (its entries trapped); 0: none")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
+  c.undo->add_option("--hook-timeout", c.uopt.hook_timeout_ms,
+                     "Milliseconds a hook of the update may run before it is abandoned (nothing changed)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
   c.undo->add_flag("--json", c.ctx.json, "Print the result as JSON on stdout");
 }
 

@@ -147,6 +147,19 @@ std::string find_wrapper(const std::string& wrapper_path) {
   return wrapper;
 }
 
+// The directory holding livesplice/patch.h, for the post build: installed with the
+// programs (PREFIX/include/livesplice/patch.h beside PREFIX/lib/livesplice/livesplice-cc,
+// as `cmake --install` and the Debian package lay them out, or PREFIX/bin/), else the
+// source tree livesplice was built from; "" when none has it.
+std::string patch_header_dir(const std::string& wrapper) {
+  std::error_code ec;
+  const fs::path programs = fs::path(wrapper).parent_path();
+  for (fs::path dir : {programs.parent_path().parent_path() / "include", programs.parent_path() / "include",
+                       fs::path(LIVESPLICE_SOURCE_INCLUDE_DIR)})
+    if (fs::exists(dir / "livesplice" / "patch.h", ec)) return dir.string();
+  return "";
+}
+
 }  // namespace
 
 Workspace::Workspace(Context& ctx, const std::string& wrapper_path, bool keep)
@@ -199,6 +212,8 @@ std::map<std::string, std::string> Workspace::build_env(Phase p) const {
       {"LIVESPLICE_PRE_DIR", p == Phase::Post ? pre_objects_dir() : ""},
       {"LIVESPLICE_PHASE", std::string(to_string(p))},
       {"LIVESPLICE_ACTIVE", ""},
+      // A patch may include <livesplice/patch.h> (hooks): on the post build's include path.
+      {"LIVESPLICE_INCLUDE", p == Phase::Post ? patch_header_dir(wrapper_) : ""},
   };
 }
 
@@ -209,6 +224,7 @@ std::map<std::string, std::string> Workspace::configure_env() const {
       {"LIVESPLICE_PRE_DIR", ""},
       {"LIVESPLICE_PHASE", "configure"},
       {"LIVESPLICE_ACTIVE", ""},
+      {"LIVESPLICE_INCLUDE", ""},
   };
 }
 

@@ -90,6 +90,12 @@ void report_no_change(Context& ctx, std::string_view why, size_t rebuilt, const 
 update::WriteSummary write_update_file(Context& ctx, const update::UpdateInput& in, const std::string& output,
                                        const SignalGuard& signals) {
   ctx.progress(fmt::format("writing {}", output));
+  // What the patch said to livesplice (livesplice/patch.h), listed.
+  for (const auto& u : in.units) {
+    for (const auto& h : u.diff->hooks) ctx.progress(fmt::format("  {} hook {}:{}", h.kind, u.path, h.name));
+    for (const auto& i : u.diff->ignored)
+      ctx.progress(fmt::format("  left out, as the patch says (LIVESPLICE_IGNORE_FUNCTION): {}:{}", u.path, i.name));
+  }
   update::WriteSummary sum = update::write_update(ctx, in, output);
   if (signals.pending()) {
     // Interrupted while writing: the update may be whole, but the user asked to stop.

@@ -5,7 +5,8 @@
 //   1. adds `-ffunction-sections -fdata-sections` (and `-g` when the command has no -g
 //      option) to every compile, so each function and datum gets its own section for the
 //      differ; -g never changes the generated code. Every other flag — Debian's
-//      hardening flags included — stays exactly as the build set it;
+//      hardening flags included — stays exactly as the build set it; and, in the post
+//      build, `-idirafter $LIVESPLICE_INCLUDE` (livesplice/patch.h, for hooks);
 //   2. saves a copy of each output it is about to overwrite, the first time in a run
 //      ($LIVESPLICE_BACKUP_DIR), and during the post build a second copy of each object
 //      ($LIVESPLICE_PRE_DIR): that copy is the pre object create diffs against;
@@ -405,6 +406,12 @@ std::string record_head(const char* kind, const std::string& cwd, const std::str
     exec_argv.push_back("-ffunction-sections");
     exec_argv.push_back("-fdata-sections");
     if (!c.has_g) exec_argv.push_back("-g");
+    // The post build: livesplice/patch.h for a patch that declares hooks; after every
+    // directory of the build's own, so that it shadows nothing.
+    if (std::string include = env_or("LIVESPLICE_INCLUDE"); !include.empty()) {
+      exec_argv.push_back("-idirafter");
+      exec_argv.push_back(include);
+    }
   }
   bool recording = !env_or("LIVESPLICE_RECORD").empty();
 

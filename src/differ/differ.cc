@@ -40,8 +40,6 @@ bool ObjectDiff::has_changes() const {
   });
 }
 
-namespace {
-
 // Units a unit's relocations point at (post side).
 std::vector<int> targets_of(const Units& side, const Unit& u) {
   std::vector<int> out;
@@ -64,6 +62,8 @@ std::vector<int> targets_of(const Units& side, const Unit& u) {
   out.erase(std::unique(out.begin(), out.end()), out.end());
   return out;
 }
+
+namespace {
 
 std::vector<uint32_t> literal_sections_of(const Units& side, const Unit& u) {
   std::vector<uint32_t> out;
@@ -146,11 +146,12 @@ void check_data_safety(const Units& pre, const Units& post, ObjectDiff& out) {
       reason = fmt::format("initial value of existing data changed ({}); the running program keeps "
                            "its current value, so the new initialiser would never take effect",
                            d.reason);
-    out.unsafe.push_back({what, post.obj().path(), reason});
+    out.unsafe.push_back({what, post.obj().path(), reason, true});
   }
 }
 
-void decide_inclusion(Units& post, ObjectDiff& out) {
+// `roots`: the hooks' functions (hooks.cc), carried as changed functions are.
+void decide_inclusion(Units& post, ObjectDiff& out, const std::vector<int>& roots) {
   std::deque<int> work;
   auto include = [&](Unit& u) {
     if (u.included) return;
@@ -162,6 +163,7 @@ void decide_inclusion(Units& post, ObjectDiff& out) {
     // New globals may be used from other objects' changed code: always carried.
     if (u.kind != Kind::Anon && u.status == Status::New && !u.local) include(u);
   }
+  for (int r : roots) include(post[r]);
   std::set<uint32_t> anon_sections;
   while (!work.empty()) {
     Unit& u = post[work.front()];
@@ -234,19 +236,24 @@ ObjectDiff diff_objects(Context& ctx, const elf::Object& pre, const elf::Object&
   }
   compare_special(P, Q, out);   // kernel tables: entry changes make their owners changed
   propagate(Q);
+  ignore_functions(Q, out);   // after propagation: what the patch says need not be live
   check_data_safety(P, Q, out);
-  decide_inclusion(Q, out);
+  std::vector<int> hooks = find_hooks(Q, out);
+  decide_inclusion(Q, out, hooks);
+  check_hooks(Q, hooks, out);
   carry_special(Q, out);
 
   for (const auto& u : Q.all())
-    if (u.kind != Kind::Anon) out.symbols.push_back(describe(P, Q, u, false));
+    if (u.kind != Kind::Anon && !is_patch_section(post.section(u.section).name))
+      out.symbols.push_back(describe(P, Q, u, false));
   for (const auto& u : P.all())
     if (u.kind != Kind::Anon && u.twin < 0) out.symbols.push_back(describe(P, Q, u, true));
 
   ctx.note(fmt::format("{}: {} + {} units compared in {:.3f} s", post.path(), P.all().size(), Q.all().size(), elapsed()));
   if (options.check_layouts && out.has_changes()) {
-    for (auto& c : changed_types(ctx, pre, post)) out.unsafe.push_back({c.type, post.path(), c.reason});
+    for (auto& c : changed_types(ctx, pre, post)) out.unsafe.push_back({c.type, post.path(), c.reason, true});
   }
+  handle_converted_data(Q, out);
   ctx.note(fmt::format("{}: struct layouts and enums checked, {:.3f} s in all", post.path(), elapsed()));
   return out;
 }

@@ -47,6 +47,9 @@ struct Unsafe {
   std::string symbol;
   std::string object;
   std::string reason;
+  // A change of data the running program holds (an initialiser, a size, a layout, an
+  // enum's values): what a patch's LIVESPLICE_APPLY hook can convert (hooks.cc).
+  bool data = false;
 };
 
 // Entries of the kernel's special tables (special_sections.h) owned by carried code:
@@ -54,6 +57,16 @@ struct Unsafe {
 struct CarriedEntries {
   uint32_t section = 0;
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
+};
+
+// A hook the patch declares (include/livesplice/patch.h): a function recorded in
+// section `.livesplice.hooks.<kind>`, run inside the target at that point of apply or
+// undo. The update carries it (and what it calls that is new) as new code.
+struct Hook {
+  std::string kind;             // "pre_apply", "apply", "post_apply", "pre_undo", "undo", "post_undo"
+  std::string name;             // the author's function (`fix_counts`)
+  std::string function;         // the function the section points at (the header's wrapper)
+  int post_symbol = -1;         // that function's symbol in the post object
 };
 
 struct ObjectDiff {
@@ -67,6 +80,13 @@ struct ObjectDiff {
   std::vector<uint32_t> included_anonymous_sections;
   std::vector<std::string> notes;   // policy remarks worth showing (e.g. __LINE__-only)
   std::vector<CarriedEntries> special;   // kernel tables: entries of included code
+  std::vector<Hook> hooks;          // in section order, then entry order
+  // Functions the patch says need not change live (LIVESPLICE_IGNORE_FUNCTION): changed,
+  // yet left out of the update; how each changed.
+  struct Ignored {
+    std::string name, reason;
+  };
+  std::vector<Ignored> ignored;
 
   bool has_changes() const;         // anything changed or new among functions
   bool safe() const { return unsafe.empty(); }

@@ -75,6 +75,26 @@ std::string normalize_name(std::string_view name);
 // The function a `.cold` piece belongs to (`foo.cold`, `foo.cold.3` -> `foo`), or "".
 std::string cold_parent(std::string_view name);
 
+// Units a unit's relocations point at (literal pools excepted), without itself.
+std::vector<int> targets_of(const Units& side, const Unit& u);
+
+// Hooks (hooks.cc): the hook sections of post read into `out.hooks`; returns the units
+// of the hook functions, which inclusion starts from like changed functions. A hook
+// section that names anything but a new function is refused in `out.unsafe`.
+std::vector<int> find_hooks(const Units& post, ObjectDiff& out);
+// After inclusion: a hook that reaches, through new code, a function this update
+// replaces is refused (its entry is closed while hooks run).
+void check_hooks(const Units& post, const std::vector<int>& roots, ObjectDiff& out);
+// Whether a post section is one livesplice/patch.h makes (hooks, ignored functions,
+// converted data): read by the differ, never reported as data nor carried.
+bool is_patch_section(std::string_view name);
+// LIVESPLICE_IGNORE_FUNCTION: the functions named are made same again (not carried, not
+// replaced; new code calls the running program's) and listed in `out.ignored`.
+void ignore_functions(Units& post, ObjectDiff& out);
+// LIVESPLICE_CONVERTED: the refused data changes the patch says its LIVESPLICE_APPLY hook
+// converts are lifted (a note says so); the others say how a hook would lift them.
+void handle_converted_data(const Units& post, ObjectDiff& out);
+
 // Pairs the units of pre and post (twin, pair_id) and records data owners.
 void correlate(Units& pre, Units& post);
 

@@ -164,6 +164,11 @@ Exit run_kernel_apply(Context& ctx, const KernelApplyOptions& opt) {
   if (std::string running = running_release(); running != u.kernel_release)
     return failed(Status::error(fmt::format("the update is for kernel {}, this one is {}; nothing changed",
                                             u.kernel_release, running), Exit::Unsafe));
+  // Hooks (livesplice/patch.h) run only in processes so far: applied without its hooks,
+  // the fix would meet data they were to convert.
+  if (!u.hooks.empty())
+    return failed(Status::error(fmt::format("the update has hooks ({} first), which livesplice does not run in the "
+                                            "kernel yet; nothing changed", u.hooks.front().label()), Exit::Unsafe));
 
   auto syms = Kallsyms::read();
   if (!syms) return failed(syms.status());

@@ -22,6 +22,7 @@
 #include "loader/link.h"
 #include "matcher/matcher.h"
 #include "process/guardian.h"
+#include "process/hooks.h"
 #include "process/ledger.h"
 #include "process/maps.h"
 #include "process/modules.h"
@@ -63,6 +64,8 @@ struct Spliced {
   double splice_us = 0;   // the longest stop of the safety check and the writes
   int attempts = 0;
   Borrow copy, code;      // the threads borrowed to map the ledger's copy and the code (regions.h)
+  nlohmann::json hooks = nlohmann::json::array();   // the hooks run (hooks.h, to_json)
+  std::string post_hook_failed;                     // a post_apply hook's failure: applied all the same
   // The longest a borrowed thread was kept from running, and held.
   double map_us() const { return std::max(copy.us, code.us); }
   double held_us() const { return std::max(copy.held_us, code.held_us); }
@@ -87,6 +90,7 @@ struct Apply {
   std::optional<load::Plan> plan;
   TargetAddr base;
   std::optional<load::Image> image;
+  std::vector<HookCall> hooks;         // the patch's hooks, linked
   // guard
   std::vector<Trampoline> trampolines;
   std::vector<Guarded> guarded;
@@ -181,6 +185,9 @@ Status place_and_link(Apply& a) {
   auto image = load::link(a.ctx, a.u, *a.plan, a.base, resolver);
   if (!image) return image.status();
   a.image = std::move(*image);
+  auto hooks = link_hooks(a.u, a.image->symbol_at);
+  if (!hooks) return hooks.status();
+  a.hooks = std::move(*hooks);
   return {};
 }
 
@@ -239,6 +246,7 @@ Status prepare_record(Apply& a) {
   for (const auto* f : a.replaced) e.functions.push_back(f->label());
   for (const auto& f : a.u.functions)
     if (f.status == update::UnitStatus::New) e.new_functions.push_back(f.label());
+  e.hooks = undo_hooks(a.hooks);
   e.patch_name = a.u.patch_name;
   e.patch_text = a.u.patch_text;
   e.state = EntryState::Pending;
@@ -297,9 +305,15 @@ Status splice(Apply& a, pid_t tool, std::string& payload) {
   };
   if (Status s = privatize_sites(a.target.memory(), a.trampolines); !s.ok())   // again, from this process (trampoline.h)
     return give_up(s);
+  // The hooks (hooks.h): pre_apply now, apply inside the stop, post_apply once resumed.
+  const std::chrono::milliseconds hook_limit(a.policy.hook_timeout_ms);
+  std::vector<HookRun> ran;
+  if (Status s = run_hooks(a.target.pid(), a.hooks, update::HookKind::PreApply, hook_limit, ran); !s.ok())
+    return give_up(s);
   auto done = when_safe(
       a.ctx, a.target, a.guarded, [&]() -> Result<std::vector<SiteEdit>> { return insertions(a.trampolines); },
-      a.policy, orphaned);
+      a.policy, orphaned,
+      [&](ThreadGroupStop& stop) { return run_hooks_stopped(stop, a.hooks, update::HookKind::Apply, hook_limit, ran); });
   if (!done) return give_up(done.status());
   kill_point(tool, "apply:spliced");
   // The pause: the longest time any thread was kept from running, in any phase — the
@@ -311,8 +325,10 @@ Status splice(Apply& a, pid_t tool, std::string& payload) {
   recorded->pause_us = std::max(spliced.map_us(), done->longest_us);
   LS_TRY(a.target.ledger().commit());
   kill_point(tool, "apply:confirmed");
+  Status post = run_hooks(a.target.pid(), a.hooks, update::HookKind::PostApply, hook_limit, ran);
   payload = nlohmann::json{{"splice_us", done->longest_us}, {"attempts", done->attempts}, {"copy", copy_borrow},
-                           {"code", code_borrow}}.dump();
+                           {"code", code_borrow}, {"hooks", to_json(ran)},
+                           {"post_hook_failed", post.ok() ? "" : post.message()}}.dump();
   return {};
 }
 
@@ -325,7 +341,8 @@ Status splice_in_guardian(Apply& a) {
   if (!outcome) return outcome.status();
   auto report = nlohmann::json::parse(*outcome);
   a.spliced = Spliced{report.at("splice_us").get<double>(), report.at("attempts").get<int>(),
-                      report.at("copy").get<Borrow>(), report.at("code").get<Borrow>()};
+                      report.at("copy").get<Borrow>(), report.at("code").get<Borrow>(), report.at("hooks"),
+                      report.at("post_hook_failed").get<std::string>()};
   return {};
 }
 
@@ -361,6 +378,7 @@ Exit report(const Apply& a) {
                              : "no parked thread: " + why_not_parked));
   a.ctx.note(fmt::format("done in {:.1f} ms: {} bytes at {}", a.ms(), a.image->bytes.size(), a.base));
   const LedgerEntry& e = a.entry;
+  if (!s.post_hook_failed.empty()) a.ctx.warn(fmt::format("applied, but {}", s.post_hook_failed));
   if (a.ctx.json) {
     nlohmann::json j{{"applied", true},        {"id", a.u.id},         {"pid", a.target.pid()},
                      {"pause_us", pause_us},   {"pause_phases_us", {{"map", map_us}, {"splice", s.splice_us}}},
@@ -369,13 +387,15 @@ Exit report(const Apply& a) {
                      {"parked", {{"calls", parked_calls}, {"us", parked_us}, {"why_not", why_not_parked}}},
                      {"attempts", s.attempts}, {"functions", e.functions},
                      {"new_functions", e.new_functions}, {"code_at", fmt::format("{}", a.base)},
-                     {"code_bytes", a.image->bytes.size()}, {"prepare_ms", a.ms()}};
+                     {"code_bytes", a.image->bytes.size()}, {"prepare_ms", a.ms()}, {"hooks", s.hooks}};
+    if (!s.post_hook_failed.empty()) j["post_hook_failed"] = s.post_hook_failed;
     fmt::print("{}\n", json_text(j));
   } else {
     fmt::print("applied {} to process {}: {} function(s) replaced, pause {:.0f} us ({}; map {:.0f} us, splice {:.0f} us){}\n",
                a.u.id.substr(0, 8), a.target.pid(), e.functions.size(), pause_us, longest, map_us, s.splice_us,
                s.attempts > 1 ? fmt::format(" ({} attempts)", s.attempts) : "");
     for (const auto& f : e.functions) fmt::print("  {}\n", printable(f));
+    print_hooks(s.hooks);
   }
   return Exit::Ok;
 }

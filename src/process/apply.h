@@ -25,8 +25,9 @@ struct ApplyOptions {
   int retries = 20;            // further attempts after the first
   int retry_delay_ms = 10;
   int hot_wait_ms = 250;       // how long an attempt waits, entries trapped, for threads to leave
+  int hook_timeout_ms = 1000;  // how long a hook of the update may run (hooks.h)
 
-  StopPolicy stop_policy() const { return {retries, retry_delay_ms, hot_wait_ms}; }
+  StopPolicy stop_policy() const { return {retries, retry_delay_ms, hot_wait_ms, hook_timeout_ms}; }
 };
 
 struct UndoOptions {
@@ -36,8 +37,9 @@ struct UndoOptions {
   int retries = 20;
   int retry_delay_ms = 10;
   int hot_wait_ms = 250;       // how long an attempt waits, entries trapped, for threads to leave
+  int hook_timeout_ms = 1000;  // how long a hook of the update may run (hooks.h)
 
-  StopPolicy stop_policy() const { return {retries, retry_delay_ms, hot_wait_ms}; }
+  StopPolicy stop_policy() const { return {retries, retry_delay_ms, hot_wait_ms, hook_timeout_ms}; }
 };
 
 // The commands as the CLI gives them: the process opened (Target::open), then the same

@@ -101,6 +101,11 @@ nlohmann::json entry_json(const LedgerEntry& e, bool with_patch) {
                    {"pause_us", e.pause_us}, {"state", to_string(e.state)}, {"pending", e.state == EntryState::Pending},
                    {"functions", e.functions}, {"new_functions", e.new_functions},
                    {"trampolines", t}, {"regions", r},         {"patch_name", e.patch_name}};
+  if (!e.hooks.empty()) {   // absent rather than empty: records of updates without hooks stay as they were
+    nlohmann::json h = nlohmann::json::array();
+    for (const auto& x : e.hooks) h.push_back({{"kind", x.kind}, {"label", x.label}, {"at", x.at.value()}});
+    j["hooks"] = h;
+  }
   if (with_patch) j["patch"] = e.patch_text;
   return j;
 }
@@ -131,6 +136,9 @@ LedgerEntry entry_from_json(const nlohmann::json& j) {
                                        TargetAddr(u64(x, "new_code")), u64(x, "size")});
   for (const auto& x : array(j, "regions", kMaxRegions))
     e.regions.push_back(Region{{TargetAddr(u64(x, "start")), TargetAddr(u64(x, "end"))}, str(x, "name")});
+  if (j.contains("hooks"))
+    for (const auto& x : array(j, "hooks", kMaxItems))
+      e.hooks.push_back(LedgerHook{str(x, "kind", 16), str(x, "label"), TargetAddr(u64(x, "at"))});
   return e;
 }
 
@@ -416,6 +424,14 @@ Status check_entry(const LedgerEntry& e) {
       return bad(at() + ": its jump leads outside the update's code");
     for (size_t k = 0; k < i; ++k)
       if (e.trampolines[k].site == t.site) return bad(at() + ": two jumps at one site");
+  }
+  // A hook is run in the target: it must be the update's own code, never an address the
+  // target chose.
+  for (const auto& h : e.hooks) {
+    if (h.kind != "pre_undo" && h.kind != "undo" && h.kind != "post_undo")
+      return bad(fmt::format("{}: not a hook undo runs", printable(h.label)));
+    if (std::none_of(e.regions.begin(), e.regions.end(), [&](const Region& r) { return r.range.contains(h.at); }))
+      return bad(fmt::format("{} at {}: outside the update's code", printable(h.label), h.at));
   }
   return {};
 }

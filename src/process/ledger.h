@@ -68,6 +68,14 @@ struct Region {
   std::string name;              // "/memfd:NAME" as in /proc/PID/maps, or "anonymous:NAME"
 };
 
+// A hook of the update (include/livesplice/patch.h) that undo runs: where its function
+// was linked. Applying runs its own hooks from the update file; undo has only this.
+struct LedgerHook {
+  std::string kind;              // "pre_undo", "undo" or "post_undo"
+  std::string label;             // "undo hook fix.o:restore_counts"
+  TargetAddr at;                 // inside the update's own regions
+};
+
 // How the copy in the process is mapped (regions.h): a memfd, or anonymous memory.
 enum class CopyKind { Memfd, Anonymous };
 
@@ -88,6 +96,7 @@ struct LedgerEntry {
   std::vector<Region> regions;
   std::vector<std::string> functions;   // replaced, "object.o:name"
   std::vector<std::string> new_functions;
+  std::vector<LedgerHook> hooks;        // undo's, in the order they run within a kind
   std::string patch_name;
   std::string patch_text;
 };

@@ -626,6 +626,13 @@ Result<std::vector<size_t>> ThreadGroupStop::run_for(std::chrono::microseconds i
   return fresh;
 }
 
+Status ThreadGroupStop::stop_sleeper(size_t i) {
+  Thread& t = threads_[i];
+  if (t.gone || t.stopped) return {};
+  ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr);
+  return wait_stopped(t);
+}
+
 Status ThreadGroupStop::set_regs(Thread& t, const arch::Registers& regs) {
   if (!arch::write_registers(t.tid, regs))
     return error("thread {}: cannot set registers: {}", t.tid, std::strerror(errno));
@@ -688,18 +695,21 @@ void on_tracer_thread(const std::function<void()>& fn) {
 RemoteSyscall::RemoteSyscall(ThreadGroupStop& group, Thread& thread, TargetAddr gadget, SeccompFilters filters)
     : group_(group), thread_(thread), gadget_(gadget), filters_(std::move(filters)), saved_(thread.regs) {}
 
-RemoteSyscall::~RemoteSyscall() {
-  if (thread_.gone) return;
-  arch::Registers regs = saved_;
+arch::Registers resumable(const arch::Registers& saved) {
+  arch::Registers regs = saved;
   int64_t result = arch::syscall_result(regs);
   if (arch::syscall_number(regs) >= 0 && (result == kERestartSys || result == kERestartNoIntr ||
                                           result == kERestartNoHand || result == kERestartRestartBlock)) {
-    // The borrowed syscall consumed the kernel's restart bookkeeping: restart by hand,
-    // exactly as the kernel would have with no handler to run.
+    // Restart by hand, exactly as the kernel would have with no handler to run.
     arch::reissue_syscall(regs, result == kERestartRestartBlock ? SYS_restart_syscall : arch::syscall_number(regs));
     arch::set_syscall_number(regs, -1);
   }
-  (void)group_.set_regs(thread_, regs);
+  return regs;
+}
+
+RemoteSyscall::~RemoteSyscall() {
+  if (thread_.gone) return;
+  (void)group_.set_regs(thread_, resumable(saved_));
   thread_.regs = saved_;   // callers see the registers as the thread was stopped
 }
 
@@ -757,9 +767,9 @@ Result<TargetAddr> RemoteSyscall::push_bytes(const Memory& mem, std::span<const 
   return at;
 }
 
-bool waits_for_signal(const user_regs_struct& regs) {
-  const auto nr = static_cast<int64_t>(regs.orig_rax);
-  return (nr == SYS_pause || nr == SYS_rt_sigsuspend) && static_cast<int64_t>(regs.rax) == kERestartNoHand;
+bool waits_for_signal(const arch::Registers& regs) {
+  const int64_t nr = arch::syscall_number(regs);
+  return (nr == SYS_pause || nr == SYS_rt_sigsuspend) && arch::syscall_result(regs) == kERestartNoHand;
 }
 
 Result<TargetAddr> find_syscall_gadget(pid_t pid, const Memory& mem) {

@@ -143,6 +143,9 @@ class ThreadGroupStop {
   // whose registers are new.
   Result<std::vector<size_t>> run_for(std::chrono::microseconds interval,
                                       const std::function<bool(const Thread&)>& stays);
+  // Stops thread `i`, held asleep until now, to borrow it inside the pause (hooks.h).
+  // Its call ends as an interrupt ends it: choose one whose call the kernel restarts.
+  Status stop_sleeper(size_t i);
   // Resumes and detaches every stopped thread (settling sleepers first, so that none is
   // left in a stop of ours); idempotent. Records timing.resumed.
   void resume();
@@ -189,6 +192,11 @@ class ThreadGroupStop {
   StopTiming timing_;
   bool resumed_ = false;
 };
+
+// The registers to give back to a thread borrowed while stopped in a system call:
+// `saved` as it was stopped, with the restart the kernel would have made done by hand
+// (the borrowing consumed the kernel's own restart bookkeeping).
+arch::Registers resumable(const arch::Registers& saved);
 
 // Runs `fn` on a new thread of this process and waits for it. The kernel detaches the
 // tasks that thread leaves seized when it exits, without waking them: seize_all()'s
@@ -241,7 +249,7 @@ Result<bool> signal_pending(pid_t tid, uint64_t blocked);
 // Whether a thread stopped with `regs` was interrupted asleep in a call that only a
 // signal ends (pause, rt_sigsuspend): one the interrupt's stop found there, which
 // would have run again only once a signal it does not block was pending.
-bool waits_for_signal(const user_regs_struct& regs);
+bool waits_for_signal(const arch::Registers& regs);
 
 // A `syscall` instruction (0f 05) in the target: in the vDSO or the first executable
 // mapping that has one.

@@ -68,12 +68,18 @@ long blocked_in(pid_t pid, pid_t tid) {
 
 bool borrowing_disturbs(long nr) {
   if (nr < 0) return false;   // not in a system call
+  return !call_restarts(nr);
+}
+
+}  // namespace
+
+bool call_restarts(long nr) {
   switch (nr) {
     case SYS_nanosleep: case SYS_clock_nanosleep: case SYS_poll: case SYS_ppoll: case SYS_select:
     case SYS_pselect6: case SYS_pause: case SYS_rt_sigsuspend: case SYS_wait4: case SYS_waitid: case SYS_futex:
-      return false;
-    default:
       return true;
+    default:
+      return false;
   }
 }
 
@@ -104,6 +110,8 @@ pid_t quietest_thread(pid_t pid) {
   }
   return best;
 }
+
+namespace {
 
 // The calls of one batch, and the thread that makes them: a thread livesplice creates
 // and parks (parked.h), with one call (the clone) borrowed from the quietest thread of

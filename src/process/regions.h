@@ -98,6 +98,14 @@ class RegionSet {
   bool committed_ = false;
 };
 
+// The thread of `pid` to borrow (regions.cc): one whose own call borrowing would not
+// end early, then the one that wakes least, asleep now if one is.
+pid_t quietest_thread(pid_t pid);
+// Whether the kernel restarts system call `nr` of a thread interrupted in it, exactly
+// (sleeps, waits, futex), rather than ending it with EINTR (epoll_wait, a read under
+// SO_RCVTIMEO, the others of signal(7)).
+bool call_restarts(long nr);
+
 // Unmaps regions of an earlier apply (undo), with one batch of calls, as map() does.
 Result<Borrow> unmap_regions(const Target& target, const std::vector<Region>& regions);
 

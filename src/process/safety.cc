@@ -479,7 +479,8 @@ struct Attempt {
 Result<Attempt> attempt(pid_t pid, const Memory& mem, const std::vector<Mapping>& maps,
                         const std::vector<Guarded>& guarded, const EditsNow& edits_now,
                         TargetAddr main_stack_start, StackScratch& scratch, Unwinder* unwind,
-                        const std::string& no_unwinder, std::chrono::microseconds hot_wait) {
+                        const std::string& no_unwinder, std::chrono::microseconds hot_wait,
+                        const WhileStopped& while_stopped) {
   CpuScope cpu(pid);
   RealtimeScope realtime;
   auto group = ThreadGroupStop::seize_all(pid);
@@ -553,6 +554,7 @@ Result<Attempt> attempt(pid_t pid, const Memory& mem, const std::vector<Mapping>
     if (hot.blocker) return blocked(*hot.blocker, longest_stop(hot, Clock::now()));   // the writer puts the sites back
   }
   auto settled = std::chrono::steady_clock::now();
+  if (while_stopped) LS_TRY(while_stopped(stop));   // the writer puts the sites back on failure
   LS_TRY(writer.finish());
   auto written = std::chrono::steady_clock::now();
   stop.resume();
@@ -579,7 +581,7 @@ Result<Attempt> attempt(pid_t pid, const Memory& mem, const std::vector<Mapping>
 
 Result<SafeStop> when_safe(Context& ctx, const Target& target, const std::vector<Guarded>& guarded,
                            const EditsNow& edits_now, const StopPolicy& policy,
-                           const std::function<Status()>& before_attempt) {
+                           const std::function<Status()>& before_attempt, const WhileStopped& while_stopped) {
   const pid_t pid = target.pid();
   const std::vector<Mapping>& maps = target.maps();
   const Memory& mem = target.memory();
@@ -605,7 +607,7 @@ Result<SafeStop> when_safe(Context& ctx, const Target& target, const std::vector
     Result<Attempt> outcome = error("the attempt did not run");
     on_tracer_thread([&] {
       outcome = attempt(pid, mem, maps, guarded, edits_now, main_stack_start, scratch, unwind, no_unwinder,
-                        std::chrono::microseconds(int64_t{policy.hot_wait_ms} * 1000));
+                        std::chrono::microseconds(int64_t{policy.hot_wait_ms} * 1000), while_stopped);
     });
     if (!outcome) return outcome.status();
     longest_us = std::max(longest_us, outcome->pause_us);

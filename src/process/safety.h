@@ -111,11 +111,13 @@ struct SafeStop {
 using EditsNow = std::function<Result<std::vector<SiteEdit>>()>;
 
 // How a safety stop is tried: `retries` more attempts after the first, `retry_delay_ms`
-// apart, each letting threads run out of the guarded code for up to `hot_wait_ms`.
+// apart, each letting threads run out of the guarded code for up to `hot_wait_ms`;
+// And how long a hook may run before it is abandoned (hooks.h).
 struct StopPolicy {
   int retries = 20;
   int retry_delay_ms = 10;
   int hot_wait_ms = 250;
+  int hook_timeout_ms = 1000;
 };
 
 // Writes the edits once no thread blocks. Each attempt runs on its own tracer thread
@@ -134,8 +136,13 @@ struct StopPolicy {
 // and runs the jump once it is written (or the original code, when the attempt ends
 // blocked). The pause is then the longest any one thread was kept from running.
 // The target's maps may be stale (stacks not found in them are read up to 64 KiB).
+// `while_stopped` (may be empty) runs in the attempt that acts, after its last check and
+// before the edits are finished, every thread stopped or held asleep and the sites
+// armed: the APPLY and UNDO hooks (hooks.h). Its failure ends when_safe with it, nothing
+// written, no retry.
+using WhileStopped = std::function<Status(ThreadGroupStop&)>;
 Result<SafeStop> when_safe(Context& ctx, const Target& target, const std::vector<Guarded>& guarded,
                            const EditsNow& edits_now, const StopPolicy& policy,
-                           const std::function<Status()>& before_attempt);
+                           const std::function<Status()>& before_attempt, const WhileStopped& while_stopped = {});
 
 }  // namespace ls::proc

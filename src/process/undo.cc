@@ -17,6 +17,7 @@
 #include "arch/target.h"
 #include "process/apply.h"
 #include "process/guardian.h"
+#include "process/hooks.h"
 #include "process/maps.h"
 #include "process/regions.h"
 #include "process/safety.h"
@@ -84,9 +85,21 @@ Status undo_one(Context& ctx, Target& target, const std::string& id, const StopP
     LS_TRY(privatize_sites(mem, e.trampolines));   // again, from this process (trampoline.h)
     // No one else writes the sites (the lock), so the edits read before the stop hold in it.
     auto edits_now = [&]() -> Result<std::vector<SiteEdit>> { return restore; };
-    auto done = when_safe(ctx, target, guarded, edits_now, policy, orphaned);
+    // The update's undo hooks (hooks.h), not when putting right what a killed command
+    // left: pre_undo now, undo inside the stop, post_undo once resumed, before the code
+    // they are part of is unmapped.
+    const std::vector<HookCall> hooks = partial ? std::vector<HookCall>() : hooks_of(e);
+    const std::chrono::milliseconds hook_limit(policy.hook_timeout_ms);
+    std::vector<HookRun> ran;
+    LS_TRY(run_hooks(target.pid(), hooks, update::HookKind::PreUndo, hook_limit, ran));
+    auto done = when_safe(ctx, target, guarded, edits_now, policy, orphaned, [&](ThreadGroupStop& stop) {
+      return run_hooks_stopped(stop, hooks, update::HookKind::Undo, hook_limit, ran);
+    });
     if (!done) return done.status();
     kill_point(tool, "undo:restored");
+    if (Status post = run_hooks(target.pid(), hooks, update::HookKind::PostUndo, hook_limit, ran); !post.ok())
+      ctx.warn(fmt::format("undone, but {}", post.message()));
+    for (const auto& r : ran) ctx.note(fmt::format("ran {} in {:.0f} us: {}", r.label, r.us, r.value));
     Borrow unmapped;
     LS_TRY(retire(target, e.id, [&](const char* step) { kill_point(tool, std::string("undo:") + step); }, &unmapped));
     kill_point(tool, "undo:committed");

@@ -54,6 +54,8 @@ Contents Contents::unsealed(elf::Object file) {
   return c;
 }
 
+std::string HookPatch::label() const { return fmt::format("{} hook {}:{}", to_string(kind), object, name); }
+
 Contents Contents::described(elf::Object file, Manifest manifest) {
   Contents c;
   c.file = std::move(file);
@@ -85,6 +87,7 @@ Contents Contents::described(elf::Object file, Manifest manifest) {
   for (const auto& s : m.sections)
     if (s.role == "post") c.post_sections.push_back(s.index);
     else if (s.role == "special") c.special_sections.emplace_back(s.index, s.original);
+  for (const auto& h : m.hooks) c.hooks.push_back({h.kind, h.name, m.objects[h.object].path, h.post_symbol});
   c.kernel_release = m.kernel_release;
   c.patch_name = m.patch_name;
   c.patch_text = m.patch_text;

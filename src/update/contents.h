@@ -44,12 +44,23 @@ struct RunSymbol {
   std::vector<std::string> targets;   // file-local ones: the binaries that object is in
 };
 
+// A hook of the patch (include/livesplice/patch.h): new code run in the target at one
+// point of apply or undo, in manifest order within its kind.
+struct HookPatch {
+  HookKind kind = HookKind::Apply;
+  std::string name;            // the author's function
+  std::string object;
+  uint32_t post_symbol = 0;    // the function run, in the update file
+  std::string label() const;   // "apply hook fix.o:fix_counts"
+};
+
 struct Contents {
   elf::Object file;
   std::string id;              // FNV-1a of the file's bytes, hex
   std::vector<FunctionPatch> functions;
   std::vector<RunSymbol> run_symbols;    // by index
   std::vector<uint32_t> post_sections;   // to load, in file order
+  std::vector<HookPatch> hooks;
   std::string patch_name;
   std::string patch_text;
   std::vector<std::string> targets;      // basenames

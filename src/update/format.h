@@ -31,7 +31,7 @@
 // table; the manifest's "run_symbols" says which are really file-local and in which
 // object, since static names repeat across files.
 //
-// Manifest (format 2; 1 had no digest). Indices into the file's sections/symbols are
+// Manifest (format 3; 2 had no hooks nor ignored, 1 no digest). Indices into the file's sections/symbols are
 // plain numbers; "object" and "targets" index the lists of the same name; absent values
 // are null. Readers accept exactly these fields (manifest.h): a missing or unknown one
 // is an error, never a default.
@@ -59,6 +59,14 @@
 //   run_symbols[] {index, name, local, kind ("symbol" | "section"), object, source
 //                (object and source only for local ones), hidden (true only for a
 //                global of hidden visibility, which its binary holds as a local)}
+//   hooks[]     {kind ("pre_apply" | "apply" | "post_apply" | "pre_undo" | "undo" |
+//                "post_undo"), name (the author's function), object, function (the
+//                function run: the wrapper livesplice/patch.h makes, listed in
+//                functions[] as new), post_symbol (its symbol)}: the patch's hooks, in
+//                the order they run within a kind; each returns int (nonzero from a
+//                pre_* hook refuses the apply or undo)
+//   ignored[]   {name, object, reason}: changed functions the patch left out
+//               (LIVESPLICE_IGNORE_FUNCTION): the running program keeps them
 //   summary     {functions_changed, functions_new, data_new}
 //   kernel      {release, version}: only in kernel updates. Their targets have kind
 //               "kernel" (name "vmlinux") or "kernel-module" (name: the module); their
@@ -77,7 +85,7 @@
 
 namespace ls::update {
 
-inline constexpr int kFormatVersion = 2;
+inline constexpr int kFormatVersion = 3;
 inline constexpr std::string_view kFormatName = "livesplice-update";
 inline constexpr std::string_view kToolVersion = LIVESPLICE_VERSION;
 

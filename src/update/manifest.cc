@@ -276,6 +276,30 @@ void read_lists(Manifest& m, const elf::Object& file, Fields& top) {
       f.bad_value("index", fmt::format("run symbol {} ('{}') is defined in the update", r.index, r.name));
     m.run_symbols.push_back(std::move(r));
   });
+  each(path, top, "hooks", [&](Fields& f, size_t) {
+    ManifestHook h;
+    std::string kind = f.one_of("kind", {"pre_apply", "apply", "post_apply", "pre_undo", "undo", "post_undo"});
+    for (HookKind k : {HookKind::PreApply, HookKind::Apply, HookKind::PostApply, HookKind::PreUndo, HookKind::Undo,
+                       HookKind::PostUndo})
+      if (kind == to_string(k)) h.kind = k;
+    h.name = f.str("name");
+    h.object = f.index("object", nobj, "object");
+    h.function = f.str("function");
+    h.post_symbol = static_cast<uint32_t>(f.index("post_symbol", nsym, "symbol", 1));
+    const auto& sym = file.symbol(h.post_symbol);
+    if (!sym.in_section() || sym.type != elf::SymbolType::Func || sym.name != h.function ||
+        !carries_object_section(file.section(sym.section).name, kPostPrefix))
+      f.bad_value("post_symbol", fmt::format("symbol {} is not the new code of function '{}'", h.post_symbol,
+                                             h.function));
+    m.hooks.push_back(std::move(h));
+  });
+  each(path, top, "ignored", [&](Fields& f, size_t) {
+    Manifest::Ignored i;
+    i.name = f.str("name");
+    i.object = f.index("object", nobj, "object");
+    i.reason = f.str("reason");
+    m.ignored.push_back(std::move(i));
+  });
 }
 
 }  // namespace
@@ -285,6 +309,18 @@ std::string_view to_string(UnitStatus s) {
     case UnitStatus::Changed: return "changed";
     case UnitStatus::New: return "new";
     case UnitStatus::Removed: return "removed";
+  }
+  return "?";
+}
+
+std::string_view to_string(HookKind k) {
+  switch (k) {
+    case HookKind::PreApply: return "pre_apply";
+    case HookKind::Apply: return "apply";
+    case HookKind::PostApply: return "post_apply";
+    case HookKind::PreUndo: return "pre_undo";
+    case HookKind::Undo: return "undo";
+    case HookKind::PostUndo: return "post_undo";
   }
   return "?";
 }

@@ -65,6 +65,17 @@ struct ManifestDatum : ManifestUnit {
   uint64_t size = 0;
 };
 
+// When a hook runs (include/livesplice/patch.h).
+enum class HookKind { PreApply, Apply, PostApply, PreUndo, Undo, PostUndo };
+std::string_view to_string(HookKind k);   // "pre_apply", ...: the manifest's words
+
+struct ManifestHook {
+  HookKind kind = HookKind::Apply;
+  std::string name, function;
+  size_t object = 0;
+  uint32_t post_symbol = 0;
+};
+
 struct ManifestSection {
   uint32_t index = 0;
   std::string name, role, original;   // role "pre", "post" or "special"
@@ -96,6 +107,12 @@ struct Manifest {
   std::vector<ManifestDatum> data;
   std::vector<ManifestSection> sections;
   std::vector<ManifestRunSymbol> run_symbols;
+  std::vector<ManifestHook> hooks;
+  struct Ignored {
+    std::string name, reason;
+    size_t object = 0;
+  };
+  std::vector<Ignored> ignored;    // LIVESPLICE_IGNORE_FUNCTION
   uint64_t functions_changed = 0, functions_new = 0, data_new = 0;
   nlohmann::ordered_json json;     // the document itself, validated (info --json)
 

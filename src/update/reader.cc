@@ -86,6 +86,16 @@ Exit run_info(Context& ctx, const std::string& path) {
       fmt::print("  {:<8} {:<{}}  size {:>6}  {}{}\n", to_string(d.status), d.name + (d.local ? " (static)" : ""), width,
                  hex_size(d.size), object_name(d.object), d.carried ? "" : "  (not carried)");
   }
+  if (!m.hooks.empty()) {
+    fmt::print("hooks (run in the target, in this order within a kind):\n");
+    for (const auto& h : m.hooks)
+      fmt::print("  {:<10} {}  {} (runs {})\n", to_string(h.kind), printable(h.name), object_name(h.object),
+                 printable(h.function));
+  }
+  if (!m.ignored.empty()) {
+    fmt::print("ignored (changed, left as the running program has them: LIVESPLICE_IGNORE_FUNCTION):\n");
+    for (const auto& i : m.ignored) fmt::print("  {}  {}\n", printable(i.name), object_name(i.object));
+  }
   size_t pre = 0, post = 0;
   for (const auto& s : m.sections) (s.role == "pre" ? pre : post)++;
   size_t local_run = std::count_if(m.run_symbols.begin(), m.run_symbols.end(), [](const auto& r) { return r.local; });

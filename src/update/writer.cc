@@ -142,6 +142,7 @@ class Builder {
   SymbolRef run_symbol(size_t k, const elf::Object& obj, const elf::Section& from, const elf::Reloc& r,
                     int64_t& addend);
   Json manifest(const WriteSummary& summary) const;
+  Json hooks() const;   // the patch's hooks (differ.h), by their carried symbols
 
   Context& ctx_;
   const UpdateInput& in_;
@@ -568,10 +569,28 @@ Json Builder::manifest(const WriteSummary& summary) const {
     run.push_back(std::move(e));
   }
   j["run_symbols"] = run;
+  j["hooks"] = hooks();
+  Json ignored = Json::array();
+  for (size_t k = 0; k < in_.units.size(); ++k)
+    for (const auto& i : in_.units[k].diff->ignored)
+      ignored.push_back(Json{{"name", i.name}, {"object", k}, {"reason", i.reason}});
+  j["ignored"] = ignored;
   j["summary"] = Json{{"functions_changed", summary.functions_changed},
                       {"functions_new", summary.functions_new},
                       {"data_new", summary.data_new}};
   return j;
+}
+
+Json Builder::hooks() const {
+  Json out = Json::array();
+  for (size_t k = 0; k < in_.units.size(); ++k)
+    for (const auto& h : in_.units[k].diff->hooks) {
+      auto sym = maps_[k].post_def.find(static_cast<uint32_t>(h.post_symbol));
+      if (sym == maps_[k].post_def.end()) fail("{}: hook {} was not carried", in_.units[k].path, h.name);
+      out.push_back(Json{{"kind", h.kind}, {"name", h.name}, {"object", k}, {"function", h.function},
+                         {"post_symbol", w_.index(sym->second)}});
+    }
+  return out;
 }
 
 std::vector<uint8_t> Builder::finish(WriteSummary& summary) {

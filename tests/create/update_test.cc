@@ -157,7 +157,7 @@ TEST_F(UpdateFile, CarriesPreAndPostCodeWithSymbolicRelocations) {
 
   auto m = ls::update::read_manifest(path).json;
   EXPECT_EQ(m["format"], "livesplice-update");
-  EXPECT_EQ(m["version"], 2);
+  EXPECT_EQ(m["version"], 3);
   EXPECT_EQ(m["targets"][0]["build_id"], "00aa");
   EXPECT_EQ(m["targets"][1]["original_build_id"], nullptr);
   EXPECT_EQ(m["patch"]["files"], nlohmann::json::array({"post.c", "other.c"}));
@@ -353,7 +353,7 @@ TEST_F(UpdateFileRefused, WhatIsNotAUsableUpdate) {
   expect_refused("object.lsu", lstest::read_file(dir / "pre.o"), "it has no .livesplice.digest section");
   expect_refused("truncated.lsu", bytes.substr(0, bytes.size() / 2), "not a usable livesplice update");
   std::string newer = bytes;
-  auto at = newer.find("\"version\": 2,");
+  auto at = newer.find("\"version\": 3,");
   ASSERT_NE(at, std::string::npos);
   newer.replace(at, 13, "\"version\": 9,");
   reseal(newer);

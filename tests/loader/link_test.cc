@@ -477,12 +477,12 @@ helper:	ret
   ASSERT_NE(undef, 0u);
   // A whole manifest: the loader reads it through the schema like every reader.
   auto manifest = [&](const std::string& local) {
-    return fmt::format(R"({{"format": "livesplice-update", "version": 2,
+    return fmt::format(R"({{"format": "livesplice-update", "version": 3,
     "livesplice_version": "0.1.0", "created": "2024-01-01T00:00:00Z", "arch": "x86_64", "build_system": "make",
     "targets": [], "patch": {{"name": "fix.patch", "files": ["src/a.c"], "text": ""}}, "sources": ["src/a.c"],
     "objects": [{{"path": "src/a.o", "source": "src/a.c", "targets": [], "pre": "pre-build", "notes": []}}],
     "functions": [], "data": [], "sections": [], "run_symbols": [
-    {{"index": {}, "name": "helper", "local": {}, "kind": "symbol", "object": 0, "source": "src/a.c"}}],
+    {{"index": {}, "name": "helper", "local": {}, "kind": "symbol", "object": 0, "source": "src/a.c"}}], "hooks": [], "ignored": [],
     "summary": {{"functions_changed": 0, "functions_new": 0, "data_new": 0}}}})", undef, local);
   };
   lstest::write_file(tmp / "manifest.json", manifest("true"));
