@@ -21,6 +21,7 @@
 
 #include "loader/link.h"
 #include "matcher/matcher.h"
+#include "process/frames.h"
 #include "process/guardian.h"
 #include "process/ledger.h"
 #include "process/maps.h"
@@ -240,6 +241,7 @@ Status prepare_record(Apply& a) {
   for (const auto* f : a.replaced) e.functions.push_back(f->label());
   for (const auto& f : a.u.functions)
     if (f.status == update::UnitStatus::New) e.new_functions.push_back(f.label());
+  e.unwind = unwind_tables(a.u, *a.image);
   e.patch_name = a.u.patch_name;
   e.patch_text = a.u.patch_text;
   e.state = EntryState::Pending;
@@ -298,6 +300,9 @@ Status splice(Apply& a, pid_t tool, std::string& payload) {
   };
   if (Status s = privatize_sites(a.target.memory(), a.trampolines); !s.ok())   // again, from this process (trampoline.h)
     return give_up(s);
+  // Before any jump: new code unwinds like the old from its first instruction run
+  // (frames.h). retire() deregisters on any failure from here.
+  if (Status s = register_unwind(a.ctx, a.target, a.entry.unwind); !s.ok()) return give_up(s);
   auto done = when_safe(
       a.ctx, a.target, a.guarded, [&]() -> Result<std::vector<SiteEdit>> { return insertions(a.trampolines); },
       a.policy, orphaned);

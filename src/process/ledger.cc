@@ -102,6 +102,11 @@ nlohmann::json entry_json(const LedgerEntry& e, bool with_patch) {
                    {"functions", e.functions}, {"new_functions", e.new_functions},
                    {"trampolines", t}, {"regions", r},         {"patch_name", e.patch_name}};
   if (with_patch) j["patch"] = e.patch_text;
+  if (!e.unwind.empty()) {   // absent in entries with none, as before unwind tables travelled
+    nlohmann::json u = nlohmann::json::array();
+    for (const auto& x : e.unwind) u.push_back({{"eh_frame", x.eh_frame.value()}, {"object", x.object.value()}});
+    j["unwind"] = u;
+  }
   return j;
 }
 
@@ -131,6 +136,9 @@ LedgerEntry entry_from_json(const nlohmann::json& j) {
                                        TargetAddr(u64(x, "new_code")), u64(x, "size")});
   for (const auto& x : array(j, "regions", kMaxRegions))
     e.regions.push_back(Region{{TargetAddr(u64(x, "start")), TargetAddr(u64(x, "end"))}, str(x, "name")});
+  if (j.contains("unwind"))
+    for (const auto& x : array(j, "unwind", kMaxItems))
+      e.unwind.push_back(UnwindTable{TargetAddr(u64(x, "eh_frame")), TargetAddr(u64(x, "object"))});
   return e;
 }
 
@@ -417,6 +425,13 @@ Status check_entry(const LedgerEntry& e) {
     for (size_t k = 0; k < i; ++k)
       if (e.trampolines[k].site == t.site) return bad(at() + ": two jumps at one site");
   }
+  // livesplice calls the target's unwinder with these: they must be the update's own.
+  auto inside = [&](TargetAddr a) {
+    return std::any_of(e.regions.begin(), e.regions.end(), [&](const Region& r) { return r.range.contains(a); });
+  };
+  for (const auto& u : e.unwind)
+    if (!inside(u.eh_frame) || !inside(u.object + 63) || u.object.value() % 8)
+      return bad(fmt::format("its unwind table at {} is not inside the update's code", u.eh_frame));
   return {};
 }
 

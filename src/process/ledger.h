@@ -78,6 +78,13 @@ enum class EntryState {
 };
 const char* to_string(EntryState s);
 
+// The new code's unwind table registered in the target (frames.h): the table and the
+// unwinder's storage for it, both inside the entry's regions.
+struct UnwindTable {
+  TargetAddr eh_frame;
+  TargetAddr object;
+};
+
 struct LedgerEntry {
   std::string id;                // content hash of the update file
   std::string update_path;       // as given to apply
@@ -88,6 +95,7 @@ struct LedgerEntry {
   std::vector<Region> regions;
   std::vector<std::string> functions;   // replaced, "object.o:name"
   std::vector<std::string> new_functions;
+  std::vector<UnwindTable> unwind;      // registered once the code is mapped; absent before
   std::string patch_name;
   std::string patch_text;
 };

@@ -72,6 +72,8 @@ bool borrowing_disturbs(pid_t pid, pid_t tid) {
   }
 }
 
+}  // namespace
+
 pid_t quietest_thread(pid_t pid) {
   std::vector<pid_t> tids;
   if (DIR* d = opendir(fmt::format("/proc/{}/task", pid).c_str())) {
@@ -95,6 +97,8 @@ pid_t quietest_thread(pid_t pid) {
   }
   return best;
 }
+
+namespace {
 
 // The calls of one batch, and the thread that makes them: a thread livesplice creates
 // and parks (parked.h), with one call (the clone) borrowed from the quietest thread of

@@ -83,6 +83,10 @@ class RegionSet {
   bool committed_ = false;
 };
 
+// The thread of `pid` to borrow for calls made in the target: the one whose own call
+// would not end early and that wakes least often (regions.cc).
+pid_t quietest_thread(pid_t pid);
+
 // Unmaps regions of an earlier apply (undo), with one batch of calls, as map() does.
 Result<Borrow> unmap_regions(const Target& target, const std::vector<Region>& regions);
 

@@ -95,6 +95,14 @@ inline constexpr std::string_view kKernelModuleSection = ".livesplice.kernel_mod
 inline constexpr std::string_view kPrePrefix = ".livesplice.pre";
 inline constexpr std::string_view kPostPrefix = ".livesplice.post";
 
+// The new code's unwind tables (process updates; eh_frame.h): `.livesplice.post.eh_frame`
+// holds the FDEs of the carried code of one object (role "post", original ".eh_frame"),
+// and the NOBITS `.livesplice.post.eh_frame.object` after it the storage the target's
+// unwinder keeps for that table while it is registered (libgcc's `struct object`).
+inline constexpr std::string_view kEhFrame = ".eh_frame";
+inline constexpr std::string_view kEhFrameObject = ".eh_frame.object";
+inline constexpr uint64_t kEhFrameObjectSize = 64;
+
 inline std::string carried_name(std::string_view prefix, std::string_view original) {
   return std::string(prefix) + std::string(original);
 }

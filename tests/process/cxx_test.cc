@@ -1,0 +1,61 @@
+// C++ programs. cases/cxx_unwind throws from, and unwinds through, the functions its
+// update replaces, and takes a backtrace inside one: new code must unwind exactly like
+// the code it replaces, so its unwind tables (FDEs and LSDAs) travel in the update and
+// are registered with the process's unwinder while it is applied (process/frames.h).
+// Without them the first exception in new code ends the program in std::terminate.
+#include <gtest/gtest.h>
+
+#include <regex>
+
+#include "steps.h"
+#include "support.h"
+
+using namespace lsproc;
+
+namespace {
+
+class Cxx : public PtraceTest {
+ protected:
+  TempDir tmp;
+};
+
+// The depth printed on line `l` ("... depth N").
+int depth_of(const std::string& l) {
+  std::smatch m;
+  if (!std::regex_search(l, m, std::regex("depth (\\d+)$"))) throw Failure("no depth in: " + l);
+  return std::stoi(m[1]);
+}
+
+// Every line from `from` on, once `count` of them say `marker`, is one of the version
+// `marker` names: the exception thrown in lookup() caught, the one thrown in thrower()
+// caught after unwinding through relay(), and backtrace() as deep as `depth`.
+void expect_version(Program& prog, const std::string& marker, int depth, size_t from) {
+  size_t first = prog.wait_for(marker, from, 10s);
+  prog.wait_for_count(marker, 5, first, 10s);
+  for (const auto& l : prog.lines(first)) {
+    EXPECT_NE(l.find("caught [" + marker + " no key three] relayed [thrower "), std::string::npos) << prog.tail();
+    EXPECT_EQ(depth_of(l), depth) << l << "\n" << prog.tail();
+  }
+  expect_alive_and_running(prog);
+}
+
+// Thrown in new code and caught in old; thrown in old code through new; backtrace()
+// from new code as deep as from the old; undone, the old code throws as before.
+TEST_F(Cxx, NewCodeUnwindsLikeTheOld) {
+  std::string src = build_case("cxx_unwind", tmp / "src");
+  Program prog({src + "/prog"});
+  size_t at = prog.wait_for("caught [old: no key three]");
+  const int old_depth = depth_of(prog.line(at));
+  std::string update = create_update(src, case_dir("cxx_unwind") + "/fix.patch", tmp / "fix.lsu");
+
+  Json applied = apply_ok(prog, update);
+  EXPECT_TRUE(names_function(applied["functions"], "_Z6lookupRKNSt7__cxx1112basic_stringIcSt11char_traitsIcESaIcEEE"))
+      << applied.dump();
+  expect_version(prog, "new:", old_depth + 1000, at);
+
+  size_t before_undo = prog.line_count();
+  undo_ok(prog);
+  expect_version(prog, "old:", old_depth, before_undo);
+}
+
+}  // namespace
