@@ -18,7 +18,10 @@
 //                                         owned by that pre code, with their relocations
 //                                         (role "pre"): where the kernel rewrites the code
 //                                         matching compares (Target::kernel_table_sites)
-//        .livesplice.post.<section>       post code, new data, literals, jump tables
+//        .livesplice.post.<section>       post code, new data, literals, jump tables;
+//                                         process updates also the carried code's LSDAs
+//                                         (.gcc_except_table.f) and DW.ref words, and
+//        .livesplice.post.eh_frame        its FDEs with their CIEs (below, kEhFrame)
 //        .rela.livesplice.post.<section>  against post sections when the target travels
 //                                         in the update, run symbols otherwise
 //   .livesplice.kernel_module             kernel updates: the skeleton module (below)

@@ -40,10 +40,13 @@ void expect_version(Program& prog, const std::string& marker, int depth, size_t 
 }
 
 // Thrown in new code and caught in old; thrown in old code through new; backtrace()
-// from new code as deep as from the old; undone, the old code throws as before.
+// from new code as deep as from the old; a thread cancelled inside new code unwound to
+// its caller's destructor; undone, the old code throws as before.
 TEST_F(Cxx, NewCodeUnwindsLikeTheOld) {
   std::string src = build_case("cxx_unwind", tmp / "src");
-  Program prog({src + "/prog"});
+  Program::Options options;
+  options.stdin_pipe = true;
+  Program prog({src + "/prog"}, options);
   size_t at = prog.wait_for("caught [old: no key three]");
   const int old_depth = depth_of(prog.line(at));
   std::string update = create_update(src, case_dir("cxx_unwind") + "/fix.patch", tmp / "fix.lsu");
@@ -52,6 +55,15 @@ TEST_F(Cxx, NewCodeUnwindsLikeTheOld) {
   EXPECT_TRUE(names_function(applied["functions"], "_Z6lookupRKNSt7__cxx1112basic_stringIcSt11char_traitsIcESaIcEEE"))
       << applied.dump();
   expect_version(prog, "new:", old_depth + 1000, at);
+
+  // The worker waits in wait_turn's new code nearly all the time; its cancellation
+  // unwinds from there through worker(), whose guard says so.
+  size_t before_cancel = prog.line_count();
+  prog.write_stdin("cancel\n");
+  size_t joined = prog.wait_for("worker joined", before_cancel);
+  auto released = prog.find("worker released", before_cancel);
+  EXPECT_TRUE(released && *released < joined) << "the cancelled thread's guard was not destroyed\n" << prog.tail();
+  expect_alive_and_running(prog);
 
   size_t before_undo = prog.line_count();
   undo_ok(prog);

@@ -7,3 +7,5 @@ int relay(int n);
 int thrower(int n);
 // How many frames backtrace() sees from inside it.
 int depth();
+// Waits a little; a worker thread calls it for ever, until cancelled.
+void wait_turn();
