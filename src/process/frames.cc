@@ -145,8 +145,11 @@ Status register_unwind(Context& ctx, const Target& target, const std::vector<Unw
   if (tables.empty()) return {};
   auto fn = unwinder_function(target, "__register_frame_info");
   if (!fn) {
-    ctx.warn(fmt::format("process {}: no unwinder loaded (libgcc_s): the new code's unwind tables are not "
-                         "registered; exceptions, thread cancellation and backtraces stop at new code",
+    // Most C programs: nothing in the process unwinds yet (glibc loads libgcc_s on first
+    // use), so this says only -v; README names the limit.
+    ctx.note(fmt::format("process {}: no unwinder loaded (libgcc_s): the new code's unwind tables are not "
+                         "registered; should the process load one later, exceptions, thread cancellation and "
+                         "backtraces stop at new code",
                          target.pid()));
     return {};
   }

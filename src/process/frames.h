@@ -34,7 +34,7 @@
 //    zeroes it again once deregistered, so a retried undo or a repair never asks twice.
 //  - A process with no libgcc unwinder loaded (a C program that never threw, cancelled
 //    a thread or called backtrace(): glibc loads libgcc_s on first use) has nothing to
-//    register with: the apply says so in a warning and goes on; the tables stay unused.
+//    register with: the apply says so with -v and goes on; the tables stay unused.
 #pragma once
 
 #include <vector>
@@ -53,7 +53,7 @@ std::vector<UnwindTable> unwind_tables(const update::Contents& u, const load::Im
 
 // Registers every table with the target's unwinder (see top). Fails, naming why, when a
 // call does not complete; tables registered before a failure stay registered (the
-// storage says so, for deregister_unwind). A process without the unwinder: warned, ok.
+// storage says so, for deregister_unwind). A process without the unwinder: a note, ok.
 Status register_unwind(Context& ctx, const Target& target, const std::vector<UnwindTable>& tables);
 // Deregisters every table its storage says is registered, then zeroes the storage.
 Status deregister_unwind(const Target& target, const std::vector<UnwindTable>& tables);
