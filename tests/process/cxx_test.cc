@@ -71,3 +71,17 @@ TEST_F(Cxx, NewCodeUnwindsLikeTheOld) {
 }
 
 }  // namespace
+
+namespace {
+
+// A virtual method replaced: the vtable still holds the old entry, and the jump written
+// there takes every call through it to the new code; undone, the old code again.
+TEST_F(Cxx, VirtualMethodThroughItsVtable) {
+  std::string src = build_case("cxx_virtual", tmp / "src");
+  Program prog({src + "/prog"});
+  prog.wait_for("area 49");
+  std::string update = create_update(src, case_dir("cxx_virtual") + "/fix.patch", tmp / "fix.lsu");
+  update_cycle(prog, update, "area 49", "area 1049", "_ZNK6Square4areaEv");
+}
+
+}  // namespace
