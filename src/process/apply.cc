@@ -186,6 +186,19 @@ Status place_and_link(Apply& a) {
   return {};
 }
 
+// A weak definition (a C++ template's instantiation, an inline function's out-of-line
+// copy: COMDAT) is compiled into every object that uses it, and the linker kept one
+// copy: each rebuilt object's new copy matches that same running one. The first takes
+// it, as the linker's choice did; the others' new code stays unused.
+bool same_weak_copy(const Apply& a, size_t i) {
+  auto weak = [&](size_t k) {
+    return a.u.file.symbol(a.replaced[k]->post_symbol).binding == elf::Binding::Weak;
+  };
+  for (size_t k = 0; k < i; ++k)
+    if (a.matched->function_at[k] == a.matched->function_at[i] && weak(k) && weak(i)) return true;
+  return false;
+}
+
 // The trampolines and what the safety check guards, computed before anything changes;
 // the pages of the sites made the target's own (trampoline.h).
 Status guard_functions(Apply& a) {
@@ -193,6 +206,7 @@ Status guard_functions(Apply& a) {
   for (size_t i = 0; i < a.replaced.size(); ++i) {
     const update::FunctionPatch& f = *a.replaced[i];
     TargetAddr at = a.matched->function_at[i];
+    if (same_weak_copy(a, i)) continue;
     auto to = a.image->symbol_at.find(f.post_symbol);
     if (to == a.image->symbol_at.end()) return error("{}: new code has no address after linking", f.label());
     const uint64_t run_size = a.matched->function_size[i];   // pre's, unless run encodes jumps otherwise

@@ -85,3 +85,18 @@ TEST_F(Cxx, VirtualMethodThroughItsVtable) {
 }
 
 }  // namespace
+
+namespace {
+
+// A class template's method instantiated in two objects: each rebuilt object brings its
+// new copy of the weak definition, both match the one copy the linker kept, and that
+// one is replaced once (it used to be refused: two jumps at one site).
+TEST_F(Cxx, TemplateInstantiatedInTwoObjects) {
+  std::string src = build_case("cxx_template", tmp / "src");
+  Program prog({src + "/prog"});
+  prog.wait_for("a 20 b 21");
+  std::string update = create_update(src, case_dir("cxx_template") + "/fix.patch", tmp / "fix.lsu");
+  update_cycle(prog, update, "a 20 b 21", "a 30 b 31", "_ZNK3BoxIiE3getEv");
+}
+
+}  // namespace
