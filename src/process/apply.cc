@@ -21,6 +21,7 @@
 
 #include "loader/link.h"
 #include "matcher/matcher.h"
+#include "process/frames.h"
 #include "process/guardian.h"
 #include "process/hooks.h"
 #include "process/ledger.h"
@@ -191,6 +192,19 @@ Status place_and_link(Apply& a) {
   return {};
 }
 
+// A weak definition (a C++ template's instantiation, an inline function's out-of-line
+// copy: COMDAT) is compiled into every object that uses it, and the linker kept one
+// copy: each rebuilt object's new copy matches that same running one. The first takes
+// it, as the linker's choice did; the others' new code stays unused.
+bool same_weak_copy(const Apply& a, size_t i) {
+  auto weak = [&](size_t k) {
+    return a.u.file.symbol(a.replaced[k]->post_symbol).binding == elf::Binding::Weak;
+  };
+  for (size_t k = 0; k < i; ++k)
+    if (a.matched->function_at[k] == a.matched->function_at[i] && weak(k) && weak(i)) return true;
+  return false;
+}
+
 // The trampolines and what the safety check guards, computed before anything changes;
 // the pages of the sites made the target's own (trampoline.h).
 Status guard_functions(Apply& a) {
@@ -198,6 +212,7 @@ Status guard_functions(Apply& a) {
   for (size_t i = 0; i < a.replaced.size(); ++i) {
     const update::FunctionPatch& f = *a.replaced[i];
     TargetAddr at = a.matched->function_at[i];
+    if (same_weak_copy(a, i)) continue;
     auto to = a.image->symbol_at.find(f.post_symbol);
     if (to == a.image->symbol_at.end()) return error("{}: new code has no address after linking", f.label());
     const uint64_t run_size = a.matched->function_size[i];   // pre's, unless run encodes jumps otherwise
@@ -247,6 +262,7 @@ Status prepare_record(Apply& a) {
   for (const auto& f : a.u.functions)
     if (f.status == update::UnitStatus::New) e.new_functions.push_back(f.label());
   e.hooks = undo_hooks(a.hooks);
+  e.unwind = unwind_tables(a.u, *a.image);
   e.patch_name = a.u.patch_name;
   e.patch_text = a.u.patch_text;
   e.state = EntryState::Pending;
@@ -305,6 +321,9 @@ Status splice(Apply& a, pid_t tool, std::string& payload) {
   };
   if (Status s = privatize_sites(a.target.memory(), a.trampolines); !s.ok())   // again, from this process (trampoline.h)
     return give_up(s);
+  // Before any jump: new code unwinds like the old from its first instruction run
+  // (frames.h). retire() deregisters on any failure from here.
+  if (Status s = register_unwind(a.ctx, a.target, a.entry.unwind); !s.ok()) return give_up(s);
   // The hooks (hooks.h): pre_apply now, apply inside the stop, post_apply once resumed.
   const std::chrono::milliseconds hook_limit(a.policy.hook_timeout_ms);
   std::vector<HookRun> ran;

@@ -107,6 +107,11 @@ nlohmann::json entry_json(const LedgerEntry& e, bool with_patch) {
     j["hooks"] = h;
   }
   if (with_patch) j["patch"] = e.patch_text;
+  if (!e.unwind.empty()) {   // absent in entries with none, as before unwind tables travelled
+    nlohmann::json u = nlohmann::json::array();
+    for (const auto& x : e.unwind) u.push_back({{"eh_frame", x.eh_frame.value()}, {"object", x.object.value()}});
+    j["unwind"] = u;
+  }
   return j;
 }
 
@@ -139,6 +144,9 @@ LedgerEntry entry_from_json(const nlohmann::json& j) {
   if (j.contains("hooks"))
     for (const auto& x : array(j, "hooks", kMaxItems))
       e.hooks.push_back(LedgerHook{str(x, "kind", 16), str(x, "label"), TargetAddr(u64(x, "at"))});
+  if (j.contains("unwind"))
+    for (const auto& x : array(j, "unwind", kMaxItems))
+      e.unwind.push_back(UnwindTable{TargetAddr(u64(x, "eh_frame")), TargetAddr(u64(x, "object"))});
   return e;
 }
 
@@ -425,14 +433,19 @@ Status check_entry(const LedgerEntry& e) {
     for (size_t k = 0; k < i; ++k)
       if (e.trampolines[k].site == t.site) return bad(at() + ": two jumps at one site");
   }
-  // A hook is run in the target: it must be the update's own code, never an address the
-  // target chose.
+  // livesplice runs code at these addresses in the target (undo's hooks) or hands them to
+  // its unwinder: they must be the update's own, never an address the target chose.
+  auto inside = [&](TargetAddr a) {
+    return std::any_of(e.regions.begin(), e.regions.end(), [&](const Region& r) { return r.range.contains(a); });
+  };
   for (const auto& h : e.hooks) {
     if (h.kind != "pre_undo" && h.kind != "undo" && h.kind != "post_undo")
       return bad(fmt::format("{}: not a hook undo runs", printable(h.label)));
-    if (std::none_of(e.regions.begin(), e.regions.end(), [&](const Region& r) { return r.range.contains(h.at); }))
-      return bad(fmt::format("{} at {}: outside the update's code", printable(h.label), h.at));
+    if (!inside(h.at)) return bad(fmt::format("{} at {}: outside the update's code", printable(h.label), h.at));
   }
+  for (const auto& u : e.unwind)
+    if (!inside(u.eh_frame) || !inside(u.object + 63) || u.object.value() % 8)
+      return bad(fmt::format("its unwind table at {} is not inside the update's code", u.eh_frame));
   return {};
 }
 

@@ -86,6 +86,13 @@ enum class EntryState {
 };
 const char* to_string(EntryState s);
 
+// The new code's unwind table registered in the target (frames.h): the table and the
+// unwinder's storage for it, both inside the entry's regions.
+struct UnwindTable {
+  TargetAddr eh_frame;
+  TargetAddr object;
+};
+
 struct LedgerEntry {
   std::string id;                // content hash of the update file
   std::string update_path;       // as given to apply
@@ -97,6 +104,7 @@ struct LedgerEntry {
   std::vector<std::string> functions;   // replaced, "object.o:name"
   std::vector<std::string> new_functions;
   std::vector<LedgerHook> hooks;        // undo's, in the order they run within a kind
+  std::vector<UnwindTable> unwind;      // registered once the code is mapped; absent before
   std::string patch_name;
   std::string patch_text;
 };

@@ -16,6 +16,7 @@
 
 #include "arch/target.h"
 #include "process/apply.h"
+#include "process/frames.h"
 #include "process/guardian.h"
 #include "process/hooks.h"
 #include "process/maps.h"
@@ -172,6 +173,11 @@ Status retire(Target& target, const std::string& id, const std::function<void(co
   std::vector<Region> mapped;
   for (const auto& r : ledger.entry(id)->regions)
     if (mapped_as_recorded(target.maps(), r)) mapped.push_back(r);
+  // The target's unwinder lets go of the tables before their memory goes (frames.h).
+  if (!mapped.empty() && !ledger.entry(id)->unwind.empty()) {
+    if (target.modules().empty()) LS_TRY(target.read_modules());
+    LS_TRY(deregister_unwind(target, ledger.entry(id)->unwind));
+  }
   auto borrow = unmap_regions(target, mapped);
   if (!borrow) return borrow.status();
   if (unmapped) *unmapped = *borrow;

@@ -18,7 +18,10 @@
 //                                         owned by that pre code, with their relocations
 //                                         (role "pre"): where the kernel rewrites the code
 //                                         matching compares (Target::kernel_table_sites)
-//        .livesplice.post.<section>       post code, new data, literals, jump tables
+//        .livesplice.post.<section>       post code, new data, literals, jump tables;
+//                                         process updates also the carried code's LSDAs
+//                                         (.gcc_except_table.f) and DW.ref words, and
+//        .livesplice.post.eh_frame        its FDEs with their CIEs (below, kEhFrame)
 //        .rela.livesplice.post.<section>  against post sections when the target travels
 //                                         in the update, run symbols otherwise
 //   .livesplice.kernel_module             kernel updates: the skeleton module (below)
@@ -102,6 +105,14 @@ inline constexpr std::string_view kKernelModuleSection = ".livesplice.kernel_mod
 // is code, data or a literal pool, and one followed by anything else a kernel table.
 inline constexpr std::string_view kPrePrefix = ".livesplice.pre";
 inline constexpr std::string_view kPostPrefix = ".livesplice.post";
+
+// The new code's unwind tables (process updates; eh_frame.h): `.livesplice.post.eh_frame`
+// holds the FDEs of the carried code of one object (role "post", original ".eh_frame"),
+// and the NOBITS `.livesplice.post.eh_frame.object` after it the storage the target's
+// unwinder keeps for that table while it is registered (libgcc's `struct object`).
+inline constexpr std::string_view kEhFrame = ".eh_frame";
+inline constexpr std::string_view kEhFrameObject = ".eh_frame.object";
+inline constexpr uint64_t kEhFrameObjectSize = 64;
 
 inline std::string carried_name(std::string_view prefix, std::string_view original) {
   return std::string(prefix) + std::string(original);

@@ -39,6 +39,7 @@
 
 #include "differ/special_sections.h"
 #include "elf/writer.h"
+#include "update/eh_frame.h"
 
 namespace ls::update {
 namespace {
@@ -114,6 +115,7 @@ class Builder {
   void add_unit(size_t k);
   void add_special(size_t k);   // kernel tables: entries of carried code (see below)
   void add_pre_sites(size_t k, const std::set<uint32_t>& pre_secs);   // kernel tables of pre code
+  void add_eh_frame(size_t k);   // process updates: the carried code's FDEs (eh_frame.h)
   std::vector<uint8_t> finish(WriteSummary& summary);
 
  private:
@@ -309,6 +311,10 @@ void Builder::add_unit(size_t k) {
     }
   }
   for (uint32_t a : d.included_anonymous_sections) post_secs.insert(a);
+  // A process's unwinder needs the LSDAs and DW.ref words of the carried code (the
+  // kernel's module loader has ORC instead).
+  if (in_.kernel_release.empty())
+    for (uint32_t s : eh::unwind_sections(post, post_secs)) post_secs.insert(s);
   // The literal pools pre code refers to (see the top of this file).
   std::set<uint32_t> pre_pools;
   for (uint32_t s : pre_secs)
@@ -393,7 +399,46 @@ void Builder::add_unit(size_t k) {
     }
   }
   if (!in_.kernel_release.empty()) add_pre_sites(k, pre_secs);
+  else add_eh_frame(k);
   add_special(k);
+}
+
+// `.livesplice.post.eh_frame`: the FDEs of this object's carried code, relocated like
+// any post section (against the update's own code and LSDAs), and after it the storage
+// its registration in the target needs (format.h).
+void Builder::add_eh_frame(size_t k) {
+  const elf::Object& post = *in_.units[k].post;
+  std::set<uint32_t> code;
+  for (auto [orig, out] : maps_[k].post_out)
+    if (post.section(orig).exec()) code.insert(orig);
+  eh::CarriedFrames frames = eh::carried_frames(post, code);
+  if (frames.fdes == 0) return;
+  const elf::Section& from = post.section(frames.section);
+  elf::NewSection o;
+  o.name = carried_name(kPostPrefix, kEhFrame);
+  o.type = from.type;
+  o.flags = SHF_ALLOC;
+  o.align = 8;
+  o.data = std::move(frames.bytes);
+  uint32_t out = w_.add_section(std::move(o));
+  section_notes_.push_back(Json{{"index", out}, {"name", w_.section(out).name}, {"role", "post"}, {"object", k},
+                                {"original", kEhFrame}});
+  std::vector<elf::NewReloc> relocs;
+  for (auto [offset, r] : frames.relocs) {
+    int64_t addend = r->addend;
+    SymbolRef ref = post_target(k, from, *r, addend);
+    relocs.push_back({offset, r->type, ref, addend});
+  }
+  w_.add_rela(out, std::move(relocs));
+  elf::NewSection storage;
+  storage.name = carried_name(kPostPrefix, kEhFrameObject);
+  storage.type = SHT_NOBITS;
+  storage.flags = SHF_ALLOC | SHF_WRITE;
+  storage.align = 8;
+  storage.size = kEhFrameObjectSize;
+  uint32_t obj = w_.add_section(std::move(storage));
+  section_notes_.push_back(Json{{"index", obj}, {"name", w_.section(obj).name}, {"role", "post"}, {"object", k},
+                                {"original", kEhFrameObject}});
 }
 
 // The kernel's tables of run-time rewrites (`.altinstructions` with its replacement

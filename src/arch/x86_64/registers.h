@@ -67,15 +67,17 @@ inline void reissue_syscall(Registers& r, int64_t nr) {
   r.rip -= kSyscallInstructionSize;
 }
 
-// A call of `fn` (no arguments) as right after a call instruction: the stack pointer at
+// A call of `fn` (up to two integer arguments) as right after a call instruction: the stack pointer at
 // `frame`, where the caller wrote the return address; no system call to restart on the
 // way in; the ABI's direction flag clear. call_frame gives `frame` for a stack pointer,
 // `gap` bytes of room below the red zone, the frame 16-byte aligned above the return
 // address as the ABI wants at a function's entry.
 inline uint64_t call_frame(uint64_t sp, uint64_t gap) { return ((sp - kRedZone - gap) & ~uint64_t{15}) - 8; }
-inline void load_call(Registers& r, uint64_t fn, uint64_t frame) {
+inline void load_call(Registers& r, uint64_t fn, uint64_t frame, std::array<uint64_t, 2> args = {}) {
   r.rip = fn;
   r.rsp = frame;
+  r.rdi = args[0];
+  r.rsi = args[1];
   r.rax = 0;
   r.orig_rax = static_cast<uint64_t>(-1);
   r.eflags &= ~uint64_t{0x400};
@@ -85,6 +87,7 @@ inline bool call_returned(const Registers& r, uint64_t frame, uint64_t return_ad
   return r.rip == return_address && r.rsp == frame + 8;
 }
 inline int call_result(const Registers& r) { return static_cast<int>(static_cast<uint32_t>(r.rax)); }
+inline uint64_t call_result_word(const Registers& r) { return r.rax; }
 
 // The registers in DWARF numbering (0-16: rax, rdx, rcx, rbx, rsi, rdi, rbp, rsp,
 // r8-r15, and the return address column rip), for an unwinder's first frame.
