@@ -351,8 +351,8 @@ Result<bool> rescue(const HoldRecord& r, std::chrono::milliseconds limit) {
   const bool at_gadget = ptrace(PTRACE_GETREGS, tid, nullptr, &now) == 0 &&
                          (now.rip == r.gadget || now.rip == r.gadget + 2);   // 2: the `syscall`
   // Every signal park() blocked, but SIGKILL and SIGSTOP (the kernel never keeps them
-  // blocked) and SIGTRAP (a trap an apply forced on it unblocks it).
-  auto bit = [](int sig) { return uint64_t{1} << (sig - 1); };
+  // blocked) and SIGTRAP (found unblocked after an apply: a forced trap unblocks it).
+  auto bit = [](int signo) { return uint64_t{1} << (signo - 1); };
   const uint64_t may_be_unblocked = bit(SIGKILL) | bit(SIGSTOP) | bit(SIGTRAP);
   if (r.parked && at_gadget && ptrace(PTRACE_GETSIGMASK, tid, sizeof mask, &mask) == 0 &&
       (mask | may_be_unblocked) == ~uint64_t{0}) {
