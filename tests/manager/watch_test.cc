@@ -338,6 +338,52 @@ TEST_F(Watch, KilledHoldersLeaveEveryProgramWhole) {
   watch.stop();
 }
 
+// 8. watch tries a refused apply again: a program (cases/until, run from a copy watch has
+// not marked) whose main thread stays inside the function its update replaces until a
+// file appears dlopens the watched library. Held there, the library's update applies and
+// the program's own is refused (busy); meanwhile status says retrying, and watch tries
+// again on the running process (after 1, 4, 16 s); once the file exists, a try applies it.
+TEST_F(Watch, RefusedApplyIsRetried) {
+  std::string dir = shlib_installed({});
+  const std::string until = tmp / "until";
+  fs::copy(std::string(MANAGER_CASES_DIR) + "/until", until, fs::copy_options::recursive);
+  must({"make", "-s"}, until, 120s);
+  std::string update = create_update(until, std::string(MANAGER_CASES_DIR) + "/until/fix.patch", tmp / "until.lsu",
+                                     {"--label", "until 2"});
+  {  // stored while a first run is busy: refused
+    Program busy({until + "/prog", tmp / "never"});
+    busy.wait_for("waiting for");
+    RunResult r = ls({"install", "--root", root(), update, "--rounds", "0", "--retries", "0", "--hot-wait", "0"}, 180s);
+    ASSERT_EQ(r.status, 2) << r.describe();
+  }
+  fs::copy_file(until + "/prog", tmp / "until-copy");
+  Daemon watch(root());
+  watch.wait_watching(dir + "/libgreet.so");
+
+  Program prog({tmp / "until-copy", tmp / "flag", dir + "/libgreet.so"});
+  const std::string pid = std::to_string(prog.pid());
+  prog.wait_for("loaded ", 0, 30s);
+  watch.log().wait_for("holding process " + pid + " ", 0, 30s);
+  watch.log().wait_for_count("failed to apply ", 2, 0, 60s);   // held, then the first retry
+  bool retrying = false;   // (the attempt is saved a moment after its line)
+  for (int i = 0; i < 100 && !retrying; ++i, std::this_thread::sleep_for(100ms)) {
+    Json s = manage_ok("status", {"--json"}).json();
+    for (const auto& u : s["updates"])
+      for (const auto& n : u["not_applied"])   // only this program is not patched
+        retrying |= n["reason"].get<std::string>().rfind("retrying: busy thread", 0) == 0;
+  }
+  EXPECT_TRUE(retrying) << manage_ok("status", {"--json"}).out;
+  EXPECT_TRUE(prog.find("sentinel") == std::nullopt) << "still busy: " << prog.tail();
+
+  std::ofstream(tmp / "flag").put('\n');
+  watch.log().wait_for("applied " , watch.log().wait_for_count("failed to apply ", 2, 0), 60s);
+  prog.wait_for("sentinel 2002", 0, 30s);
+  EXPECT_EQ(view_updates(prog).size(), 2u) << "the library's update and the program's";
+  EXPECT_TRUE(status_says_applied(prog.pid()));
+  EXPECT_EQ(wait_running_untraced(prog.pid(), 5s), "");
+  watch.stop();
+}
+
 TEST(WatchCli, HelpTeaches) {
   RunResult r = lstest::run({lstest::livesplice(), "watch", "--help"});
   EXPECT_EQ(r.status, 0) << r.describe();
