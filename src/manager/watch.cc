@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -357,6 +358,11 @@ void holder_done(Watch& w, const Holder& h, int status) {
     pid_t child = h.record ? fork_child(w) : -1;
     if (child == 0) {
       ::prctl(PR_SET_NAME, "watch-rescuer");
+      // After any apply the holder started (it holds the process's lock to the end):
+      // that apply may lend the parked thread between its attempts.
+      std::optional<proc::LedgerLock> after_apply;
+      if (auto key = proc::process_key(h.tgid))
+        if (auto lock = proc::LedgerLock::take(*key, true, 120)) after_apply.emplace(std::move(*lock));
       auto unparked = rescue(*h.record, std::chrono::seconds(120));
       if (!unparked) w.ctx.report(fmt::format("watch: {}", unparked.status().message()));
       else fmt::print("mended {}: {}\n", process_name(h.tgid), *unparked ? "unparked" : "its breakpoint cleared");
