@@ -488,6 +488,7 @@ TEST_F(Manager, SyncRetryFindsItAppliedMeanwhile) {
   std::ofstream(tmp / "flag").put('\n');
   apply_ok(prog, update);
   EXPECT_EQ(syncing.wait_exit(60s), "exited with status 0") << syncing.tail();
+  syncing.wait_for("applied meanwhile", 0, 10s);   // its output may be read after its exit
   EXPECT_TRUE(syncing.find("already applied ")) << syncing.tail();
   EXPECT_FALSE(syncing.find("failed to apply")) << syncing.tail();
   EXPECT_EQ(first_update(status())["applied"].size(), 1u);
