@@ -209,6 +209,21 @@ void report_done(Report& report, const Task& t, const Outcome& o) {
   }
 }
 
+// Whether the update of apply task `t` is applied in its process now: another command
+// may have applied it since the plan was made (`livesplice apply`, a watch that held
+// the process before this command took the store), and then this apply refuses with
+// "already applied". The ledger, read again, decides: the same process, the entry applied.
+bool applied_meanwhile(Context& ctx, const Task& t) {
+  if (!t.apply || t.kernel) return false;
+  Machine now = Machine::read_process(ctx, t.pid);
+  for (const auto& p : now.processes) {
+    if (p.key() != t.process_key) continue;
+    const proc::LedgerEntry* e = now.entry(p, t.id);
+    return e && e->state == proc::EntryState::Applied;
+  }
+  return false;
+}
+
 // Runs every task; what fails is tried again in later rounds, after a growing delay (a
 // thread busy in a replaced function now may not be in a moment). Reports each task when
 // it is done or finally failed; a final failure is kept in the store with its kind and
@@ -226,6 +241,13 @@ Exit execute(Context& ctx, Store& store, KernelClaims& claims, const ManagerOpti
     for (auto& t : tasks) {
       if (t.kernel && t.apply) claims.claim(t.id);   // before: a killed apply is still the store's
       t.last = run_task(ctx, opt, t);
+      if (!t.last.ok() && applied_meanwhile(ctx, t)) {
+        store.record_success(t.id, t.process_key);
+        report.target(entry("already-applied", t.id, t.label, t.target, "applied meanwhile by another command"),
+                      fmt::format("already applied {} to {}: applied meanwhile by another command",
+                                  update_name(t.id, t.label), t.process_name));
+        continue;
+      }
       if (!t.last.ok()) {
         failed.push_back(std::move(t));
         continue;

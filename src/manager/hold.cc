@@ -107,7 +107,7 @@ bool in_loader(pid_t pid, TargetAddr pc) {
   return ld && at && at->exec && at->inode == ld->inode && at->path == ld->path;
 }
 
-Result<Hold> Hold::seize(pid_t tid, HoldKind kind) {
+Result<Hold> Hold::seize(pid_t tid, HoldKind kind, HoldRecord* record) {
   pid_t tgid = 0;
   std::ifstream status(fmt::format("/proc/{}/status", tid));
   for (std::string line; std::getline(status, line);)
@@ -120,11 +120,17 @@ Result<Hold> Hold::seize(pid_t tid, HoldKind kind) {
   // Load: it stops as its open returns to ld.so. Asked now, while the open waits for our
   // answer (a wait no interrupt ends): asked after, ld.so could map and report first.
   if (kind == HoldKind::Load) ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr);
-  return Hold(tid, tgid, kind);
+  if (record) record->tid = tid;
+  return Hold(tid, tgid, kind, record);
+}
+
+void Hold::follow_exec() {
+  tid_ = tgid_;
+  if (record_) record_->tid = tid_;
 }
 
 Hold::Hold(Hold&& o) noexcept
-    : tid_(o.tid_), tgid_(o.tgid_), kind_(o.kind_), state_(std::exchange(o.state_, State::Released)),
+    : tid_(o.tid_), tgid_(o.tgid_), kind_(o.kind_), record_(o.record_), state_(std::exchange(o.state_, State::Released)),
       hook_(o.hook_), armed_(o.armed_), saved_regs_(o.saved_regs_), saved_mask_(o.saved_mask_) {}
 
 Hold::~Hold() {
@@ -145,7 +151,7 @@ Result<std::optional<int>> Hold::next_stop(const std::atomic<bool>& stopping,
       return std::optional<int>(status);
     }
     if (r < 0 && errno == ECHILD && kind_ == HoldKind::Exec && tid_ != tgid_) {
-      tid_ = tgid_;   // a thread other than the leader ran execve: it goes on as the leader
+      follow_exec();   // a thread other than the leader ran execve: it goes on as the leader
       continue;
     }
     if (r < 0 && errno != EINTR) return std::optional<int>(-1);
@@ -191,7 +197,7 @@ Result<bool> Hold::run_to_loaded(const std::atomic<bool>& stopping, std::chrono:
     state_ = State::Stopped;
     const int status = **stop, sig = WSTOPSIG(status), event = status >> 16;
     if (event == PTRACE_EVENT_EXEC || (event == PTRACE_EVENT_STOP && sig == SIGTRAP && !armed_)) {
-      if (event == PTRACE_EVENT_EXEC) tid_ = tgid_;
+      if (event == PTRACE_EVENT_EXEC) follow_exec();
       auto hook = loader_hook(tgid_);
       if (!hook) {
         let_go();
@@ -268,6 +274,12 @@ Status Hold::park() {
   if (!gadget) return gadget.status();
   if (ptrace(PTRACE_GETSIGMASK, tid_, sizeof saved_mask_, &saved_mask_) != 0)
     return error("thread {}: cannot read its signal mask: {}", tid_, std::strerror(errno));
+  if (record_) {   // before anything changes: a rescuer must find it whole
+    record_->regs = saved_regs_;
+    record_->mask = saved_mask_;
+    record_->gadget = gadget->value();
+    record_->parked = true;
+  }
   uint64_t all = ~uint64_t{0};
   user_regs_struct regs = saved_regs_;
   regs.rip = gadget->value();
@@ -307,6 +319,50 @@ Status Hold::release() {
     s = error("thread {}: cannot give it back its registers: {}", tid_, std::strerror(errno));
   ptrace(PTRACE_DETACH, tid_, nullptr, nullptr);
   return s;
+}
+
+Result<bool> rescue(const HoldRecord& r, std::chrono::milliseconds limit) {
+  const pid_t tid = r.tid;
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (ptrace(PTRACE_SEIZE, tid, nullptr, nullptr) != 0) {
+    if (errno == ESRCH) return false;   // it ended
+    if (errno != EPERM || std::chrono::steady_clock::now() > deadline)
+      return error("thread {}: cannot seize it to mend it: {}", tid, std::strerror(errno));
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));   // an apply has it
+  }
+  ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr);
+  int sig = 0;
+  for (;;) {
+    int status = 0;
+    pid_t got = ::waitpid(tid, &status, __WALL);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0 || WIFEXITED(status) || WIFSIGNALED(status)) return false;
+    if ((status >> 16) == PTRACE_EVENT_STOP) break;
+    sig = WSTOPSIG(status);   // a signal on its way: given back at detach
+    ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr);
+    break;
+  }
+  Status s;
+  bool unparked = false;
+  if (ptrace(PTRACE_POKEUSER, tid, debugreg_offset(7), 0) != 0)
+    s = error("thread {}: cannot clear its hardware breakpoint: {}", tid, std::strerror(errno));
+  user_regs_struct now;
+  uint64_t mask = 0;
+  const bool at_gadget = ptrace(PTRACE_GETREGS, tid, nullptr, &now) == 0 &&
+                         (now.rip == r.gadget || now.rip == r.gadget + 2);   // 2: the `syscall`
+  // Every signal park() blocked, but SIGKILL and SIGSTOP (the kernel never keeps them
+  // blocked) and SIGTRAP (found unblocked after an apply: a forced trap unblocks it).
+  auto bit = [](int signo) { return uint64_t{1} << (signo - 1); };
+  const uint64_t may_be_unblocked = bit(SIGKILL) | bit(SIGSTOP) | bit(SIGTRAP);
+  if (r.parked && at_gadget && ptrace(PTRACE_GETSIGMASK, tid, sizeof mask, &mask) == 0 &&
+      (mask | may_be_unblocked) == ~uint64_t{0}) {
+    unparked = ptrace(PTRACE_SETREGS, tid, nullptr, &r.regs) == 0 &&
+               ptrace(PTRACE_SETSIGMASK, tid, sizeof r.mask, &r.mask) == 0;
+    if (!unparked) s = error("thread {}: cannot give it back its registers: {}", tid, std::strerror(errno));
+  }
+  ptrace(PTRACE_DETACH, tid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(sig)));
+  if (!s.ok()) return s;
+  return unparked;
 }
 
 }  // namespace ls::manager

@@ -57,10 +57,29 @@ Result<LoaderHook> loader_hook(pid_t pid);
 // Whether `pc` lies in the text of process `pid`'s ld.so (the file mapped at AT_BASE).
 bool in_loader(pid_t pid, TargetAddr pc);
 
+// What a Hold keeps where another process can read it (`livesplice watch` shares it with
+// the daemon), should the holder be killed. The kernel then detaches the thread and it
+// runs on, but not as it was: a breakpoint left set kills it with SIGTRAP at the hook,
+// and a parked thread sleeps for ever with every signal blocked. rescue() mends both.
+struct HoldRecord {
+  std::atomic<pid_t> tid{0};          // the thread (after exec, its new id)
+  std::atomic<bool> parked{false};    // set before park() changes its registers
+  user_regs_struct regs{};            // what park() saved (valid once parked is set)
+  uint64_t mask = 0;
+  uint64_t gadget = 0;                // the `syscall` it is parked at
+};
+
+// The thread of `record` whose holder died: seized again (waiting up to `limit` while
+// another tracer, an apply, has it), its breakpoint cleared, and when it is parked (at
+// the gadget, every signal blocked) its registers and mask given back; then detached.
+// Whether it was parked.
+Result<bool> rescue(const HoldRecord& record, std::chrono::milliseconds limit);
+
 class Hold {
  public:
-  // Seizes thread `tid` while its open of a watched file waits for our answer.
-  static Result<Hold> seize(pid_t tid, HoldKind kind);
+  // Seizes thread `tid` while its open of a watched file waits for our answer; keeps
+  // `record` (when given, it must outlive the Hold) up to date.
+  static Result<Hold> seize(pid_t tid, HoldKind kind, HoldRecord* record = nullptr);
 
   // After the open is answered: runs the thread (passing on its signals) until ld.so
   // has mapped everything (the hook with RT_CONSISTENT), then it is stopped there.
@@ -82,7 +101,9 @@ class Hold {
 
  private:
   enum class State { Running, Stopped, Parked, Released };
-  Hold(pid_t tid, pid_t tgid, HoldKind kind) : tid_(tid), tgid_(tgid), kind_(kind) {}
+  Hold(pid_t tid, pid_t tgid, HoldKind kind, HoldRecord* record)
+      : tid_(tid), tgid_(tgid), kind_(kind), record_(record) {}
+  void follow_exec();   // the thread that ran execve goes on as the leader
   // Waits for the thread's next stop; nullopt when `stopping` or the deadline came first
   // (it still runs), -1 status when it ended.
   Result<std::optional<int>> next_stop(const std::atomic<bool>& stopping,
@@ -95,6 +116,7 @@ class Hold {
   pid_t tid_ = 0;
   pid_t tgid_ = 0;
   HoldKind kind_;
+  HoldRecord* record_ = nullptr;
   State state_ = State::Running;
   std::optional<LoaderHook> hook_;
   bool armed_ = false;

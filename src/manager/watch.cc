@@ -5,6 +5,8 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/fanotify.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -16,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -38,6 +41,7 @@ struct Holder {
   pid_t tid = 0;                   // the thread it holds
   pid_t tgid = 0;
   int event_fd = -1;               // kept open until the holder answered (see handle_event)
+  HoldRecord* record = nullptr;    // shared with the holder: what a rescuer needs
 };
 
 // A process whose apply failed while it was held: tried again on the running process.
@@ -64,6 +68,7 @@ struct Watch {
   struct timespec store_mtime {};
   std::map<pid_t, Retry> retries;            // by process PID
   std::map<pid_t, pid_t> retriers;           // retrier PID → process PID
+  std::set<pid_t> rescuers;                  // children mending what a killed holder left
   bool stopping = false;
 };
 
@@ -130,9 +135,11 @@ std::string fd_path(int fd) {
 
 // --- the holder (a child per held thread) ---------------------------------------------
 
-[[noreturn]] void holder_main(Watch& w, int event_fd, pid_t tid, HoldKind kind, const std::string& file) {
+[[noreturn]] void holder_main(Watch& w, int event_fd, pid_t tid, HoldKind kind, const std::string& file,
+                              HoldRecord* record) {
   const auto start = Clock::now();
-  auto hold = Hold::seize(tid, kind);
+  ::prctl(PR_SET_NAME, "watch-holder");   // its role, for ps
+  auto hold = Hold::seize(tid, kind, record);
   answer(w.fan, event_fd, FAN_ALLOW);   // never refused: we only hold
   ::close(event_fd);
   ::close(w.fan);
@@ -181,6 +188,9 @@ pid_t fork_child(Watch& w) {
   std::fflush(stderr);
   pid_t child = ::fork();
   if (child == 0) {
+    // Its log may outlive the daemon's reader (a killed daemon's terminal or pipe): a
+    // holder killed by SIGPIPE would leave its thread parked with no one to mend it.
+    ::signal(SIGPIPE, SIG_IGN);
     ::close(w.signals);
     if (w.marker_out >= 0) ::close(w.marker_out);
   }
@@ -321,8 +331,11 @@ w.ctx.note(fmt::format("watch: open of {} by thread {} of process {}: {}", fd_pa
     return;
   }
   const std::string file = fd_path(md.fd);
+  void* shared = ::mmap(nullptr, sizeof(HoldRecord), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  HoldRecord* record = shared == MAP_FAILED ? nullptr : new (shared) HoldRecord;
   pid_t child = fork_child(w);
-  if (child == 0) holder_main(w, md.fd, tid, *kind, file);
+  if (child == 0) holder_main(w, md.fd, tid, *kind, file, record);
+  if (child < 0 && record) ::munmap(record, sizeof(HoldRecord));
   if (child < 0) {
     w.ctx.report(fmt::format("watch: cannot fork a holder for thread {}: {}", tid, std::strerror(errno)));
     answer(w.fan, md.fd, FAN_ALLOW);
@@ -331,7 +344,35 @@ w.ctx.note(fmt::format("watch: open of {} by thread {} of process {}: {}", fd_pa
   }
   // The event's fd stays open here until the holder has answered: a number closed now
   // could be given to the next event, and an answer names its event by that number.
-  w.holders[child] = {tid, tgid, md.fd};
+  w.holders[child] = {tid, tgid, md.fd, record};
+}
+
+// A holder has ended. Killed, it may have left its event unanswered (the opener waits
+// for ever) and its thread with our breakpoint set or parked (hold.h, HoldRecord): the
+// event is allowed (a second answer is refused harmlessly) and a rescuer mends the
+// thread — a child, as it may wait for an apply the holder started to finish.
+void holder_done(Watch& w, const Holder& h, int status) {
+  if (WIFSIGNALED(status)) {
+    if (w.fan >= 0) answer(w.fan, h.event_fd, FAN_ALLOW);   // closed: the kernel allowed it
+    fmt::print("holder of {} killed by signal {}: mending what it held\n", process_name(h.tgid), WTERMSIG(status));
+    pid_t child = h.record ? fork_child(w) : -1;
+    if (child == 0) {
+      ::prctl(PR_SET_NAME, "watch-rescuer");
+      // After any apply the holder started (it holds the process's lock to the end):
+      // that apply may lend the parked thread between its attempts.
+      std::optional<proc::LedgerLock> after_apply;
+      if (auto key = proc::process_key(h.tgid))
+        if (auto lock = proc::LedgerLock::take(*key, true, 120)) after_apply.emplace(std::move(*lock));
+      auto unparked = rescue(*h.record, std::chrono::seconds(120));
+      if (!unparked) w.ctx.report(fmt::format("watch: {}", unparked.status().message()));
+      else fmt::print("mended {}: {}\n", process_name(h.tgid), *unparked ? "unparked" : "its breakpoint cleared");
+      std::fflush(stdout);
+      ::_exit(unparked ? 0 : 1);
+    }
+    if (child > 0) w.rescuers.insert(child);
+  }
+  ::close(h.event_fd);
+  if (h.record) ::munmap(h.record, sizeof(HoldRecord));
 }
 
 void read_events(Watch& w) {
@@ -398,7 +439,7 @@ void reap(Watch& w) {
     if (child == w.marker) {
       marker_done(w, status);
     } else if (auto h = w.holders.find(child); h != w.holders.end()) {
-      ::close(h->second.event_fd);
+      holder_done(w, h->second, status);
       const bool failed = !WIFEXITED(status) || WEXITSTATUS(status) != 0;
       if (failed && ::kill(h->second.tgid, 0) == 0) schedule_retry(w, h->second.tgid);
       w.holders.erase(h);
@@ -408,6 +449,8 @@ void reap(Watch& w) {
       if (WIFEXITED(status) && WEXITSTATUS(status) == 0) w.retries.erase(pid);
       else if (::kill(pid, 0) == 0) schedule_retry(w, pid);
       else w.retries.erase(pid);
+    } else {
+      w.rescuers.erase(child);
     }
   }
 }
@@ -466,18 +509,20 @@ Exit run_watch(Context& ctx, const WatchOptions& opt) {
   // The group closed: the kernel answers what is pending (allow) and drops the marks
   // once the holders' copies are closed too; the holders finish and release.
   ::close(w.fan);
+  w.fan = -1;
   fmt::print("stopping: waiting for {} held process(es)\n", w.holders.size());
-  while (!w.holders.empty() || !w.retriers.empty() || w.marker != 0) {
+  while (!w.holders.empty() || !w.retriers.empty() || !w.rescuers.empty() || w.marker != 0) {
     int status = 0;
     pid_t child = ::waitpid(-1, &status, 0);
     if (child < 0 && errno == EINTR) continue;
     if (child < 0) break;
     if (child == w.marker) marker_done(w, status);
     if (auto h = w.holders.find(child); h != w.holders.end()) {
-      ::close(h->second.event_fd);
+      holder_done(w, h->second, status);
       w.holders.erase(h);
     }
     w.retriers.erase(child);
+    w.rescuers.erase(child);
   }
   fmt::print("stopped\n");
   return Exit::Ok;

@@ -431,6 +431,70 @@ TEST_F(Manager, InstallSyncRemoveSpeakJson) {
   EXPECT_TRUE(view_updates(prog).empty());
 }
 
+// 11. sync killed (SIGKILL, its own PID) at moments spread over its run, ten times, each
+// with an apply to do (the update undone behind the store's back): a plain sync
+// afterwards exits 0 and leaves status and the process agreeing (applied in status
+// exactly when the process's ledger says so, and the process runs the fixed code).
+TEST_F(Manager, KilledSyncIsRepairedBySync) {
+  std::string update = single_update();
+  Program prog({case_src("single") + "/prog"});
+  prog.wait_for("sentinel 1001");
+  manage_ok("install", {update});
+  auto agree = [&](const std::string& after) {
+    Json s = status();
+    const bool in_status = first_update(s)["applied"].size() == 1, in_ledger = view_updates(prog).size() == 1;
+    EXPECT_EQ(in_status, in_ledger) << after << "\n" << s.dump(2);
+    size_t mark = prog.line_count();
+    prog.wait_for(in_ledger ? "sentinel 2002" : "sentinel 1001", mark);
+    expect_alive_and_running(prog);
+  };
+  for (int ms : {5, 15, 30, 50, 80, 120, 170, 250, 400, 700}) {
+    // Undone behind the store's back, so that the killed sync has an apply to do.
+    must({livesplice(), "undo", "--pid", std::to_string(prog.pid()), "--all"});
+    ASSERT_TRUE(view_updates(prog).empty());
+    lstest::run({livesplice(), "sync", "--root", root()}, {"", {}, Millis(ms)});
+    // An apply the killed sync started goes on in its child: the plain sync may find it
+    // done only once it has the process's lock (and must not call that a failure).
+    manage_ok("sync");
+    agree("sync killed at " + std::to_string(ms) + " ms, then a plain sync");
+    ASSERT_EQ(view_updates(prog).size(), 1u) << "the plain sync must apply it";
+  }
+}
+
+// The until case (tests/manager/cases/until) built in `dest`: its program's path.
+std::string build_until(const std::string& dest) {
+  fs::copy(std::string(MANAGER_CASES_DIR) + "/until", dest, fs::copy_options::recursive);
+  must({"make", "-s"}, dest, 120s);
+  return dest + "/prog";
+}
+
+// 12. An apply refused at first (a thread inside busy_until) that another command makes
+// while sync waits to try again: sync's next round finds it applied and says "already
+// applied", not a failure, and exits 0.
+TEST_F(Manager, SyncRetryFindsItAppliedMeanwhile) {
+  std::string dir = case_src("until");
+  Program prog({build_until(dir), tmp / "flag"});
+  prog.wait_for("waiting for");
+  std::string update = create_update(dir, std::string(MANAGER_CASES_DIR) + "/until/fix.patch", tmp / "until.lsu");
+  const std::vector<std::string> quick{"--retries", "0", "--hot-wait", "0", "--backoff", "0"};
+  std::vector<std::string> install{"install", "--root", root(), update, "--rounds", "0"};
+  install.insert(install.end(), quick.begin(), quick.end());
+  EXPECT_EQ(ls(install, 180s).status, 2) << "busy at first";
+
+  std::vector<std::string> sync{livesplice(), "sync", "--root", root(), "--rounds", "3"};
+  sync.insert(sync.end(), quick.begin(), quick.end());
+  Program syncing(sync);
+  syncing.wait_for("trying again in 3200 ms", 0, 60s);   // its rounds 0 to 2 refused
+  std::ofstream(tmp / "flag").put('\n');
+  apply_ok(prog, update);
+  EXPECT_EQ(syncing.wait_exit(60s), "exited with status 0") << syncing.tail();
+  syncing.wait_for("applied meanwhile", 0, 10s);   // its output may be read after its exit
+  EXPECT_TRUE(syncing.find("already applied ")) << syncing.tail();
+  EXPECT_FALSE(syncing.find("failed to apply")) << syncing.tail();
+  EXPECT_EQ(first_update(status())["applied"].size(), 1u);
+  prog.wait_for("sentinel 2002");
+}
+
 // The manager's commands teach: each --help says what it does, names the store option
 // and gives examples.
 TEST(ManagerCli, HelpTeaches) {

@@ -1,0 +1,1 @@
+int busy_until(const char *flag);
