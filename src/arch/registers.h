@@ -6,7 +6,8 @@
 // (syscall_number, syscall_result, load_syscall, reissue_syscall,
 // kSyscallInstructionSize, is_syscall_instruction), a function call (call_frame,
 // load_call, call_returned, call_result), kTrapPcAdvance, kRedZone, kAuditArch,
-// dwarf_registers, read_registers/write_registers.
+// dwarf_registers, read_registers/write_registers, set_exec_breakpoint and
+// clear_exec_breakpoint.
 #pragma once
 
 #if defined(__x86_64__)

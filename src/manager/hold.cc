@@ -25,10 +25,6 @@ namespace ls::manager {
 
 namespace {
 
-// Debug register 7: local enable of DR0, break on execution, length 1 (all zero bits).
-constexpr uint64_t kDr7ExecDr0 = 1;
-
-uint64_t debugreg_offset(int n) { return offsetof(struct user, u_debugreg) + sizeof(uint64_t) * n; }
 
 struct Auxv {
   uint64_t base = 0;    // AT_BASE: where ld.so is mapped (0: none)
@@ -162,8 +158,7 @@ Result<std::optional<int>> Hold::next_stop(const std::atomic<bool>& stopping,
 }
 
 Status Hold::arm() {
-  if (ptrace(PTRACE_POKEUSER, tid_, debugreg_offset(0), hook_->breakpoint.value()) != 0 ||
-      ptrace(PTRACE_POKEUSER, tid_, debugreg_offset(7), kDr7ExecDr0) != 0)
+  if (!arch::set_exec_breakpoint(tid_, hook_->breakpoint.value()))
     return error("thread {}: cannot set a hardware breakpoint: {}", tid_, std::strerror(errno));
   armed_ = true;
   return {};
@@ -171,7 +166,7 @@ Status Hold::arm() {
 
 Status Hold::disarm() {
   if (!armed_) return {};
-  if (ptrace(PTRACE_POKEUSER, tid_, debugreg_offset(7), 0) != 0)
+  if (!arch::clear_exec_breakpoint(tid_))
     return error("thread {}: cannot clear its hardware breakpoint: {}", tid_, std::strerror(errno));
   armed_ = false;
   return {};
@@ -216,9 +211,8 @@ Result<bool> Hold::run_to_loaded(const std::atomic<bool>& stopping, std::chrono:
       else state_ = ptrace(PTRACE_LISTEN, tid_, nullptr, nullptr) == 0 ? State::Running : State::Released;
       continue;
     }
-    user_regs_struct regs;
-    if (sig == SIGTRAP && armed_ && ptrace(PTRACE_GETREGS, tid_, nullptr, &regs) == 0 &&
-        regs.rip == hook_->breakpoint.value()) {
+    arch::Registers regs;
+    if (sig == SIGTRAP && armed_ && arch::read_registers(tid_, regs) && arch::pc(regs) == hook_->breakpoint.value()) {
       bool loaded = hook_->state.null();
       if (!loaded) {
         auto mem = proc::Memory::open(tgid_);
@@ -281,14 +275,12 @@ Status Hold::park() {
     record_->parked = true;
   }
   uint64_t all = ~uint64_t{0};
-  user_regs_struct regs = saved_regs_;
-  regs.rip = gadget->value();
-  regs.rax = SYS_pause;
-  regs.orig_rax = static_cast<uint64_t>(-1);
-  if (ptrace(PTRACE_SETSIGMASK, tid_, sizeof all, &all) != 0 || ptrace(PTRACE_SETREGS, tid_, nullptr, &regs) != 0) {
+  arch::Registers regs = saved_regs_;
+  arch::load_syscall(regs, gadget->value(), SYS_pause, {0, 0, 0, 0, 0, 0});
+  if (ptrace(PTRACE_SETSIGMASK, tid_, sizeof all, &all) != 0 || !arch::write_registers(tid_, regs)) {
     Status s = error("thread {}: cannot park it: {}", tid_, std::strerror(errno));
     ptrace(PTRACE_SETSIGMASK, tid_, sizeof saved_mask_, &saved_mask_);
-    ptrace(PTRACE_SETREGS, tid_, nullptr, &saved_regs_);
+    (void)arch::write_registers(tid_, saved_regs_);
     return s;
   }
   ptrace(PTRACE_DETACH, tid_, nullptr, nullptr);
@@ -314,7 +306,7 @@ Status Hold::release() {
     ptrace(PTRACE_CONT, tid_, nullptr, nullptr);
   }
   Status s;
-  if (ptrace(PTRACE_SETREGS, tid_, nullptr, &saved_regs_) != 0 ||
+  if (!arch::write_registers(tid_, saved_regs_) ||
       ptrace(PTRACE_SETSIGMASK, tid_, sizeof saved_mask_, &saved_mask_) != 0)
     s = error("thread {}: cannot give it back its registers: {}", tid_, std::strerror(errno));
   ptrace(PTRACE_DETACH, tid_, nullptr, nullptr);
@@ -344,19 +336,19 @@ Result<bool> rescue(const HoldRecord& r, std::chrono::milliseconds limit) {
   }
   Status s;
   bool unparked = false;
-  if (ptrace(PTRACE_POKEUSER, tid, debugreg_offset(7), 0) != 0)
+  if (!arch::clear_exec_breakpoint(tid))
     s = error("thread {}: cannot clear its hardware breakpoint: {}", tid, std::strerror(errno));
-  user_regs_struct now;
+  arch::Registers now;
   uint64_t mask = 0;
-  const bool at_gadget = ptrace(PTRACE_GETREGS, tid, nullptr, &now) == 0 &&
-                         (now.rip == r.gadget || now.rip == r.gadget + 2);   // 2: the `syscall`
+  const bool at_gadget = arch::read_registers(tid, now) && (arch::pc(now) == r.gadget ||
+                                                            arch::pc(now) == r.gadget + arch::kSyscallInstructionSize);
   // Every signal park() blocked, but SIGKILL and SIGSTOP (the kernel never keeps them
   // blocked) and SIGTRAP (found unblocked after an apply: a forced trap unblocks it).
   auto bit = [](int signo) { return uint64_t{1} << (signo - 1); };
   const uint64_t may_be_unblocked = bit(SIGKILL) | bit(SIGSTOP) | bit(SIGTRAP);
   if (r.parked && at_gadget && ptrace(PTRACE_GETSIGMASK, tid, sizeof mask, &mask) == 0 &&
       (mask | may_be_unblocked) == ~uint64_t{0}) {
-    unparked = ptrace(PTRACE_SETREGS, tid, nullptr, &r.regs) == 0 &&
+    unparked = arch::write_registers(tid, r.regs) &&
                ptrace(PTRACE_SETSIGMASK, tid, sizeof r.mask, &r.mask) == 0;
     if (!unparked) s = error("thread {}: cannot give it back its registers: {}", tid, std::strerror(errno));
   }

@@ -28,13 +28,13 @@
 
 #include <signal.h>
 #include <sys/types.h>
-#include <sys/user.h>
 
 #include <atomic>
 #include <chrono>
 #include <optional>
 #include <string>
 
+#include "arch/registers.h"
 #include "base/addr.h"
 #include "base/result.h"
 
@@ -64,7 +64,7 @@ bool in_loader(pid_t pid, TargetAddr pc);
 struct HoldRecord {
   std::atomic<pid_t> tid{0};          // the thread (after exec, its new id)
   std::atomic<bool> parked{false};    // set before park() changes its registers
-  user_regs_struct regs{};            // what park() saved (valid once parked is set)
+  arch::Registers regs{};             // what park() saved (valid once parked is set)
   uint64_t mask = 0;
   uint64_t gadget = 0;                // the `syscall` it is parked at
 };
@@ -120,7 +120,7 @@ class Hold {
   State state_ = State::Running;
   std::optional<LoaderHook> hook_;
   bool armed_ = false;
-  user_regs_struct saved_regs_{};
+  arch::Registers saved_regs_{};
   uint64_t saved_mask_ = 0;
 };
 

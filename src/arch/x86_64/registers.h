@@ -14,6 +14,7 @@
 #include <sys/user.h>
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 
 namespace ls::arch {
@@ -95,6 +96,19 @@ constexpr size_t kDwarfRegisters = 17;
 inline std::array<uint64_t, kDwarfRegisters> dwarf_registers(const Registers& r) {
   return {r.rax, r.rdx, r.rcx, r.rbx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8,
           r.r9,  r.r10, r.r11, r.r12, r.r13, r.r14, r.r15, r.rip};
+}
+
+// One execution breakpoint of the thread's own debug registers (DR0, enabled locally in
+// DR7 for execution, length 1): no byte of the process is written, and no other thread
+// trips on it. The kernel does not clear it when the tracer dies.
+inline bool set_exec_breakpoint(pid_t tid, uint64_t at) {
+  auto dr = [](int n) { return reinterpret_cast<void*>(offsetof(struct user, u_debugreg) + sizeof(uint64_t) * n); };
+  return ptrace(PTRACE_POKEUSER, tid, dr(0), reinterpret_cast<void*>(at)) == 0 &&
+         ptrace(PTRACE_POKEUSER, tid, dr(7), reinterpret_cast<void*>(uint64_t{1})) == 0;
+}
+inline bool clear_exec_breakpoint(pid_t tid) {
+  return ptrace(PTRACE_POKEUSER, tid, reinterpret_cast<void*>(offsetof(struct user, u_debugreg) + sizeof(uint64_t) * 7),
+                nullptr) == 0;
 }
 
 inline bool read_registers(pid_t tid, Registers& r) { return ptrace(PTRACE_GETREGS, tid, nullptr, &r) == 0; }
