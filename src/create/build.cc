@@ -147,7 +147,7 @@ std::string find_wrapper(const std::string& wrapper_path) {
   return wrapper;
 }
 
-// The directory holding livesplice/patch.h, for the post build: installed with the
+// The directory holding livesplice/patch.h, for both builds: installed with the
 // programs (PREFIX/include/livesplice/patch.h beside PREFIX/lib/livesplice/livesplice-cc,
 // as `cmake --install` and the Debian package lay them out, or PREFIX/bin/), else the
 // source tree livesplice was built from; "" when none has it.
@@ -212,8 +212,10 @@ std::map<std::string, std::string> Workspace::build_env(Phase p) const {
       {"LIVESPLICE_PRE_DIR", p == Phase::Post ? pre_objects_dir() : ""},
       {"LIVESPLICE_PHASE", std::string(to_string(p))},
       {"LIVESPLICE_ACTIVE", ""},
-      // A patch may include <livesplice/patch.h> (hooks): on the post build's include path.
-      {"LIVESPLICE_INCLUDE", p == Phase::Post ? patch_header_dir(wrapper_) : ""},
+      // A patch may include <livesplice/patch.h> (hooks, shadow data): on the post build's
+      // include path, and on the pre build's for a tree an earlier such patch was applied
+      // to (an update stacked on one with hooks).
+      {"LIVESPLICE_INCLUDE", patch_header_dir(wrapper_)},
   };
 }
 
