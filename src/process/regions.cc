@@ -77,6 +77,10 @@ bool call_restarts(long nr) {
   switch (nr) {
     case SYS_nanosleep: case SYS_clock_nanosleep: case SYS_poll: case SYS_ppoll: case SYS_select:
     case SYS_pselect6: case SYS_pause: case SYS_rt_sigsuspend: case SYS_wait4: case SYS_waitid: case SYS_futex:
+    // A sleep the kernel restarted after an earlier interruption (ours, when the thread
+    // was borrowed: nanosleep, poll and futex waits come back as restart_syscall with
+    // the time left); interrupted again, it is restarted again.
+    case SYS_restart_syscall:
       return true;
     default:
       return false;
