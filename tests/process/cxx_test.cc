@@ -5,7 +5,11 @@
 // Without them the first exception in new code ends the program in std::terminate.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <fstream>
+#include <optional>
 #include <regex>
+#include <sstream>
 
 #include "steps.h"
 #include "support.h"
@@ -97,6 +101,67 @@ TEST_F(Cxx, TemplateInstantiatedInTwoObjects) {
   prog.wait_for("a 20 b 21");
   std::string update = create_update(src, case_dir("cxx_template") + "/fix.patch", tmp / "fix.lsu");
   update_cycle(prog, update, "a 20 b 21", "a 30 b 31", "_ZNK3BoxIiE3getEv");
+}
+
+}  // namespace
+
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// The perf map (process/perfmap.h): after apply, /tmp/perf-PID.map still begins with what
+// the program (a JIT) wrote and then names every replaced function at the address the
+// apply recorded for its new code, inside the code it reports (code_at, code_bytes);
+// undo leaves the file as it was (perf reads it after the fact).
+TEST_F(Cxx, PerfMapNamesTheNewCode) {
+  std::string src = build_case("cxx_virtual", tmp / "src");
+  Program prog({src + "/prog"});
+  prog.wait_for("area 49");
+  const std::string map = "/tmp/perf-" + std::to_string(prog.pid()) + ".map";
+  struct Remove {
+    std::string path;
+    ~Remove() { std::remove(path.c_str()); }
+  } remove_map{map};
+  const std::string jit_line = "7f0000001000 40 jitted_by_the_program\n";
+  std::ofstream(map) << jit_line;
+  std::string update = create_update(src, case_dir("cxx_virtual") + "/fix.patch", tmp / "fix.lsu");
+
+  Json applied = apply_ok(prog, update);
+  prog.wait_for("area 1049");
+  const uint64_t code_at = std::stoull(applied["code_at"].get<std::string>(), nullptr, 16);
+  const uint64_t code_end = code_at + applied["code_bytes"].get<uint64_t>();
+  const std::string text = slurp(map);
+  EXPECT_EQ(text.rfind(jit_line, 0), 0u) << text;
+  const Json trampolines = view_updates(prog)[0]["trampolines"];
+  ASSERT_FALSE(trampolines.empty());
+  for (const auto& t : trampolines) {
+    const std::string label = t["function"].get<std::string>();
+    // Demangled, as perf shows the program's own symbols; by binutils, not by livesplice.
+    std::string name = must({"c++filt", label.substr(label.rfind(':') + 1)}).output();
+    name.erase(name.find_last_not_of('\n') + 1);
+    const uint64_t at = t["new_code"].get<uint64_t>();
+    // "START SIZE NAME", the name being the rest of the line.
+    std::optional<std::pair<uint64_t, uint64_t>> line;
+    std::istringstream lines(text);
+    for (std::string l; std::getline(lines, l);) {
+      std::istringstream fields(l);
+      std::string start, size, rest;
+      fields >> start >> size >> std::ws;
+      std::getline(fields, rest);
+      if (rest == name) line = {std::stoull(start, nullptr, 16), std::stoull(size, nullptr, 16)};
+    }
+    ASSERT_TRUE(line) << name << " not in the perf map:\n" << text;
+    EXPECT_EQ(line->first, at) << text;
+    EXPECT_TRUE(line->second > 0 && at >= code_at && at + line->second <= code_end) << text;
+  }
+  undo_ok(prog);
+  prog.wait_for("area 49", prog.line_count());
+  EXPECT_EQ(slurp(map), text);
 }
 
 }  // namespace
