@@ -107,6 +107,73 @@ TEST_F(Cxx, TemplateInstantiatedInTwoObjects) {
 
 namespace {
 
+// An inline function from a header changed: no copy of it runs on its own (each caller
+// has the body inlined), so the update replaces its caller, report().
+TEST_F(Cxx, InlineFunctionChangedThroughItsCaller) {
+  std::string src = build_case("cxx_inline", tmp / "src");
+  Program prog({src + "/prog"});
+  prog.wait_for("value 42");
+  std::string update = create_update(src, case_dir("cxx_inline") + "/fix.patch", tmp / "fix.lsu");
+  update_cycle(prog, update, "value 42", "value 7042", "_Z6reporti");
+}
+
+// A lambda inside a function: its code is the closure's invoker, a local function named
+// after the enclosing one, which is what the update replaces.
+TEST_F(Cxx, LambdaInsideAFunction) {
+  std::string src = build_case("cxx_lambda", tmp / "src");
+  Program prog({src + "/prog"});
+  prog.wait_for("sum 12");
+  std::string update = create_update(src, case_dir("cxx_lambda") + "/fix.patch", tmp / "fix.lsu");
+  update_cycle(prog, update, "sum 12", "sum 3012", "_ZNSt17_Function_handlerIFiiEZ10sum_scalediEUliE_E9_M_invokeERKSt9_Any_dataOi");
+}
+
+// The tickets printed from line `from` on, in order.
+std::vector<long> tickets(const Program& prog, size_t from) {
+  std::vector<long> v;
+  for (const auto& l : prog.lines(from))
+    if (l.starts_with("ticket ")) v.push_back(std::stol(l.substr(7)));
+  return v;
+}
+
+// Every step between consecutive tickets is `before` up to one point and `after` from
+// there on (the point being where the update took effect); returns whether one such
+// point exists, with a description otherwise.
+::testing::AssertionResult counts_on(const std::vector<long>& v, long before, long after) {
+  size_t i = 1;
+  while (i < v.size() && v[i] - v[i - 1] == before) ++i;
+  const size_t switched = i;
+  while (i < v.size() && v[i] - v[i - 1] == after) ++i;
+  if (switched < v.size() && i == v.size()) return ::testing::AssertionSuccess();
+  std::string seq;
+  for (size_t k = switched > 3 ? switched - 3 : 0; k < std::min(v.size(), i + 3); ++k) seq += std::to_string(v[k]) + " ";
+  return ::testing::AssertionFailure() << "steps of " << before << " then " << after << " expected; around the change: " << seq;
+}
+
+// A function-local static object (constructed at the first call, through its guard
+// variable) in a replaced function: the new code counts on in the running program's
+// object, never constructs a fresh one; undone, the old code counts on in it too.
+TEST_F(Cxx, StaticLocalKeepsItsState) {
+  std::string src = build_case("cxx_static", tmp / "src");
+  Program prog({src + "/prog"});
+  size_t from = prog.wait_for("ticket 5");
+  std::string update = create_update(src, case_dir("cxx_static") + "/fix.patch", tmp / "fix.lsu");
+  Json applied = apply_ok(prog, update);
+  EXPECT_TRUE(names_function(applied["functions"], "_Z11next_ticketv")) << applied.dump();
+  prog.wait_for_count("ticket", 5, prog.line_count(), 10s);
+  EXPECT_TRUE(counts_on(tickets(prog, from), 1, 1000)) << prog.tail();
+  expect_alive_and_running(prog);
+
+  const size_t undone_from = prog.line_count() - 1;
+  undo_ok(prog);
+  prog.wait_for_count("ticket", 5, prog.line_count(), 10s);
+  EXPECT_TRUE(counts_on(tickets(prog, undone_from), 1000, 1)) << prog.tail();
+  expect_alive_and_running(prog);
+}
+
+}  // namespace
+
+namespace {
+
 std::string slurp(const std::string& path) {
   std::ifstream in(path);
   std::stringstream s;
