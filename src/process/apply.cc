@@ -415,7 +415,7 @@ Exit report(const Apply& a) {
     fmt::print("applied {} to process {}: {} function(s) replaced, pause {:.0f} us ({}; map {:.0f} us, splice {:.0f} us){}\n",
                a.u.id.substr(0, 8), a.target.pid(), e.functions.size(), pause_us, longest, map_us, s.splice_us,
                s.attempts > 1 ? fmt::format(" ({} attempts)", s.attempts) : "");
-    for (const auto& f : e.functions) fmt::print("  {}\n", printable(f));
+    for (const auto& f : e.functions) fmt::print("  {}\n", printable(with_demangled(f)));
     print_hooks(s.hooks);
   }
   return Exit::Ok;

@@ -232,3 +232,27 @@ TEST_F(Cxx, PerfMapNamesTheNewCode) {
 }
 
 }  // namespace
+
+namespace {
+
+// create's summary and apply's and view's lists name a C++ function by its symbol and,
+// beside it, as people read it.
+TEST_F(Cxx, MessagesShowDemangledNames) {
+  std::string src = build_case("cxx_virtual", tmp / "src");
+  Program prog({src + "/prog"});
+  prog.wait_for("area 49");
+  const std::string readable = "shape.o:_ZNK6Square4areaEv (Square::area() const)";
+  const std::string update = tmp / "fix.lsu";
+  RunResult created = ls({"create", "--source", src, "--patch", case_dir("cxx_virtual") + "/fix.patch", "-o", update}, 180s);
+  ASSERT_EQ(created.status, 0) << created.output();
+  EXPECT_NE(created.output().find("changed " + readable), std::string::npos) << created.output();
+  const std::string pid = std::to_string(prog.pid());
+  RunResult applied = ls({"apply", "--pid", pid, update}, 120s);
+  ASSERT_EQ(applied.status, 0) << applied.output();
+  EXPECT_NE(applied.output().find("  " + readable), std::string::npos) << applied.output();
+  RunResult viewed = ls({"view", "--pid", pid});
+  EXPECT_NE(viewed.output().find("replaced " + readable), std::string::npos) << viewed.output();
+  undo_ok(prog);
+}
+
+}  // namespace
