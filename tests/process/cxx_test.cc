@@ -21,6 +21,17 @@ namespace {
 class Cxx : public PtraceTest {
  protected:
   TempDir tmp;
+
+  // Case `name` built and run until it prints `old_text`; its fix.patch made into an
+  // update and taken through update_cycle (steps.h), which replaces `function`.
+  void cycle(const std::string& name, const std::string& old_text, const std::string& new_text,
+             const std::string& function) {
+    std::string src = build_case(name, tmp / "src");
+    Program prog({src + "/prog"});
+    prog.wait_for(old_text);
+    std::string update = create_update(src, case_dir(name) + "/fix.patch", tmp / "fix.lsu");
+    update_cycle(prog, update, old_text, new_text, function);
+  }
 };
 
 // The depth printed on line `l` ("... depth N").
@@ -81,11 +92,7 @@ namespace {
 // A virtual method replaced: the vtable still holds the old entry, and the jump written
 // there takes every call through it to the new code; undone, the old code again.
 TEST_F(Cxx, VirtualMethodThroughItsVtable) {
-  std::string src = build_case("cxx_virtual", tmp / "src");
-  Program prog({src + "/prog"});
-  prog.wait_for("area 49");
-  std::string update = create_update(src, case_dir("cxx_virtual") + "/fix.patch", tmp / "fix.lsu");
-  update_cycle(prog, update, "area 49", "area 1049", "_ZNK6Square4areaEv");
+  cycle("cxx_virtual", "area 49", "area 1049", "_ZNK6Square4areaEv");
 }
 
 }  // namespace
@@ -96,11 +103,7 @@ namespace {
 // new copy of the weak definition, both match the one copy the linker kept, and that
 // one is replaced once (it used to be refused: two jumps at one site).
 TEST_F(Cxx, TemplateInstantiatedInTwoObjects) {
-  std::string src = build_case("cxx_template", tmp / "src");
-  Program prog({src + "/prog"});
-  prog.wait_for("a 20 b 21");
-  std::string update = create_update(src, case_dir("cxx_template") + "/fix.patch", tmp / "fix.lsu");
-  update_cycle(prog, update, "a 20 b 21", "a 30 b 31", "_ZNK3BoxIiE3getEv");
+  cycle("cxx_template", "a 20 b 21", "a 30 b 31", "_ZNK3BoxIiE3getEv");
 }
 
 }  // namespace
@@ -110,21 +113,13 @@ namespace {
 // An inline function from a header changed: no copy of it runs on its own (each caller
 // has the body inlined), so the update replaces its caller, report().
 TEST_F(Cxx, InlineFunctionChangedThroughItsCaller) {
-  std::string src = build_case("cxx_inline", tmp / "src");
-  Program prog({src + "/prog"});
-  prog.wait_for("value 42");
-  std::string update = create_update(src, case_dir("cxx_inline") + "/fix.patch", tmp / "fix.lsu");
-  update_cycle(prog, update, "value 42", "value 7042", "_Z6reporti");
+  cycle("cxx_inline", "value 42", "value 7042", "_Z6reporti");
 }
 
 // A lambda inside a function: its code is the closure's invoker, a local function named
 // after the enclosing one, which is what the update replaces.
 TEST_F(Cxx, LambdaInsideAFunction) {
-  std::string src = build_case("cxx_lambda", tmp / "src");
-  Program prog({src + "/prog"});
-  prog.wait_for("sum 12");
-  std::string update = create_update(src, case_dir("cxx_lambda") + "/fix.patch", tmp / "fix.lsu");
-  update_cycle(prog, update, "sum 12", "sum 3012", "_ZNSt17_Function_handlerIFiiEZ10sum_scalediEUliE_E9_M_invokeERKSt9_Any_dataOi");
+  cycle("cxx_lambda", "sum 12", "sum 3012", "_ZNSt17_Function_handlerIFiiEZ10sum_scalediEUliE_E9_M_invokeERKSt9_Any_dataOi");
 }
 
 // The tickets printed from line `from` on, in order.
