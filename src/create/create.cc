@@ -39,6 +39,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "base/demangle.h"
 #include "base/subprocess.h"
 #include "create/build.h"
 #include "create/patch.h"
@@ -401,7 +402,8 @@ void Pipeline::print_summary(const update::UpdateInput& in, const update::WriteS
     for (const update::Unit& u : in.units)
       for (const auto& s : u.diff->symbols)
         if (s.kind == diff::UnitKind::Func && s.status != diff::Status::Same)
-          j["functions"].push_back({{"name", s.name}, {"status", diff::to_string(s.status)}, {"object", u.path}});
+          j["functions"].push_back({{"name", s.name}, {"demangled", demangled(s.name)},
+                                    {"status", diff::to_string(s.status)}, {"object", u.path}});
     j["seconds"] = {{"pre_build", pre_stats_.seconds}, {"post_build", post_stats_.seconds}, {"total", total}};
     j["tree_restored"] = left.empty();
     if (!left.empty()) j["tree_not_restored"] = left;
@@ -413,6 +415,10 @@ void Pipeline::print_summary(const update::UpdateInput& in, const update::WriteS
              sum.functions_new, sum.data_new, human_size(sum.bytes), total);
   for (const auto& t : in.targets)
     fmt::print("  for {} ({}), build-id {}\n", t.path, t.kind, t.build_id.empty() ? "(none)" : t.build_id);
+  for (const update::Unit& u : in.units)
+    for (const auto& s : u.diff->symbols)
+      if (s.kind == diff::UnitKind::Func && s.status != diff::Status::Same)
+        fmt::print("  {} {}\n", diff::to_string(s.status), printable(with_demangled(u.path + ":" + s.name)));
 }
 
 }  // namespace

@@ -21,7 +21,9 @@
 
 #include "loader/link.h"
 #include "matcher/matcher.h"
+#include "base/demangle.h"
 #include "process/frames.h"
+#include "process/perfmap.h"
 #include "process/guardian.h"
 #include "process/hooks.h"
 #include "process/ledger.h"
@@ -413,10 +415,21 @@ Exit report(const Apply& a) {
     fmt::print("applied {} to process {}: {} function(s) replaced, pause {:.0f} us ({}; map {:.0f} us, splice {:.0f} us){}\n",
                a.u.id.substr(0, 8), a.target.pid(), e.functions.size(), pause_us, longest, map_us, s.splice_us,
                s.attempts > 1 ? fmt::format(" ({} attempts)", s.attempts) : "");
-    for (const auto& f : e.functions) fmt::print("  {}\n", printable(f));
+    for (const auto& f : e.functions) fmt::print("  {}\n", printable(with_demangled(f)));
     print_hooks(s.hooks);
   }
   return Exit::Ok;
+}
+
+// Every function of the new code, where it was linked, for the profiler (perfmap.h).
+void name_new_code_for_perf(const Apply& a) {
+  std::vector<PerfMapLine> lines;
+  for (const auto& f : a.u.functions) {
+    auto at = a.image->symbol_at.find(f.post_symbol);
+    if (f.post_symbol && at != a.image->symbol_at.end()) lines.push_back({at->second, f.post_size, demangled(f.name)});
+  }
+  if (Status s = append_perf_map(a.target.pid(), lines); !s.ok())
+    a.ctx.warn(fmt::format("applied, but perf will not name the new code: {}", s.message()));
 }
 
 }  // namespace
@@ -435,7 +448,9 @@ Exit apply_update(Context& ctx, Target& target, const update::Contents& u, const
     return splice_in_guardian(a);   // record, map, stop, check, write, resume, confirm
   };
   if (Status s = steps(); !s.ok()) return failed(ctx, u, target.pid(), s);
-  return a.finished_by_repair ? report_finished_by_repair(a) : report(a);
+  if (a.finished_by_repair) return report_finished_by_repair(a);
+  name_new_code_for_perf(a);
+  return report(a);
 }
 
 Exit run_apply(Context& ctx, const ApplyOptions& opt) {

@@ -15,6 +15,7 @@
 #include <optional>
 
 #include "arch/target.h"
+#include "base/demangle.h"
 #include "process/apply.h"
 #include "process/frames.h"
 #include "process/guardian.h"
@@ -342,8 +343,8 @@ Exit view_updates(Context& ctx, Target& target, bool with_patch) {
                           "repairs it)", to_string(e.state), (*live)[i]);
     fmt::print("{}  {}  {}{}  pause {:.0f} us\n", e.id.substr(0, 8), printable(e.applied_at), printable(e.patch_name),
                state, e.pause_us);
-    for (const auto& f : e.functions) fmt::print("    replaced {}\n", printable(f));
-    for (const auto& f : e.new_functions) fmt::print("    added    {}\n", printable(f));
+    for (const auto& f : e.functions) fmt::print("    replaced {}\n", printable(with_demangled(f)));
+    for (const auto& f : e.new_functions) fmt::print("    added    {}\n", printable(with_demangled(f)));
     if (with_patch) fmt::print("{}\n", printable(e.patch_text, true));
   }
   return Exit::Ok;

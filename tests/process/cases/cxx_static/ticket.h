@@ -1,0 +1,2 @@
+int first_ticket();
+int next_ticket();
